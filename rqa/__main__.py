@@ -1,0 +1,120 @@
+"""Command line: `python -m rqa ingest|search|ask ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rqa.config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rqa", description="Answer AI-research questions from papers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="build or extend an index from PDF/.md/.txt/.tex files or folders")
+    p.add_argument("paths", nargs="+")
+    _common(p)
+    p.add_argument("--embedder", help="sentence-transformers model name or folder")
+    p.add_argument("--chunk-size", type=int, dest="chunk_size")
+    p.add_argument("--overlap", type=int)
+    p.add_argument("--ann", choices=["flat", "hnsw", "ivf"], help="FAISS index kind")
+
+    p = sub.add_parser("search", help="print the chunks ranked for a question")
+    p.add_argument("question", nargs="?")
+    _common(p)
+    p.add_argument("--queries", type=Path, help='JSONL file of {"id", "question"} lines (batch mode)')
+    p.add_argument("--k", type=int)
+    p.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("ask", help="answer a question from the index with the local model")
+    p.add_argument("question")
+    _common(p)
+    p.add_argument("--k", type=int)
+    p.add_argument("--model", dest="model_path", help="GGUF file to answer with")
+    p.add_argument("--json", action="store_true")
+
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in Settings.__dataclass_fields__ and v is not None}
+    settings = Settings.load(**overrides)
+    try:
+        return {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask}[args.command](args, settings)
+    except Exception as e:  # one clear line, not a traceback, for user errors
+        from rqa.errors import USER_ERRORS
+
+        if isinstance(e, USER_ERRORS):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", type=Path, dest="index_dir", help="index directory (default .rqa/index)")
+
+
+def cmd_ingest(args, settings: Settings) -> int:
+    from rqa.corpus import ingest_paths
+
+    report = ingest_paths(args.paths, settings)
+    print(f"{report.files} files, {report.papers_added} papers added ({report.pages} pages, "
+          f"{report.chunks_added} chunks), {len(report.skipped)} skipped -> {settings.index_dir}")
+    return 0 if report.files > len(report.skipped) or report.files == 0 else 1
+
+
+def cmd_search(args, settings: Settings) -> int:
+    from rqa.corpus import open_index
+
+    if not args.question and not args.queries:
+        print("error: give a QUESTION or --queries FILE.jsonl", file=sys.stderr)
+        return 2
+    index = open_index(settings)
+    k = settings.k if args.k is None else args.k
+
+    def run(question: str) -> list:
+        return index.search(question, k=k, depth=max(settings.fusion_depth, k), rrf_k=settings.rrf_k,
+                            mode=args.mode)
+
+    if args.queries:
+        with open(args.queries, encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    q = json.loads(line)
+                    question = str(q["question"])
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    print(f"error: {args.queries}:{n}: not a {{\"id\", \"question\"}} line ({e})", file=sys.stderr)
+                    return 2
+                hits = run(question)
+                record = {"id": q.get("id"), "question": question, "hits": [h.to_json() for h in hits]}
+                print(json.dumps(record, ensure_ascii=False) if args.json else _format(question, hits))
+        return 0
+    hits = run(args.question)
+    if args.json:
+        print(json.dumps({"question": args.question, "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
+    else:
+        print(_format(args.question, hits))
+    return 0
+
+
+def _format(question: str, hits) -> str:
+    lines = [f"Q: {question}"]
+    for n, h in enumerate(hits, start=1):
+        c = h.chunk
+        lines.append(f"\n[{n}] {c.title} | {c.section} | p. {c.pages} | {c.paper} | score {h.score:.4f}")
+        lines.append("    " + c.text[:400].replace("\n", " ") + ("..." if len(c.text) > 400 else ""))
+    return "\n".join(lines)
+
+
+def cmd_ask(args, settings: Settings) -> int:
+    from rqa.cli_ask import ask
+
+    return ask(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""From paths on disk to a searchable index, and the offline default corpus (the primer)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rqa.chunking import chunk_document
+from rqa.config import PRIMER_DIR, Settings
+from rqa.index import Index, build_or_extend, load_index
+from rqa.ingest import find_files, load_documents
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    papers_added: int = 0
+    chunks_added: int = 0
+    pages: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = True) -> IngestReport:
+    report = IngestReport()
+
+    def skip(path: Path, reason: str) -> None:
+        report.skipped.append((str(path), reason))
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+    files = find_files(paths)
+    report.files = len(files)
+    by_file = {}
+    for doc in load_documents(files, skip, progress=progress):
+        chunks = chunk_document(doc, settings.chunk_size, settings.overlap, settings.method_chunk_factor)
+        if not chunks:
+            skip(Path(doc.path), "no text left after cleaning")
+            continue
+        report.pages += doc.pages
+        by_file[str(Path(doc.path).resolve())] = (doc.sha256, chunks)
+    if by_file:
+        report.papers_added, report.chunks_added = build_or_extend(
+            settings.index_dir, by_file, settings.embedder, settings.ann,
+            {"chunk_size": settings.chunk_size, "overlap": settings.overlap}, progress=progress)
+    return report
+
+
+def open_index(settings: Settings) -> Index:
+    """The configured index; the default location is built from the primer on first use."""
+    path = Path(settings.index_dir)
+    if not (path / "manifest.json").exists() and path == Settings().index_dir:
+        print(f"building the default index from the primer at {path} ...", file=sys.stderr)
+        ingest_paths([PRIMER_DIR], settings, progress=False)
+    return load_index(path, settings.embedder)

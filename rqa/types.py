@@ -1,0 +1,65 @@
+"""The data that flows through rqa: documents, chunks, retrieval hits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Block:
+    """A run of text from one page: a paragraph, or a display equation kept whole."""
+
+    text: str
+    page: int
+    is_equation: bool = False
+
+
+@dataclass
+class Section:
+    heading: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    paper: str  # file stem, e.g. "1706.03762"
+    title: str
+    path: str
+    sha256: str
+    pages: int
+    sections: list[Section]
+    arxiv_id: str | None = None
+
+
+@dataclass
+class Chunk:
+    chunk_id: str
+    paper: str
+    title: str
+    section: str
+    page_start: int
+    page_end: int
+    char_start: int  # offsets into the document's cleaned text (see chunking.document_text)
+    char_end: int
+    text: str
+    arxiv_id: str | None = None
+
+    @property
+    def pages(self) -> str:
+        return str(self.page_start) if self.page_start == self.page_end else f"{self.page_start}-{self.page_end}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Hit:
+    chunk: Chunk
+    score: float  # fused score (higher is better)
+    bm25_rank: int | None = None
+    dense_rank: int | None = None
+
+    def to_json(self) -> dict:
+        c = self.chunk
+        return {"chunk_id": c.chunk_id, "paper": c.paper, "title": c.title, "section": c.section,
+                "pages": c.pages, "text": c.text, "score": round(self.score, 6)}
