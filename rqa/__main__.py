@@ -76,7 +76,7 @@ def cmd_search(args, settings: Settings) -> int:
 
     def run(question: str) -> list:
         return index.search(question, k=k, depth=max(settings.fusion_depth, k), rrf_k=settings.rrf_k,
-                            mode=args.mode)
+                            mode=args.mode, dense_weight=settings.dense_weight)
 
     if args.queries:
         with open(args.queries, encoding="utf-8") as f:

@@ -28,8 +28,9 @@ class Settings:
     embedder: str = "all-MiniLM-L6-v2"
     ann: str = "flat"  # flat | hnsw | ivf
     k: int = 5
-    fusion_depth: int = 50  # candidates taken from each retriever before fusion
+    fusion_depth: int = 100  # candidates taken from each retriever before fusion
     rrf_k: int = 60
+    dense_weight: float = 0.3  # weight of the dense ranking in RRF (BM25 has 1)
     # generation
     model_path: str = ""  # explicit GGUF path (q4 or only model)
     model_path_q8: str = ""  # optional q8_0 GGUF used for reasoning-heavy questions

@@ -1,0 +1,29 @@
+# Two commands matter: `make run` (install, then the app on its offline defaults) and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install run test bench browser
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's Chromium for the browser test (the test suite drives the real app in it).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium >/dev/null)
+
+run: install
+	$(PY) app.py
+
+test: install browser
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/retrieval.py
+	$(PY) bench/generation.py

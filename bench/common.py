@@ -1,0 +1,20 @@
+"""Shared helpers for the benchmarks: where the shared corpus and dev set live."""
+
+import json
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("RQA_SHARED", ROOT.parent / "shared"))
+PAPERS = SHARED / "corpus" / "papers"
+DEV = SHARED / "eval" / "dev.jsonl"
+
+
+def dev_questions() -> list[dict]:
+    with open(DEV, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]

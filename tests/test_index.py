@@ -1,0 +1,129 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+import rqa.index as index_mod
+from rqa.config import PRIMER_DIR, Settings
+from rqa.corpus import ingest_paths
+from rqa.index import IndexError_, index_text, load_index, tokenize
+from rqa.metrics import first_hit_rank
+from tests.conftest import FEW_PAPERS, PAPERS, ROOT, dev_questions
+
+
+def test_bm25s_scores_agree_with_rank_bm25(shared_index):
+    index = load_index(shared_index.index_dir)
+    reference = BM25Okapi([tokenize(index_text(c)) for c in index.chunks], k1=1.5, b=0.75)
+    for question in ["scaled dot-product attention softmax", "low-rank adaptation rank r",
+                     "bias correction second moment estimate", "label smoothing value"]:
+        tokens = tokenize(question)
+        df = {t: sum(t in set(tokenize(index_text(c))) for c in index.chunks) for t in tokens}
+        assert all(0 < n < len(index.chunks) / 2 for n in df.values())  # Okapi idf > 0: same formula
+        ours = index.bm25.get_scores([t for t in tokens if t in index.bm25.vocab_dict])
+        # bm25s leaves out the constant (k1 + 1) of the numerator, which never changes a ranking
+        np.testing.assert_allclose(ours * (1.5 + 1), reference.get_scores(tokens), rtol=1e-4, atol=1e-4)
+
+
+def test_hybrid_finds_dev_evidence_in_few_papers(shared_index):
+    index = load_index(shared_index.index_dir)
+    questions = dev_questions({p.removesuffix(".pdf") for p in FEW_PAPERS})
+    assert len(questions) >= 5
+    ranks = [first_hit_rank([h.chunk.text for h in index.search(q["question"], k=10)], q["evidence"])
+             for q in questions]
+    assert sum(r is not None for r in ranks) >= 0.8 * len(questions)
+
+
+def test_search_modes_and_dedupe(shared_index):
+    index = load_index(shared_index.index_dir)
+    q = "Why are dot products scaled by the square root of d_k?"
+    for mode in ("bm25", "dense", "hybrid"):
+        hits = index.search(q, k=5, mode=mode)
+        assert hits and len({h.chunk.chunk_id for h in hits}) == len(hits)
+    hits = index.search(q, k=10)
+    for i, a in enumerate(hits):
+        for b in hits[:i]:
+            if a.chunk.paper == b.chunk.paper:
+                overlap = min(a.chunk.char_end, b.chunk.char_end) - max(a.chunk.char_start, b.chunk.char_start)
+                assert overlap <= 0.5 * (a.chunk.char_end - a.chunk.char_start)
+    assert index.search("zzzz qqqq", k=3, mode="bm25") == []
+
+
+def test_extend_embeds_only_new_papers_and_reingest_is_stable(tmp_path, monkeypatch):
+    settings = Settings.load(index_dir=tmp_path / "index")
+    ingest_paths([PRIMER_DIR / "06-bm25.md"], settings, progress=False)
+    first = load_index(settings.index_dir)
+    embedded = []
+    real_embed = index_mod.embed
+    monkeypatch.setattr(index_mod, "embed", lambda name, texts, **kw: embedded.append(len(texts)) or real_embed(name, texts))
+    report = ingest_paths([PRIMER_DIR / "06-bm25.md", PRIMER_DIR / "03-lora.md"], settings, progress=False)
+    second = load_index(settings.index_dir)
+    new = [c for c in second.chunks if c.paper == "03-lora"]
+    assert embedded == [len(new)] and report.papers_added == 1
+    assert [c.chunk_id for c in second.chunks[: len(first.chunks)]] == [c.chunk_id for c in first.chunks]
+    np.testing.assert_array_equal(second.embeddings[: len(first.chunks)], first.embeddings)
+    # the same files again: nothing to do, nothing embedded
+    embedded.clear()
+    assert ingest_paths([PRIMER_DIR / "03-lora.md"], settings, progress=False).chunks_added == 0
+    assert embedded == []
+
+
+def test_killed_build_leaves_previous_index(tmp_path, monkeypatch):
+    settings = Settings.load(index_dir=tmp_path / "index")
+    ingest_paths([PRIMER_DIR / "06-bm25.md"], settings, progress=False)
+    before = load_index(settings.index_dir)
+
+    def die(chunks):
+        raise KeyboardInterrupt  # as if the process were killed during the write
+
+    monkeypatch.setattr(index_mod, "build_bm25", die)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_paths([PRIMER_DIR / "03-lora.md"], settings, progress=False)
+    after = load_index(settings.index_dir)
+    assert [c.chunk_id for c in after.chunks] == [c.chunk_id for c in before.chunks]
+    assert not list(tmp_path.glob("index.tmp-*"))
+    # an interruption between the two renames of the swap: the old copy is still found
+    settings.index_dir.rename(tmp_path / "index.old")
+    assert len(load_index(settings.index_dir).chunks) == len(before.chunks)
+
+
+def test_other_embedder_is_refused(shared_index):
+    with pytest.raises(IndexError_, match="built with embedder 'all-MiniLM-L6-v2'"):
+        load_index(shared_index.index_dir, embedder="all-MiniLM-L12-v2")
+    with pytest.raises(IndexError_, match="no index"):
+        load_index(shared_index.index_dir.parent / "missing")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rqa", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+
+
+def test_cli_ingest_search_and_batch(tmp_path):
+    idx = tmp_path / "index"
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.4 garbage")
+    out = run_cli("ingest", str(PAPERS / "1412.6980.pdf"), str(PRIMER_DIR / "12-adam.md"), str(bad), "--index", str(idx))
+    assert out.returncode == 0, out.stderr
+    assert "2 papers added" in out.stdout and "1 skipped" in out.stdout
+    assert "broken.pdf" in out.stderr and "corrupt" in out.stderr
+
+    out = run_cli("search", "How does Adam correct the bias of its moment estimates?", "--index", str(idx),
+                  "--k", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)["hits"]
+    assert len(hits) == 3 and {"chunk_id", "paper", "title", "section", "pages", "text", "score"} <= set(hits[0])
+    assert any(h["paper"] == "1412.6980" for h in hits)
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": "a", "question": "Adam update rule"}\n{"id": 7, "question": "BM25 idf"}\n')
+    out = run_cli("search", "--queries", str(queries), "--index", str(idx), "--k", "10", "--json")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["id"] for r in lines] == ["a", 7] and all(len(r["hits"]) == 10 for r in lines)
+    assert set(lines[0]) == {"id", "question", "hits"}
+
+    out = run_cli("search", "anything", "--index", str(tmp_path / "nowhere"))
+    assert out.returncode == 2 and "no index" in out.stderr and "Traceback" not in out.stderr
