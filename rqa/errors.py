@@ -9,3 +9,4 @@ class ModelError(Exception):
 
 
 USER_ERRORS = (IndexError_, IngestError, ModelError, FileNotFoundError, ValueError)
+

