@@ -156,13 +156,13 @@ def needs_reasoning(question: str) -> bool:
     """Route to q8_0 when a question asks for reasoning rather than lookup.
 
     Score: +2 an explicit reasoning verb (derive, prove, compute, explain why...); +2 math syntax
-    (LaTeX, operators, subscripts, big-O); +1 a why/how question ("how many/much" are lookups);
+    (LaTeX, operators, subscripts, big-O); +1 per why/how clause, at most 2 ("how many/much" are lookups);
     +1 a math term (equation, gradient, complexity...); +1 several questions in one. Two or
     more points -> reasoning. Unlike a substring test, "how many layers" is not reasoning and
     "showcase" does not contain "show that".
     """
     score = 2 * bool(REASONING_VERBS.search(question)) + 2 * bool(MATH_SYNTAX.search(question))
-    score += bool(WHY_HOW.search(question)) + bool(MATH_TERMS.search(question))
+    score += min(2, sum(1 for _ in WHY_HOW.finditer(question))) + bool(MATH_TERMS.search(question))
     score += question.count("?") >= 2
     return score >= 2
 

