@@ -49,14 +49,19 @@ def _chatml(messages: list[dict]) -> str:
 
 
 def _plain(messages: list[dict]) -> str:
-    parts = [m["content"] for m in messages if m["role"] != "assistant"]
-    return "\n\n".join(parts) + "\n\nAnswer:"
+    # Base models continue text; a long system prompt only gets parroted, so one short line
+    # of instruction stands in for it.
+    parts = [m["content"] for m in messages if m["role"] == "user"]
+    return PLAIN_INSTRUCTION + "\n\n" + "\n\n".join(parts) + "\nAnswer:"
+
+
+PLAIN_INSTRUCTION = "Read the sources and answer the question, citing the sources as [1], [2]."
 
 
 FORMATS = {
     "gemma": ChatFormat("gemma", _gemma, ("<end_of_turn>", "<start_of_turn>")),
     "chatml": ChatFormat("chatml", _chatml, ("<|im_end|>", "<|im_start|>", "<|endoftext|>")),
-    "plain": ChatFormat("plain", _plain, ("\nQuestion:", "\n\n\n")),
+    "plain": ChatFormat("plain", _plain, ("\nQuestion:", "\n\n")),
 }
 # GGUF general.architecture -> turn format, for files that carry no chat template.
 FAMILIES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
@@ -64,6 +69,10 @@ FAMILIES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "
 
 
 def chat_format(metadata: dict) -> ChatFormat:
+    """The GGUF's own chat template when it has one; else the family's turn format for an
+    instruction-tuned model (general.finetune says it/instruct/chat); else, for a base model such
+    as the offline Gemma 3 270M, a plain completion prompt: base models were never trained on
+    turns and answer on topic far more often without them."""
     template = metadata.get("tokenizer.chat_template")
     if template:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -71,7 +80,9 @@ def chat_format(metadata: dict) -> ChatFormat:
         formatter = Jinja2ChatFormatter(template, eos_token="", bos_token="")
         stops = tuple(s for s in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "</s>") if s in template)
         return ChatFormat("gguf-template", lambda msgs: formatter(messages=msgs).prompt, stops)
-    return FORMATS[FAMILIES.get(metadata.get("general.architecture", ""), "plain")]
+    tuned = re.search(r"\b(it|instruct|chat|sft)\b", metadata.get("general.finetune", ""), re.I)
+    family = FAMILIES.get(metadata.get("general.architecture", ""), "plain")
+    return FORMATS[family if tuned else "plain"]
 
 
 # --- which file ----------------------------------------------------------------------------

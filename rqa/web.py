@@ -157,15 +157,15 @@ def build_app(app: AppState) -> gr.Blocks:
                                           elem_id="rqa-question", lines=2, max_lines=8)
                     with gr.Row():
                         ask = gr.Button("Ask", variant="primary", elem_id="rqa-ask")
-                        up = gr.Button("👍 helpful", elem_id="rqa-up")
-                        down = gr.Button("👎 not helpful", elem_id="rqa-down")
+                        up = gr.Button("Helpful", elem_id="rqa-up")
+                        down = gr.Button("Not helpful", elem_id="rqa-down")
                     feedback_note = gr.Markdown("")
                     checks = gr.Markdown("", elem_id="rqa-checks", latex_delimiters=LATEX_DELIMITERS)
                 with gr.Column(scale=2):
                     sources = gr.HTML("<i>Sources appear here.</i>", elem_id="rqa-sources")
             respond = make_respond(app)
-            for trigger in (ask.click, question.submit):
-                trigger(respond, [question, chatbot], [chatbot, sources, checks, last_item, question])
+            for trigger, name in ((ask.click, "ask"), (question.submit, "ask_enter")):
+                trigger(respond, [question, chatbot], [chatbot, sources, checks, last_item, question], api_name=name)
 
             def vote(item_id, value, request: gr.Request):
                 if item_id is None:

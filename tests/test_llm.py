@@ -1,9 +1,10 @@
 import logging
+import re
 import shutil
 
 import pytest
 
-from rqa.config import Settings
+from rqa.config import PRIMER_DIR, Settings
 from rqa.errors import ModelError
 from rqa.llm import FORMATS, ModelPool, chat_format, load_model, needs_reasoning, resolve_model
 
@@ -60,9 +61,10 @@ def test_hub_repo_resolves_from_local_hf_cache(monkeypatch, tmp_path, default_gg
 
 def test_turn_formats():
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
-    assert chat_format({"general.architecture": "gemma3"}).name == "gemma"
-    assert chat_format({"general.architecture": "qwen2"}).name == "chatml"
-    assert chat_format({"general.architecture": "unknownarch"}).name == "plain"
+    assert chat_format({"general.architecture": "gemma3", "general.finetune": "it"}).name == "gemma"
+    assert chat_format({"general.architecture": "qwen2", "general.finetune": "Instruct"}).name == "chatml"
+    assert chat_format({"general.architecture": "gemma3"}).name == "plain"  # a base model
+    assert chat_format({"general.architecture": "unknownarch", "general.finetune": "it"}).name == "plain"
     assert FORMATS["gemma"].render(msgs) == "<start_of_turn>user\nS\n\nQ<end_of_turn>\n<start_of_turn>model\n"
     assert FORMATS["chatml"].render(msgs).endswith("<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
     tmpl = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n"
@@ -96,8 +98,11 @@ def test_router_picks_q8_only_for_reasoning(default_gguf, tmp_path):
 
 def test_default_model_generates_text_and_stops(default_gguf):
     model = load_model(default_gguf, Settings.load(n_ctx=512))
-    assert model.fmt.name == "gemma"
-    text = "".join(model.stream([{"role": "user", "content": "The capital of France is"}], max_tokens=16,
-                                temperature=0.0))
-    assert text.strip()
-    assert "<end_of_turn>" not in text and "<start_of_turn>" not in text
+    assert model.fmt.name == "plain"  # Gemma 3 270M base: no template, no instruction tuning
+    source = (PRIMER_DIR / "01-attention.md").read_text()[:900]
+    messages = [{"role": "system", "content": "S"},
+                {"role": "user", "content": f"Source [1]:\n{source}\n\nQuestion: Why are the dot products "
+                                            "divided by sqrt(d_k)?"}]
+    text = "".join(model.stream(messages, max_tokens=60, temperature=0.0))
+    assert text.strip() and "\n\n" not in text and "Question:" not in text  # stopped at the end
+    assert re.search(r"softmax|gradient|dot|scal|variance|large", text, re.I)  # on topic, not gibberish

@@ -1,0 +1,118 @@
+"""The real app, started as `python app.py`, driven through gradio_client and headless Chromium."""
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rqa.config import PRIMER_DIR, Settings
+from rqa.corpus import ingest_paths
+from tests.conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
+           "RQA_DB_PATH": str(tmp / "ratings.sqlite"), "RQA_ANNOTATORS": "alice:tok-alice,bob:tok-bob",
+           "RQA_MAX_NEW_TOKENS": "40", "RQA_RATE_LIMIT_PER_MINUTE": "5", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(tmp / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(240):
+        if proc.poll() is not None:
+            raise RuntimeError("app exited:\n" + (tmp / "app.log").read_text())
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("app did not start:\n" + (tmp / "app.log").read_text())
+    yield {"url": url, "db": tmp / "ratings.sqlite", "log": tmp / "app.log"}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def up(url: str) -> bool:
+    return urllib.request.urlopen(url, timeout=10).status == 200
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
+def test_browser_ask_then_rate(app):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app["url"])
+        page.locator("#rqa-question textarea").fill("Why are dot products scaled by the square root of d_k in attention?")
+        page.locator("#rqa-ask").click()
+        sources = page.locator("#rqa-sources")
+        expect(sources).to_contain_text("[1]", timeout=120_000)
+        expect(sources).to_contain_text("Scaled dot-product")
+        expect(page.locator("#rqa-checks")).to_contain_text("sentences supported", timeout=60_000)
+        bot = page.locator("#rqa-chat .bot, #rqa-chat [data-testid='bot']").last
+        assert bot.inner_text().strip()
+        Path(ROOT / "docs").mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT / "docs" / "screenshot-chat.png"), full_page=True)
+
+        page.get_by_role("tab", name="Annotate").click()
+        page.locator("#rqa-token input").fill("not-a-token")
+        page.locator("#rqa-login").click()
+        expect(page.locator("#rqa-annot-status")).to_contain_text("Unknown token")
+        page.locator("#rqa-token input").fill("tok-alice")
+        page.locator("#rqa-login").click()
+        expect(page.locator("#rqa-annot-status")).to_contain_text("Logged in as alice")
+        expect(page.locator("#rqa-item")).to_contain_text("Why are dot products scaled")
+        page.locator("#rqa-depth").get_by_text("4", exact=True).click()
+        page.locator("#rqa-correct").get_by_text("partly", exact=True).click()
+        page.locator("#rqa-comment textarea").fill("cites the right source")
+        page.locator("#rqa-submit").click()
+        expect(page.locator("#rqa-annot-status")).to_contain_text("Saved rating")
+        page.screenshot(path=str(ROOT / "docs" / "screenshot-annotate.png"), full_page=True)
+        browser.close()
+    rows = sqlite3.connect(app["db"]).execute(
+        "SELECT r.annotator, r.depth, r.correctness, r.comment, i.question FROM ratings r JOIN items i ON i.id = r.item_id").fetchall()
+    assert rows == [("alice", 4, "partly", "cites the right source",
+                     "Why are dot products scaled by the square root of d_k in attention?")]
+
+
+def test_bad_input_and_rate_limit_keep_the_app_up(app):
+    from gradio_client import Client
+
+    client = Client(app["url"], verbose=False)
+
+    def ask(question):
+        chat, sources, checks, box = client.predict(question, [], api_name="/ask")  # State is not returned
+        return chat[-1]["content"] if chat else "", checks
+
+    reply, _ = ask("   ")
+    assert "type a question" in str(reply)
+    reply, checks = ask("attention " * 100_000)  # about 1 MB
+    assert "only the first 2,000 were used" in str(checks)
+    assert up(app["url"])
+    replies = [ask("What is LoRA?")[0] for _ in range(4)]
+    assert any("Rate limit: 5 questions per minute" in str(r) for r in replies)
+    limited = next(str(r) for r in replies if "Rate limit" in str(r))
+    assert "wait" in limited and "seconds" in limited
+    assert up(app["url"])

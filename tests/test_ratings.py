@@ -1,0 +1,73 @@
+import csv
+import io
+import json
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from rqa.ratings import RatingError, RatingsDB, parse_annotators
+
+
+def _rate_many(path, annotator, item_ids):
+    db = RatingsDB(path)
+    for i in item_ids:
+        db.rate(i, annotator, 1 + i % 5, "correct", f"{annotator} on {i}")
+
+
+def test_concurrent_annotators_lose_nothing(tmp_path):
+    db = RatingsDB(tmp_path / "r.sqlite")
+    ids = [db.add_item(f"q{i}", f"a{i}", "base" if i % 2 else "tuned") for i in range(40)]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_rate_many, args=(tmp_path / "r.sqlite", name, ids)) for name in ("ann1", "ann2", "ann3", "ann4")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    rows = db.ratings()
+    assert len(rows) == 160
+    assert sqlite3.connect(tmp_path / "r.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    summary = db.summary()
+    assert set(summary["models"]) == {"base", "tuned"} and summary["alpha"] == 1.0  # identical ratings
+
+
+def test_rating_validation_and_one_rating_per_annotator(tmp_path):
+    db = RatingsDB(tmp_path / "r.sqlite")
+    item = db.add_item("q", "a", "m")
+    for bad in ((item, "", 3, "correct"), (item, "x", 6, "correct"), (item, "x", 3, "maybe"), (999, "x", 3, "wrong")):
+        with pytest.raises(RatingError):
+            db.rate(*bad)
+    db.rate(item, "x", 2, "partly")
+    db.rate(item, "x", 4, "correct", "changed my mind")
+    rows = db.ratings()
+    assert len(rows) == 1 and rows[0]["depth"] == 4 and rows[0]["model"] == "m"
+    assert db.next_item("x") is None and db.next_item("y")["id"] == item
+
+
+def test_import_export_and_agreement(tmp_path):
+    db = RatingsDB(tmp_path / "r.sqlite")
+    n = db.import_jsonl('{"question": "q1", "answer": "a1", "model": "base"}\n\n'
+                        '{"question": "q2", "answer": "a2", "model": "tuned"}\n')
+    assert n == 2
+    with pytest.raises(RatingError, match="line 1"):
+        db.import_jsonl('{"answer": "no question"}')
+    for ann, depths in (("a", [1, 5]), ("b", [2, 4])):
+        for item, d in zip((1, 2), depths):
+            db.rate(item, ann, d, "correct")
+    s = db.summary()
+    assert s["models"]["base"]["mean_depth"] == 1.5 and s["models"]["tuned"]["mean_depth"] == 4.5
+    assert 0 < s["alpha"] < 1
+    rows = list(csv.DictReader(io.StringIO(db.export("csv"))))
+    assert len(rows) == 4 and rows[0]["annotator"] == "a"
+    assert [json.loads(line)["depth"] for line in db.export("jsonl").splitlines()] == [1, 5, 2, 4]
+    db.feedback(1, 1)
+    db.feedback(1, -1)
+    assert db.feedback_counts() == {"up": 1, "down": 1}
+
+
+def test_annotator_tokens(tmp_path):
+    assert parse_annotators("alice:t1, bob:t2") == {"t1": "alice", "t2": "bob"}
+    f = tmp_path / "annotators.txt"
+    f.write_text("carol:t3\n\nbroken-line\n")
+    assert parse_annotators(str(f)) == {"t3": "carol"}
