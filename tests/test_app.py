@@ -116,3 +116,15 @@ def test_bad_input_and_rate_limit_keep_the_app_up(app):
     limited = next(str(r) for r in replies if "Rate limit" in str(r))
     assert "wait" in limited and "seconds" in limited
     assert up(app["url"])
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RQA_MODEL_PATH": "/nonexistent/model.gguf"}, "model file not found"),
+    ({"RQA_EMBEDDER": "all-MiniLM-L12-v2"}, "built with embedder 'all-MiniLM-L6-v2'"),
+])
+def test_bad_model_or_index_fails_clearly_at_start(tmp_path, env, message):
+    ingest_paths([PRIMER_DIR / "06-bm25.md"], Settings.load(index_dir=tmp_path / "index"), progress=False)
+    out = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "RQA_INDEX_DIR": str(tmp_path / "index"), **env})
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,53 @@
+"""Calibrate the sentence-support threshold on ../shared/eval/dev.jsonl.
+
+Positives: each dev reference answer's sentences against the chunks retrieved for its own
+question (the answers are written from those papers, so they should count as supported).
+Negatives: the same sentences against the chunks retrieved for a question about a different
+paper. The threshold maximising balanced accuracy is printed with the resulting rates.
+
+    .venv/bin/python bench/calibrate_support.py --index DIR   (an index of ../shared/corpus)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from bench.common import dev_questions  # noqa: E402
+from rqa.config import Settings  # noqa: E402
+from rqa.index import load_index  # noqa: E402
+from rqa.support import answer_sentences, support_scores  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--index", type=Path, required=True)
+    args = ap.parse_args()
+    settings = Settings.load()
+    index = load_index(args.index)
+    qs = dev_questions()
+    pos, neg = [], []
+    for i, q in enumerate(qs):
+        other = next(o for o in qs[i + 1:] + qs[:i] if o["paper"] != q["paper"])
+        own = [h.chunk.text for h in index.search(q["question"], k=settings.k)]
+        foreign = [h.chunk.text for h in index.search(other["question"], k=settings.k)]
+        sentences = answer_sentences(q["answer"]) or [q["answer"]]
+        pos += [s for s, _ in support_scores(sentences, own, settings.embedder)]
+        neg += [s for s, _ in support_scores(sentences, foreign, settings.embedder)]
+    pos, neg = np.array(pos), np.array(neg)
+    best = max(np.arange(0.2, 0.8, 0.01), key=lambda t: (pos >= t).mean() + (neg < t).mean())
+    print(f"{len(pos)} supported / {len(neg)} unsupported sentences")
+    print(f"| threshold | supported kept | unsupported flagged | balanced accuracy |\n|---|---|---|---|")
+    for t in sorted({round(float(best), 2), settings.support_threshold}):
+        print(f"| {t:.2f} | {(pos >= t).mean():.2f} | {(neg < t).mean():.2f} | "
+              f"{((pos >= t).mean() + (neg < t).mean()) / 2:.2f} |")
+    print(f"\nmean score: supported {pos.mean():.3f}, unsupported {neg.mean():.3f}; best threshold {best:.2f}")
+
+
+if __name__ == "__main__":
+    main()

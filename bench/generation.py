@@ -1,0 +1,162 @@
+"""Generation benchmark on the default model (Gemma 3 270M Q4_K_M) over the primer index.
+
+1. Time to first token and decode rate through rqa's answer path vs the same prompt through raw
+   llama-cpp-python, in the same run on the same loaded model.
+2. Peak RSS of `python app.py` (process tree) while it answers.
+3. 8 concurrent chat sessions through gradio_client on loopback: answered/failed, time until each
+   session's first streamed update (queue wait + retrieval + prefill) and total, p50/p95.
+
+    .venv/bin/python bench/generation.py
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil  # noqa: E402
+
+from bench.common import ROOT, percentile  # noqa: E402
+from rqa.answer import Answer, answer_stream  # noqa: E402
+from rqa.config import PRIMER_DIR, Settings  # noqa: E402
+from rqa.corpus import ingest_paths  # noqa: E402
+from rqa.index import load_index  # noqa: E402
+from rqa.llm import ModelPool  # noqa: E402
+from rqa.prompt import build_messages  # noqa: E402
+
+QUESTIONS = ["Why are dot products scaled in scaled dot-product attention?",
+             "How does LoRA initialise its low-rank matrices?",
+             "What is the brevity penalty in BLEU?",
+             "How does NF4 place its quantization levels?"]
+TOKENS = 96
+
+
+def raw_vs_rqa(settings: Settings) -> None:
+    index = load_index(settings.index_dir)
+    pool = ModelPool(settings)
+    model = pool.get()
+    rows = {"raw": [], "rqa": []}
+    for q in QUESTIONS * 2:
+        # raw: the exact prompt rqa builds, straight into llama-cpp-python
+        hits = index.search(q, k=settings.k)
+        prompt = model.fmt.render(build_messages(q, hits))
+        t0 = time.perf_counter()
+        first, n = None, 0
+        for part in model.llm.create_completion(prompt, max_tokens=TOKENS, temperature=0.0, repeat_penalty=1.15,
+                                                stop=list(model.fmt.stop), stream=True):
+            first = first or time.perf_counter()
+            n += 1
+        end = time.perf_counter()
+        rows["raw"].append((first - t0, (n - 1) / max(end - first, 1e-9), 0.0))
+        # rqa: retrieval + prompt + streaming + the same generation (checks excluded from timing)
+        t0 = time.perf_counter()
+        first, n, t_retrieval = None, 0, 0.0
+        for piece in answer_stream(q, index, pool, settings):
+            if isinstance(piece, Answer):
+                t_retrieval = piece.timings["retrieval_s"]
+                break
+            first = first or time.perf_counter()
+            n += 1
+            end = time.perf_counter()
+        rows["rqa"].append((first - t0, (n - 1) / max(end - first, 1e-9), t_retrieval))
+    print("\n### Streaming: rqa vs raw llama-cpp-python (same prompt, same model, 8 questions)\n")
+    print("| path | TTFT p50 ms | decode tokens/s (mean) | retrieval ms (mean) |\n|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {percentile([x[0] * 1000 for x in r], 50):.0f} | {sum(x[1] for x in r) / len(r):.1f} | "
+              f"{sum(x[2] for x in r) / len(r) * 1000:.1f} |")
+    raw_rate = sum(x[1] for x in rows["raw"]) / len(rows["raw"])
+    rqa_rate = sum(x[1] for x in rows["rqa"]) / len(rows["rqa"])
+    print(f"\nrqa decode rate / raw decode rate = {rqa_rate / raw_rate:.3f}")
+    ttft_ratio = percentile([x[0] for x in rows["rqa"]], 50) / (percentile([x[0] for x in rows["raw"]], 50)
+                                                                 + sum(x[2] for x in rows["rqa"]) / len(rows["rqa"]))
+    print(f"rqa TTFT / (raw prefill + retrieval) = {ttft_ratio:.3f}")
+
+
+def app_under_load(index_dir: Path, sessions: int = 8) -> None:
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp = Path(tempfile.mkdtemp())
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(index_dir),
+           "RQA_DB_PATH": str(tmp / "r.sqlite"), "RQA_RATE_LIMIT_PER_MINUTE": "0",
+           "RQA_MAX_NEW_TOKENS": str(TOKENS), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        p = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+                peak[0] = max(peak[0], rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=sample, daemon=True).start()
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        results = []
+
+        def session(i: int):
+            client = Client(url, verbose=False)
+            t0 = time.perf_counter()
+            job = client.submit(QUESTIONS[i % len(QUESTIONS)], [], api_name="/ask")
+            first = None
+            while not job.done():
+                if first is None and job.outputs():
+                    first = time.perf_counter() - t0
+                time.sleep(0.01)
+            try:
+                out = job.result()
+                ok = bool(out[0]) and "failed" not in str(out[0][-1]["content"])
+            except Exception:
+                ok = False
+            results.append((ok, first or (time.perf_counter() - t0), time.perf_counter() - t0))
+
+        threads = [threading.Thread(target=session, args=(i,)) for i in range(sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(timeout=30)
+    ok = sum(r[0] for r in results)
+    firsts, totals = [r[1] for r in results], [r[2] for r in results]
+    print(f"\n### App under {sessions} concurrent sessions (gradio_client, loopback, {TOKENS} new tokens)\n")
+    print("| answered | failed | first update p50 s | p95 s | total p50 s | p95 s | peak RSS MB |\n|---|---|---|---|---|---|---|")
+    print(f"| {ok} | {len(results) - ok} | {percentile(firsts, 50):.1f} | {percentile(firsts, 95):.1f} | "
+          f"{percentile(totals, 50):.1f} | {percentile(totals, 95):.1f} | {peak[0] / 2**20:.0f} |")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.load(index_dir=Path(tmp) / "index", max_new_tokens=TOKENS, temperature=0.0)
+        ingest_paths([PRIMER_DIR], settings, progress=False)
+        raw_vs_rqa(settings)
+        app_under_load(settings.index_dir)
+
+
+if __name__ == "__main__":
+    main()
