@@ -49,6 +49,7 @@ def raw_vs_rqa(settings: Settings) -> None:
         # raw: the exact prompt rqa builds, straight into llama-cpp-python
         hits = index.search(q, k=settings.k)
         prompt = model.fmt.render(build_messages(q, hits))
+        model.llm.reset()  # no KV-cache reuse between the two paths: both pay the full prefill
         t0 = time.perf_counter()
         first, n = None, 0
         for part in model.llm.create_completion(prompt, max_tokens=TOKENS, temperature=0.0, repeat_penalty=1.15,
@@ -58,6 +59,7 @@ def raw_vs_rqa(settings: Settings) -> None:
         end = time.perf_counter()
         rows["raw"].append((first - t0, (n - 1) / max(end - first, 1e-9), 0.0))
         # rqa: retrieval + prompt + streaming + the same generation (checks excluded from timing)
+        model.llm.reset()
         t0 = time.perf_counter()
         first, n, t_retrieval = None, 0, 0.0
         for piece in answer_stream(q, index, pool, settings):

@@ -8,8 +8,11 @@ process that is killed and replaced when it passes its time limit.
 from __future__ import annotations
 
 import itertools
-import multiprocessing as mp
+import json
 import re
+import select
+import subprocess
+import sys
 import threading
 import zlib
 from dataclasses import asdict, dataclass
@@ -101,53 +104,65 @@ def _task(kind: str, args: tuple):
     raise ValueError(kind)
 
 
-def _worker(conn) -> None:
-    while True:
-        kind, args = conn.recv()
+def _serve() -> None:
+    """Worker loop: one JSON request per stdin line, one JSON reply per stdout line."""
+    import json
+    import sys
+
+    for line in sys.stdin:
+        kind, args = json.loads(line)
         try:
-            conn.send(("ok", _task(kind, args)))
+            reply = ["ok", _task(kind, tuple(args))]
         except Exception as e:  # report, do not die: the next task may be fine
-            conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            reply = ["error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"]
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
 
 
 class SympyWorker:
-    """One child process for SymPy calls, killed and restarted on timeout."""
+    """One child process for SymPy calls, killed and restarted on timeout.
+
+    A plain `python -m rqa.equations` child rather than multiprocessing: spawn would import the
+    parent's main module (the whole app with torch and gradio) into the child once more."""
 
     def __init__(self, timeout_s: float = 2.0):
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._proc = None
-        self._conn = None
+        self._proc: subprocess.Popen | None = None
         self._warm = False
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self._proc.start()
+        self._proc = subprocess.Popen([sys.executable, "-m", "rqa.equations"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self._warm = False
 
     def call(self, kind: str, *args) -> tuple[str, object]:
         with self._lock:
-            if self._proc is None or not self._proc.is_alive():
+            if self._proc is None or self._proc.poll() is not None:
                 self._start()
             try:
-                self._conn.send((kind, args))
+                self._proc.stdin.write(json.dumps([kind, list(args)]) + "\n")
+                self._proc.stdin.flush()
                 # the first call also pays for the child's start and SymPy's import
-                if self._conn.poll(self.timeout_s + (10 if not self._warm else 0)):
-                    self._warm = True
-                    return self._conn.recv()
-            except (EOFError, OSError):  # the worker died (out of memory, say): start afresh next time
+                ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout_s + (10 if not self._warm else 0))
+                if ready:
+                    line = self._proc.stdout.readline()
+                    if line:
+                        self._warm = True
+                        status, value = json.loads(line)
+                        return status, value
+                    self._proc = None  # the worker died (out of memory, say): start afresh next time
+                    return "error", "SymPy worker crashed"
+            except (BrokenPipeError, OSError):
                 self._proc = None
                 return "error", "SymPy worker crashed"
-            self._proc.kill()
-            self._proc.join()
-            self._proc = None
+            self.close()
             return "timeout", f"SymPy took longer than {self.timeout_s:.1f} s"
 
     def close(self) -> None:
         if self._proc is not None:
             self._proc.kill()
+            self._proc.wait()
             self._proc = None
 
 
@@ -174,3 +189,7 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker) -> lis
                 break
         checks.append(check)
     return checks
+
+
+if __name__ == "__main__":
+    _serve()

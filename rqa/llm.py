@@ -7,7 +7,6 @@ the next option); the offline default, Gemma 3 270M Q4_K_M from the gemma3-270m-
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -17,6 +16,7 @@ from typing import Callable, Iterator
 
 from rqa.config import Settings
 from rqa.errors import ModelError
+from rqa.ingest import sha256_file
 
 log = logging.getLogger("rqa.llm")
 
@@ -102,14 +102,6 @@ def check_gguf(path: Path) -> Path:
         if f.read(4) != b"GGUF":
             raise ModelError(f"not a GGUF model file (bad magic bytes): {path}")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hub_download(repo: str, filename: str, repo_type: str = "model") -> Path:

@@ -106,3 +106,26 @@ def test_default_model_generates_text_and_stops(default_gguf):
     text = "".join(model.stream(messages, max_tokens=60, temperature=0.0))
     assert text.strip() and "\n\n" not in text and "Question:" not in text  # stopped at the end
     assert re.search(r"softmax|gradient|dot|scal|variance|large", text, re.I)  # on topic, not gibberish
+
+
+def test_hub_download_checks_sha256(monkeypatch, tmp_path, default_gguf):
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--someone--rqa-model" / "snapshots" / ("b" * 40)
+    snap.mkdir(parents=True)
+    (cache / "models--someone--rqa-model" / "refs").mkdir()
+    (cache / "models--someone--rqa-model" / "refs" / "main").write_text("b" * 40)
+    shutil.copy(default_gguf, snap / "model-q4_0.gguf")
+    use_hf_cache(monkeypatch, cache)
+    from rqa.ingest import sha256_file
+
+    digest = {"value": "0" * 64}
+    monkeypatch.setattr(HfApi, "get_paths_info", lambda self, repo, paths, repo_type=None: [
+        SimpleNamespace(lfs=SimpleNamespace(sha256=digest["value"]))])
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        resolve_model(Settings.load(hub_repo="someone/rqa-model"))
+    digest["value"] = sha256_file(snap / "model-q4_0.gguf")
+    assert resolve_model(Settings.load(hub_repo="someone/rqa-model")).source == "hub:someone/rqa-model"
