@@ -42,7 +42,7 @@ def main() -> None:
     pos, neg = np.array(pos), np.array(neg)
     best = max(np.arange(0.2, 0.8, 0.01), key=lambda t: (pos >= t).mean() + (neg < t).mean())
     print(f"{len(pos)} supported / {len(neg)} unsupported sentences")
-    print(f"| threshold | supported kept | unsupported flagged | balanced accuracy |\n|---|---|---|---|")
+    print("| threshold | supported kept | unsupported flagged | balanced accuracy |\n|---|---|---|---|")
     for t in sorted({round(float(best), 2), settings.support_threshold}):
         print(f"| {t:.2f} | {(pos >= t).mean():.2f} | {(neg < t).mean():.2f} | "
               f"{((pos >= t).mean() + (neg < t).mean()) / 2:.2f} |")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -19,7 +19,6 @@ PRIMER_DIR = PACKAGE_DIR / "primer"
 class Settings:
     # where things live
     index_dir: Path = Path(".rqa/index")
-    data_dir: Path = Path(".rqa")
     # chunking (seed section 2.1)
     chunk_size: int = 1000
     overlap: int = 200
@@ -37,7 +36,6 @@ class Settings:
     hub_repo: str = ""  # Hugging Face model repo holding GGUF files
     hub_q4_file: str = "model-q4_0.gguf"
     hub_q8_file: str = "model-q8_0.gguf"
-    hub_index_repo: str = ""  # Hugging Face dataset repo holding a built index
     n_ctx: int = 4096
     n_threads: int = 0  # 0: all cores
     max_new_tokens: int = 384

@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,6 @@ class Index:
     embeddings: np.ndarray
     dense: object  # faiss.Index
     bm25: object  # bm25s.BM25
-    _by_paper: dict = field(default_factory=dict, repr=False)
 
     @property
     def embedder(self) -> str:
