@@ -24,6 +24,18 @@ def use_hf_cache(monkeypatch, cache):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
 
 
+def fake_hub_cache(monkeypatch, cache, gguf, commit="a" * 40):
+    """A Hugging Face cache laid out as huggingface_hub writes it, holding someone/rqa-model."""
+    repo = cache / "models--someone--rqa-model"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copy(gguf, snap / "model-q4_0.gguf")
+    use_hf_cache(monkeypatch, cache)
+    return snap
+
+
 def test_missing_and_corrupt_model_files_fail_clearly(tmp_path):
     with pytest.raises(ModelError, match="model file not found"):
         resolve_model(Settings.load(model_path=str(tmp_path / "nope.gguf")))
@@ -46,14 +58,8 @@ def test_hub_unreachable_falls_back_to_offline_default(monkeypatch, tmp_path, ca
 
 
 def test_hub_repo_resolves_from_local_hf_cache(monkeypatch, tmp_path, default_gguf):
-    """The download side, against a Hugging Face cache laid out as huggingface_hub writes it."""
-    cache = tmp_path / "hub"
-    snap = cache / "models--someone--rqa-model" / "snapshots" / ("a" * 40)
-    snap.mkdir(parents=True)
-    (cache / "models--someone--rqa-model" / "refs").mkdir()
-    (cache / "models--someone--rqa-model" / "refs" / "main").write_text("a" * 40)
-    shutil.copy(default_gguf, snap / "model-q4_0.gguf")
-    use_hf_cache(monkeypatch, cache)
+    """The download side, against a local Hugging Face cache."""
+    snap = fake_hub_cache(monkeypatch, tmp_path / "hub", default_gguf)
     files = resolve_model(Settings.load(hub_repo="someone/rqa-model"))
     assert files.source == "hub:someone/rqa-model"
     assert files.q4 == snap / "model-q4_0.gguf" and files.q8 is None
@@ -113,13 +119,7 @@ def test_hub_download_checks_sha256(monkeypatch, tmp_path, default_gguf):
 
     from huggingface_hub import HfApi
 
-    cache = tmp_path / "hub"
-    snap = cache / "models--someone--rqa-model" / "snapshots" / ("b" * 40)
-    snap.mkdir(parents=True)
-    (cache / "models--someone--rqa-model" / "refs").mkdir()
-    (cache / "models--someone--rqa-model" / "refs" / "main").write_text("b" * 40)
-    shutil.copy(default_gguf, snap / "model-q4_0.gguf")
-    use_hf_cache(monkeypatch, cache)
+    snap = fake_hub_cache(monkeypatch, tmp_path / "hub", default_gguf)
     from rqa.ingest import sha256_file
 
     digest = {"value": "0" * 64}
