@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import dev_questions  # noqa: E402
 from rqa.config import Settings  # noqa: E402
+from rqa.corpus import retrieve  # noqa: E402
 from rqa.index import load_index  # noqa: E402
 from rqa.support import answer_sentences, support_scores  # noqa: E402
 
@@ -34,11 +35,11 @@ def main() -> None:
     pos, neg = [], []
     for i, q in enumerate(qs):
         other = next(o for o in qs[i + 1:] + qs[:i] if o["paper"] != q["paper"])
-        own = [h.chunk.text for h in index.search(q["question"], k=settings.k)]
-        foreign = [h.chunk.text for h in index.search(other["question"], k=settings.k)]
         sentences = answer_sentences(q["answer"]) or [q["answer"]]
-        pos += [s for s, _ in support_scores(sentences, own, settings.embedder)]
-        neg += [s for s, _ in support_scores(sentences, foreign, settings.embedder)]
+        for question, scores in ((q["question"], pos), (other["question"], neg)):
+            hits = retrieve(index, question, settings)  # as the app does, with the stored vectors
+            texts, vectors = [h.chunk.text for h in hits], index.embeddings[[h.row for h in hits]]
+            scores += [s for s, _ in support_scores(sentences, texts, settings.embedder, vectors)]
     pos, neg = np.array(pos), np.array(neg)
     best = max(np.arange(0.2, 0.8, 0.01), key=lambda t: (pos >= t).mean() + (neg < t).mean())
     print(f"{len(pos)} supported / {len(neg)} unsupported sentences")

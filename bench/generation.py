@@ -28,7 +28,7 @@ import psutil  # noqa: E402
 from bench.common import ROOT, percentile  # noqa: E402
 from rqa.answer import Answer, answer_stream  # noqa: E402
 from rqa.config import PRIMER_DIR, Settings  # noqa: E402
-from rqa.corpus import ingest_paths  # noqa: E402
+from rqa.corpus import ingest_paths, retrieve  # noqa: E402
 from rqa.index import load_index  # noqa: E402
 from rqa.llm import ModelPool  # noqa: E402
 from rqa.prompt import build_messages  # noqa: E402
@@ -47,7 +47,7 @@ def raw_vs_rqa(settings: Settings) -> None:
     rows = {"raw": [], "rqa": []}
     for q in QUESTIONS * 2:
         # raw: the exact prompt rqa builds, straight into llama-cpp-python
-        hits = index.search(q, k=settings.k)
+        hits = retrieve(index, q, settings)
         prompt = model.fmt.render(build_messages(q, hits))
         model.llm.reset()  # no KV-cache reuse between the two paths: both pay the full prefill
         t0 = time.perf_counter()

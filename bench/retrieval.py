@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import PAPERS, dev_questions, percentile  # noqa: E402
 from rqa.config import Settings  # noqa: E402
-from rqa.corpus import ingest_paths  # noqa: E402
+from rqa.corpus import ingest_paths, retrieve  # noqa: E402
 from rqa.embed import embed  # noqa: E402
 from rqa.index import Index, build_bm25, build_faiss, index_text, load_index  # noqa: E402
 from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
@@ -32,8 +32,7 @@ def quality(index: Index, questions: list[dict], settings: Settings) -> dict[str
     for mode in ("bm25", "dense", "hybrid"):
         ranks = []
         for q in questions:
-            hits = index.search(q["question"], k=10, depth=settings.fusion_depth, rrf_k=settings.rrf_k,
-                                mode=mode, dense_weight=settings.dense_weight)
+            hits = retrieve(index, q["question"], settings, k=10, mode=mode)
             ranks.append(first_hit_rank([h.chunk.text for h in hits], q["evidence"]))
         out[mode] = retrieval_scores(ranks)
     return out
@@ -45,7 +44,7 @@ def latency(index: Index, questions: list[str], settings: Settings, repeats: int
     for _ in range(repeats):
         for q in questions:
             t = time.perf_counter()
-            index.search(q, k=10, depth=settings.fusion_depth, rrf_k=settings.rrf_k, dense_weight=settings.dense_weight)
+            retrieve(index, q, settings, k=10)
             times.append((time.perf_counter() - t) * 1000)
     return percentile(times, 50), percentile(times, 95)
 

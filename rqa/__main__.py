@@ -66,17 +66,15 @@ def cmd_ingest(args, settings: Settings) -> int:
 
 
 def cmd_search(args, settings: Settings) -> int:
-    from rqa.corpus import open_index
+    from rqa.corpus import open_index, retrieve
 
     if not args.question and not args.queries:
         print("error: give a QUESTION or --queries FILE.jsonl", file=sys.stderr)
         return 2
     index = open_index(settings)
-    k = settings.k if args.k is None else args.k
 
     def run(question: str) -> list:
-        return index.search(question, k=k, depth=max(settings.fusion_depth, k), rrf_k=settings.rrf_k,
-                            mode=args.mode, dense_weight=settings.dense_weight)
+        return retrieve(index, question, settings, k=args.k, mode=args.mode)
 
     if args.queries:
         with open(args.queries, encoding="utf-8") as f:

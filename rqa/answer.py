@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rqa.config import Settings
+from rqa.corpus import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.index import Index
 from rqa.llm import ModelPool
@@ -104,8 +105,7 @@ def answer_stream(question: str, index: Index, models: ModelPool, settings: Sett
                   sympy: SympyWorker | None = None) -> Iterator[str | Answer]:
     question, notices = clean_question(question, settings.max_question_chars)
     t0 = time.perf_counter()
-    hits = index.search(question, k=settings.k, depth=settings.fusion_depth, rrf_k=settings.rrf_k,
-                        dense_weight=settings.dense_weight)
+    hits = retrieve(index, question, settings)
     t_retrieval = time.perf_counter() - t0
     model = models.for_question(question)
     messages = build_messages(question, hits, max_source_chars=_source_budget(settings))
@@ -118,11 +118,12 @@ def answer_stream(question: str, index: Index, models: ModelPool, settings: Sett
         yield piece
     text = "".join(pieces).strip()
     yield finish(question, text, hits, model.name, settings, sympy, notices,
-                 {"retrieval_s": t_retrieval, "first_token_s": t_first, "total_s": time.perf_counter() - t0})
+                 {"retrieval_s": t_retrieval, "first_token_s": t_first, "total_s": time.perf_counter() - t0},
+                 index.embeddings[[h.row for h in hits]] if hits else None)
 
 
 def finish(question: str, text: str, hits: list[Hit], model: str, settings: Settings,
-           sympy: SympyWorker | None, notices: list[str], timings: dict) -> Answer:
+           sympy: SympyWorker | None, notices: list[str], timings: dict, source_vectors=None) -> Answer:
     numbers = cited_numbers(text)
     citations = [Citation(n, hits[n - 1]) for n in numbers if 1 <= n <= len(hits)]
     cited = {c.n for c in citations}
@@ -132,7 +133,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
                     notices=notices, timings=timings)
     sources = [h.chunk.text for h in hits]
     if text:
-        answer.support = check_support(text, sources, settings.embedder, settings.support_threshold)
+        answer.support = check_support(text, sources, settings.embedder, settings.support_threshold, source_vectors)
         if sympy is not None:
             answer.equations = check_equations(text, sources, sympy)
     if not text:

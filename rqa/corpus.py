@@ -10,6 +10,7 @@ from rqa.chunking import chunk_document
 from rqa.config import PRIMER_DIR, Settings
 from rqa.index import Index, build_or_extend, load_index
 from rqa.ingest import find_files, load_documents
+from rqa.types import Hit
 
 
 @dataclass
@@ -43,6 +44,14 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
             settings.index_dir, by_file, settings.embedder, settings.ann,
             {"chunk_size": settings.chunk_size, "overlap": settings.overlap}, progress=progress)
     return report
+
+
+def retrieve(index: Index, question: str, settings: Settings, k: int | None = None,
+             mode: str = "hybrid") -> list[Hit]:
+    """Search with the configured fusion settings: the one way the CLI, app and benchmarks search."""
+    k = settings.k if k is None else k
+    return index.search(question, k=k, depth=max(settings.fusion_depth, k), rrf_k=settings.rrf_k,
+                        mode=mode, dense_weight=settings.dense_weight)
 
 
 def open_index(settings: Settings) -> Index:

@@ -70,7 +70,7 @@ class Index:
     # --- search --------------------------------------------------------------------------
 
     def search_bm25(self, question: str, k: int) -> list[tuple[int, float]]:
-        tokens = [t for t in tokenize(question) if t in self._vocab]
+        tokens = [t for t in tokenize(question) if t in self.bm25.vocab_dict]
         if not tokens or not self.chunks:
             return []
         scores = self.bm25.get_scores(tokens)
@@ -79,11 +79,10 @@ class Index:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
 
-    def search_dense(self, question: str, k: int, vector: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def search_dense(self, question: str, k: int) -> list[tuple[int, float]]:
         if not self.chunks:
             return []
-        q = embed(self.embedder, [question]) if vector is None else vector.reshape(1, -1)
-        scores, ids = self.dense.search(q, min(k, len(self.chunks)))
+        scores, ids = self.dense.search(embed(self.embedder, [question]), min(k, len(self.chunks)))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def search(self, question: str, k: int = 5, depth: int = 100, rrf_k: int = 60,
@@ -95,17 +94,12 @@ class Index:
         sparse = self.search_bm25(question, depth) if mode in ("hybrid", "bm25") else []
         dense = self.search_dense(question, depth) if mode in ("hybrid", "dense") else []
         fused: dict[int, Hit] = {}
-        for name, ranking, weight in (("bm25", sparse, 1.0), ("dense", dense, dense_weight)):
+        for ranking, weight in ((sparse, 1.0), (dense, dense_weight)):
             for rank, (i, _) in enumerate(ranking, start=1):
-                hit = fused.setdefault(i, Hit(self.chunks[i], 0.0))
+                hit = fused.setdefault(i, Hit(self.chunks[i], 0.0, row=i))
                 hit.score += weight / (rrf_k + rank)
-                setattr(hit, f"{name}_rank", rank)
         ranked = sorted(fused.values(), key=lambda h: -h.score)
         return dedupe(ranked)[:k]
-
-    @property
-    def _vocab(self) -> dict:
-        return self.bm25.vocab_dict
 
 
 def dedupe(hits: list[Hit], max_overlap: float = 0.5) -> list[Hit]:

@@ -20,7 +20,6 @@ SUFFIXES = {".pdf", ".md", ".markdown", ".txt", ".tex"}
 
 LIGATURES = {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
              "\ufb05": "st", "\ufb06": "st", "\u00ad": ""}
-ARXIV_RE = re.compile(r"(?:arXiv:\s*)?\b(\d{4}\.\d{4,5})(?:v\d+)?\b")
 ARXIV_STAMP_RE = re.compile(r"^arXiv:\d{4}\.\d{4,5}(v\d+)?\s*\[[\w.\-]+\]\s+\d{1,2}\s+\w{3}\s+\d{4}$")
 # "3.2.1 Scaled Dot-Product Attention", "4 Experiments", "A Appendix", "Abstract"
 NUMBERED_HEADING_RE = re.compile(r"^((?:\d{1,2}|[A-H])(?:\.\d{1,2}){0,3})\.?\s+([A-Z][\w\s\-:,&/()']{1,80})$")

@@ -194,9 +194,6 @@ class Model:
                 if text:
                     yield text
 
-    def prompt_tokens(self, messages: list[dict]) -> int:
-        return len(self.llm.tokenize(self.fmt.render(messages).encode(), add_bos=True, special=True))
-
 
 def load_model(path: Path, settings: Settings) -> Model:
     from llama_cpp import Llama

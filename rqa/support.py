@@ -36,14 +36,17 @@ def answer_sentences(answer: str) -> list[str]:
     return [p.strip() for p in parts if len(tokenize(_CITATION.sub("", p))) >= 3]
 
 
-def support_scores(sentences: list[str], sources: list[str], embedder: str) -> list[tuple[float, int | None]]:
+def support_scores(sentences: list[str], sources: list[str], embedder: str,
+                   source_vectors: np.ndarray | None = None) -> list[tuple[float, int | None]]:
+    """source_vectors: the sources' stored index embeddings, when known (no second encoding)."""
     if not sentences:
         return []
     if not sources:
         return [(0.0, None) for _ in sentences]
     clean = [_CITATION.sub("", s) for s in sentences]
-    vecs = embed(embedder, clean + sources)
-    cos = vecs[: len(clean)] @ vecs[len(clean):].T
+    if source_vectors is None:
+        source_vectors = embed(embedder, sources)
+    cos = embed(embedder, clean) @ source_vectors.T
     source_tokens = [set(tokenize(s)) for s in sources]
     out = []
     for i, sentence in enumerate(clean):
@@ -55,7 +58,8 @@ def support_scores(sentences: list[str], sources: list[str], embedder: str) -> l
     return out
 
 
-def check_support(answer: str, sources: list[str], embedder: str, threshold: float) -> list[SentenceSupport]:
+def check_support(answer: str, sources: list[str], embedder: str, threshold: float,
+                  source_vectors: np.ndarray | None = None) -> list[SentenceSupport]:
     sentences = answer_sentences(answer)
-    return [SentenceSupport(s, round(score, 4), n, score >= threshold)
-            for s, (score, n) in zip(sentences, support_scores(sentences, sources, embedder))]
+    scores = support_scores(sentences, sources, embedder, source_vectors)
+    return [SentenceSupport(s, round(score, 4), n, score >= threshold) for s, (score, n) in zip(sentences, scores)]

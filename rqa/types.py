@@ -56,8 +56,7 @@ class Chunk:
 class Hit:
     chunk: Chunk
     score: float  # fused score (higher is better)
-    bm25_rank: int | None = None
-    dense_rank: int | None = None
+    row: int = -1  # the chunk's row in its index (for its stored embedding)
 
     def to_json(self) -> dict:
         c = self.chunk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import logging
 import math
 import re
@@ -208,8 +209,6 @@ def build_annotator_tab(app: AppState) -> None:
     def render_item(row: dict | None) -> str:
         if row is None:
             return "*Nothing left to rate. Thank you!*"
-        import json
-
         srcs = json.loads(row["sources"] or "[]")
         src_md = "\n".join(f"> [{s.get('n')}] **{s.get('title')}**, {s.get('section')}, p. {s.get('pages')}: "
                            f"{s.get('text', '')[:300]}" for s in srcs)
