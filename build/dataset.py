@@ -1,0 +1,224 @@
+"""`python -m build dataset`: papers -> chunks -> generated QA -> three-stage validation -> split.
+
+Stages (seed section 2.2), each with kept/dropped counts in the dataset card:
+  1. similarity: the question, searched in an index of all chunks, must retrieve its own chunk
+     in the top k (it is answerable and specific);
+  2. format: names a specific method or architecture, the answer is long enough, and any LaTeX is
+     balanced and parses with SymPy;
+  3. entropy: answers of low token entropy (repetitive, low-information) are dropped, and so are
+     questions whose embedding is a near-duplicate (cosine >= 0.92) of one already kept.
+The split is by paper: test questions come only from papers never seen in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from build.generate import GenerationFailed, Generator, MalformedReply, named_terms
+from rqa.chunking import chunk_document
+from rqa.config import Settings
+from rqa.embed import embed
+from rqa.equations import SympyWorker, extract_latex
+from rqa.index import Index, build_bm25, build_faiss, index_text
+from rqa.ingest import find_files, load_documents
+from rqa.prompt import build_messages
+from rqa.types import Chunk, Hit
+
+
+@dataclass
+class Filters:
+    top_k: int = 5
+    min_answer_chars: int = 80
+    min_entropy_bits: float = 3.5
+    near_duplicate_cosine: float = 0.92
+
+
+@dataclass
+class Report:
+    papers: list[str] = field(default_factory=list)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    chunks: int = 0
+    generated: int = 0
+    malformed: int = 0
+    failed: int = 0
+    stages: dict = field(default_factory=dict)  # stage -> {"kept", "dropped"}
+    splits: dict = field(default_factory=dict)
+    question_to_context: float = 0.0
+
+
+def load_chunks(papers: list[Path], settings: Settings, report: Report, max_papers: int | None = None) -> list[Chunk]:
+    files = find_files(papers)[:max_papers] if max_papers else find_files(papers)
+    chunks: list[Chunk] = []
+    for doc in load_documents(files, lambda p, why: report.skipped_files.append((str(p), why))):
+        report.papers.append(doc.paper)
+        chunks.extend(chunk_document(doc, settings.chunk_size, settings.overlap, settings.method_chunk_factor))
+    report.chunks = len(chunks)
+    return chunks
+
+
+def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report: Report,
+                 max_per_paper: int | None = None) -> list[dict]:
+    """Generate QA per chunk, appending to `cache` as it goes; chunks already there are skipped,
+    so an interrupted run resumes where it stopped."""
+    from tqdm import tqdm
+
+    done: dict[str, dict] = {}
+    if cache.exists():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["chunk_id"]] = rec
+    per_paper = Counter()
+    todo = []
+    for c in chunks:
+        per_paper[c.paper] += 1
+        if max_per_paper is None or per_paper[c.paper] <= max_per_paper:
+            todo.append(c)
+    with open(cache, "a", encoding="utf-8") as out:
+        for chunk in tqdm(todo, desc=f"generate ({generator.name})", unit="chunk"):
+            if chunk.chunk_id in done:
+                continue
+            rec = {"chunk_id": chunk.chunk_id, "paper": chunk.paper, "generator": generator.name}
+            try:
+                rec["question"], rec["answer"] = generator(chunk)
+            except MalformedReply as e:
+                rec["error"] = f"malformed: {e}"
+            except GenerationFailed as e:
+                rec["error"] = f"failed: {e}"
+            done[chunk.chunk_id] = rec
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.flush()
+    records = [done[c.chunk_id] for c in todo if c.chunk_id in done]
+    report.malformed = sum(r.get("error", "").startswith("malformed") for r in records)
+    report.failed = sum(r.get("error", "").startswith("failed") for r in records)
+    good = [r for r in records if "error" not in r]
+    report.generated = len(good)
+    return good
+
+
+def token_entropy(text: str) -> float:
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return 0.0
+    counts = Counter(words)
+    return -sum(n / len(words) * math.log2(n / len(words)) for n in counts.values())
+
+
+def latex_ok(text: str, sympy: SympyWorker) -> bool:
+    if text.count("$") % 2 or text.count("{") != text.count("}"):
+        return False
+    eqs = extract_latex(text)
+    return not eqs or any(sympy.call("parse", e)[0] == "ok" for e in eqs)
+
+
+def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filters: Filters,
+             report: Report) -> list[dict]:
+    from tqdm import tqdm
+
+    by_id = {c.chunk_id: c for c in chunks}
+    vectors = embed(settings.embedder, [index_text(c) for c in chunks])
+    index = Index(path=Path("."), manifest={"embedder": {"name": settings.embedder}}, chunks=chunks,
+                  embeddings=vectors, dense=build_faiss(vectors), bm25=build_bm25(chunks))
+
+    def stage(name, rows, keep):
+        kept = [r for r in tqdm(rows, desc=f"validate: {name}", unit="qa") if keep(r)]
+        report.stages[name] = {"kept": len(kept), "dropped": len(rows) - len(kept)}
+        return kept
+
+    rows = stage("1 similarity", records, lambda r: r["chunk_id"] in {
+        h.chunk.chunk_id for h in index.search(r["question"], k=filters.top_k, dense_weight=settings.dense_weight)})
+    sympy = SympyWorker(settings.sympy_timeout_s)
+    try:
+        rows = stage("2 format", rows, lambda r: bool(named_terms(r["question"]))
+                     and len(r["answer"]) >= filters.min_answer_chars and latex_ok(r["answer"], sympy))
+    finally:
+        sympy.close()
+    rows = stage("3a entropy", rows, lambda r: token_entropy(r["answer"]) >= filters.min_entropy_bits)
+    qvecs = embed(settings.embedder, [r["question"] for r in rows]) if rows else np.zeros((0, 1))
+    kept_idx: list[int] = []
+    for i in range(len(rows)):
+        if not kept_idx or float(np.max(qvecs[kept_idx] @ qvecs[i])) < filters.near_duplicate_cosine:
+            kept_idx.append(i)
+    report.stages["3b near-duplicates"] = {"kept": len(kept_idx), "dropped": len(rows) - len(kept_idx)}
+    rows = [rows[i] for i in kept_idx]
+    for r in rows:
+        r["chunk"] = by_id[r["chunk_id"]]
+    return rows
+
+
+def split_by_paper(rows: list[dict], test_fraction: float = 0.2, val_fraction: float = 0.1,
+                   max_test: int = 500) -> dict[str, list[dict]]:
+    papers = sorted({r["paper"] for r in rows}, key=lambda p: hashlib.sha1(p.encode()).hexdigest())
+    n_test = max(1, round(test_fraction * len(papers))) if len(papers) > 1 else 0
+    test_papers = set(papers[:n_test])
+    test = [r for r in rows if r["paper"] in test_papers][:max_test]
+    rest = [r for r in rows if r["paper"] not in test_papers]
+    rest.sort(key=lambda r: hashlib.sha1(r["chunk_id"].encode()).hexdigest())
+    n_val = max(1, round(val_fraction * len(rest))) if len(rest) > 1 else 0
+    return {"train": rest[n_val:], "val": rest[:n_val], "test": test}
+
+
+def to_example(row: dict) -> dict:
+    chunk: Chunk = row["chunk"]
+    messages = build_messages(row["question"], [Hit(chunk, 1.0)])
+    return {"messages": messages + [{"role": "assistant", "content": row["answer"]}]}
+
+
+def write_dataset(splits: dict[str, list[dict]], out: Path, report: Report, generator: str, filters: Filters) -> None:
+    for name, rows in splits.items():
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for r in rows:
+                example = to_example(r)
+                if name == "test":  # evaluation needs the reference and where it came from
+                    example.update(question=r["question"], answer=r["answer"], paper=r["paper"],
+                                   chunk_id=r["chunk_id"], evidence=[r["chunk"].text])
+                f.write(json.dumps(example, ensure_ascii=False) + "\n")
+        report.splits[name] = {"examples": len(rows), "papers": sorted({r["paper"] for r in rows})}
+    all_rows = [r for rows in splits.values() for r in rows]
+    if all_rows:
+        report.question_to_context = round(sum(len(r["question"]) for r in all_rows)
+                                           / sum(len(r["chunk"].text) for r in all_rows), 4)
+    (out / "report.json").write_text(json.dumps(report.__dict__, indent=1))
+    (out / "README.md").write_text(dataset_card(report, generator, filters))
+
+
+def dataset_card(report: Report, generator: str, filters: Filters) -> str:
+    lines = ["# rqa QA dataset", "", f"Generated by `{generator}` from {len(report.papers)} papers "
+             f"({report.chunks} chunks); chat `messages` JSONL for TRL.", "",
+             "| step | kept | dropped |", "|---|---|---|",
+             f"| generation | {report.generated} | {report.malformed} malformed, {report.failed} failed |"]
+    lines += [f"| {name} | {s['kept']} | {s['dropped']} |" for name, s in report.stages.items()]
+    lines += ["", "| split | examples | papers |", "|---|---|---|"]
+    lines += [f"| {k} | {v['examples']} | {', '.join(v['papers'])} |" for k, v in report.splits.items()]
+    lines += ["", f"Question-to-context ratio (characters): {report.question_to_context}", "",
+              f"Filters: similarity top-{filters.top_k}; answer >= {filters.min_answer_chars} characters; "
+              f"a named method in the question; LaTeX balanced and SymPy-parseable; answer token entropy >= "
+              f"{filters.min_entropy_bits} bits; near-duplicate questions (cosine >= {filters.near_duplicate_cosine}) dropped.",
+              "", "Test questions come only from papers absent from train and val."]
+    if report.skipped_files:
+        lines += ["", "Skipped files:"] + [f"- {p}: {why}" for p, why in report.skipped_files]
+    return "\n".join(lines) + "\n"
+
+
+def build_dataset(papers: list[Path], out: Path, generator: Generator, settings: Settings,
+                  filters: Filters | None = None, max_papers: int | None = None,
+                  max_per_paper: int | None = None) -> Report:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    filters = filters or Filters()
+    report = Report()
+    chunks = load_chunks(papers, settings, report, max_papers)
+    if not chunks:
+        raise ValueError("no chunks: every input file was skipped " + str(report.skipped_files))
+    records = generate_all(chunks, generator, out / "generated.jsonl", report, max_per_paper)
+    rows = validate(records, chunks, settings, filters, report)
+    write_dataset(split_by_paper(rows), out, report, generator.name, filters)
+    return report
