@@ -44,6 +44,7 @@ class Filters:
 @dataclass
 class Report:
     papers: list[str] = field(default_factory=list)
+    paper_files: list[str] = field(default_factory=list)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     chunks: int = 0
     generated: int = 0
@@ -59,6 +60,7 @@ def load_chunks(papers: list[Path], settings: Settings, report: Report, max_pape
     chunks: list[Chunk] = []
     for doc in load_documents(files, lambda p, why: report.skipped_files.append((str(p), why))):
         report.papers.append(doc.paper)
+        report.paper_files.append(str(Path(doc.path).resolve()))
         chunks.extend(chunk_document(doc, settings.chunk_size, settings.overlap, settings.method_chunk_factor))
     report.chunks = len(chunks)
     return chunks

@@ -110,5 +110,9 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print
         log(f"{kind}: {path.stat().st_size / 2**20:.1f} MiB, ppl {report['files'][kind]['perplexity']}, "
             f"sample {sample!r}")
     f16.unlink()  # only the quantized files are served
+    if tiny_base.exists():  # the untrained tiny base, for a like-for-like base vs fine-tuned evaluation
+        base_f16 = convert(tiny_base, out_dir / "base-f16.gguf")
+        report["base"] = quantize(base_f16, out_dir / "base-q8_0.gguf", "q8_0").name
+        base_f16.unlink()
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
     return report

@@ -46,8 +46,8 @@ class Preset:
 
 PRESETS = {
     "t4": Preset("t4", "Qwen/Qwen2.5-3B-Instruct", load_in_4bit=True, fp16=True, needs_gpu=True),
-    "cpu": Preset("cpu", OFFLINE_GEMMA, batch_size=2, grad_accum=4, lr=2e-4, warmup_steps=10, max_length=768,
-                  epochs=1, max_steps=120),
+    "cpu": Preset("cpu", OFFLINE_GEMMA, batch_size=2, grad_accum=2, lr=2e-4, warmup_steps=5, max_length=512,
+                  epochs=1, max_steps=30),
     "tiny": Preset("tiny", "tiny-random-gemma3", batch_size=2, grad_accum=1, lr=1e-3, warmup_steps=2, max_length=256,
                    epochs=2, max_steps=12),
 }
@@ -99,6 +99,8 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print) -> Path:
     tokenizer = load_tokenizer(OFFLINE_GEMMA if preset.base.startswith("tiny") else preset.base)
     if preset.base.startswith("tiny"):
         model = tiny_model(tokenizer)
+        model.save_pretrained(str(out_dir / "tiny-base"))  # export merges into this untrained base
+        tokenizer.save_pretrained(str(out_dir / "tiny-base"))
         cfg = model.config
         n_params = sum(p.numel() for p in model.parameters())
     else:
@@ -141,9 +143,6 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print) -> Path:
     adapter = out_dir / "adapter"
     trainer.save_model(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    if preset.base.startswith("tiny"):  # export needs the random base the adapter was trained on
-        trainer.model.get_base_model().save_pretrained(str(out_dir / "tiny-base"))
-        tokenizer.save_pretrained(str(out_dir / "tiny-base"))
     history = trainer.state.log_history
     metrics = {"preset": asdict(preset), "train_runtime_s": result.metrics.get("train_runtime"),
                "train_loss": result.metrics.get("train_loss"), "steps": trainer.state.global_step,

@@ -1,0 +1,235 @@
+"""`python -m build dataset|train|export|evaluate|publish|all` — one entry point per stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from rqa.config import Settings
+
+DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "dev.jsonl"
+
+
+def make_generator(args):
+    from build.generate import ExtractiveGenerator, groq_generator, openai_generator
+
+    kind = args.generator or ("groq" if os.environ.get("GROQ_API_KEY") else "offline")
+    if kind == "groq":
+        return groq_generator(os.environ.get("GROQ_API_KEY", ""), base_url=args.base_url,
+                              **({"model": args.model} if args.model else {}))
+    if kind == "openai":
+        if not args.base_url or not args.model:
+            raise ValueError("--generator openai needs --base-url and --model")
+        return openai_generator(args.base_url, args.model, os.environ.get("OPENAI_API_KEY", ""))
+    return ExtractiveGenerator()
+
+
+def cmd_dataset(args) -> dict:
+    from build.dataset import build_dataset
+
+    report = build_dataset(args.papers, args.out, make_generator(args), Settings.load(),
+                           max_papers=args.max_papers, max_per_paper=args.max_per_paper)
+    print(f"dataset -> {args.out}: " + ", ".join(f"{k} {v['examples']}" for k, v in report.splits.items()))
+    return report.__dict__
+
+
+def cmd_train(args) -> dict:
+    from build.train import preset_with, train
+
+    preset = preset_with(args.preset, max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length)
+    train(args.data, args.out, preset)
+    return json.loads((Path(args.out) / "train_metrics.json").read_text())
+
+
+def cmd_export(args) -> dict:
+    from build.export import export
+    from build.train import PRESETS
+
+    heldout = _heldout_text(args.data) if args.data else ""
+    return export(args.run, args.out, PRESETS[args.preset].base, heldout)
+
+
+def _heldout_text(data_dir: Path) -> str:
+    path = Path(data_dir) / "test.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return "\n".join(r["evidence"][0] for r in rows)
+
+
+def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
+    if not path or not Path(path).exists():
+        return []
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+def cmd_evaluate(args) -> dict:
+    from build.evaluate import evaluate
+    from build.export import perplexity
+    from build.models import offline_gguf
+    from rqa.corpus import ingest_paths
+    from rqa.index import load_index
+    from rqa.ratings import RatingsDB
+
+    settings = Settings.load(index_dir=args.index, max_new_tokens=args.max_new_tokens, temperature=0.0)
+    if args.papers:
+        ingest_paths(args.papers, settings, progress=False)
+    index = load_index(settings.index_dir)
+    papers = {c.paper for c in index.chunks}
+    sets = {"held-out": _read_jsonl(args.test, args.limit),
+            "dev": [q for q in _read_jsonl(args.dev, None) if q["paper"] in papers][: args.limit]}
+    base = Path(args.base_model) if args.base_model else offline_gguf()
+    models = {"base": base, "fine-tuned": Path(args.tuned_model)}
+    heldout = _heldout_text(Path(args.test).parent) if args.test else ""
+    ppl = {name: round(perplexity(path, heldout), 3) for name, path in models.items()} if heldout else None
+    depth = None
+    if args.ratings and Path(args.ratings).exists():
+        by_model = RatingsDB(args.ratings).summary()["models"]
+        depth = {name: by_model[p.name]["mean_depth"] for name, p in models.items() if p.name in by_model}
+    judge = None
+    if args.judge_base_url and args.judge_model:
+        import openai
+
+        judge = (openai.OpenAI(base_url=args.judge_base_url, api_key=os.environ.get("JUDGE_API_KEY", "none")), args.judge_model)
+    results = evaluate(models, sets, index, settings, Path(args.out), ppl, depth, judge)
+    print((Path(args.out) / "evaluation.md").read_text())
+    return results
+
+
+def cmd_publish(args) -> dict:
+    from build.publish import push, stage_folders
+
+    card = (Path(args.data) / "README.md").read_text() if args.data and (Path(args.data) / "README.md").exists() else ""
+    evaluation = (Path(args.eval) / "evaluation.md").read_text() if args.eval and (Path(args.eval) / "evaluation.md").exists() else ""
+    recipe = json.loads((Path(args.run) / "train_metrics.json").read_text())["preset"] if args.run else {}
+    model_dir, index_dir = stage_folders(Path(args.out), args.model_repo, Path(args.export), Path(args.index),
+                                         recipe.get("base", ""), card, recipe, evaluation)
+    if args.dry_run:
+        print(f"dry run: would push {model_dir} -> {args.model_repo} and {index_dir} -> {args.index_repo}")
+    else:
+        push(model_dir, index_dir, args.model_repo, args.index_repo, os.environ.get("HF_TOKEN"))
+    return {"model_dir": str(model_dir), "index_dir": str(index_dir), "dry_run": args.dry_run}
+
+
+def cmd_all(args) -> dict:
+    """Every stage in order under --out, with each stage's wall time in timings.json."""
+    from build.train import PRESETS
+
+    out = Path(args.out)
+    small = args.preset == "tiny"
+    ns = argparse.Namespace
+    stages = [
+        ("dataset", cmd_dataset, lambda: ns(papers=args.papers, out=out / "data", generator=args.generator, base_url=None,
+                                    model=None, max_papers=args.max_papers or (3 if small else None),
+                                    max_per_paper=args.max_per_paper or (40 if small else None))),
+        ("train", cmd_train, lambda: ns(data=out / "data", out=out / "run", preset=args.preset, max_steps=None,
+                                batch_size=None, max_length=None)),
+        ("export", cmd_export, lambda: ns(run=out / "run", out=out / "export", preset=args.preset, data=out / "data")),
+        ("evaluate", cmd_evaluate, lambda: ns(index=out / "index", papers=_papers_of(out / "data"), test=out / "data" / "test.jsonl",
+                                      dev=args.dev, limit=args.eval_limit or (4 if small else None), tuned_model=out / "export" / "model-q4_0.gguf",
+                                      base_model=out / "export" / "base-q8_0.gguf" if small else None, ratings=None,
+                                      judge_base_url=None, judge_model=None, max_new_tokens=64 if small else 256,
+                                      out=out / "eval")),
+        ("publish", cmd_publish, lambda: ns(model_repo=args.model_repo, index_repo=args.index_repo, export=out / "export",
+                                    index=out / "index", data=out / "data", eval=out / "eval", run=out / "run",
+                                    out=out / "publish", dry_run=True)),
+    ]
+    timings = {}
+    for name, fn, stage_args in stages:  # arguments built lazily: some read an earlier stage's output
+        t0 = time.perf_counter()
+        print(f"== {name} ({PRESETS[args.preset].name} preset)", flush=True)
+        fn(stage_args())
+        timings[name] = round(time.perf_counter() - t0, 1)
+        (out / "timings.json").write_text(json.dumps(timings, indent=1))
+    print("stage wall times (s): " + json.dumps(timings))
+    return timings
+
+
+def _papers_of(data_dir: Path) -> list[Path]:
+    return [Path(p) for p in json.loads((data_dir / "report.json").read_text())["paper_files"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m build", description="rqa's fine-tuning pipeline")
+    sub = p.add_subparsers(dest="stage", required=True)
+
+    s = sub.add_parser("dataset", help="papers -> validated QA dataset (train/val/test JSONL + card)")
+    s.add_argument("--papers", nargs="+", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--generator", choices=["groq", "openai", "offline"],
+                   help="default: groq when GROQ_API_KEY is set, else offline (extractive)")
+    s.add_argument("--base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, llama-server) or a Groq base URL")
+    s.add_argument("--model", help="generator model name")
+    s.add_argument("--max-papers", type=int)
+    s.add_argument("--max-per-paper", type=int)
+
+    s = sub.add_parser("train", help="LoRA/QLoRA SFT with TRL")
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--preset", choices=["t4", "cpu", "tiny"], default="cpu")
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--max-length", type=int)
+
+    s = sub.add_parser("export", help="merge, convert to GGUF, quantize q4_0/q8_0, smoke-test")
+    s.add_argument("--run", type=Path, required=True, help="the train --out folder")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--preset", choices=["t4", "cpu", "tiny"], default="cpu")
+    s.add_argument("--data", type=Path, help="dataset folder: its test split is the perplexity text")
+
+    s = sub.add_parser("evaluate", help="base vs fine-tuned through rqa's retrieval")
+    s.add_argument("--tuned-model", type=Path, required=True)
+    s.add_argument("--base-model", type=Path, help="default: the offline Gemma 3 270M GGUF")
+    s.add_argument("--index", type=Path, required=True)
+    s.add_argument("--papers", nargs="*", type=Path, help="ingest these into --index first")
+    s.add_argument("--test", type=Path, help="the dataset's test.jsonl (held-out split)")
+    s.add_argument("--dev", type=Path, default=DEV)
+    s.add_argument("--limit", type=int, help="at most this many questions per set")
+    s.add_argument("--ratings", type=Path, help="annotation database for technical depth")
+    s.add_argument("--judge-base-url")
+    s.add_argument("--judge-model")
+    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--out", type=Path, required=True)
+
+    s = sub.add_parser("publish", help="push GGUF + card and the index to the Hugging Face Hub")
+    s.add_argument("--model-repo", required=True)
+    s.add_argument("--index-repo", required=True)
+    s.add_argument("--export", type=Path, required=True)
+    s.add_argument("--index", type=Path, required=True)
+    s.add_argument("--data", type=Path)
+    s.add_argument("--eval", type=Path)
+    s.add_argument("--run", type=Path)
+    s.add_argument("--out", type=Path, default=Path("out/publish"))
+    s.add_argument("--dry-run", action="store_true")
+
+    s = sub.add_parser("all", help="every stage in order")
+    s.add_argument("--preset", choices=["t4", "cpu", "tiny"], default="tiny")
+    s.add_argument("--papers", nargs="+", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--generator", choices=["groq", "openai", "offline"])
+    s.add_argument("--max-papers", type=int)
+    s.add_argument("--max-per-paper", type=int)
+    s.add_argument("--eval-limit", type=int)
+    s.add_argument("--dev", type=Path, default=DEV)
+    s.add_argument("--model-repo", default="rqa/rqa-model")
+    s.add_argument("--index-repo", default="rqa/rqa-index")
+
+    args = p.parse_args(argv)
+    from build.generate import GenerationFailed
+    from build.train import MemoryError_
+    from rqa.errors import USER_ERRORS
+
+    try:
+        {"dataset": cmd_dataset, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
+         "publish": cmd_publish, "all": cmd_all}[args.stage](args)
+    except (*USER_ERRORS, MemoryError_, GenerationFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

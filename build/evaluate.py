@@ -1,0 +1,156 @@
+"""`python -m build evaluate`: base vs fine-tuned GGUF, both answering through rqa's retrieval.
+
+Metrics per model and question set (the held-out test split, ../shared/eval/dev.jsonl):
+BLEU-4 (sacrebleu, corpus), ROUGE-L F1 (rouge-score, stemmed), key-fact accuracy as defined in
+../shared/eval/README.md (numeric: every reference number appears; equation: an answer equation
+is SymPy-equal to the reference LaTeX), LLM-judge accuracy when a judge endpoint is configured,
+mean technical depth from the annotation database when ratings exist, perplexity on held-out
+text, retrieval recall@5, and mean answer latency. Output: the seed's section 5.1 table (base,
+fine-tuned, delta) as Markdown and JSON, and a bar chart PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from rqa.answer import Answer, answer_stream
+from rqa.config import Settings
+from rqa.corpus import retrieve
+from rqa.equations import SympyWorker, extract_latex
+from rqa.index import Index
+from rqa.llm import ModelFiles, ModelPool
+from rqa.metrics import first_hit_rank
+
+NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+JUDGE_PROMPT = """Question: {question}
+Reference answer: {reference}
+Candidate answer: {candidate}
+Is the candidate factually consistent with the reference? Reply with one word: yes or no."""
+
+
+def key_fact_correct(q: dict, answer: str, sympy: SympyWorker) -> bool | None:
+    """None for types that need a judge (factual, conceptual)."""
+    if q.get("type") == "numeric":
+        return all(n in NUMBER_RE.findall(answer) for n in NUMBER_RE.findall(q["answer"]))
+    if q.get("type") == "equation" and q.get("latex"):
+        return any(sympy.call("equal", eq, q["latex"]) == ("ok", True) for eq in extract_latex(answer))
+    return None
+
+
+def judge(client_model: tuple | None, q: dict, answer: str) -> bool | None:
+    if client_model is None:
+        return None
+    client, model = client_model
+    reply = client.chat.completions.create(model=model, temperature=0.0, max_tokens=3, messages=[
+        {"role": "user", "content": JUDGE_PROMPT.format(question=q["question"], reference=q["answer"], candidate=answer)}])
+    return (reply.choices[0].message.content or "").strip().lower().startswith("yes")
+
+
+def answer_all(model_path: Path, questions: list[dict], index: Index, settings: Settings) -> list[tuple[Answer, float]]:
+    pool = ModelPool(settings, ModelFiles(Path(model_path), None, "eval"))
+    out = []
+    for q in questions:
+        t0 = time.perf_counter()
+        answer = next(p for p in answer_stream(q["question"], index, pool, settings) if isinstance(p, Answer))
+        out.append((answer, time.perf_counter() - t0))
+    return out
+
+
+def score(questions: list[dict], answers: list[tuple[Answer, float]], index: Index, settings: Settings,
+          judge_client=None) -> dict:
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    hyps = [a.text for a, _ in answers]
+    refs = [q["answer"] for q in questions]
+    rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    sympy = SympyWorker(settings.sympy_timeout_s)
+    try:
+        facts = [key_fact_correct(q, h, sympy) for q, h in zip(questions, hyps)]
+    finally:
+        sympy.close()
+    facts = [f for f in facts if f is not None]
+    judged = [j for j in (judge(judge_client, q, h) for q, h in zip(questions, hyps)) if j is not None]
+    ranks = [first_hit_rank([h.chunk.text for h in retrieve(index, q["question"], settings, k=5)], q["evidence"])
+             for q in questions]
+    return {
+        "questions": len(questions),
+        "bleu4": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 3),
+        "rougeL_f1": round(sum(rouge.score(r, h)["rougeL"].fmeasure for r, h in zip(refs, hyps)) / len(refs), 4),
+        "key_fact_accuracy": round(sum(facts) / len(facts), 4) if facts else None,
+        "key_fact_questions": len(facts),
+        "judge_accuracy": round(sum(judged) / len(judged), 4) if judged else None,
+        "recall@5": round(sum(r is not None for r in ranks) / len(ranks), 4),
+        "latency_s": round(sum(t for _, t in answers) / len(answers), 3),
+    }
+
+
+def evaluate(models: dict[str, Path], question_sets: dict[str, list[dict]], index: Index, settings: Settings,
+             out: Path, perplexity: dict[str, float] | None = None, depth: dict[str, float] | None = None,
+             judge_client=None, log=print) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    for set_name, questions in question_sets.items():
+        if not questions:
+            continue
+        for model_name, path in models.items():
+            log(f"evaluate {model_name} on {set_name} ({len(questions)} questions)")
+            answers = answer_all(path, questions, index, settings)
+            row = score(questions, answers, index, settings, judge_client)
+            row["perplexity"] = (perplexity or {}).get(model_name)
+            row["technical_depth"] = (depth or {}).get(model_name)
+            results.setdefault(set_name, {})[model_name] = row
+            with open(out / f"answers-{set_name}-{model_name}.jsonl", "w", encoding="utf-8") as f:
+                for q, (a, t) in zip(questions, answers):
+                    f.write(json.dumps({"question": q["question"], "answer": a.text, "reference": q["answer"],
+                                        "model": model_name, "latency_s": round(t, 3)}, ensure_ascii=False) + "\n")
+    (out / "evaluation.json").write_text(json.dumps(results, indent=1))
+    (out / "evaluation.md").write_text(table(results))
+    chart(results, out / "evaluation.png")
+    return results
+
+
+METRICS = ["bleu4", "rougeL_f1", "key_fact_accuracy", "judge_accuracy", "technical_depth", "perplexity",
+           "recall@5", "latency_s"]
+
+
+def table(results: dict) -> str:
+    lines = []
+    for set_name, rows in results.items():
+        names = list(rows)
+        base, tuned = (names + [None])[:2]
+        lines += [f"### {set_name}", "", "| metric | base | fine-tuned | delta |", "|---|---|---|---|"]
+        for m in METRICS:
+            b, t = rows[base].get(m), rows[tuned].get(m) if tuned else None
+            delta = f"{t - b:+.4g}" if isinstance(b, (int, float)) and isinstance(t, (int, float)) else "n/a"
+            lines.append(f"| {m} | {_fmt(b)} | {_fmt(t)} | {delta} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ["bleu4", "rougeL_f1", "key_fact_accuracy", "recall@5"]
+    fig, axes = plt.subplots(1, max(1, len(results)), figsize=(6 * max(1, len(results)), 3.5), squeeze=False)
+    for ax, (set_name, rows) in zip(axes[0], results.items()):
+        width = 0.8 / max(1, len(rows))
+        for i, (model, row) in enumerate(rows.items()):
+            values = [(row.get(m) or 0) / (100 if m == "bleu4" else 1) for m in shown]
+            ax.bar([x + i * width for x in range(len(shown))], values, width, label=model)
+        ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(shown))], ["BLEU-4/100", "ROUGE-L", "key facts", "recall@5"])
+        ax.set_title(set_name)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,66 @@
+"""`python -m build publish`: model card + GGUF files to a Hub model repo, the index to a dataset repo.
+
+`--dry-run` writes exactly the two folders that would be pushed and pushes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+CARD = """---
+license: apache-2.0
+base_model: {base}
+tags: [gguf, qlora, rqa, research-qa]
+library_name: llama.cpp
+---
+
+# {repo}
+
+A {base} model fine-tuned by rqa with LoRA/QLoRA to answer technical AI-research questions from
+retrieved paper chunks, citing them as [n]. Files: {files}.
+
+## Data
+{data}
+
+## Recipe
+```json
+{recipe}
+```
+
+## Evaluation
+{evaluation}
+"""
+
+
+def stage_folders(out: Path, model_repo: str, export_dir: Path, index_dir: Path, base: str,
+                  dataset_card: str = "", recipe: dict | None = None, evaluation_md: str = "") -> tuple[Path, Path]:
+    model_dir, index_out = out / "model", out / "index"
+    shutil.rmtree(out, ignore_errors=True)
+    model_dir.mkdir(parents=True)
+    ggufs = sorted(Path(export_dir).glob("model-*.gguf"))
+    if not ggufs:
+        raise FileNotFoundError(f"no model-*.gguf in {export_dir}: run `python -m build export` first")
+    for f in ggufs:
+        shutil.copy2(f, model_dir / f.name)
+    (model_dir / "README.md").write_text(CARD.format(
+        base=base, repo=model_repo, files=", ".join(f"`{f.name}`" for f in ggufs),
+        data=dataset_card or "(no dataset card)", recipe=json.dumps(recipe or {}, indent=1),
+        evaluation=evaluation_md or "(not evaluated)"))
+    if not (Path(index_dir) / "manifest.json").exists():
+        raise FileNotFoundError(f"no index at {index_dir}")
+    shutil.copytree(index_dir, index_out)
+    return model_dir, index_out
+
+
+def push(model_dir: Path, index_dir: Path, model_repo: str, index_repo: str, token: str | None = None) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(model_repo, repo_type="model", exist_ok=True)
+    api.upload_folder(repo_id=model_repo, folder_path=str(model_dir), repo_type="model",
+                      commit_message="rqa: fine-tuned GGUF files and model card")
+    api.create_repo(index_repo, repo_type="dataset", exist_ok=True)
+    api.upload_folder(repo_id=index_repo, folder_path=str(index_dir), repo_type="dataset",
+                      commit_message="rqa: retrieval index")
