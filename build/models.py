@@ -7,10 +7,11 @@ from pathlib import Path
 # The chat template written into fine-tuned models: Gemma's turn format. The offline base GGUF
 # carries none, and a GGUF without one falls back to a plain completion prompt in rqa.llm.
 GEMMA_TEMPLATE = (
-    "{{ bos_token }}{% set system = '' %}{% for m in messages %}{% if m['role'] == 'system' %}"
-    "{% set system = m['content'] + '\n\n' %}{% else %}{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
-    "<start_of_turn>{{ role }}\n{{ (system if loop.index0 == 1 else '') + m['content'] | trim }}<end_of_turn>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    "{{ bos_token }}{% set ns = namespace(system='', first=true) %}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{% set ns.system = m['content'] + '\n\n' %}{% else %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
+    "<start_of_turn>{{ role }}\n{{ (ns.system if ns.first else '') + m['content'] }}<end_of_turn>\n"
+    "{% set ns.first = false %}{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 OFFLINE_GEMMA = "gemma3-270m-gguf"  # the name presets use for the PyPI GGUF
 

@@ -88,7 +88,7 @@ def _to_prompt_completion(row: dict) -> dict:
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
 
 
-def train(data_dir: Path, out_dir: Path, preset: Preset, log=print) -> Path:
+def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()) -> Path:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -135,7 +135,7 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print) -> Path:
                              bias=preset.lora_bias, target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
                          processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[EarlyStoppingCallback(early_stopping_patience=preset.early_stopping_patience)])
+                         callbacks=[EarlyStoppingCallback(early_stopping_patience=preset.early_stopping_patience), *callbacks])
     last = _last_checkpoint(out_dir / "checkpoints")
     if last:
         log(f"resuming from {last}")

@@ -1,0 +1,222 @@
+"""The build pipeline: generators against a local OpenAI-compatible server, validation, splits,
+memory checks, resumed training, and `python -m build all --preset tiny` end to end."""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from build.dataset import build_dataset, split_by_paper, token_entropy
+from build.generate import ExtractiveGenerator, GenerationFailed, groq_generator, openai_generator, parse_reply
+from build.train import MemoryError_, check_fits, preset_with
+from rqa.config import Settings
+from tests.conftest import PAPERS, ROOT
+
+GOOD = {"question": "How does the Transformer scale dot-product attention?",
+        "answer": "The Transformer divides the dot products of queries and keys by $\\sqrt{d_k}$ before the softmax [1]."}
+
+
+class FakeLLM(BaseHTTPRequestHandler):
+    """Speaks the chat-completions API the groq and openai SDKs call; replies from a script."""
+
+    script: list = []
+    calls: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeLLM.calls.append((self.path, body))
+        step = FakeLLM.script.pop(0) if FakeLLM.script else ("ok", json.dumps(GOOD))
+        kind, arg = step
+        if kind == "sleep":
+            time.sleep(arg)
+            kind, arg = "ok", json.dumps(GOOD)
+        if kind == "status":
+            code, headers = arg
+            self.send_response(code)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            payload = json.dumps({"error": {"message": f"status {code}", "type": "test"}}).encode()
+        else:
+            self.send_response(200)
+            payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": arg}}],
+                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    FakeLLM.script, FakeLLM.calls = [], []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def chunk():
+    from rqa.types import Chunk
+
+    return Chunk("c1", "p", "Attention Is All You Need", "3.2 Attention", 1, 1, 0, 10,
+                 "The Transformer scales dot products by 1/sqrt(d_k).")
+
+
+@pytest.mark.parametrize("sdk", ["groq", "openai"])
+def test_retries_honour_retry_after_then_succeed(server, sdk):
+    slept = []
+    FakeLLM.script = [("status", (429, {"Retry-After": "3"})), ("status", (500, {})), ("status", (503, {}))]
+    gen = (groq_generator("test-key", base_url=server, sleep=slept.append, backoff_s=0.01) if sdk == "groq"
+           else openai_generator(server + "/v1", "local-model", sleep=slept.append, backoff_s=0.01))
+    assert gen(chunk()) == (GOOD["question"], GOOD["answer"])
+    assert slept == [3.0, 0.02, 0.04]  # Retry-After first, then exponential backoff
+    path, body = FakeLLM.calls[-1]
+    assert path.endswith("/chat/completions") and body["temperature"] == 0.2 and body["max_tokens"] == 1000
+    if sdk == "groq":
+        assert body["model"] == "llama-3.3-70b-versatile"
+
+
+def test_timeouts_are_retried_and_errors_give_up(server):
+    FakeLLM.script = [("sleep", 2.0)]
+    gen = openai_generator(server + "/v1", "m", timeout=0.5, sleep=lambda s: None)
+    assert gen(chunk())[0] == GOOD["question"]
+    FakeLLM.script = [("status", (500, {}))] * 3
+    gen = openai_generator(server + "/v1", "m", max_retries=2, sleep=lambda s: None)
+    with pytest.raises(GenerationFailed, match="InternalServerError"):
+        gen(chunk())
+    FakeLLM.script = [("status", (401, {}))]
+    with pytest.raises(GenerationFailed, match="AuthenticationError"):
+        gen(chunk())  # not retryable: fails at once
+    with pytest.raises(GenerationFailed, match="GROQ_API_KEY"):
+        groq_generator("")
+
+
+def test_reply_parsing():
+    assert parse_reply("```json\n" + json.dumps(GOOD) + "\n```") == (GOOD["question"], GOOD["answer"])
+    assert parse_reply("Sure! " + json.dumps(GOOD) + " Hope it helps.")[0] == GOOD["question"]
+    for bad in ("no json here", '{"question": "q"}', '{"question": "", "answer": "a"}', "[1, 2]", ""):
+        with pytest.raises(ValueError):
+            parse_reply(bad)
+
+
+def test_dataset_with_api_generator_counts_malformed_and_resumes(server, tmp_path):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    shutil.copy(PAPERS / "1412.6980.pdf", papers)
+    (papers / "empty.pdf").write_bytes(b"")
+    (papers / "corrupt.pdf").write_bytes(b"%PDF-1.4\n garbage")
+    FakeLLM.script = [("ok", "not json at all"), ("ok", '{"question": 1}')]
+    gen = openai_generator(server + "/v1", "m", sleep=lambda s: None)
+    out = tmp_path / "data"
+    report = build_dataset([papers], out, gen, Settings(), max_per_paper=6)
+    assert report.malformed == 2 and report.generated == 4
+    assert {Path(p).name for p, _ in report.skipped_files} == {"empty.pdf", "corrupt.pdf"}
+    card = (out / "README.md").read_text()
+    assert "2 malformed" in card and "empty.pdf" in card and "1 similarity" in card
+    calls = len(FakeLLM.calls)
+    build_dataset([papers], out, gen, Settings(), max_per_paper=6)  # resumed: nothing generated again
+    assert len(FakeLLM.calls) == calls
+    assert len((out / "generated.jsonl").read_text().splitlines()) == 6
+
+
+def test_offline_dataset_is_validated_and_split_by_paper(tmp_path):
+    out = tmp_path / "data"
+    report = build_dataset([PAPERS / "1706.03762.pdf", PAPERS / "1412.6980.pdf", PAPERS / "2106.09685.pdf"],
+                           out, ExtractiveGenerator(), Settings(), max_per_paper=25)
+    stages = report.stages
+    assert list(stages) == ["1 similarity", "2 format", "3a entropy", "3b near-duplicates"]
+    assert stages["1 similarity"]["kept"] + stages["1 similarity"]["dropped"] == report.generated
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(x) for x in (out / "test.jsonl").read_text().splitlines()]
+    assert train and test
+    assert set(report.splits["test"]["papers"]).isdisjoint(report.splits["train"]["papers"])
+    roles = [m["role"] for m in train[0]["messages"]]
+    assert roles == ["system", "user", "assistant"] and "<source id=\"1\"" in train[0]["messages"][1]["content"]
+    assert {"question", "answer", "paper", "evidence"} <= set(test[0])
+    assert 0 < report.question_to_context < 1
+
+
+def test_validation_helpers():
+    assert token_entropy("the the the the the") == 0
+    assert token_entropy("low rank adaptation freezes the pretrained weights and trains two small matrices "
+                         "whose product is added to each attention projection") > 3.5
+    rows = [{"paper": p, "chunk_id": f"{p}{i}"} for p in "abcdefghij" for i in range(3)]
+    splits = split_by_paper(rows)
+    assert len({r["paper"] for r in splits["test"]}) == 2
+    assert not {r["paper"] for r in splits["test"]} & {r["paper"] for r in splits["train"] + splits["val"]}
+
+
+def test_configs_that_cannot_fit_fail_before_loading():
+    with pytest.raises(MemoryError_, match="needs a CUDA GPU"):
+        check_fits(preset_with("t4"), 3_000_000_000, 2048, 36, 151_936)
+    with pytest.raises(MemoryError_, match="Lower --batch-size or --max-length"):
+        check_fits(preset_with("cpu", batch_size=64, max_length=65536), 268_000_000, 640, 18, 262_144)
+    assert "GiB" in check_fits(preset_with("tiny"), 17_000_000, 64, 2, 262_144)
+
+
+def test_interrupted_training_resumes(tmp_path):
+    from transformers import TrainerCallback
+
+    from build.train import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"messages": [{"role": "user", "content": f"What rank does LoRA use in run {i}?"},
+                          {"role": "assistant", "content": f"Rank {i} [1]."}]} for i in range(12)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
+    (data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[10:]))
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("simulated kill")
+
+    preset = preset_with("tiny", max_steps=4, epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "run", preset, callbacks=[Crash()])
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").exists()
+    logs = []
+    train(data, tmp_path / "run", preset, log=logs.append)
+    assert any("resuming from" in line and "checkpoint-" in line for line in logs)
+    metrics = json.loads((tmp_path / "run" / "train_metrics.json").read_text())
+    assert metrics["steps"] == 4 and (tmp_path / "run" / "loss.png").stat().st_size > 1000
+
+
+def test_build_all_tiny_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "build", "all", "--preset", "tiny", "--papers", str(PAPERS),
+                          "--out", str(out), "--max-papers", "3"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for f in ["data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "data/README.md", "run/loss.png",
+              "run/adapter/adapter_model.safetensors", "export/model-q4_0.gguf", "export/model-q8_0.gguf",
+              "export/export_report.json", "eval/evaluation.md", "eval/evaluation.json", "eval/evaluation.png",
+              "publish/model/README.md", "publish/model/model-q4_0.gguf", "publish/index/manifest.json",
+              "timings.json"]:
+        assert (out / f).exists(), f
+    report = json.loads((out / "export" / "export_report.json").read_text())
+    assert set(report["files"]) == {"q4_0", "q8_0"} and all(v["perplexity"] > 1 for v in report["files"].values())
+    evaluation = json.loads((out / "eval" / "evaluation.json").read_text())
+    assert set(evaluation["held-out"]) == {"base", "fine-tuned"}
+    assert {"bleu4", "rougeL_f1", "recall@5", "latency_s", "perplexity"} <= set(evaluation["held-out"]["base"])
+    assert "| metric | base | fine-tuned | delta |" in (out / "eval" / "evaluation.md").read_text()
+    assert set(json.loads((out / "timings.json").read_text())) == {"dataset", "train", "export", "evaluate", "publish"}
+    # the fine-tuned GGUF carries the Gemma chat template, so rqa serves it with turns
+    from llama_cpp import Llama
+
+    from rqa.llm import FORMATS, chat_format
+
+    fmt = chat_format(Llama(model_path=str(out / "export" / "model-q4_0.gguf"), n_ctx=64, verbose=False).metadata)
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
+    assert fmt.name == "gguf-template" and fmt.render(msgs) == FORMATS["gemma"].render(msgs)
