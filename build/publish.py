@@ -1,6 +1,7 @@
 """`python -m build publish`: model card + GGUF files to a Hub model repo, the index to a dataset repo.
 
-`--dry-run` writes exactly the two folders that would be pushed and pushes nothing.
+`--dry-run` writes exactly the folders that would be pushed (model, index, and the Space app with
+the repo names filled in) and pushes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ retrieved paper chunks, citing them as [n]. Files: {files}.
 ## Evaluation
 {evaluation}
 """
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stage_space(out: Path, model_repo: str, index_repo: str) -> Path:
+    """The Space folder: space/ with the rqa package beside app.py and the repo names filled in."""
+    space = out / "space"
+    shutil.copytree(ROOT / "space", space)
+    shutil.copytree(ROOT / "rqa", space / "rqa", ignore=shutil.ignore_patterns("__pycache__"))
+    (space / "rqa_space.json").write_text(json.dumps({"model_repo": model_repo, "index_repo": index_repo}))
+    return space
 
 
 def stage_folders(out: Path, model_repo: str, export_dir: Path, index_dir: Path, base: str,

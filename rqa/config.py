@@ -36,6 +36,7 @@ class Settings:
     hub_repo: str = ""  # Hugging Face model repo holding GGUF files
     hub_q4_file: str = "model-q4_0.gguf"
     hub_q8_file: str = "model-q8_0.gguf"
+    hub_index_repo: str = ""  # Hugging Face dataset repo holding a built index (used instead of index_dir)
     n_ctx: int = 4096
     n_threads: int = 0  # 0: all cores
     max_new_tokens: int = 384

