@@ -51,7 +51,13 @@ def load_base_model(base: str, dtype, quantization_config=None):
 
     if base == OFFLINE_GEMMA:
         path = offline_gguf()  # transformers dequantizes the GGUF (about a minute here)
-        return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+        # The weights are plain tensors of `dtype` now; the leftover GGUF quantizer marks would make
+        # the Trainer refuse to train and save_pretrained write a bogus quantization_config.
+        model.hf_quantizer, model.is_quantized = None, False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        return model
     return AutoModelForCausalLM.from_pretrained(base, dtype=dtype, quantization_config=quantization_config)
 
 
