@@ -13,7 +13,6 @@ Presets:
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -190,9 +189,3 @@ def preset_with(name: str, **overrides) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
-
-
-def steps_estimate(n_examples: int, preset: Preset) -> int:
-    if preset.max_steps > 0:
-        return preset.max_steps
-    return math.ceil(n_examples / (preset.batch_size * preset.grad_accum)) * int(preset.epochs)
