@@ -58,7 +58,7 @@ def main() -> None:
         (data / "train.jsonl").write_text((args.data / "train.jsonl").read_text())
         (data / "val.jsonl").write_text("".join((args.data / "val.jsonl").read_text().splitlines(True)[:4]))
         train(data, Path(tmp) / "run", preset)
-        trl_rate = json.loads((Path(tmp) / "train_metrics.json").read_text())["tokens_per_s"]
+        trl_rate = json.loads((Path(tmp) / "run" / "train_metrics.json").read_text())["tokens_per_s"]
     plain = plain_loop(args.data, args.steps, preset.batch_size, preset.max_length)
     print(f"\n| loop | tokens/s |\n|---|---|\n| TRL SFTTrainer (build train) | {trl_rate:.0f} |"
           f"\n| plain transformers + peft | {plain:.0f} |")

@@ -221,3 +221,17 @@ def test_build_all_tiny_end_to_end(tmp_path):
     fmt = chat_format(Llama(model_path=str(out / "export" / "model-q4_0.gguf"), n_ctx=64, verbose=False).metadata)
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
     assert fmt.name == "gguf-template" and fmt.render(msgs) == FORMATS["gemma"].render(msgs)
+
+
+def test_llm_judge_through_an_openai_compatible_endpoint(server):
+    import openai
+
+    from build.evaluate import judge
+
+    client = (openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0), "judge-model")
+    FakeLLM.script = [("ok", "Yes."), ("ok", "no")]
+    q = {"question": "How many heads?", "answer": "8 heads."}
+    assert judge(client, q, "It uses 8 heads.") is True
+    assert judge(client, q, "It uses 12 heads.") is False
+    assert "Reference answer: 8 heads." in FakeLLM.calls[0][1]["messages"][0]["content"]
+    assert judge(None, q, "anything") is None
