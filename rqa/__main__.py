@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
                  if k in Settings.__dataclass_fields__ and v is not None}
-    settings = Settings.load(**overrides)
     try:
+        settings = Settings.load(**overrides)
         return {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask}[args.command](args, settings)
     except Exception as e:  # one clear line, not a traceback, for user errors
         from rqa.errors import USER_ERRORS
@@ -60,8 +60,11 @@ def cmd_ingest(args, settings: Settings) -> int:
     from rqa.corpus import ingest_paths
 
     report = ingest_paths(args.paths, settings)
+    for path in report.same_content:
+        print(f"{path}: same content as a paper already indexed; stored once", file=sys.stderr)
+    replaced = f", {report.papers_removed} old versions removed" if report.papers_removed else ""
     print(f"{report.files} files, {report.papers_added} papers added ({report.pages} pages, "
-          f"{report.chunks_added} chunks), {len(report.skipped)} skipped -> {settings.index_dir}")
+          f"{report.chunks_added} chunks){replaced}, {len(report.skipped)} skipped -> {settings.index_dir}")
     return 0 if report.files > len(report.skipped) or report.files == 0 else 1
 
 

@@ -1,8 +1,16 @@
 """One question, answered: retrieve, prompt, stream, then citations and checks.
 
-`answer_stream` yields text pieces as the model writes them and finally an Answer with numbered
-citations, the retrieved-but-uncited sources, citations to sources that do not exist, sentence
-support and equation checks. The CLI and the web app both go through it.
+`answer_stream` retrieves at once and returns an AnswerStream: its `hits` are there before the
+first token (the app shows the sources while the model is still reading them), iterating it gives
+the text pieces as the model writes them, and after the last one `.answer` holds the Answer with
+numbered citations, the retrieved-but-uncited sources, citations to sources that do not exist,
+sentence support and equation checks. The CLI, the web app, the benchmarks and the pipeline's
+evaluation all go through it.
+
+Attribution: a sentence the model left without a citation, but which one source supports (the
+support check's best source, over the threshold), gets that source's number appended. The Answer
+keeps what the model wrote (`model_text`) apart from what is shown (`text`), and each citation
+says whether the model wrote it or rqa attributed it.
 """
 
 from __future__ import annotations
@@ -18,10 +26,15 @@ from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.index import Index
 from rqa.llm import ModelPool
 from rqa.prompt import build_messages
-from rqa.support import SentenceSupport, check_support
+from rqa.support import SentenceSupport, check_support, supporting_sentences
 from rqa.types import Hit
 
 CITE_RE = re.compile(r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]")
+# "The sources do not say", "not mentioned in the provided sources", "cannot be determined from ..."
+ABSTAIN_RE = re.compile(r"(sources?|context|documents?|excerpts?|provided (text|information))\s+(do|does|did)\s+not\s+"
+                        r"(say|contain|mention|provide|specify|state|include|give)|not (mentioned|stated|specified|"
+                        r"provided|given|found) in the (provided )?(sources|context)|cannot be (determined|answered|found)",
+                        re.I)
 
 
 class QuestionError(ValueError):
@@ -32,11 +45,13 @@ class QuestionError(ValueError):
 class Citation:
     n: int
     hit: Hit
+    origin: str = "model"  # "model": written by the model; "attributed": added by rqa's support check
+    highlights: list[str] = field(default_factory=list)  # exact sentences of the chunk that support the answer
 
     def to_json(self) -> dict:
         c = self.hit.chunk
         return {"n": self.n, "chunk_id": c.chunk_id, "paper": c.paper, "title": c.title, "section": c.section,
-                "pages": c.pages, "text": c.text}
+                "pages": c.pages, "text": c.text, "origin": self.origin, "highlights": self.highlights}
 
     @property
     def arxiv_url(self) -> str | None:
@@ -56,6 +71,11 @@ class Answer:
     equations: list[EquationCheck] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    model_text: str = ""  # what the model wrote, before attributed citations were added
+
+    @property
+    def abstained(self) -> bool:
+        return bool(ABSTAIN_RE.search(self.text))
 
     def checks(self) -> dict:
         return {
@@ -67,16 +87,22 @@ class Answer:
         }
 
     def to_json(self) -> dict:
-        return {"answer": self.text, "citations": [c.to_json() for c in self.citations], "checks": self.checks(),
-                "uncited": [c.to_json() for c in self.uncited], "model": self.model}
+        return {"answer": self.text, "model_text": self.model_text, "citations": [c.to_json() for c in self.citations],
+                "checks": self.checks(), "uncited": [c.to_json() for c in self.uncited], "model": self.model,
+                "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.timings.items()}}
 
 
 def clean_question(question: str | bytes, max_chars: int) -> tuple[str, list[str]]:
     """Decode, normalise and bound a question; returns it with notices for the user."""
     notices = []
-    if isinstance(question, bytes):
-        question = question.decode("utf-8", errors="replace")
-    question = question.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates -> ?
+    if isinstance(question, str):
+        # Undecodable command-line bytes arrive as lone surrogates (Python's surrogateescape):
+        # turn them back into bytes so that they are reported like any invalid UTF-8.
+        try:
+            question = question.encode("utf-8", errors="surrogateescape")
+        except UnicodeEncodeError:
+            question = question.encode("utf-8", errors="replace")
+    question = question.decode("utf-8", errors="replace")
     if "\ufffd" in question:
         notices.append("The question contained invalid UTF-8; undecodable bytes were replaced.")
     question = re.sub(r"\s+", " ", question.replace("\x00", " ")).strip()
@@ -101,46 +127,84 @@ def cited_numbers(text: str) -> list[int]:
     return out
 
 
+class AnswerStream:
+    """One question being answered: `hits` now, text pieces by iteration, then `answer`."""
+
+    def __init__(self, question: str, index: Index, models: ModelPool, settings: Settings,
+                 sympy: SympyWorker | None = None):
+        self.question, self.notices = clean_question(question, settings.max_question_chars)
+        self.settings, self.sympy, self.index = settings, sympy, index
+        self._t0 = time.perf_counter()
+        self.hits: list[Hit] = retrieve(index, self.question, settings)
+        self.timings = {"retrieval_s": time.perf_counter() - self._t0}
+        self.model = models.for_question(self.question)
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        messages = build_messages(self.question, self.hits, self.settings.source_chars)
+        pieces: list[str] = []
+        for piece in self.model.stream(messages, self.settings.max_new_tokens, self.settings.temperature):
+            if not pieces:
+                self.timings["first_token_s"] = time.perf_counter() - self._t0
+            pieces.append(piece)
+            yield piece
+        self.timings["total_s"] = time.perf_counter() - self._t0
+        self.timings["tokens"] = len(pieces)
+        vectors = self.index.embeddings[[h.row for h in self.hits]] if self.hits and self.hits[0].row >= 0 else None
+        self.answer = finish(self.question, "".join(pieces).strip(), self.hits, self.model.name, self.settings,
+                             self.sympy, self.notices, self.timings, vectors)
+
+    def run(self) -> Answer:
+        """Generate to the end without streaming."""
+        for _ in self:
+            pass
+        return self.answer
+
+
 def answer_stream(question: str, index: Index, models: ModelPool, settings: Settings,
-                  sympy: SympyWorker | None = None) -> Iterator[str | Answer]:
-    question, notices = clean_question(question, settings.max_question_chars)
-    t0 = time.perf_counter()
-    hits = retrieve(index, question, settings)
-    t_retrieval = time.perf_counter() - t0
-    model = models.for_question(question)
-    messages = build_messages(question, hits, max_source_chars=_source_budget(settings))
-    pieces: list[str] = []
-    t_first = None
-    for piece in model.stream(messages, settings.max_new_tokens, settings.temperature):
-        if t_first is None:
-            t_first = time.perf_counter() - t0
-        pieces.append(piece)
-        yield piece
-    text = "".join(pieces).strip()
-    yield finish(question, text, hits, model.name, settings, sympy, notices,
-                 {"retrieval_s": t_retrieval, "first_token_s": t_first, "total_s": time.perf_counter() - t0},
-                 index.embeddings[[h.row for h in hits]] if hits else None)
+                  sympy: SympyWorker | None = None) -> AnswerStream:
+    return AnswerStream(question, index, models, settings, sympy)
 
 
 def finish(question: str, text: str, hits: list[Hit], model: str, settings: Settings,
            sympy: SympyWorker | None, notices: list[str], timings: dict, source_vectors=None) -> Answer:
-    numbers = cited_numbers(text)
-    citations = [Citation(n, hits[n - 1]) for n in numbers if 1 <= n <= len(hits)]
+    sources = [h.chunk.text for h in hits]
+    support = check_support(text, sources, settings.embedder, settings.support_threshold, source_vectors) \
+        if text else []
+    shown, attributed = attribute(text, support, len(hits))
+    numbers = cited_numbers(shown)
+    citations = [Citation(n, hits[n - 1], "attributed" if n in attributed else "model")
+                 for n in numbers if 1 <= n <= len(hits)]
     cited = {c.n for c in citations}
-    answer = Answer(question=question, text=text, model=model, citations=citations,
+    answer = Answer(question=question, text=shown, model=model, citations=citations,
                     uncited=[Citation(n, h) for n, h in enumerate(hits, start=1) if n not in cited],
                     invalid_citations=[n for n in numbers if not 1 <= n <= len(hits)],
-                    notices=notices, timings=timings)
-    sources = [h.chunk.text for h in hits]
-    if text:
-        answer.support = check_support(text, sources, settings.embedder, settings.support_threshold, source_vectors)
-        if sympy is not None:
-            answer.equations = check_equations(text, sources, sympy)
+                    support=support, notices=list(notices), timings=timings, model_text=text)
+    for c in citations:
+        c.highlights = supporting_sentences(c.hit.chunk.text, [s.sentence for s in support if c.n in cited_numbers(s.sentence)])
+    if text and sympy is not None:
+        answer.equations = check_equations(text, sources, sympy)
     if not text:
         answer.notices.append("The model returned an empty answer.")
     return answer
 
 
-def _source_budget(settings: Settings) -> int:
-    # about 3.5 characters a token; leave room for the answer and the instructions
-    return max(1000, int((settings.n_ctx - settings.max_new_tokens - 300) * 3.5))
+def attribute(text: str, support: list[SentenceSupport], n_sources: int) -> tuple[str, set[int]]:
+    """Append [n] to each supported sentence the model left uncited; returns the text and the
+    numbers that only rqa cited."""
+    written = set(cited_numbers(text))
+    added: set[int] = set()
+    for s in support:
+        if not s.supported or s.source is None or cited_numbers(s.sentence) or not 1 <= s.source <= n_sources:
+            continue
+        at = text.find(s.sentence)
+        if at < 0:
+            continue
+        end = at + len(s.sentence)
+        cut = end - 1 if s.sentence[-1] in ".!?" else end
+        marker = f" [{s.source}]"
+        text = text[:cut] + marker + text[cut:]
+        s.sentence = s.sentence[: cut - at] + marker + s.sentence[cut - at:]
+        if s.source not in written:
+            added.add(s.source)
+    return text, added

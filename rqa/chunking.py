@@ -103,4 +103,5 @@ def _make_chunk(doc: Document, section: str, text: str, group: list[Unit]) -> Ch
     chunk_id = hashlib.sha1(f"{doc.sha256}:{start}:{end}".encode()).hexdigest()[:16]
     return Chunk(chunk_id=chunk_id, paper=doc.paper, title=doc.title, section=section,
                  page_start=min(u.page for u in group), page_end=max(u.page for u in group),
-                 char_start=start, char_end=end, text=text[start:end], arxiv_id=doc.arxiv_id)
+                 char_start=start, char_end=end, text=text[start:end], arxiv_id=doc.arxiv_id,
+                 doc=doc.sha256)

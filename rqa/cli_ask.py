@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from rqa.answer import Answer, answer_stream
+from rqa.answer import answer_stream
 from rqa.config import Settings
 from rqa.corpus import open_index
 from rqa.equations import SympyWorker
@@ -17,21 +17,24 @@ def ask(args, settings: Settings) -> int:
     models = ModelPool(settings)
     sympy = SympyWorker(settings.sympy_timeout_s)
     try:
-        answer = None
-        for piece in answer_stream(args.question, index, models, settings, sympy):
-            if isinstance(piece, Answer):
-                answer = piece
-            elif not args.json:
+        stream = answer_stream(args.question, index, models, settings, sympy)
+        for piece in stream:
+            if not args.json:
                 print(piece, end="", flush=True)
+        answer = stream.answer
     finally:
         sympy.close()
     if args.json:
         print(json.dumps(answer.to_json(), ensure_ascii=False))
         return 0
+    if answer.text != answer.model_text:
+        print("\n\nWith the citations rqa attributed:\n" + answer.text)
     print("\n\nSources:")
     for c in answer.citations:
         ch = c.hit.chunk
-        print(f"  [{c.n}] {ch.title} | {ch.section} | p. {ch.pages}" + (f" | {c.arxiv_url}" if c.arxiv_url else ""))
+        origin = " (attributed by rqa)" if c.origin == "attributed" else ""
+        print(f"  [{c.n}] {ch.title} | {ch.section} | p. {ch.pages}" + (f" | {c.arxiv_url}" if c.arxiv_url else "")
+              + origin)
     if answer.uncited:
         print("Retrieved, not cited: " + ", ".join(f"[{c.n}] {c.hit.chunk.title}" for c in answer.uncited))
     checks = answer.checks()

@@ -31,6 +31,7 @@ class Settings:
     rrf_k: int = 60
     dense_weight: float = 0.3  # weight of the dense ranking in RRF (BM25 has 1)
     # generation
+    model: str = "qwen2.5-coder-1.5b-instruct"  # offline model (rqa.models) when no path or Hub repo is set
     model_path: str = ""  # explicit GGUF path (q4 or only model)
     model_path_q8: str = ""  # optional q8_0 GGUF used for reasoning-heavy questions
     hub_repo: str = ""  # Hugging Face model repo holding GGUF files
@@ -39,16 +40,34 @@ class Settings:
     hub_index_repo: str = ""  # Hugging Face dataset repo holding a built index (used instead of index_dir)
     n_ctx: int = 4096
     n_threads: int = 0  # 0: all cores
-    max_new_tokens: int = 384
-    temperature: float = 0.2
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # greedy: the answer restates facts, sampling only adds errors
+    source_chars: int = 700  # each source is trimmed to this many characters around the question's words
     max_question_chars: int = 2000
     # checks
     support_threshold: float = 0.45
     sympy_timeout_s: float = 2.0
     # app
     rate_limit_per_minute: int = 5
+    # Addresses of reverse proxies whose X-Forwarded-For is believed ("*": any peer, as behind the
+    # Spaces proxy). Otherwise the client is the connection's own address, which a client cannot forge.
+    trusted_proxies: str = ""
     annotators: str = ""  # "name:token,name2:token2"; or a path to such a file
     db_path: Path = Path(".rqa/ratings.sqlite")
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise SettingsError(f"setting {name}={value} is out of range: it must be between {low} and {high} "
+                                    f"(flag --{name.replace('_', '-')}, environment RQA_{name.upper()})")
+        if self.overlap >= self.chunk_size:
+            raise SettingsError(f"setting overlap={self.overlap} must be smaller than chunk_size={self.chunk_size}")
+        if self.max_new_tokens > self.n_ctx - 256:
+            raise SettingsError(f"setting max_new_tokens={self.max_new_tokens} leaves no room for the question "
+                                f"and sources in n_ctx={self.n_ctx}")
+        if self.ann not in ("flat", "hnsw", "ivf"):
+            raise SettingsError(f"setting ann={self.ann!r} must be flat, hnsw or ivf")
 
     @classmethod
     def load(cls, **overrides) -> "Settings":
@@ -57,9 +76,24 @@ class Settings:
         for f in dataclasses.fields(cls):
             env = os.environ.get(f"RQA_{f.name.upper()}")
             if env is not None:
-                values[f.name] = _coerce(f, env)
-        values.update({k: _coerce(_field(cls, k), v) for k, v in overrides.items() if v is not None})
+                values[f.name] = _coerce(f, env, f"environment RQA_{f.name.upper()}")
+        values.update({k: _coerce(_field(cls, k), v, f"setting {k}") for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+class SettingsError(ValueError):
+    """A setting with a value rqa cannot work with; the message names it and its range."""
+
+
+# Where each numeric setting may go: outside these, chunking never ends, searches return nothing,
+# or the context overflows.
+BOUNDS = {
+    "chunk_size": (100, 20_000), "overlap": (0, 10_000), "method_chunk_factor": (1.0, 4.0),
+    "k": (1, 50), "fusion_depth": (1, 10_000), "rrf_k": (1, 10_000), "dense_weight": (0.0, 10.0),
+    "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192), "temperature": (0.0, 2.0),
+    "max_question_chars": (10, 100_000), "support_threshold": (0.0, 1.0), "sympy_timeout_s": (0.1, 60.0),
+    "rate_limit_per_minute": (0, 100_000),
+}
 
 
 def _field(cls, name: str) -> dataclasses.Field:
@@ -69,9 +103,12 @@ def _field(cls, name: str) -> dataclasses.Field:
     raise KeyError(f"unknown setting {name!r}")
 
 
-def _coerce(f: dataclasses.Field, value):
+def _coerce(f: dataclasses.Field, value, origin: str):
     kind = f.type if isinstance(f.type, type) else {"Path": Path, "int": int, "float": float,
                                                     "str": str, "bool": bool}[str(f.type)]
     if kind is bool and isinstance(value, str):
         return value.lower() in {"1", "true", "yes", "on"}
-    return value if isinstance(value, kind) else kind(value)
+    try:
+        return value if isinstance(value, kind) else kind(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{origin}={value!r} is not a valid {kind.__name__}") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rqa.chunking import chunk_document
 from rqa.config import PRIMER_DIR, Settings
-from rqa.index import Index, IndexError_, build_or_extend, load_index
+from rqa.index import CHUNK_SETTINGS, Incoming, Index, IndexError_, build_or_extend, index_exists, load_index
 from rqa.ingest import find_files, load_documents
 from rqa.types import Hit
 
@@ -19,7 +19,9 @@ class IngestReport:
     papers_added: int = 0
     chunks_added: int = 0
     pages: int = 0
+    papers_removed: int = 0  # old content of files that changed
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    same_content: list[str] = field(default_factory=list)  # files whose content was indexed already
 
 
 def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = True) -> IngestReport:
@@ -31,18 +33,19 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
 
     files = find_files(paths)
     report.files = len(files)
-    by_file = {}
+    incoming = []
     for doc in load_documents(files, skip, progress=progress):
         chunks = chunk_document(doc, settings.chunk_size, settings.overlap, settings.method_chunk_factor)
         if not chunks:
             skip(Path(doc.path), "no text left after cleaning")
             continue
         report.pages += doc.pages
-        by_file[str(Path(doc.path).resolve())] = (doc.sha256, chunks)
-    if by_file:
-        report.papers_added, report.chunks_added = build_or_extend(
-            settings.index_dir, by_file, settings.embedder, settings.ann,
-            {"chunk_size": settings.chunk_size, "overlap": settings.overlap}, progress=progress)
+        incoming.append(Incoming(str(Path(doc.path).resolve()), doc.sha256, chunks, doc.paper, doc.title, doc.pages))
+    if incoming:
+        result = build_or_extend(settings.index_dir, incoming, settings.embedder, settings.ann,
+                                 {k: getattr(settings, k) for k in CHUNK_SETTINGS}, progress=progress)
+        report.papers_added, report.chunks_added = result.added, result.chunks_added
+        report.papers_removed, report.same_content = result.removed, result.same_content
     return report
 
 
@@ -70,7 +73,7 @@ def open_index(settings: Settings) -> Index:
     if settings.hub_index_repo:
         return load_index(download_index(settings.hub_index_repo), settings.embedder)
     path = Path(settings.index_dir)
-    if not (path / "manifest.json").exists() and path == Settings().index_dir:
+    if not index_exists(path) and path == Settings().index_dir:
         print(f"building the default index from the primer at {path} ...", file=sys.stderr)
         ingest_paths([PRIMER_DIR], settings, progress=False)
     return load_index(path, settings.embedder)

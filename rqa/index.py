@@ -1,13 +1,17 @@
 """The hybrid index: BM25 (bm25s) + FAISS over normalised sentence embeddings, fused by RRF.
 
 On disk an index is a directory:
-    manifest.json    format version, embedder name and dimension, settings, ingested files (sha256)
+    manifest.json    format version, embedder name and dimension, chunk settings, and the documents:
+                     {content sha256: {paper, title, pages, chunks, paths}}
     chunks.jsonl     one Chunk per line, in index order
     embeddings.npy   float32 [n, dim], kept so that adding papers embeds only the new ones
     dense.faiss      FAISS index over the embeddings (flat, HNSW or IVF)
     bm25/            bm25s data
-Writes go to a sibling temporary directory that replaces the old one by rename, so a build
-killed half-way leaves the previous index loadable.
+A paper is identified by the sha256 of its content, its paths kept as metadata: two files with the
+same name never collide, the same content is stored once, and an updated file replaces exactly its
+own chunks. Writes go to a sibling temporary directory that replaces the old one by rename, so a
+build killed half-way leaves the previous index loadable; leftovers are removed at the next write.
+Loading verifies that the files agree with each other and names the one that does not.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ from nltk.stem.porter import PorterStemmer
 from rqa.embed import dimension, embed
 from rqa.types import Chunk, Hit
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STOPWORDS = set("""a an and are as at be been but by can could did do does for from had has have how i if in
 into is it its may might more most no not of on or our so such than that the their them then there these they
 this those to was we were what when where which while who why will with would you your""".split())
@@ -106,11 +110,15 @@ def dedupe(hits: list[Hit], max_overlap: float = 0.5) -> list[Hit]:
     kept: list[Hit] = []
     for hit in hits:
         c = hit.chunk
-        if any(k.chunk.paper == c.paper and _overlap(k.chunk, c) > max_overlap * (c.char_end - c.char_start)
+        if any(_same_doc(k.chunk, c) and _overlap(k.chunk, c) > max_overlap * (c.char_end - c.char_start)
                for k in kept):
             continue
         kept.append(hit)
     return kept
+
+
+def _same_doc(a: Chunk, b: Chunk) -> bool:
+    return a.doc == b.doc if a.doc and b.doc else a.paper == b.paper
 
 
 def _overlap(a: Chunk, b: Chunk) -> int:
@@ -119,10 +127,14 @@ def _overlap(a: Chunk, b: Chunk) -> int:
 
 # --- build / load ----------------------------------------------------------------------------
 
+# The settings an index is built with; extending it with other values would mix two chunkings.
+CHUNK_SETTINGS = ("chunk_size", "overlap", "method_chunk_factor")
+
+
 def build_faiss(embeddings: np.ndarray, ann: str = "flat"):
     import faiss
 
-    n, dim = embeddings.shape if embeddings.size else (0, embeddings.shape[1] if embeddings.ndim == 2 else 0)
+    n, dim = embeddings.shape
     if ann == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = 64
@@ -151,6 +163,8 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
     """Write every file into a temporary sibling, then swap it in by rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f"{path.name}.tmp-*"):  # from a write that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = path.with_name(f"{path.name}.tmp-{int(time.time() * 1000)}")
     tmp.mkdir()
     try:
@@ -175,63 +189,163 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _located(path: Path) -> Path:
+    if not (path / "manifest.json").exists() and (path.with_name(path.name + ".old") / "manifest.json").exists():
+        return path.with_name(path.name + ".old")  # a swap was interrupted between its two renames
+    return path
+
+
+def index_exists(path: Path) -> bool:
+    return (_located(Path(path)) / "manifest.json").exists()
+
+
 def load_index(path: Path, embedder: str | None = None) -> Index:
-    """Load an index; `embedder`, when given, must be the one the index was built with."""
+    """Load and verify an index; `embedder`, when given, must be the one it was built with.
+    Every inconsistency is one IndexError_ line naming the file and how to rebuild."""
     import bm25s
     import faiss
 
-    path = Path(path)
-    if not (path / "manifest.json").exists() and (path.with_name(path.name + ".old") / "manifest.json").exists():
-        path = path.with_name(path.name + ".old")  # a swap was interrupted between its two renames
+    path = _located(Path(path))
     if not (path / "manifest.json").exists():
         raise IndexError_(f"no index at {path}: build one with `python -m rqa ingest PATHS --index {path}`")
-    manifest = json.loads((path / "manifest.json").read_text())
+
+    def corrupt(file: str, what: str) -> IndexError_:
+        return IndexError_(f"index {path} is corrupt: {file} {what}. Rebuild it: delete {path} and run "
+                           f"`python -m rqa ingest PAPERS --index {path}`")
+
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise corrupt("manifest.json", f"is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise corrupt("manifest.json", "is not a JSON object")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexError_(f"index {path} has format {manifest.get('format_version')}, this rqa reads "
-                          f"{FORMAT_VERSION}: rebuild it with `python -m rqa ingest`")
+                          f"{FORMAT_VERSION}: delete it and rebuild it with `python -m rqa ingest PAPERS --index {path}`")
+    for key in ("embedder", "documents", "settings", "chunks"):
+        if key not in manifest:
+            raise corrupt("manifest.json", f"has no {key!r} field")
+    if not isinstance(manifest["embedder"], dict) or not {"name", "dim"} <= set(manifest["embedder"]):
+        raise corrupt("manifest.json", "has no embedder name and dimension")
     built_with = manifest["embedder"]["name"]
     if embedder and embedder != built_with:
         raise IndexError_(f"index {path} was built with embedder {built_with!r} "
                           f"(dim {manifest['embedder']['dim']}), not {embedder!r}: query it with the same "
                           f"embedder or rebuild it with --embedder {embedder}")
-    with open(path / "chunks.jsonl", encoding="utf-8") as f:
-        chunks = [Chunk(**json.loads(line)) for line in f]
-    return Index(path=path, manifest=manifest, chunks=chunks,
-                 embeddings=np.load(path / "embeddings.npy"),
-                 dense=faiss.read_index(str(path / "dense.faiss")),
-                 bm25=bm25s.BM25.load(str(path / "bm25"), show_progress=False, verbosity=0))
+    n, dim = manifest["chunks"], manifest["embedder"]["dim"]
+    chunks = []
+    try:
+        with open(path / "chunks.jsonl", encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                chunks.append(Chunk(**json.loads(line)))
+    except FileNotFoundError:
+        raise corrupt("chunks.jsonl", "is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        raise corrupt("chunks.jsonl", f"line {line_no} is not a chunk ({e})") from None
+    if len(chunks) != n:
+        raise corrupt("chunks.jsonl", f"has {len(chunks)} chunks, the manifest says {n}")
+    try:
+        embeddings = np.load(path / "embeddings.npy", mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise corrupt("embeddings.npy", f"cannot be read ({e})") from None
+    if embeddings.shape != (n, dim):
+        raise corrupt("embeddings.npy", f"has shape {embeddings.shape}, expected ({n}, {dim})")
+    try:
+        dense = faiss.read_index(str(path / "dense.faiss"))
+    except RuntimeError as e:
+        raise corrupt("dense.faiss", f"cannot be read ({str(e).strip().splitlines()[-1]})") from None
+    if dense.ntotal != n or dense.d != dim:
+        raise corrupt("dense.faiss", f"holds {dense.ntotal} vectors of dim {dense.d}, expected {n} of {dim}")
+    try:
+        bm25 = bm25s.BM25.load(str(path / "bm25"), show_progress=False, verbosity=0)
+        bm25_docs = int(bm25.scores["num_docs"])
+    except Exception as e:
+        raise corrupt("bm25/", f"cannot be read ({type(e).__name__}: {e})") from None
+    if bm25_docs != max(n, 1):
+        raise corrupt("bm25/", f"indexes {bm25_docs} chunks, expected {n}")
+    return Index(path=path, manifest=manifest, chunks=chunks, embeddings=np.asarray(embeddings),
+                 dense=dense, bm25=bm25)
 
 
-def build_or_extend(path: Path, chunks_by_file: dict[str, tuple[str, list[Chunk]]], embedder: str,
-                    ann: str = "flat", settings: dict | None = None, progress: bool = True) -> tuple[int, int]:
-    """Add {file: (sha256, chunks)} to the index at path (created if missing). Files already
-    ingested with the same hash are skipped; a changed file replaces its old chunks.
-    Returns (files added, chunks added)."""
+@dataclass
+class Incoming:
+    """One file to add: where it was read from, its content hash, its chunks and metadata."""
+
+    path: str
+    sha256: str
+    chunks: list[Chunk]
+    paper: str
+    title: str
+    pages: int
+
+
+@dataclass
+class ExtendResult:
+    added: int = 0  # documents whose chunks were embedded and added
+    chunks_added: int = 0
+    removed: int = 0  # documents no path points at any more (an updated file's old content)
+    same_content: list[str] = field(default_factory=list)  # paths whose content was stored already
+
+
+def check_settings(manifest: dict, embedder: str, chunk_settings: dict, path: Path) -> None:
+    """An index is extended only with the embedder and chunk settings it was built with."""
+    built = {k: manifest["settings"].get(k) for k in CHUNK_SETTINGS}
+    asked = {k: chunk_settings.get(k) for k in CHUNK_SETTINGS}
+    differ = [k for k in CHUNK_SETTINGS if built[k] is not None and asked[k] is not None and built[k] != asked[k]]
+    if differ:
+        raise IndexError_(f"index {path} was built with " + ", ".join(f"{k}={built[k]}" for k in differ)
+                          + "; this ingest asks for " + ", ".join(f"{k}={asked[k]}" for k in differ)
+                          + ": use the index's settings or ingest into a new --index")
+    if manifest["embedder"]["name"] != embedder:
+        raise IndexError_(f"index {path} was built with embedder {manifest['embedder']['name']!r}, not "
+                          f"{embedder!r}: use the same --embedder or ingest into a new --index")
+
+
+def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: str = "flat",
+                    chunk_settings: dict | None = None, progress: bool = True) -> ExtendResult:
+    """Add files to the index at path (created if missing). A path whose content is unchanged is
+    skipped; content already stored under another path gains that path; a path whose content
+    changed moves to the new content, and old content that no path points at any more is removed."""
     path = Path(path)
-    if (path / "manifest.json").exists() or (path.with_name(path.name + ".old") / "manifest.json").exists():
-        old = load_index(path, embedder)
+    chunk_settings = chunk_settings or {}
+    if index_exists(path):
+        old = load_index(path)
+        check_settings(old.manifest, embedder, chunk_settings, path)
         manifest, chunks, vectors = old.manifest, old.chunks, old.embeddings
     else:
-        manifest = {"embedder": {"name": embedder, "dim": dimension(embedder)}, "files": {},
-                    "settings": settings or {}}
+        manifest = {"embedder": {"name": embedder, "dim": dimension(embedder)}, "documents": {},
+                    "settings": dict(chunk_settings)}
         chunks, vectors = [], np.zeros((0, dimension(embedder)), dtype=np.float32)
-    files = manifest["files"]
+    docs: dict[str, dict] = manifest["documents"]
+    result = ExtendResult()
     new_chunks: list[Chunk] = []
-    replaced_papers = set()
-    for name, (sha, file_chunks) in chunks_by_file.items():
-        if files.get(name, {}).get("sha256") == sha:
+    for item in incoming:
+        owner = next((sha for sha, d in docs.items() if item.path in d["paths"]), None)
+        if owner == item.sha256:
             continue
-        if name in files:
-            replaced_papers.add(files[name]["paper"])
-        paper = file_chunks[0].paper if file_chunks else Path(name).stem
-        files[name] = {"sha256": sha, "paper": paper, "chunks": len(file_chunks)}
-        new_chunks.extend(file_chunks)
-    if not new_chunks and not replaced_papers:
-        return 0, 0
-    if replaced_papers:
-        keep = [i for i, c in enumerate(chunks) if c.paper not in replaced_papers]
+        if owner:
+            docs[owner]["paths"].remove(item.path)
+        if item.sha256 in docs:
+            docs[item.sha256]["paths"].append(item.path)
+            result.same_content.append(item.path)
+            continue
+        docs[item.sha256] = {"paper": item.paper, "title": item.title, "pages": item.pages,
+                             "chunks": len(item.chunks), "paths": [item.path]}
+        new_chunks.extend(item.chunks)
+        result.added += 1
+    orphans = {sha for sha, d in docs.items() if not d["paths"]}
+    for sha in orphans:
+        del docs[sha]
+    result.removed = len(orphans)
+    if not new_chunks and not orphans:
+        if result.same_content:  # only paths were added: no chunk changes, just the manifest
+            write_index(path, manifest, chunks, vectors, manifest.get("ann", ann))
+        return result
+    if orphans:
+        keep = [i for i, c in enumerate(chunks) if c.doc not in orphans]
         chunks, vectors = [chunks[i] for i in keep], vectors[keep]
     new_vectors = embed(embedder, [index_text(c) for c in new_chunks], progress=progress) if new_chunks \
         else np.zeros((0, vectors.shape[1]), dtype=np.float32)
     write_index(path, manifest, chunks + new_chunks, np.vstack([vectors, new_vectors]), ann)
-    return len({c.paper for c in new_chunks}), len(new_chunks)
+    result.chunks_added = len(new_chunks)
+    return result

@@ -31,3 +31,44 @@ def retrieval_scores(ranks: list[int | None], ks=(1, 5, 10)) -> dict[str, float]
     out = {f"recall@{k}": sum(r is not None and r <= k for r in ranks) / n for k in ks}
     out["mrr"] = sum(1.0 / r for r in ranks if r is not None and r <= 10) / n
     return out
+
+
+# --- answer metrics (../shared/eval/README.md) ------------------------------------------------
+
+def fact_in(fact: str, answer: str) -> bool:
+    """A fact is in an answer when its token list occurs as a contiguous run of the answer's."""
+    need, have = token_list(fact), token_list(answer)
+    return bool(need) and any(have[i:i + len(need)] == need for i in range(len(have) - len(need) + 1))
+
+
+def answer_scores(question: dict, answer_text: str, cited: list[tuple[str, str]], retrieved: list[str],
+                  abstained: bool) -> dict:
+    """One answer against its dev/held-out question. `cited`: (paper, chunk text) of each cited
+    source; `retrieved`: the texts of all sources the model was shown."""
+    facts = question.get("facts") or []
+    present = [fact_in(f, answer_text) for f in facts]
+    hits = [any(evidence_hit(text, e) for e in question["evidence"]) for _, text in cited]
+    good = [h or paper == question["paper"] for h, (paper, _) in zip(hits, cited)]
+    return {
+        "correct": bool(facts) and all(present),
+        "fact_recall": sum(present) / len(facts) if facts else 0.0,
+        "cites": bool(cited),
+        "citation_precision": (sum(good) / len(good)) if good else None,
+        "evidence_cited": any(hits),
+        "evidence_retrieved": first_hit_rank(retrieved, question["evidence"]) is not None,
+        "abstained": abstained,
+    }
+
+
+def summarize_answers(rows: list[dict]) -> dict:
+    n = max(len(rows), 1)
+    precisions = [r["citation_precision"] for r in rows if r["citation_precision"] is not None]
+    return {
+        "questions": len(rows),
+        "fact_accuracy": sum(r["correct"] for r in rows) / n,
+        "fact_recall": sum(r["fact_recall"] for r in rows) / n,
+        "answers_citing": sum(r["cites"] for r in rows) / n,
+        "citation_precision": sum(precisions) / len(precisions) if precisions else None,
+        "evidence_cited": sum(r["evidence_cited"] for r in rows) / n,
+        "abstention": sum(r["abstained"] for r in rows) / n,
+    }

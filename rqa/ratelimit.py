@@ -1,17 +1,22 @@
-"""Per-client sliding-window rate limit (seed section 8: 5 questions per minute by default)."""
+"""Per-client sliding-window rate limit (seed section 8: 5 questions per minute by default).
+
+Memory is bounded: clients idle for a whole window are dropped, and past `max_clients` the least
+recently seen client is evicted, so a flood of new client ids cannot grow the limiter forever.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, window_s: float = 60.0, clock=time.monotonic):
-        self.per_minute, self.window_s, self.clock = per_minute, window_s, clock
-        self._hits: dict[str, deque] = defaultdict(deque)
+    def __init__(self, per_minute: int, window_s: float = 60.0, clock=time.monotonic, max_clients: int = 10_000):
+        self.per_minute, self.window_s, self.clock, self.max_clients = per_minute, window_s, clock, max_clients
+        self._hits: OrderedDict[str, deque] = OrderedDict()
         self._lock = threading.Lock()
+        self._last_sweep = clock()
 
     def check(self, client: str) -> float:
         """0 if the client may ask now (and the question is counted), else seconds to wait."""
@@ -19,10 +24,23 @@ class RateLimiter:
             return 0.0
         now = self.clock()
         with self._lock:
-            hits = self._hits[client]
+            if now - self._last_sweep >= self.window_s:
+                self._sweep(now)
+            hits = self._hits.setdefault(client, deque())
+            self._hits.move_to_end(client)
             while hits and now - hits[0] >= self.window_s:
                 hits.popleft()
             if len(hits) >= self.per_minute:
                 return self.window_s - (now - hits[0])
             hits.append(now)
+            while len(self._hits) > self.max_clients:
+                self._hits.popitem(last=False)
             return 0.0
+
+    def _sweep(self, now: float) -> None:
+        for client in [c for c, hits in self._hits.items() if not hits or now - hits[-1] >= self.window_s]:
+            del self._hits[client]
+        self._last_sweep = now
+
+    def __len__(self) -> int:
+        return len(self._hits)

@@ -29,6 +29,12 @@ CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items(id), vote INTEGER NOT NULL CHECK (vote IN (-1, 1)),
     client TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
 """
+# One vote per answer per client (a second vote replaces the first). Databases written before this
+# rule may hold repeated votes: the newest per (item, client) is kept, as a replacement would have.
+VOTE_RULE = """
+DELETE FROM feedback WHERE id NOT IN (SELECT MAX(id) FROM feedback GROUP BY item_id, client);
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_one_vote ON feedback (item_id, client);
+"""
 
 RUBRIC = """**Technical depth (1-5)**
 
@@ -72,6 +78,8 @@ class RatingsDB:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'feedback_one_vote'").fetchone():
+                db.executescript(VOTE_RULE)
 
     @contextmanager
     def _connect(self):
@@ -135,9 +143,15 @@ class RatingsDB:
                 (item_id, annotator, depth, correctness, comment[:5000], item["model"], time.time()))
             return int(cur.lastrowid)
 
-    def feedback(self, item_id: int, vote: int, client: str = "") -> None:
+    def feedback(self, item_id: int, vote: int, client: str) -> None:
+        """The client's vote on an answer; a second vote by the same client replaces the first."""
+        if not client:
+            raise RatingError("a vote needs the client it comes from")
         with self._connect() as db:
-            db.execute("INSERT INTO feedback (item_id, vote, client, created) VALUES (?,?,?,?)",
+            if db.execute("SELECT 1 FROM items WHERE id = ?", (item_id,)).fetchone() is None:
+                raise RatingError(f"no item {item_id}")
+            db.execute("INSERT INTO feedback (item_id, vote, client, created) VALUES (?,?,?,?) "
+                       "ON CONFLICT (item_id, client) DO UPDATE SET vote=excluded.vote, created=excluded.created",
                        (item_id, 1 if vote > 0 else -1, client, time.time()))
 
     def ratings(self) -> list[dict]:

@@ -26,14 +26,42 @@ class SentenceSupport:
     score: float
     source: int | None  # 1-based number of the best-supporting source
     supported: bool
+    complete: bool = True  # False for a sentence cut off mid-way: never called supported
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[$\\])")
+_LEADING_CITATION = re.compile(r"^((?:\[\d+(?:\s*[,;-]\s*\d+)*\]\s*)+)")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of a text, by punctuation followed by a capital or math."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        spans.append((start, m.start()))
+        start = m.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
 def answer_sentences(answer: str) -> list[str]:
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z$\\(\[])", answer.strip())
+    answer = answer.strip()
+    parts = [answer[a:b].strip() for a, b in sentence_spans(answer)]
+    for i in range(1, len(parts)):  # "... gradients. [1] The next" -> the [1] closes the first sentence
+        m = _LEADING_CITATION.match(parts[i])
+        if m:
+            parts[i - 1] += " " + m.group(1).strip()
+            parts[i] = parts[i][m.end():]
     return [p.strip() for p in parts if len(tokenize(_CITATION.sub("", p))) >= 3]
+
+
+def is_complete(sentence: str) -> bool:
+    """Ends as a sentence does and has balanced math: not a fragment cut off by the token limit."""
+    core = _CITATION.sub("", sentence).rstrip()
+    return core.endswith((".", "!", "?", ")", "$", ":")) and core.count("$") % 2 == 0
 
 
 def support_scores(sentences: list[str], sources: list[str], embedder: str,
@@ -62,4 +90,26 @@ def check_support(answer: str, sources: list[str], embedder: str, threshold: flo
                   source_vectors: np.ndarray | None = None) -> list[SentenceSupport]:
     sentences = answer_sentences(answer)
     scores = support_scores(sentences, sources, embedder, source_vectors)
-    return [SentenceSupport(s, round(score, 4), n, score >= threshold) for s, (score, n) in zip(sentences, scores)]
+    out = []
+    for s, (score, n) in zip(sentences, scores):
+        complete = is_complete(s)
+        out.append(SentenceSupport(s, round(score, 4), n, complete and score >= threshold, complete))
+    return out
+
+
+def supporting_sentences(chunk_text: str, answer_sentences: list[str], min_share: float = 0.3) -> list[str]:
+    """For each answer sentence, the chunk sentence sharing the largest share of its content
+    words (at least min_share): the exact text to highlight in the cited source."""
+    spans = sentence_spans(chunk_text)
+    chunk_words = [set(tokenize(chunk_text[a:b])) for a, b in spans]
+    out: list[str] = []
+    for sentence in answer_sentences:
+        words = set(tokenize(_CITATION.sub("", sentence)))
+        if not words or not spans:
+            continue
+        shares = [len(words & cw) / len(words) for cw in chunk_words]
+        best = max(range(len(spans)), key=shares.__getitem__)
+        text = chunk_text[spans[best][0]:spans[best][1]].strip()
+        if shares[best] >= min_share and text not in out:
+            out.append(text)
+    return out

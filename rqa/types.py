@@ -43,6 +43,7 @@ class Chunk:
     char_end: int
     text: str
     arxiv_id: str | None = None
+    doc: str = ""  # sha256 of the file's content: what identifies a paper in an index
 
     @property
     def pages(self) -> str:

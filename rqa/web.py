@@ -6,6 +6,7 @@ import html
 import json
 import logging
 import math
+import os
 import re
 import sys
 import tempfile
@@ -32,6 +33,8 @@ LATEX_DELIMITERS = [
     {"left": "\\(", "right": "\\)", "display": False},
 ]
 
+MAX_UPLOAD = "20mb"  # larger uploads are refused by the server before any handler reads them
+
 
 @dataclass
 class AppState:
@@ -47,18 +50,26 @@ class AppState:
 
     @classmethod
     def start(cls, settings: Settings) -> "AppState":
+        index = open_index(settings)  # a corrupt index fails first, before minutes of model loading
         models = ModelPool(settings)
         models.get("q4")  # load now: a missing or corrupt model fails at start, not at the first question
-        return cls(settings=settings, index=open_index(settings), models=models, db=RatingsDB(settings.db_path),
+        return cls(settings=settings, index=index, models=models, db=RatingsDB(settings.db_path),
                    limiter=RateLimiter(settings.rate_limit_per_minute),
                    sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators))
 
 
 # --- rendering --------------------------------------------------------------------------------
+# Plain text marks instead of emoji: they render in every browser font, emoji often as boxes.
 
-def mark_terms(text: str, question: str) -> str:
-    words = {w for w in re.findall(r"[A-Za-z0-9]{3,}", question.lower()) if w not in STOPWORDS}
+def mark_text(text: str, highlights: list[str], question: str) -> str:
+    """The chunk's text, escaped, with the sentences that support the answer highlighted; before
+    an answer exists, the question's words are."""
     escaped = html.escape(text)
+    if highlights:
+        for sentence in sorted(highlights, key=len, reverse=True):
+            escaped = escaped.replace(html.escape(sentence), f'<mark class="rqa-support">{html.escape(sentence)}</mark>', 1)
+        return escaped
+    words = {w for w in re.findall(r"[A-Za-z0-9]{3,}", question.lower()) if w not in STOPWORDS}
     if not words:
         return escaped
     pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")\w*", re.I)
@@ -68,16 +79,25 @@ def mark_terms(text: str, question: str) -> str:
 def render_source(c: Citation, question: str) -> str:
     ch = c.hit.chunk
     link = f' · <a href="{c.arxiv_url}" target="_blank">arXiv:{ch.arxiv_id}</a>' if c.arxiv_url else ""
+    origin = ' · <i>cited by rqa (the model did not cite it)</i>' if c.origin == "attributed" else ""
     return (f'<div class="rqa-source" id="source-{c.n}"><b>[{c.n}] {html.escape(ch.title)}</b><br>'
-            f'<small>{html.escape(ch.section)} · p. {ch.pages} · {html.escape(ch.paper)}{link}</small>'
-            f'<p>{mark_terms(ch.text, question)}</p></div>')
+            f'<small>{html.escape(ch.section)} · p. {ch.pages} · {html.escape(ch.paper)}{link}{origin}</small>'
+            f'<p>{mark_text(ch.text, c.highlights, question)}</p></div>')
+
+
+def render_retrieved(question: str, hits) -> str:
+    """The sources as soon as retrieval ends, before the model has written anything."""
+    parts = ["<h4>Sources (the model is reading them)</h4>"]
+    parts += [render_source(Citation(n, h), question) for n, h in enumerate(hits, start=1)] or \
+        ["<p><i>No source matched the question.</i></p>"]
+    return "\n".join(parts)
 
 
 def render_sources(answer: Answer) -> str:
     parts = ["<h4>Cited sources</h4>"]
     parts += [render_source(c, answer.question) for c in answer.citations] or ["<p><i>The answer cites no source.</i></p>"]
     if answer.invalid_citations:
-        parts.append(f'<p class="rqa-warning">⚠ Citations to sources that do not exist: '
+        parts.append(f'<p class="rqa-warning"><b>Warning:</b> citations to sources that do not exist: '
                      f'{", ".join(f"[{n}]" for n in answer.invalid_citations)}</p>')
     if answer.uncited:
         parts.append("<details><summary>Retrieved but not cited</summary>")
@@ -86,17 +106,28 @@ def render_sources(answer: Answer) -> str:
     return "\n".join(parts)
 
 
+STATUS_MARK = {"matches source": "✓", "unverified": "?", "malformed": "✗"}
+
+
 def render_checks(answer: Answer) -> str:
     lines = [f"**Model:** `{answer.model}`"]
-    lines += [f"ℹ️ {n}" for n in answer.notices]
-    unsupported = [s for s in answer.support if not s.supported]
-    lines.append(f"**Support:** {len(answer.support) - len(unsupported)}/{len(answer.support)} sentences supported "
-                 "by the retrieved sources.")
-    lines += [f"- ⚠ unsupported ({s.score:.2f}): {s.sentence}" for s in unsupported]
+    lines += [f"**Note:** {n}" for n in answer.notices]
+    attributed = [c.n for c in answer.citations if c.origin == "attributed"]
+    if attributed:
+        lines.append("**Citations added by rqa** (the model left these sentences uncited; the support check "
+                     "found their source): " + ", ".join(f"[{n}]" for n in attributed))
+    if answer.support:
+        unsupported = [s for s in answer.support if not s.supported]
+        lines.append(f"**Support:** {len(answer.support) - len(unsupported)}/{len(answer.support)} sentences supported "
+                     "by the retrieved sources.")
+        lines += [f"- unsupported ({s.score:.2f}{', incomplete sentence' if not s.complete else ''}): {s.sentence}"
+                  for s in unsupported]
+    else:
+        lines.append("**Support:** no complete sentence to check.")
     if answer.equations:
-        icon = {"matches source": "✅", "unverified": "❔", "malformed": "❌"}
         lines.append("**Equations:**")
-        lines += [f"- {icon[e.status]} {e.status}: `{e.latex}` {('— ' + e.detail) if e.detail else ''}" for e in answer.equations]
+        lines += [f"- {STATUS_MARK[e.status]} {e.status}: `{e.latex}` {('— ' + e.detail) if e.detail else ''}"
+                  for e in answer.equations]
     if answer.invalid_citations:
         lines.append("**Invalid citations:** " + ", ".join(f"[{n}]" for n in answer.invalid_citations))
     return "\n".join(lines)
@@ -104,42 +135,55 @@ def render_checks(answer: Answer) -> str:
 
 # --- handlers ---------------------------------------------------------------------------------
 
-def client_id(request: gr.Request | None) -> str:
+def client_id(request: gr.Request | None, trusted_proxies: str = "") -> str:
+    """Who is asking, as far as this server can tell: the connection's own address, unless it is
+    a trusted reverse proxy; then the address that proxy put at the end of X-Forwarded-For (a
+    client can only prepend forged entries, never replace what its proxy appends)."""
     if request is None:
         return "local"
-    forwarded = request.headers.get("x-forwarded-for", "") if request.headers else ""
-    return forwarded.split(",")[0].strip() or (request.client.host if request.client else "") or request.session_hash or "local"
+    host = request.client.host if request.client else ""
+    trusted = {p.strip() for p in trusted_proxies.split(",") if p.strip()}
+    if host and (host in trusted or "*" in trusted):
+        chain = [a.strip() for a in (request.headers.get("x-forwarded-for") or "").split(",") if a.strip()]
+        for addr in reversed(chain):
+            if addr not in trusted:
+                return addr
+    return host or "local"
 
 
 def make_respond(app: AppState):
     def respond(message: str, history: list, request: gr.Request):
         history = list(history or []) + [{"role": "user", "content": message or ""}]
-        wait = app.limiter.check(client_id(request))
+
+        def say(text: str, sources=gr.update(), checks=gr.update(), item=None):
+            return history + [{"role": "assistant", "content": text}], sources, checks, item, ""
+
+        wait = app.limiter.check(client_id(request, app.settings.trusted_proxies))
         if wait:
             limit = app.settings.rate_limit_per_minute
-            history.append({"role": "assistant", "content": f"⏳ Rate limit: {limit} questions per minute. "
-                            f"Please wait {math.ceil(wait)} seconds before asking again."})
-            yield history, gr.update(), gr.update(), None, ""
+            yield say(f"Rate limit: {limit} questions per minute. Please wait {math.ceil(wait)} seconds "
+                      "before asking again.")
             return
-        partial = ""
         try:
-            for piece in answer_stream(message or "", app.index, app.models, app.settings, app.sympy):
-                if isinstance(piece, Answer):
-                    item_id = app.db.add_item(piece.question, piece.text, piece.model,
-                                              [c.to_json() for c in piece.citations])
-                    history[-1:] = [history[-1], {"role": "assistant", "content": piece.text or "(empty answer)"}]
-                    yield history, render_sources(piece), render_checks(piece), item_id, ""
-                    return
+            stream = answer_stream(message or "", app.index, app.models, app.settings, app.sympy)
+            sources = render_retrieved(stream.question, stream.hits)
+            waiting = "*Generating an answer for another user; yours starts when it is done...*" \
+                if stream.model.busy else "*Reading the sources...*"
+            yield say(waiting, sources, "")
+            partial = ""
+            for piece in stream:
                 partial += piece
-                yield history + [{"role": "assistant", "content": partial}], gr.update(), gr.update(), None, ""
+                yield say(partial, gr.update(), gr.update())
+            answer = stream.answer
+            item_id = app.db.add_item(answer.question, answer.text, answer.model,
+                                      [c.to_json() for c in answer.citations])
+            yield say(answer.text or "(empty answer)", render_sources(answer), render_checks(answer), item_id)
         except QuestionError as e:
-            history.append({"role": "assistant", "content": str(e)})
-            yield history, gr.update(), gr.update(), None, ""
+            yield say(str(e))
         except Exception as e:  # the app stays up: one failed question must not take it down
             log.exception("answer failed")
             reason = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
-            history.append({"role": "assistant", "content": f"⚠ Sorry, this question failed: {reason}"})
-            yield history, gr.update(), gr.update(), None, ""
+            yield say(f"Sorry, this question failed: {reason}")
 
     return respond
 
@@ -147,7 +191,9 @@ def make_respond(app: AppState):
 def build_app(app: AppState) -> gr.Blocks:
     with gr.Blocks(title="rqa — research question answering") as demo:
         gr.Markdown("# rqa — answers from AI research papers\nAnswers are grounded in retrieved paper chunks "
-                    "and cite them as [n]; unsupported sentences and equations are checked.")
+                    "and cite them as [n]; unsupported sentences and equations are checked. "
+                    f"Model: `{app.models.files.q4.name}`" + (f" (reasoning questions: `{app.models.files.q8.name}`)"
+                                                               if app.models.files.q8 else ""))
         last_item = gr.State(None)
         with gr.Tab("Ask"):
             with gr.Row():
@@ -168,14 +214,23 @@ def build_app(app: AppState) -> gr.Blocks:
             for trigger, name in ((ask.click, "ask"), (question.submit, "ask_enter")):
                 trigger(respond, [question, chatbot], [chatbot, sources, checks, last_item, question], api_name=name)
 
-            def vote(item_id, value, request: gr.Request):
+            def vote(item_id, value: int, request: gr.Request | None) -> str:
                 if item_id is None:
                     return "Ask a question first."
-                app.db.feedback(item_id, value, client_id(request))
-                return "Thanks for the feedback."
+                try:
+                    app.db.feedback(int(item_id), value, client_id(request, app.settings.trusted_proxies))
+                except (RatingError, ValueError) as e:
+                    return f"Vote not saved: {e}"
+                return "Thanks for the feedback (one vote per answer; a new vote replaces the old one)."
 
-            up.click(lambda i, r: vote(i, 1, r), [last_item], [feedback_note])
-            down.click(lambda i, r: vote(i, -1, r), [last_item], [feedback_note])
+            def vote_up(item_id, request: gr.Request):
+                return vote(item_id, 1, request)
+
+            def vote_down(item_id, request: gr.Request):
+                return vote(item_id, -1, request)
+
+            up.click(vote_up, [last_item], [feedback_note], api_name="vote_up")
+            down.click(vote_down, [last_item], [feedback_note], api_name="vote_down")
 
         with gr.Tab("Annotate"):
             build_annotator_tab(app)
@@ -218,7 +273,7 @@ def build_annotator_tab(app: AppState) -> None:
     def render_stats() -> str:
         s = app.db.summary()
         fb = app.db.feedback_counts()
-        lines = [f"**{s['ratings']} ratings.** Chat feedback: 👍 {fb['up']} · 👎 {fb['down']}",
+        lines = [f"**{s['ratings']} ratings.** Chat feedback: helpful {fb['up']} · not helpful {fb['down']}",
                  "", "| model | ratings | mean depth | correct | partly | wrong |", "|---|---|---|---|---|---|"]
         lines += [f"| {m} | {v['n']} | {v['mean_depth']:.2f} | {v['correct']} | {v['partly']} | {v['wrong']} |"
                   for m, v in s["models"].items()]
@@ -229,30 +284,30 @@ def build_annotator_tab(app: AppState) -> None:
     def do_login(tok: str):
         name = app.annotators.get((tok or "").strip())
         if not name:
-            return "", None, "❌ Unknown token: chat users cannot rate.", "", ""
+            return "", None, "**Unknown token:** chat users cannot rate.", "", ""
         row = app.db.next_item(name)
         return name, row["id"] if row else None, f"Logged in as **{name}**.", render_item(row), render_stats()
 
     def do_submit(name: str, item_id, d, corr, text):
         if not name:
-            return item_id, "❌ Log in as an annotator first.", gr.update(), gr.update()
+            return item_id, "**Log in as an annotator first.**", gr.update(), gr.update()
         if item_id is None:
             return None, "Nothing to rate.", gr.update(), render_stats()
         try:
             app.db.rate(int(item_id), name, int(d) if d else 0, corr or "", text or "")
         except (RatingError, ValueError) as e:
-            return item_id, f"❌ {e}", gr.update(), gr.update()
+            return item_id, f"**Not saved:** {e}", gr.update(), gr.update()
         row = app.db.next_item(name)
-        return (row["id"] if row else None, f"✅ Saved rating of item {item_id} as **{name}**.",
+        return (row["id"] if row else None, f"Saved rating of item {item_id} as **{name}**.",
                 render_item(row), render_stats())
 
     def do_import(name: str, file):
         if not name:
-            return "❌ Log in as an annotator first.", gr.update()
+            return "**Log in as an annotator first.**", gr.update()
         try:
             n = app.db.import_jsonl(Path(file).read_text(encoding="utf-8"))
         except (RatingError, UnicodeDecodeError) as e:
-            return f"❌ Import failed: {e}", gr.update()
+            return f"**Import failed:** {e}", gr.update()
         return f"Imported {n} items.", render_stats()
 
     def do_export(name: str, fmt: str):
@@ -271,12 +326,18 @@ def build_annotator_tab(app: AppState) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = Settings.load()
     try:
+        settings = Settings.load()
         app = AppState.start(settings)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     demo = build_app(app)
-    demo.queue(default_concurrency_limit=4).launch(server_name="0.0.0.0")  # port: GRADIO_SERVER_PORT
+    # uvicorn would otherwise replace a loopback peer's address by whatever X-Forwarded-For says,
+    # which any local client can forge: whom to trust is rqa's trusted_proxies setting alone.
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    # Loopback unless GRADIO_SERVER_NAME says otherwise (Spaces set 0.0.0.0): the annotator tab and
+    # the ratings export are not for the whole local network by default. Port: GRADIO_SERVER_PORT.
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_UPLOAD)
     return 0

@@ -30,3 +30,39 @@ def shared_index(tmp_path_factory):
     report = ingest_paths([PRIMER_DIR] + [PAPERS / p for p in FEW_PAPERS], settings, progress=False)
     assert not report.skipped
     return settings
+
+
+class ScriptedModel:
+    """A stand-in for rqa.llm.Model that 'writes' a scripted reply word by word, so the answer path,
+    CLI and web handlers are tested in milliseconds. `reply` is a string or a function of the
+    messages (to answer from the prompt it was given)."""
+
+    name = "scripted.gguf"
+    busy = False
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.prompts: list[list[dict]] = []
+
+    def stream(self, messages, max_tokens, temperature):
+        import re
+
+        self.prompts.append(messages)
+        text = self.reply(messages) if callable(self.reply) else self.reply
+        yield from re.findall(r"\S+\s*|\s+", text)
+
+
+class ScriptedPool:
+    """ModelPool's interface over one ScriptedModel."""
+
+    def __init__(self, model: ScriptedModel):
+        from rqa.llm import ModelFiles
+
+        self.model = model
+        self.files = ModelFiles(Path(model.name), None, "scripted")
+
+    def get(self, which="q4"):
+        return self.model
+
+    def for_question(self, question):
+        return self.model

