@@ -54,7 +54,7 @@ def answer_all(model_path: Path, questions: list[dict], index: Index, settings: 
     out = []
     for q in questions:
         t0 = time.perf_counter()
-        answer = next(p for p in answer_stream(q["question"], index, pool, settings) if isinstance(p, Answer))
+        answer = answer_stream(q["question"], index, pool, settings).run()
         out.append((answer, time.perf_counter() - t0))
     return out
 

@@ -42,7 +42,7 @@ class Settings:
     n_threads: int = 0  # 0: all cores
     max_new_tokens: int = 256
     temperature: float = 0.0  # greedy: the answer restates facts, sampling only adds errors
-    source_chars: int = 700  # each source is trimmed to this many characters around the question's words
+    source_chars: int = 400  # each source is trimmed to this many characters around the question's words
     max_question_chars: int = 2000
     # checks
     support_threshold: float = 0.45
@@ -90,7 +90,8 @@ class SettingsError(ValueError):
 BOUNDS = {
     "chunk_size": (100, 20_000), "overlap": (0, 10_000), "method_chunk_factor": (1.0, 4.0),
     "k": (1, 50), "fusion_depth": (1, 10_000), "rrf_k": (1, 10_000), "dense_weight": (0.0, 10.0),
-    "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192), "temperature": (0.0, 2.0),
+    "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192),
+    "temperature": (0.0, 2.0),
     "max_question_chars": (10, 100_000), "support_threshold": (0.0, 1.0), "sympy_timeout_s": (0.1, 60.0),
     "rate_limit_per_minute": (0, 100_000),
 }

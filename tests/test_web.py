@@ -1,0 +1,71 @@
+"""The chat handler in-process with a scripted model: event order, rendering, failures (milliseconds)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from rqa.config import Settings
+from rqa.corpus import open_index
+from rqa.ratelimit import RateLimiter
+from rqa.ratings import RatingsDB
+from rqa.web import AppState, make_respond, render_checks
+from tests.conftest import ScriptedModel, ScriptedPool
+
+
+@pytest.fixture
+def make_app(shared_index, tmp_path):
+    def make(reply, rate_limit=0):
+        model = ScriptedModel(reply)
+        return AppState(settings=shared_index, index=open_index(shared_index), models=ScriptedPool(model),
+                        db=RatingsDB(tmp_path / "r.sqlite"), limiter=RateLimiter(rate_limit), sympy=None), model
+    return make
+
+
+REQUEST = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"), headers={})
+
+
+def test_sources_appear_before_the_first_token(make_app):
+    app, _ = make_app("Adam keeps exponential moving averages of the gradient and its square [1]. "
+                      "It corrects their initialisation bias.")
+    events = list(make_respond(app)("How does Adam correct the bias of its moment estimates?", [], REQUEST))
+    first_chat, first_sources, *_ = events[0]
+    assert first_chat[-1]["content"] == "*Reading the sources...*"
+    assert "[1]" in first_sources and "the model is reading them" in first_sources  # before any token
+    texts = [e[0][-1]["content"] for e in events[1:-1]]
+    assert texts[0] == "Adam " and texts[-1].startswith("Adam keeps exponential")  # then streamed
+    chat, sources, checks, item_id, box = events[-1]
+    assert item_id is not None and box == ""
+    assert "Cited sources" in sources and 'class="rqa-support"' in sources  # supporting sentence highlighted
+    assert "sentences supported" in checks
+
+
+def test_queued_user_is_told_another_answer_is_generating(make_app):
+    app, model = make_app("An answer [1].")
+    model.busy = True
+    first = next(make_respond(app)("What is BM25?", [], REQUEST))
+    assert "another user" in first[0][-1]["content"]
+
+
+def test_a_failing_model_keeps_the_handler_up(make_app):
+    def boom(messages):
+        raise RuntimeError("llama_decode returned -3")
+
+    app, _ = make_app(boom)
+    events = list(make_respond(app)("What is BM25?", [], REQUEST))
+    assert "this question failed: RuntimeError: llama_decode returned -3" in events[-1][0][-1]["content"]
+
+
+def test_attributed_citations_are_shown_as_such(make_app):
+    app, _ = make_app("LoRA freezes the pretrained model weights and injects trainable rank decomposition matrices "
+                      "into each layer of the Transformer architecture.")
+    *_, last = make_respond(app)("How does LoRA adapt a model?", [], REQUEST)
+    chat, sources, checks, *_ = last
+    assert chat[-1]["content"].endswith("].")  # the model wrote no number; rqa appended one
+    assert "cited by rqa" in sources and "Citations added by rqa" in checks
+
+
+def test_checks_never_call_an_empty_answer_supported():
+    from rqa.answer import finish
+
+    answer = finish("q", "", [], "m.gguf", Settings(), None, [], {})
+    assert "no complete sentence to check" in render_checks(answer)
