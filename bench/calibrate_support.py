@@ -39,7 +39,7 @@ def main() -> None:
         for question, scores in ((q["question"], pos), (other["question"], neg)):
             hits = retrieve(index, question, settings)  # as the app does, with the stored vectors
             texts, vectors = [h.chunk.text for h in hits], index.embeddings[[h.row for h in hits]]
-            scores += [s for s, _ in support_scores(sentences, texts, settings.embedder, vectors)]
+            scores += [float(v.max()) for v in support_scores(sentences, texts, settings.embedder, vectors) if len(v)]
     pos, neg = np.array(pos), np.array(neg)
     best = max(np.arange(0.2, 0.8, 0.01), key=lambda t: (pos >= t).mean() + (neg < t).mean())
     print(f"{len(pos)} supported / {len(neg)} unsupported sentences")

@@ -141,7 +141,7 @@ class AnswerStream:
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
-        messages = build_messages(self.question, self.hits, self.settings.source_chars)
+        messages = build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)))
         pieces: list[str] = []
         for piece in self.model.stream(messages, self.settings.max_new_tokens, self.settings.temperature):
             if not pieces:
@@ -161,6 +161,13 @@ class AnswerStream:
         return self.answer
 
 
+def source_chars(settings: Settings, n_sources: int) -> int:
+    """The configured excerpt length, shortened when all of them would not fit the context
+    (about 3.2 characters a token; room for the instructions, the question and the answer)."""
+    room = (settings.n_ctx - settings.max_new_tokens - 400) * 3.2
+    return max(100, min(settings.source_chars, int(room / max(n_sources, 1)) - 80))
+
+
 def answer_stream(question: str, index: Index, models: ModelPool, settings: Settings,
                   sympy: SympyWorker | None = None) -> AnswerStream:
     return AnswerStream(question, index, models, settings, sympy)
@@ -171,7 +178,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     sources = [h.chunk.text for h in hits]
     support = check_support(text, sources, settings.embedder, settings.support_threshold, source_vectors) \
         if text else []
-    shown, attributed = attribute(text, support, len(hits))
+    shown, attributed = attribute(text, support, len(hits), settings.support_threshold)
     numbers = cited_numbers(shown)
     citations = [Citation(n, hits[n - 1], "attributed" if n in attributed else "model")
                  for n in numbers if 1 <= n <= len(hits)]
@@ -189,22 +196,26 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     return answer
 
 
-def attribute(text: str, support: list[SentenceSupport], n_sources: int) -> tuple[str, set[int]]:
-    """Append [n] to each supported sentence the model left uncited; returns the text and the
-    numbers that only rqa cited."""
+def attribute(text: str, support: list[SentenceSupport], n_sources: int, threshold: float) -> tuple[str, set[int]]:
+    """Append [n] to each supported sentence that cites no source supporting it: left uncited by
+    the model, or citing only sources that do not hold it. Returns the text and the numbers only
+    rqa cited."""
     written = set(cited_numbers(text))
     added: set[int] = set()
     for s in support:
-        if not s.supported or s.source is None or cited_numbers(s.sentence) or not 1 <= s.source <= n_sources:
+        if not s.supported or s.source is None or not 1 <= s.source <= n_sources:
+            continue
+        own = [n for n in cited_numbers(s.sentence) if 1 <= n <= len(s.scores)]
+        if s.source in own or any(s.scores[n - 1] >= threshold for n in own):
             continue
         at = text.find(s.sentence)
         if at < 0:
             continue
-        end = at + len(s.sentence)
-        cut = end - 1 if s.sentence[-1] in ".!?" else end
+        core = s.sentence.rstrip()
+        cut = len(core) - 1 if core[-1] in ".!?" else len(core)
         marker = f" [{s.source}]"
-        text = text[:cut] + marker + text[cut:]
-        s.sentence = s.sentence[: cut - at] + marker + s.sentence[cut - at:]
+        text = text[:at + cut] + marker + text[at + cut:]
+        s.sentence = core[:cut] + marker + core[cut:]
         if s.source not in written:
             added.add(s.source)
     return text, added

@@ -38,7 +38,7 @@ class Settings:
     hub_q4_file: str = "model-q4_0.gguf"
     hub_q8_file: str = "model-q8_0.gguf"
     hub_index_repo: str = ""  # Hugging Face dataset repo holding a built index (used instead of index_dir)
-    n_ctx: int = 4096
+    n_ctx: int = 2048  # the prompt is about 800 tokens with 5 excerpts of 400 characters
     n_threads: int = 0  # 0: all cores
     max_new_tokens: int = 256
     temperature: float = 0.0  # greedy: the answer restates facts, sampling only adds errors
@@ -53,6 +53,8 @@ class Settings:
     # Spaces proxy). Otherwise the client is the connection's own address, which a client cannot forge.
     trusted_proxies: str = ""
     annotators: str = ""  # "name:token,name2:token2"; or a path to such a file
+    papers: str = ""  # a folder ingested into the index when the app starts (papers already there are skipped)
+    api_keys: str = ""  # comma-separated keys for /v1/*; empty: the API is open like the chat
     db_path: Path = Path(".rqa/ratings.sqlite")
 
     def __post_init__(self) -> None:

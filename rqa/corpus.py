@@ -14,6 +14,16 @@ from rqa.types import Hit
 
 
 @dataclass
+class FileResult:
+    path: str
+    status: str  # "added" | "already indexed" | "same content as an indexed paper" | "skipped"
+    title: str = ""
+    pages: int = 0
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass
 class IngestReport:
     files: int = 0
     papers_added: int = 0
@@ -22,6 +32,7 @@ class IngestReport:
     papers_removed: int = 0  # old content of files that changed
     skipped: list[tuple[str, str]] = field(default_factory=list)
     same_content: list[str] = field(default_factory=list)  # files whose content was indexed already
+    per_file: list[FileResult] = field(default_factory=list)
 
 
 def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = True) -> IngestReport:
@@ -29,6 +40,7 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
 
     def skip(path: Path, reason: str) -> None:
         report.skipped.append((str(path), reason))
+        report.per_file.append(FileResult(str(path), "skipped", reason=reason))
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
     files = find_files(paths)
@@ -46,6 +58,10 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
                                  {k: getattr(settings, k) for k in CHUNK_SETTINGS}, progress=progress)
         report.papers_added, report.chunks_added = result.added, result.chunks_added
         report.papers_removed, report.same_content = result.removed, result.same_content
+        for item in incoming:
+            status = "added" if item.path in result.added_paths else \
+                "same content as an indexed paper" if item.path in result.same_content else "already indexed"
+            report.per_file.append(FileResult(item.path, status, item.title, item.pages, len(item.chunks)))
     return report
 
 

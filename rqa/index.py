@@ -285,6 +285,7 @@ class ExtendResult:
     chunks_added: int = 0
     removed: int = 0  # documents no path points at any more (an updated file's old content)
     same_content: list[str] = field(default_factory=list)  # paths whose content was stored already
+    added_paths: list[str] = field(default_factory=list)
 
 
 def check_settings(manifest: dict, embedder: str, chunk_settings: dict, path: Path) -> None:
@@ -333,6 +334,7 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
                              "chunks": len(item.chunks), "paths": [item.path]}
         new_chunks.extend(item.chunks)
         result.added += 1
+        result.added_paths.append(item.path)
     orphans = {sha for sha, d in docs.items() if not d["paths"]}
     for sha in orphans:
         del docs[sha]
@@ -349,3 +351,19 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
     write_index(path, manifest, chunks + new_chunks, np.vstack([vectors, new_vectors]), ann)
     result.chunks_added = len(new_chunks)
     return result
+
+
+def remove_documents(path: Path, shas: set[str]) -> int:
+    """Remove papers (by content hash) from the index at path, atomically; returns how many."""
+    path = Path(path)
+    index = load_index(path)
+    docs = index.manifest["documents"]
+    gone = {sha for sha in shas if sha in docs}
+    if not gone:
+        return 0
+    for sha in gone:
+        del docs[sha]
+    keep = [i for i, c in enumerate(index.chunks) if c.doc not in gone]
+    write_index(path, index.manifest, [index.chunks[i] for i in keep], index.embeddings[keep],
+                index.manifest.get("ann", "flat"))
+    return len(gone)

@@ -10,7 +10,7 @@ bench/calibrate_support.py over ../shared/eval/dev.jsonl (see docs/BENCHMARKS.md
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -27,12 +27,15 @@ class SentenceSupport:
     source: int | None  # 1-based number of the best-supporting source
     supported: bool
     complete: bool = True  # False for a sentence cut off mid-way: never called supported
+    scores: list[float] = field(default_factory=list)  # support by each source, in source order
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "scores"}
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[$\\])")
+
+# A sentence ends at . ! ? before a capital, a bracket or math; not after a list number ("2. Next").
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\s\d\.)(?<!^\d\.)\s+(?=[A-Z(\[$\\])")
 _LEADING_CITATION = re.compile(r"^((?:\[\d+(?:\s*[,;-]\s*\d+)*\]\s*)+)")
 
 
@@ -65,12 +68,12 @@ def is_complete(sentence: str) -> bool:
 
 
 def support_scores(sentences: list[str], sources: list[str], embedder: str,
-                   source_vectors: np.ndarray | None = None) -> list[tuple[float, int | None]]:
+                   source_vectors: np.ndarray | None = None) -> list[np.ndarray]:
     """source_vectors: the sources' stored index embeddings, when known (no second encoding)."""
     if not sentences:
         return []
     if not sources:
-        return [(0.0, None) for _ in sentences]
+        return [np.zeros(0) for _ in sentences]
     clean = [_CITATION.sub("", s) for s in sentences]
     if source_vectors is None:
         source_vectors = embed(embedder, sources)
@@ -80,9 +83,7 @@ def support_scores(sentences: list[str], sources: list[str], embedder: str,
     for i, sentence in enumerate(clean):
         words = set(tokenize(sentence))
         lexical = np.array([len(words & t) / max(len(words), 1) for t in source_tokens])
-        combined = 0.5 * np.clip(cos[i], 0, 1) + 0.5 * lexical
-        j = int(np.argmax(combined))
-        out.append((float(combined[j]), j + 1))
+        out.append(0.5 * np.clip(cos[i], 0, 1) + 0.5 * lexical)
     return out
 
 
@@ -91,9 +92,12 @@ def check_support(answer: str, sources: list[str], embedder: str, threshold: flo
     sentences = answer_sentences(answer)
     scores = support_scores(sentences, sources, embedder, source_vectors)
     out = []
-    for s, (score, n) in zip(sentences, scores):
+    for s, by_source in zip(sentences, scores):
         complete = is_complete(s)
-        out.append(SentenceSupport(s, round(score, 4), n, complete and score >= threshold, complete))
+        j = int(np.argmax(by_source)) if len(by_source) else -1
+        score = float(by_source[j]) if j >= 0 else 0.0
+        out.append(SentenceSupport(s, round(score, 4), j + 1 if j >= 0 else None, complete and score >= threshold,
+                                   complete, [round(float(x), 4) for x in by_source]))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +19,12 @@ import gradio as gr
 
 from rqa.answer import Answer, Citation, QuestionError, answer_stream
 from rqa.config import Settings
-from rqa.corpus import open_index
+from rqa import library
+from rqa.corpus import ingest_paths, open_index
 from rqa.equations import SympyWorker
 from rqa.errors import USER_ERRORS
-from rqa.index import STOPWORDS, Index
+from rqa.index import STOPWORDS, Index, IndexError_, load_index
+from rqa.ingest import SUFFIXES
 from rqa.llm import ModelPool
 from rqa.ratelimit import RateLimiter
 from rqa.ratings import RUBRIC, RatingError, RatingsDB, parse_annotators
@@ -38,24 +42,47 @@ MAX_UPLOAD = "20mb"  # larger uploads are refused by the server before any handl
 
 @dataclass
 class AppState:
-    """What the running app shares across sessions: loaded once at start."""
+    """What the running app shares across sessions: loaded once at start. `index` is replaced
+    (one attribute assignment) when papers are added or removed; each question reads it once."""
 
     settings: Settings
     index: Index
     models: ModelPool
     db: RatingsDB
     limiter: RateLimiter
-    sympy: SympyWorker
+    sympy: SympyWorker | None
     annotators: dict[str, str] = field(default_factory=dict)  # token -> name
+    notices: list[str] = field(default_factory=list)  # shown at the top of the page
+    write_lock: threading.Lock = field(default_factory=threading.Lock)  # one index writer at a time
 
     @classmethod
     def start(cls, settings: Settings) -> "AppState":
-        index = open_index(settings)  # a corrupt index fails first, before minutes of model loading
+        notices = []
+        try:
+            index = open_index(settings)  # a corrupt index fails first, before minutes of model loading
+        except IndexError_:
+            raise
+        except Exception as e:  # a Hub index repo that is missing, private or unreachable
+            if not settings.hub_index_repo:
+                raise
+            notices.append(f"The index repo {settings.hub_index_repo} could not be loaded ({type(e).__name__}); "
+                           "serving the local index instead.")
+            index = open_index(dataclasses.replace(settings, hub_index_repo=""))
+        if settings.papers:
+            library.writable_index(index, settings)  # index_dir, a copy of a Hub index if that is served
+            report = ingest_paths([settings.papers], settings)
+            log.info("--papers %s: %d papers added, %d skipped", settings.papers, report.papers_added,
+                     len(report.skipped))
+            index = load_index(settings.index_dir, settings.embedder)
         models = ModelPool(settings)
+        if settings.hub_repo and not models.files.source.startswith("hub:"):
+            notices.append(f"The model repo {settings.hub_repo} could not be reached; serving the offline model "
+                           f"{models.files.q4.name} instead.")
         models.get("q4")  # load now: a missing or corrupt model fails at start, not at the first question
         return cls(settings=settings, index=index, models=models, db=RatingsDB(settings.db_path),
                    limiter=RateLimiter(settings.rate_limit_per_minute),
-                   sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators))
+                   sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators),
+                   notices=notices)
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -194,6 +221,8 @@ def build_app(app: AppState) -> gr.Blocks:
                     "and cite them as [n]; unsupported sentences and equations are checked. "
                     f"Model: `{app.models.files.q4.name}`" + (f" (reasoning questions: `{app.models.files.q8.name}`)"
                                                                if app.models.files.q8 else ""))
+        for notice in app.notices:
+            gr.Markdown(f"**Notice:** {notice}", elem_classes=["rqa-notice"])
         last_item = gr.State(None)
         with gr.Tab("Ask"):
             with gr.Row():
@@ -208,8 +237,12 @@ def build_app(app: AppState) -> gr.Blocks:
                         down = gr.Button("Not helpful", elem_id="rqa-down")
                     feedback_note = gr.Markdown("")
                     checks = gr.Markdown("", elem_id="rqa-checks", latex_delimiters=LATEX_DELIMITERS)
+                    examples = gr.Dataset(components=[question], samples=[[q] for q in library.example_questions(app.index)],
+                                          label="Example questions", elem_id="rqa-examples")
                 with gr.Column(scale=2):
                     sources = gr.HTML("<i>Sources appear here.</i>", elem_id="rqa-sources")
+            examples.click(lambda sample: sample[0], [examples], [question])
+            build_papers_panel(app, examples)
             respond = make_respond(app)
             for trigger, name in ((ask.click, "ask"), (question.submit, "ask_enter")):
                 trigger(respond, [question, chatbot], [chatbot, sources, checks, last_item, question], api_name=name)
@@ -235,6 +268,74 @@ def build_app(app: AppState) -> gr.Blocks:
         with gr.Tab("Annotate"):
             build_annotator_tab(app)
     return demo
+
+
+def papers_table(index: Index) -> list[list]:
+    return [[p.title, p.arxiv_url or "", p.pages, p.chunks, ", ".join(Path(x).name for x in p.paths)]
+            for p in library.papers(index)]
+
+
+def paper_choices(index: Index) -> list[tuple[str, str]]:
+    return [(f"{p.title} ({p.paper})", p.sha256) for p in library.papers(index)]
+
+
+def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
+    with gr.Accordion(f"Papers ({len(app.index.manifest['documents'])} in the index)", open=False,
+                      elem_id="rqa-papers") as panel:
+        files = gr.File(label=f"Add papers: PDF, .md, .txt or .tex (at most {library.MAX_FILES_PER_UPLOAD} files, "
+                              f"{library.MAX_FILE_BYTES // 2**20} MB each)", file_count="multiple",
+                        file_types=sorted(SUFFIXES), elem_id="rqa-upload")
+        add = gr.Button("Add to the index", elem_id="rqa-add")
+        report = gr.Markdown("", elem_id="rqa-ingest-report")
+        table = gr.Dataframe(papers_table(app.index), headers=["title", "arXiv", "pages", "chunks", "files"],
+                             interactive=False, wrap=True, elem_id="rqa-paper-list")
+        with gr.Row():
+            chosen = gr.Dropdown(paper_choices(app.index), label="Paper", elem_id="rqa-paper-choice")
+            remove = gr.Button("Remove from the index", variant="stop", elem_id="rqa-remove")
+
+    def refreshed(message: str):
+        index = app.index
+        return (message, papers_table(index), gr.update(choices=paper_choices(index), value=None),
+                gr.update(samples=[[q] for q in library.example_questions(index)]),
+                gr.update(label=f"Papers ({len(index.manifest['documents'])} in the index)"))
+
+    def do_add(uploaded, progress=gr.Progress(track_tqdm=True)):
+        paths = [Path(f if isinstance(f, str) else f.name) for f in (uploaded or [])]
+        if not paths:
+            return refreshed("Choose one or more files first.")
+        try:
+            refused = library.check_uploads(paths, app.index)
+        except ValueError as e:
+            return refreshed(f"**Not added:** {e}")
+        lines = [f"- **{p.name}**: skipped, {why}" for p, why in refused]
+        ok = [p for p in paths if p not in {r for r, _ in refused}]
+        if ok:
+            progress(0, desc="ingesting")
+            try:
+                with app.write_lock:
+                    result, app.index = library.add_files(ok, app.index, app.settings)
+            except USER_ERRORS as e:
+                return refreshed(f"**Not added:** {e}")
+            for f in result.per_file:
+                name = Path(f.path).name
+                lines.append(f"- **{name}**: skipped, {f.reason}" if f.status == "skipped" else
+                             f"- **{name}**: {f.status}: {f.title} ({f.pages} pages, {f.chunks} chunks)")
+        return refreshed("\n".join(lines))
+
+    def do_remove(sha):
+        if not sha:
+            return refreshed("Choose a paper to remove.")
+        title = next((p.title for p in library.papers(app.index) if p.sha256 == sha), sha[:12])
+        try:
+            with app.write_lock:
+                app.index = library.remove(sha, app.index, app.settings)
+        except (ValueError, *USER_ERRORS) as e:
+            return refreshed(f"**Not removed:** {e}")
+        return refreshed(f"Removed **{title}** from the index.")
+
+    outputs = [report, table, chosen, examples, panel]
+    add.click(do_add, [files], outputs, api_name="add_papers")
+    remove.click(do_remove, [chosen], outputs, api_name="remove_paper")
 
 
 def build_annotator_tab(app: AppState) -> None:
@@ -325,19 +426,35 @@ def build_annotator_tab(app: AppState) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from rqa.api import add_openai_routes
+
+    parser = argparse.ArgumentParser(prog="app.py", description="The rqa web app and its OpenAI-compatible API.")
+    parser.add_argument("--papers", help="a folder of papers to ingest at start (papers already indexed are skipped)")
+    parser.add_argument("--index", dest="index_dir", help="index directory (default .rqa/index)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = Settings.load()
+        settings = Settings.load(**{k: v for k, v in vars(args).items() if v is not None})
         app = AppState.start(settings)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     demo = build_app(app)
-    # uvicorn would otherwise replace a loopback peer's address by whatever X-Forwarded-For says,
-    # which any local client can forge: whom to trust is rqa's trusted_proxies setting alone.
-    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    demo.queue(default_concurrency_limit=4)
+    server = FastAPI(title="rqa")
+    add_openai_routes(server, app)
+    server = gr.mount_gradio_app(server, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api"])
     # Loopback unless GRADIO_SERVER_NAME says otherwise (Spaces set 0.0.0.0): the annotator tab and
-    # the ratings export are not for the whole local network by default. Port: GRADIO_SERVER_PORT.
-    demo.queue(default_concurrency_limit=4).launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), max_file_size=MAX_UPLOAD)
+    # the ratings export are not for the whole local network by default. No proxy_headers: uvicorn
+    # would otherwise take a loopback peer's X-Forwarded-For at its word, which any local client can
+    # forge; whom to trust is rqa's trusted_proxies setting alone.
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    log.info("rqa on http://%s:%d/ (OpenAI-compatible API under /v1)", host, port)
+    uvicorn.run(server, host=host, port=port, proxy_headers=False, log_level="warning")
     return 0

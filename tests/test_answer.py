@@ -133,3 +133,19 @@ def test_rate_limit_sixth_question_waits():
     assert limiter.check("b") == 0.0  # per client
     now[0] = 60.5
     assert limiter.check("a") == 0.0
+
+
+def test_a_sentence_citing_only_the_wrong_source_gets_the_right_one_too():
+    text = "LoRA freezes the pretrained weights and trains low-rank matrices B and A [3]."
+    answer = finish("What does LoRA train?", text, HITS, "m", Settings(), None, [], {})
+    assert answer.text == "LoRA freezes the pretrained weights and trains low-rank matrices B and A [3] [2]."
+    assert {c.n: c.origin for c in answer.citations} == {3: "model", 2: "attributed"}
+
+
+def test_list_numbers_do_not_end_sentences():
+    from rqa.support import answer_sentences
+
+    parts = answer_sentences("QLoRA adds three things: 1. NF4 quantization of weights. 2. Double Quantization of "
+                             "constants. It fits a 65B model on one GPU [1].")
+    assert parts == ["QLoRA adds three things: 1. NF4 quantization of weights. 2. Double Quantization of constants.",
+                     "It fits a 65B model on one GPU [1]."]

@@ -1,0 +1,132 @@
+"""The OpenAI-compatible API, driven by the official `openai` SDK: against the running app on
+127.0.0.1, and in-process (scripted model) for keys and the rate limit."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from rqa.api import add_openai_routes
+from rqa.config import PRIMER_DIR, Settings
+from rqa.corpus import ingest_paths, open_index
+from rqa.ratelimit import RateLimiter
+from rqa.ratings import RatingsDB
+from rqa.web import AppState
+from tests.conftest import ROOT, ScriptedModel, ScriptedPool
+from tests.test_app import free_port
+
+
+@pytest.fixture(scope="module")
+def running_app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
+           "RQA_DB_PATH": str(tmp / "r.sqlite"), "RQA_MAX_NEW_TOKENS": "40", "RQA_RATE_LIMIT_PER_MINUTE": "0",
+           "RQA_MODEL": "smollm2-135m-instruct", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(tmp / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        if proc.poll() is not None:
+            raise RuntimeError("app exited:\n" + (tmp / "app.log").read_text())
+        try:
+            urllib.request.urlopen(base + "/v1/models", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_models_and_a_plain_answer(running_app):
+    client = openai.OpenAI(base_url=running_app + "/v1", api_key="unused")
+    assert [m.id for m in client.models.list().data] == ["rqa"]
+    reply = client.chat.completions.create(model="rqa", messages=[
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "What does LoRA train instead of the full weights?"}])
+    assert reply.object == "chat.completion" and reply.choices[0].message.content.strip()
+    extra = reply.model_extra["rqa"]
+    assert set(extra) >= {"citations", "checks", "uncited", "text"}
+    shown = extra["citations"] + extra["uncited"]
+    assert shown and {"paper", "title", "section", "pages", "text"} <= set(shown[0])
+
+
+def test_streamed_answer_ends_with_citations(running_app):
+    client = openai.OpenAI(base_url=running_app + "/v1", api_key="unused")
+    chunks = list(client.chat.completions.create(model="rqa", stream=True, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "How is BM25's term frequency saturated?"}]}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text.strip() and chunks[-1].choices[0].finish_reason == "stop"
+    assert "checks" in chunks[-1].model_extra["rqa"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"model": "rqa"}, 400, "'messages' must be a non-empty array"),
+    ({"messages": []}, 400, "'messages' must be a non-empty array"),
+    ({"messages": "hi"}, 400, "'messages' must be a non-empty array"),
+    ({"messages": [{"content": "no role"}]}, 400, "string 'role'"),
+    ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "no user message"),
+    ({"messages": [{"role": "user", "content": 42}]}, 400, "must be a string"),
+    ({"messages": [{"role": "user", "content": "   "}]}, 400, "type a question"),
+    ({"messages": [{"role": "user", "content": "q"}], "stream": "yes"}, 400, "'stream' must be a boolean"),
+    ({"messages": [{"role": "user", "content": "x" * 5000}]}, 400, "at most 2,000 are answered"),
+    ({"messages": [{"role": "user", "content": "x" * 2_000_000}]}, 413, "request body over"),
+])
+def test_bad_requests_get_openai_error_objects(running_app, body, status, message):
+    client = openai.OpenAI(base_url=running_app + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="rqa", **{k: v for k, v in body.items() if k != "model"})
+    assert err.value.status_code == status
+    assert message in err.value.body["message"] and err.value.body["type"]
+
+
+def test_malformed_json_body(running_app):
+    r = httpx.post(running_app + "/v1/chat/completions", content=b"{not json", timeout=30)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+
+
+@pytest.fixture
+def in_process(shared_index, tmp_path):
+    def make(**settings):
+        s = Settings.load(index_dir=shared_index.index_dir, **settings)
+        app = AppState(settings=s, index=open_index(s), models=ScriptedPool(ScriptedModel("Scripted [1].")),
+                       db=RatingsDB(tmp_path / "r.sqlite"), limiter=RateLimiter(s.rate_limit_per_minute), sympy=None)
+        server = FastAPI()
+        add_openai_routes(server, app)
+        return TestClient(server)
+    return make
+
+
+def test_api_keys(in_process):
+    http = in_process(api_keys="k1,k2")
+    bad = openai.OpenAI(base_url="http://testserver/v1", api_key="wrong", http_client=http, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        bad.chat.completions.create(model="rqa", messages=[{"role": "user", "content": "What is BM25?"}])
+    assert err.value.status_code == 401 and err.value.body["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    good = openai.OpenAI(base_url="http://testserver/v1", api_key="k2", http_client=http)
+    reply = good.chat.completions.create(model="rqa", messages=[{"role": "user", "content": "What is BM25?"}])
+    assert reply.choices[0].message.content == "Scripted [1]."
+
+
+def test_api_shares_the_chat_rate_limit(in_process):
+    http = in_process(rate_limit_per_minute=2)
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(model="rqa", messages=[{"role": "user", "content": "What is BM25?"}])
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="rqa", messages=[{"role": "user", "content": "What is BM25?"}])
+    assert err.value.status_code == 429 and "questions per minute" in err.value.body["message"]
+    assert int(err.value.response.headers["retry-after"]) > 0
+    assert json.loads(err.value.response.text)["error"]["code"] == "rate_limit_exceeded"

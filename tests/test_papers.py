@@ -1,0 +1,157 @@
+"""Papers in the live index: upload, list, remove, examples, `app.py --papers`; and the browser flow."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rqa import library
+from rqa.config import PRIMER_DIR, Settings
+from rqa.corpus import ingest_paths, open_index, retrieve
+from rqa.index import load_index
+from tests.conftest import PAPERS, ROOT
+from tests.test_app import CHROMIUM, free_port
+
+
+@pytest.fixture
+def live(tmp_path):
+    settings = Settings.load(index_dir=tmp_path / "index")
+    ingest_paths([PRIMER_DIR / "06-bm25.md"], settings, progress=False)
+    return settings, open_index(settings)
+
+
+def test_add_list_and_remove_a_paper(live, tmp_path):
+    settings, index = live
+    upload = tmp_path / "gradio-tmp" / "1503.02531.pdf"
+    upload.parent.mkdir()
+    shutil.copy(PAPERS / "1503.02531.pdf", upload)
+    report, index = library.add_files([upload], index, settings, progress=False)
+    (result,) = report.per_file
+    assert result.status == "added" and result.title.startswith("Distilling the Knowledge") and result.chunks > 5
+    assert result.pages == 9
+    listed = {p.paper: p for p in library.papers(index)}
+    assert set(listed) == {"06-bm25", "1503.02531"}
+    assert listed["1503.02531"].arxiv_url == "https://arxiv.org/abs/1503.02531"
+    stored = Path(listed["1503.02531"].paths[0])
+    assert stored.is_file() and library.store_dir(settings) in stored.parents  # kept after the upload's temp file
+    assert any(h.chunk.paper == "1503.02531" for h in retrieve(index, "soft targets high temperature distillation", settings))
+    assert "Distilling the Knowledge" in library.example_questions(index)[0]
+
+    upload.unlink()  # the same paper again, from another temporary upload folder
+    shutil.copy(PAPERS / "1503.02531.pdf", upload)
+    report, index = library.add_files([upload], index, settings, progress=False)
+    assert report.per_file[0].status == "already indexed" and report.papers_added == 0
+
+    sha = listed["1503.02531"].sha256
+    index = library.remove(sha, index, settings)
+    assert {p.paper for p in library.papers(index)} == {"06-bm25"}
+    assert not any(h.chunk.paper == "1503.02531" for h in retrieve(index, "soft targets distillation", settings, k=10))
+    assert not stored.exists()
+    assert load_index(settings.index_dir).manifest["documents"].keys() == {p.sha256 for p in library.papers(index)}
+    with pytest.raises(ValueError, match="not in the index"):
+        library.remove(sha, index, settings)
+
+
+def test_upload_limits(live, tmp_path, monkeypatch):
+    _, index = live
+    files = []
+    for name in ("a.pdf", "b.docx", "c.md"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+        files.append(tmp_path / name)
+    monkeypatch.setattr(library, "MAX_FILE_BYTES", 50)
+    refused = dict(library.check_uploads(files, index))
+    assert "unsupported file type .docx" in refused[tmp_path / "b.docx"]
+    assert "over the" in refused[tmp_path / "a.pdf"] and "over the" in refused[tmp_path / "c.md"]
+    with pytest.raises(ValueError, match="at most 10 at a time"):
+        library.check_uploads(files * 4, index)
+    monkeypatch.setattr(library, "MAX_PAPERS", 2)
+    with pytest.raises(ValueError, match="at most 2 are served"):
+        library.check_uploads(files[:2], index)
+
+
+def test_app_papers_flag_ingests_a_folder_once(tmp_path):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    shutil.copy(PRIMER_DIR / "03-lora.md", papers)
+    shutil.copy(PRIMER_DIR / "12-adam.md", papers)
+    from rqa.web import AppState
+
+    settings = Settings.load(index_dir=tmp_path / "index", papers=str(papers), model="smollm2-135m-instruct")
+    first = AppState.start(settings)
+    assert {p.paper for p in library.papers(first.index)} == {"03-lora", "12-adam"}
+    embedded_before = load_index(settings.index_dir).embeddings.copy()
+    second = AppState.start(settings)  # a restart: nothing new, nothing re-embedded
+    assert len(second.index.chunks) == len(first.index.chunks)
+    assert (load_index(settings.index_dir).embeddings == embedded_before).all()
+    for app in (first, second):
+        app.sympy.close()
+
+
+@pytest.fixture(scope="module")
+def default_app(tmp_path_factory):
+    """The app with the default model over the primer, for the upload flow in a browser."""
+    tmp = tmp_path_factory.mktemp("papers-app")
+    ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
+           "RQA_DB_PATH": str(tmp / "r.sqlite"), "RQA_MAX_NEW_TOKENS": "120", "RQA_RATE_LIMIT_PER_MINUTE": "0",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(tmp / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(480):
+        if proc.poll() is not None:
+            raise RuntimeError("app exited:\n" + (tmp / "app.log").read_text())
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield {"url": url, "tmp": tmp, "index": tmp / "index"}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
+def test_browser_upload_ask_and_remove(default_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(default_app["url"])
+        page.locator("#rqa-papers").get_by_text("Papers (").click()
+        page.locator("#rqa-upload input[type=file]").set_input_files(str(PAPERS / "1503.02531.pdf"))
+        page.wait_for_timeout(1500)
+        page.locator("#rqa-add").click()
+        expect(page.locator("#rqa-ingest-report")).to_contain_text("added: Distilling the Knowledge", timeout=240_000)
+        expect(page.locator("#rqa-paper-list")).to_contain_text("Distilling the Knowledge")
+        expect(page.locator("#rqa-examples")).to_contain_text("Distilling the Knowledge")
+
+        page.locator("#rqa-question textarea").fill(
+            "In knowledge distillation, how are the soft targets produced from the cumbersome model?")
+        page.locator("#rqa-ask").click()
+        expect(page.locator("#rqa-sources")).to_contain_text("the model is reading them", timeout=60_000)
+        expect(page.locator("#rqa-sources")).to_contain_text("Cited sources", timeout=240_000)
+        cited = page.locator("#rqa-sources .rqa-source").first
+        expect(cited).to_contain_text("Distilling the Knowledge")
+        shots = Path(os.environ.get("RQA_SCREENSHOTS", default_app["tmp"]))
+        page.screenshot(path=str(shots / "screenshot-upload.png"), full_page=True)
+
+        page.locator("#rqa-paper-choice input").click()
+        page.get_by_role("option", name="Distilling the Knowledge", exact=False).first.click()
+        page.locator("#rqa-remove").click()
+        expect(page.locator("#rqa-ingest-report")).to_contain_text("Removed", timeout=120_000)
+        expect(page.locator("#rqa-paper-list")).not_to_contain_text("Distilling the Knowledge")
+        browser.close()
+    index = load_index(default_app["index"])
+    assert "1503.02531" not in {c.paper for c in index.chunks}
+    hits = retrieve(index, "soft targets distillation temperature", Settings.load(index_dir=default_app["index"]), k=10)
+    assert hits and all(h.chunk.paper != "1503.02531" for h in hits)
