@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--index", required=True)
     p.add_argument("--models", default="qwen2.5-coder-1.5b-instruct")
     p.add_argument("--set", default=str(DEV))
-    p.add_argument("--source-chars", type=int, default=700)
+    p.add_argument("--source-chars", type=int, default=600)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--limit", type=int)

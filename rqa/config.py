@@ -38,11 +38,11 @@ class Settings:
     hub_q4_file: str = "model-q4_0.gguf"
     hub_q8_file: str = "model-q8_0.gguf"
     hub_index_repo: str = ""  # Hugging Face dataset repo holding a built index (used instead of index_dir)
-    n_ctx: int = 2048  # the prompt is about 800 tokens with 5 excerpts of 400 characters
+    n_ctx: int = 2048  # the prompt is about 900 tokens with 5 excerpts of 600 characters
     n_threads: int = 0  # 0: all cores
     max_new_tokens: int = 256
     temperature: float = 0.0  # greedy: the answer restates facts, sampling only adds errors
-    source_chars: int = 400  # each source is trimmed to this many characters around the question's words
+    source_chars: int = 600  # each source is trimmed to this many characters around the question's words
     max_question_chars: int = 2000
     # checks
     support_threshold: float = 0.45

@@ -9,6 +9,7 @@ PyPI, assembled and verified once).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -206,8 +207,10 @@ def load_model(path: Path, settings: Settings) -> Model:
 
     path = check_gguf(path)
     try:
-        llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=settings.n_threads or None,
-                    verbose=False)
+        # llama-cpp-python decodes on half the cores by default: use them all (prefill already does)
+        threads = settings.n_threads or os.cpu_count() or 1
+        llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
+                    flash_attn=True, verbose=False)
     except Exception as e:
         raise ModelError(f"cannot load model {path}: {e} (corrupt or unsupported GGUF?)") from None
     return Model(path, llm, chat_format(llm.metadata))

@@ -64,7 +64,7 @@ def format_source(n: int, hit: Hit, question: str, budget: int) -> str:
     return f"[{n}] {sanitize(c.title)} - {sanitize(c.section)} (p. {c.pages})\n{body}"
 
 
-def build_messages(question: str, hits: list[Hit], source_chars: int = 400) -> list[dict]:
+def build_messages(question: str, hits: list[Hit], source_chars: int = 600) -> list[dict]:
     sources = "\n\n".join(format_source(n, h, question, source_chars) for n, h in enumerate(hits, start=1))
     user = f"Sources:\n\n{sources}\n\nQuestion: {sanitize(question)}"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
