@@ -65,6 +65,7 @@ def run_one(args) -> dict:
             if out:
                 out.write(json.dumps({"model": model, "id": q["id"], "question": q["question"], "facts": q.get("facts"),
                                       "answer": answer.text, "model_text": answer.model_text, **row,
+                                      "equations": [e.to_json() for e in answer.equations],
                                       "ttft_s": round(ttft[-1], 2)}, ensure_ascii=False) + "\n")
                 out.flush()
             print(f"{q['id']}: correct={row['correct']} cites={row['cites']} ttft={ttft[-1]:.1f}s", file=sys.stderr)

@@ -7,8 +7,9 @@ numbered citations, the retrieved-but-uncited sources, citations to sources that
 sentence support and equation checks. The CLI, the web app, the benchmarks and the pipeline's
 evaluation all go through it.
 
-Attribution: a sentence the model left without a citation, but which one source supports (the
-support check's best source, over the threshold), gets that source's number appended. The Answer
+Attribution: a sentence the model left without a citation, or citing only sources that support it
+clearly less than another one does, gets the number of its best-supporting source appended (the
+support check scores every sentence against every source; the source must pass the threshold). The Answer
 keeps what the model wrote (`model_text`) apart from what is shown (`text`), and each citation
 says whether the model wrote it or rqa attributed it.
 """
@@ -178,7 +179,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     sources = [h.chunk.text for h in hits]
     support = check_support(text, sources, settings.embedder, settings.support_threshold, source_vectors) \
         if text else []
-    shown, attributed = attribute(text, support, len(hits), settings.support_threshold)
+    shown, attributed = attribute(text, support, len(hits))
     numbers = cited_numbers(shown)
     citations = [Citation(n, hits[n - 1], "attributed" if n in attributed else "model")
                  for n in numbers if 1 <= n <= len(hits)]
@@ -196,17 +197,21 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     return answer
 
 
-def attribute(text: str, support: list[SentenceSupport], n_sources: int, threshold: float) -> tuple[str, set[int]]:
-    """Append [n] to each supported sentence that cites no source supporting it: left uncited by
-    the model, or citing only sources that do not hold it. Returns the text and the numbers only
-    rqa cited."""
+# A cited source counts as holding a sentence unless another source supports it by this much more.
+ATTRIBUTION_MARGIN = 0.05
+
+
+def attribute(text: str, support: list[SentenceSupport], n_sources: int) -> tuple[str, set[int]]:
+    """Append [n] to each supported sentence whose best-supporting source n it does not cite, when
+    the model left it uncited or every source it cites supports it clearly less (by more than
+    ATTRIBUTION_MARGIN). Returns the text and the numbers only rqa cited."""
     written = set(cited_numbers(text))
     added: set[int] = set()
     for s in support:
         if not s.supported or s.source is None or not 1 <= s.source <= n_sources:
             continue
         own = [n for n in cited_numbers(s.sentence) if 1 <= n <= len(s.scores)]
-        if s.source in own or any(s.scores[n - 1] >= threshold for n in own):
+        if s.source in own or (own and max(s.scores[n - 1] for n in own) >= s.score - ATTRIBUTION_MARGIN):
             continue
         at = text.find(s.sentence)
         if at < 0:

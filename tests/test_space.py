@@ -1,6 +1,7 @@
 """The Space's download side, against a local Hugging Face cache (never the network)."""
 
 import importlib.util
+import json
 import shutil
 
 from rqa.config import PRIMER_DIR, Settings
@@ -36,3 +37,23 @@ def test_space_downloads_model_and_index_from_the_hub_cache(tmp_path, monkeypatc
     assert index.path == snap and {c.paper for c in index.chunks} == {"03-lora"}
     monkeypatch.delenv("RQA_HUB_REPO")
     monkeypatch.delenv("RQA_HUB_INDEX_REPO")
+
+
+def test_space_with_missing_repos_still_serves_with_a_notice(tmp_path, monkeypatch):
+    from rqa.web import AppState, build_app
+    from tests.test_llm import use_hf_cache
+
+    use_hf_cache(monkeypatch, tmp_path / "empty-hub-cache")  # offline: neither repo can be had
+    ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "index"), progress=False)
+    settings = Settings.load(hub_repo="someone/private-model", hub_index_repo="someone/private-index",
+                             index_dir=tmp_path / "index", model="smollm2-135m-instruct")
+    app = AppState.start(settings)
+    try:
+        assert app.models.files.source == "offline:smollm2-135m-instruct"
+        assert [c.paper for c in app.index.chunks][:1] == ["03-lora"]
+        assert any("someone/private-index could not be loaded" in n for n in app.notices)
+        assert any("someone/private-model could not be reached" in n for n in app.notices)
+        page = build_app(app).config
+        assert "someone/private-model could not be reached" in json.dumps(page)  # shown on the page
+    finally:
+        app.sympy.close()
