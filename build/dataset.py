@@ -170,7 +170,8 @@ def split_by_paper(rows: list[dict], test_fraction: float = 0.2, val_fraction: f
 
 def to_example(row: dict) -> dict:
     chunk: Chunk = row["chunk"]
-    messages = build_messages(row["question"], [Hit(chunk, 1.0)])
+    # the whole chunk: the answer was generated from all of it, so no excerpt may cut its evidence
+    messages = build_messages(row["question"], [Hit(chunk, 1.0)], source_chars=len(chunk.text))
     return {"messages": messages + [{"role": "assistant", "content": row["answer"]}]}
 
 

@@ -47,8 +47,8 @@ PRESETS = {
     "t4": Preset("t4", "Qwen/Qwen2.5-3B-Instruct", load_in_4bit=True, fp16=True, needs_gpu=True),
     "cpu": Preset("cpu", OFFLINE_GEMMA, batch_size=2, grad_accum=2, lr=2e-4, warmup_steps=5, max_length=512,
                   epochs=1, max_steps=30),
-    "tiny": Preset("tiny", "tiny-random-gemma3", batch_size=2, grad_accum=1, lr=1e-3, warmup_steps=2, max_length=256,
-                   epochs=2, max_steps=12),
+    "tiny": Preset("tiny", "tiny-random-gemma3", batch_size=2, grad_accum=1, lr=1e-3, warmup_steps=2, max_length=768,
+                   epochs=2, max_steps=12),  # 768: the app's prompt with one whole chunk is 250-450 tokens
 }
 
 

@@ -177,6 +177,7 @@ def answer_stream(question: str, index: Index, models: ModelPool, settings: Sett
 def finish(question: str, text: str, hits: list[Hit], model: str, settings: Settings,
            sympy: SympyWorker | None, notices: list[str], timings: dict, source_vectors=None) -> Answer:
     sources = [h.chunk.text for h in hits]
+    model_text, text = text, drop_source_list(text)
     support = check_support(text, sources, settings.embedder, settings.support_threshold, source_vectors) \
         if text else []
     shown, attributed = attribute(text, support, len(hits))
@@ -187,14 +188,25 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     answer = Answer(question=question, text=shown, model=model, citations=citations,
                     uncited=[Citation(n, h) for n, h in enumerate(hits, start=1) if n not in cited],
                     invalid_citations=[n for n in numbers if not 1 <= n <= len(hits)],
-                    support=support, notices=list(notices), timings=timings, model_text=text)
+                    support=support, notices=list(notices), timings=timings, model_text=model_text)
     for c in citations:
         c.highlights = supporting_sentences(c.hit.chunk.text, [s.sentence for s in support if c.n in cited_numbers(s.sentence)])
     if text and sympy is not None:
         answer.equations = check_equations(text, sources, sympy)
-    if not text:
+    if not model_text:
         answer.notices.append("The model returned an empty answer.")
     return answer
+
+
+# "Sources: [1], [2]." / "The sources are [1] and [3]." closing an answer: a list, not a claim.
+SOURCE_LIST_RE = re.compile(r"(?:^|(?<=[.!?\]]))\s*(?:(?:the\s+)?sources?(?:\s+(?:are|used|for this(?: information)?(?: are)?|cited))?\s*:?\s*)"
+                            r"(?:\[\d+\](?:\s*(?:,|and)\s*)*)+\.?\s*$", re.I)
+
+
+def drop_source_list(text: str) -> str:
+    """Small models often close with a list of source numbers although told not to; it cites
+    nothing in particular, so it is dropped (the model's own text stays in Answer.model_text)."""
+    return SOURCE_LIST_RE.sub("", text).rstrip()
 
 
 # A cited source counts as holding a sentence unless another source supports it by this much more.

@@ -58,6 +58,8 @@ class AppState:
     @classmethod
     def start(cls, settings: Settings) -> "AppState":
         notices = []
+        if settings.papers and not settings.hub_index_repo:
+            report_papers(ingest_paths([settings.papers], settings))  # creates index_dir if need be
         try:
             index = open_index(settings)  # a corrupt index fails first, before minutes of model loading
         except IndexError_:
@@ -68,11 +70,9 @@ class AppState:
             notices.append(f"The index repo {settings.hub_index_repo} could not be loaded ({type(e).__name__}); "
                            "serving the local index instead.")
             index = open_index(dataclasses.replace(settings, hub_index_repo=""))
-        if settings.papers:
-            library.writable_index(index, settings)  # index_dir, a copy of a Hub index if that is served
-            report = ingest_paths([settings.papers], settings)
-            log.info("--papers %s: %d papers added, %d skipped", settings.papers, report.papers_added,
-                     len(report.skipped))
+        if settings.papers and settings.hub_index_repo:
+            library.writable_index(index, settings)  # a copy of the served index in index_dir
+            report_papers(ingest_paths([settings.papers], settings))
             index = load_index(settings.index_dir, settings.embedder)
         models = ModelPool(settings)
         if settings.hub_repo and not models.files.source.startswith("hub:"):
@@ -83,6 +83,11 @@ class AppState:
                    limiter=RateLimiter(settings.rate_limit_per_minute),
                    sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators),
                    notices=notices)
+
+
+def report_papers(report) -> None:
+    log.info("papers at start: %d added (%d chunks), %d skipped", report.papers_added, report.chunks_added,
+             len(report.skipped))
 
 
 # --- rendering --------------------------------------------------------------------------------

@@ -149,3 +149,14 @@ def test_list_numbers_do_not_end_sentences():
                              "constants. It fits a 65B model on one GPU [1].")
     assert parts == ["QLoRA adds three things: 1. NF4 quantization of weights. 2. Double Quantization of constants.",
                      "It fits a 65B model on one GPU [1]."]
+
+
+@pytest.mark.parametrize("tail", [" Sources: [1], [2], [3].", " The sources are [1] and [3].", " Sources: [2]",
+                                  " The sources for this information are [1], [2]."])
+def test_a_closing_list_of_sources_is_dropped(tail):
+    text = "LoRA trains low-rank matrices B and A [2]." + tail
+    answer = finish("What does LoRA train?", text, HITS, "m", Settings(), None, [], {})
+    assert answer.text == "LoRA trains low-rank matrices B and A [2]." and answer.model_text == text
+    assert [c.n for c in answer.citations] == [2]
+    kept = finish("q", "BM25 ranks documents [3]. Sources matter for RAG [1].", HITS, "m", Settings(), None, [], {})
+    assert kept.text.endswith("Sources matter for RAG [1].")

@@ -142,7 +142,7 @@ def test_offline_dataset_is_validated_and_split_by_paper(tmp_path):
     assert train and test
     assert set(report.splits["test"]["papers"]).isdisjoint(report.splits["train"]["papers"])
     roles = [m["role"] for m in train[0]["messages"]]
-    assert roles == ["system", "user", "assistant"] and "<source id=\"1\"" in train[0]["messages"][1]["content"]
+    assert roles == ["system", "user", "assistant"] and train[0]["messages"][1]["content"].startswith("Sources:\n\n[1] ")
     assert {"question", "answer", "paper", "evidence"} <= set(test[0])
     assert 0 < report.question_to_context < 1
 
