@@ -450,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     demo = build_app(app)
-    demo.queue(default_concurrency_limit=4)
+    # Generation is serialised on the model's lock, not by Gradio's queue: every waiting user's
+    # handler runs, shows its sources at once and says that another user's answer is generating.
+    demo.queue(default_concurrency_limit=16)
     server = FastAPI(title="rqa")
     add_openai_routes(server, app)
     server = gr.mount_gradio_app(server, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api"])

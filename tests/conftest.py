@@ -1,5 +1,6 @@
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,55 @@ class ScriptedPool:
 
     def for_question(self, question):
         return self.model
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(tmp: Path, **env: str):
+    """`python app.py` on a free loopback port over the primer (index in tmp/index, ratings in
+    tmp/ratings.sqlite, log in tmp/app.log); yields the base URL once it answers. `env` adds or
+    overrides variables (the fast test model unless RQA_MODEL says otherwise)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from rqa.config import PRIMER_DIR, Settings
+    from rqa.corpus import ingest_paths
+
+    ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
+           "RQA_DB_PATH": str(tmp / "ratings.sqlite"), "RQA_MAX_NEW_TOKENS": "40", "GRADIO_ANALYTICS_ENABLED": "False",
+           "RQA_MODEL": "smollm2-135m-instruct", **env}
+    log = open(tmp / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(480):
+            if proc.poll() is not None:
+                raise RuntimeError("app exited:\n" + (tmp / "app.log").read_text())
+            try:
+                urllib.request.urlopen(url + "/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("app did not start:\n" + (tmp / "app.log").read_text())
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -2,11 +2,6 @@
 127.0.0.1, and in-process (scripted model) for keys and the rate limit."""
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import httpx
 import openai
@@ -15,41 +10,22 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from rqa.api import add_openai_routes
-from rqa.config import PRIMER_DIR, Settings
-from rqa.corpus import ingest_paths, open_index
+from rqa.config import Settings
+from rqa.corpus import open_index
 from rqa.ratelimit import RateLimiter
 from rqa.ratings import RatingsDB
 from rqa.web import AppState
-from tests.conftest import ROOT, ScriptedModel, ScriptedPool
-from tests.test_app import free_port
+from tests.conftest import ScriptedModel, ScriptedPool, running_app
 
 
 @pytest.fixture(scope="module")
-def running_app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("api")
-    ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
-           "RQA_DB_PATH": str(tmp / "r.sqlite"), "RQA_MAX_NEW_TOKENS": "40", "RQA_RATE_LIMIT_PER_MINUTE": "0",
-           "RQA_MODEL": "smollm2-135m-instruct", "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(tmp / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        if proc.poll() is not None:
-            raise RuntimeError("app exited:\n" + (tmp / "app.log").read_text())
-        try:
-            urllib.request.urlopen(base + "/v1/models", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+def api_app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("api"), RQA_RATE_LIMIT_PER_MINUTE="0") as url:
+        yield url
 
 
-def test_models_and_a_plain_answer(running_app):
-    client = openai.OpenAI(base_url=running_app + "/v1", api_key="unused")
+def test_models_and_a_plain_answer(api_app):
+    client = openai.OpenAI(base_url=api_app + "/v1", api_key="unused")
     assert [m.id for m in client.models.list().data] == ["rqa"]
     reply = client.chat.completions.create(model="rqa", messages=[
         {"role": "system", "content": "be brief"},
@@ -61,8 +37,8 @@ def test_models_and_a_plain_answer(running_app):
     assert shown and {"paper", "title", "section", "pages", "text"} <= set(shown[0])
 
 
-def test_streamed_answer_ends_with_citations(running_app):
-    client = openai.OpenAI(base_url=running_app + "/v1", api_key="unused")
+def test_streamed_answer_ends_with_citations(api_app):
+    client = openai.OpenAI(base_url=api_app + "/v1", api_key="unused")
     chunks = list(client.chat.completions.create(model="rqa", stream=True, messages=[
         {"role": "user", "content": [{"type": "text", "text": "How is BM25's term frequency saturated?"}]}]))
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -82,16 +58,16 @@ def test_streamed_answer_ends_with_citations(running_app):
     ({"messages": [{"role": "user", "content": "x" * 5000}]}, 400, "at most 2,000 are answered"),
     ({"messages": [{"role": "user", "content": "x" * 2_000_000}]}, 413, "request body over"),
 ])
-def test_bad_requests_get_openai_error_objects(running_app, body, status, message):
-    client = openai.OpenAI(base_url=running_app + "/v1", api_key="unused", max_retries=0)
+def test_bad_requests_get_openai_error_objects(api_app, body, status, message):
+    client = openai.OpenAI(base_url=api_app + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.APIStatusError) as err:  # the SDK's own request path, without its argument checks
         client.post("/chat/completions", cast_to=httpx.Response, body=body)
     assert err.value.status_code == status
     assert message in err.value.body["message"] and err.value.body["type"]
 
 
-def test_malformed_json_body(running_app):
-    r = httpx.post(running_app + "/v1/chat/completions", content=b"{not json", timeout=30)
+def test_malformed_json_body(api_app):
+    r = httpx.post(api_app + "/v1/chat/completions", content=b"{not json", timeout=30)
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
 
 

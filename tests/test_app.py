@@ -1,11 +1,9 @@
 """The real app, started as `python app.py`, driven through gradio_client and headless Chromium."""
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -13,43 +11,13 @@ import pytest
 
 from rqa.config import PRIMER_DIR, Settings
 from rqa.corpus import ingest_paths
-from tests.conftest import ROOT
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
-    ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
-           "RQA_DB_PATH": str(tmp / "ratings.sqlite"), "RQA_ANNOTATORS": "alice:tok-alice,bob:tok-bob",
-           "RQA_MAX_NEW_TOKENS": "40", "RQA_RATE_LIMIT_PER_MINUTE": "5", "GRADIO_ANALYTICS_ENABLED": "False",
-           "RQA_MODEL": "smollm2-135m-instruct"}  # the fast instruction-tuned model; the default is benchmarked
-    log = open(tmp / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        if proc.poll() is not None:
-            raise RuntimeError("app exited:\n" + (tmp / "app.log").read_text())
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("app did not start:\n" + (tmp / "app.log").read_text())
-    yield {"url": url, "db": tmp / "ratings.sqlite", "log": tmp / "app.log", "tmp": tmp}
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_app(tmp, RQA_ANNOTATORS="alice:tok-alice,bob:tok-bob", RQA_RATE_LIMIT_PER_MINUTE="5") as url:
+        yield {"url": url + "/", "db": tmp / "ratings.sqlite", "log": tmp / "app.log", "tmp": tmp}
 
 
 def up(url: str) -> bool:
@@ -61,9 +29,7 @@ def test_browser_ask_then_rate(app):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(app["url"])
         page.locator("#rqa-question textarea").fill("Why are dot products scaled by the square root of d_k in attention?")

@@ -2,10 +2,6 @@
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,8 +10,7 @@ from rqa import library
 from rqa.config import PRIMER_DIR, Settings
 from rqa.corpus import ingest_paths, open_index, retrieve
 from rqa.index import load_index
-from tests.conftest import PAPERS, ROOT
-from tests.test_app import CHROMIUM, free_port
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, PAPERS, running_app
 
 
 @pytest.fixture
@@ -96,25 +91,8 @@ def test_app_papers_flag_ingests_a_folder_once(tmp_path):
 def default_app(tmp_path_factory):
     """The app with the default model over the primer, for the upload flow in a browser."""
     tmp = tmp_path_factory.mktemp("papers-app")
-    ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(tmp / "index"),
-           "RQA_DB_PATH": str(tmp / "r.sqlite"), "RQA_MAX_NEW_TOKENS": "120", "RQA_RATE_LIMIT_PER_MINUTE": "0",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(tmp / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(480):
-        if proc.poll() is not None:
-            raise RuntimeError("app exited:\n" + (tmp / "app.log").read_text())
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield {"url": url, "tmp": tmp, "index": tmp / "index"}
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_app(tmp, RQA_MODEL=Settings().model, RQA_MAX_NEW_TOKENS="120", RQA_RATE_LIMIT_PER_MINUTE="0") as url:
+        yield {"url": url + "/", "tmp": tmp, "index": tmp / "index"}
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
@@ -122,9 +100,7 @@ def test_browser_upload_ask_and_remove(default_app):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(default_app["url"])
         page.locator("#rqa-papers").get_by_text("Papers (").click()
