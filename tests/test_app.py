@@ -11,7 +11,7 @@ import pytest
 
 from rqa.config import PRIMER_DIR, Settings
 from rqa.corpus import ingest_paths
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app
+from tests.conftest import ROOT, browser_page, needs_chromium, running_app
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
@@ -24,14 +24,11 @@ def up(url: str) -> bool:
     return urllib.request.urlopen(url, timeout=10).status == 200
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
+@needs_chromium
 def test_browser_ask_then_rate(app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app["url"])
+    with browser_page(app["url"]) as page:
         page.locator("#rqa-question textarea").fill("Why are dot products scaled by the square root of d_k in attention?")
         page.locator("#rqa-ask").click()
         sources = page.locator("#rqa-sources")
@@ -58,7 +55,6 @@ def test_browser_ask_then_rate(app):
         page.locator("#rqa-submit").click()
         expect(page.locator("#rqa-annot-status")).to_contain_text("Saved rating")
         page.screenshot(path=str(shots / "screenshot-annotate.png"), full_page=True)
-        browser.close()
     rows = sqlite3.connect(app["db"]).execute(
         "SELECT r.annotator, r.depth, r.correctness, r.comment, i.question FROM ratings r JOIN items i ON i.id = r.item_id").fetchall()
     assert rows == [("alice", 4, "partly", "cites the right source",

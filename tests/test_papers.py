@@ -10,7 +10,7 @@ from rqa import library
 from rqa.config import PRIMER_DIR, Settings
 from rqa.corpus import ingest_paths, open_index, retrieve
 from rqa.index import load_index
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, PAPERS, running_app
+from tests.conftest import PAPERS, browser_page, needs_chromium, running_app
 
 
 @pytest.fixture
@@ -95,14 +95,11 @@ def default_app(tmp_path_factory):
         yield {"url": url + "/", "tmp": tmp, "index": tmp / "index"}
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
+@needs_chromium
 def test_browser_upload_ask_and_remove(default_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(default_app["url"])
+    with browser_page(default_app["url"], height=1100) as page:
         page.locator("#rqa-papers").get_by_text("Papers (").click()
         page.locator("#rqa-upload input[type=file]").set_input_files(str(PAPERS / "1503.02531.pdf"))
         page.wait_for_timeout(1500)
@@ -126,7 +123,6 @@ def test_browser_upload_ask_and_remove(default_app):
         page.locator("#rqa-remove").click()
         expect(page.locator("#rqa-ingest-report")).to_contain_text("Removed", timeout=120_000)
         expect(page.locator("#rqa-paper-list")).not_to_contain_text("Distilling the Knowledge")
-        browser.close()
     index = load_index(default_app["index"])
     assert "1503.02531" not in {c.paper for c in index.chunks}
     hits = retrieve(index, "soft targets distillation temperature", Settings.load(index_dir=default_app["index"]), k=10)
