@@ -291,3 +291,22 @@ def test_instruction_injected_in_a_paper_is_not_followed(tmp_path):
         answer = stream.run()
         assert "PWNED" not in answer.text.upper(), (q, answer.text)
         assert answer.text.strip()
+
+
+def test_an_index_of_the_old_format_is_migrated_keeping_every_chunk(small_index):
+    path = small_index.index_dir
+    before = load_index(path)
+    manifest = json.loads((path / "manifest.json").read_text())  # rewrite it as format 1 had it
+    manifest["files"] = {p: {"sha256": sha, "paper": d["paper"], "chunks": d["chunks"]}
+                         for sha, d in manifest.pop("documents").items() for p in d["paths"]}
+    manifest["format_version"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    lines = [json.loads(line) for line in (path / "chunks.jsonl").read_text().splitlines()]
+    (path / "chunks.jsonl").write_text("".join(json.dumps({k: v for k, v in c.items() if k != "doc"}) + "\n"
+                                               for c in lines))
+    after = load_index(path)
+    assert after.manifest["format_version"] == 2 and after.manifest["documents"] == before.manifest["documents"]
+    assert [c.to_json() for c in after.chunks] == [c.to_json() for c in before.chunks]
+    np.testing.assert_array_equal(after.embeddings, before.embeddings)
+    ingest_paths([PRIMER_DIR / "06-bm25.md"], small_index, progress=False)  # known content: nothing to add
+    assert len(load_index(path).chunks) == len(before.chunks)
