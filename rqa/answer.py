@@ -27,10 +27,10 @@ from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.index import Index
 from rqa.llm import ModelPool
 from rqa.prompt import build_messages
-from rqa.support import SentenceSupport, check_support, supporting_sentences
+from rqa.support import CITATION, SentenceSupport, check_support, supporting_sentences
 from rqa.types import Hit
 
-CITE_RE = re.compile(r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]")
+CITE_RE = re.compile(CITATION)
 # "The sources do not say", "not mentioned in the provided sources", "cannot be determined from ..."
 ABSTAIN_RE = re.compile(r"(sources?|context|documents?|excerpts?|provided (text|information))\s+(do|does|did)\s+not\s+"
                         r"(say|contain|mention|provide|specify|state|include|give)|not (mentioned|stated|specified|"

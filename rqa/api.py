@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from rqa.answer import Answer, QuestionError, answer_stream
 from rqa.errors import USER_ERRORS
@@ -51,7 +52,7 @@ def parse_question(body) -> str:
     if isinstance(content, list):  # content parts: keep the text ones
         if not all(isinstance(p, dict) for p in content):
             raise ValueError("message content parts must be objects")
-        content = " ".join(p.get("text", "") for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
+        content = " ".join(p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
     if not isinstance(content, str):
         raise ValueError("the user message's 'content' must be a string or an array of text parts")
     if "stream" in body and not isinstance(body["stream"], bool):
@@ -123,7 +124,7 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
         base = {"id": rid, "created": created, "model": MODEL_ID}
         if body.get("stream"):
             return StreamingResponse(sse(stream, base), media_type="text/event-stream")
-        answer = await _run_in_thread(stream.run)
+        answer = await run_in_threadpool(stream.run)
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                              "finish_reason": "stop"}],
@@ -149,8 +150,3 @@ def sse(stream, base: dict):
     yield event({}, "stop", rqa=extra(stream.answer))
     yield "data: [DONE]\n\n"
 
-
-async def _run_in_thread(fn):
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn)

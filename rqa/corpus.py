@@ -13,6 +13,9 @@ from rqa.ingest import find_files, load_documents
 from rqa.types import Hit
 
 
+SAME_CONTENT = "same content as an indexed paper"
+
+
 @dataclass
 class FileResult:
     path: str
@@ -30,16 +33,22 @@ class IngestReport:
     chunks_added: int = 0
     pages: int = 0
     papers_removed: int = 0  # old content of files that changed
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    same_content: list[str] = field(default_factory=list)  # files whose content was indexed already
     per_file: list[FileResult] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(f.path, f.reason) for f in self.per_file if f.status == "skipped"]
+
+    @property
+    def same_content(self) -> list[str]:
+        """Files whose content was indexed already, under another name."""
+        return [f.path for f in self.per_file if f.status == SAME_CONTENT]
 
 
 def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = True) -> IngestReport:
     report = IngestReport()
 
     def skip(path: Path, reason: str) -> None:
-        report.skipped.append((str(path), reason))
         report.per_file.append(FileResult(str(path), "skipped", reason=reason))
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
@@ -56,11 +65,11 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
     if incoming:
         result = build_or_extend(settings.index_dir, incoming, settings.embedder, settings.ann,
                                  {k: getattr(settings, k) for k in CHUNK_SETTINGS}, progress=progress)
-        report.papers_added, report.chunks_added = result.added, result.chunks_added
-        report.papers_removed, report.same_content = result.removed, result.same_content
+        report.papers_added, report.chunks_added = len(result.added_paths), result.chunks_added
+        report.papers_removed = result.removed
         for item in incoming:
             status = "added" if item.path in result.added_paths else \
-                "same content as an indexed paper" if item.path in result.same_content else "already indexed"
+                SAME_CONTENT if item.path in result.same_content else "already indexed"
             report.per_file.append(FileResult(item.path, status, item.title, item.pages, len(item.chunks)))
     return report
 

@@ -313,15 +313,15 @@ class Incoming:
 
 @dataclass
 class ExtendResult:
-    added: int = 0  # documents whose chunks were embedded and added
+    added_paths: list[str] = field(default_factory=list)  # files whose chunks were embedded and added
+    same_content: list[str] = field(default_factory=list)  # files whose content was stored already
     chunks_added: int = 0
     removed: int = 0  # documents no path points at any more (an updated file's old content)
-    same_content: list[str] = field(default_factory=list)  # paths whose content was stored already
-    added_paths: list[str] = field(default_factory=list)
 
 
-def check_settings(manifest: dict, embedder: str, chunk_settings: dict, path: Path) -> None:
-    """An index is extended only with the embedder and chunk settings it was built with."""
+def check_chunk_settings(manifest: dict, chunk_settings: dict, path: Path) -> None:
+    """An index is extended only with the chunk settings it was built with (the embedder is
+    checked by load_index)."""
     built = {k: manifest["settings"].get(k) for k in CHUNK_SETTINGS}
     asked = {k: chunk_settings.get(k) for k in CHUNK_SETTINGS}
     differ = [k for k in CHUNK_SETTINGS if built[k] is not None and asked[k] is not None and built[k] != asked[k]]
@@ -329,9 +329,11 @@ def check_settings(manifest: dict, embedder: str, chunk_settings: dict, path: Pa
         raise IndexError_(f"index {path} was built with " + ", ".join(f"{k}={built[k]}" for k in differ)
                           + "; this ingest asks for " + ", ".join(f"{k}={asked[k]}" for k in differ)
                           + ": use the index's settings or ingest into a new --index")
-    if manifest["embedder"]["name"] != embedder:
-        raise IndexError_(f"index {path} was built with embedder {manifest['embedder']['name']!r}, not "
-                          f"{embedder!r}: use the same --embedder or ingest into a new --index")
+
+
+def without_documents(chunks: list[Chunk], vectors: np.ndarray, shas: set[str]) -> tuple[list[Chunk], np.ndarray]:
+    keep = [i for i, c in enumerate(chunks) if c.doc not in shas]
+    return [chunks[i] for i in keep], vectors[keep]
 
 
 def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: str = "flat",
@@ -342,8 +344,8 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
     path = Path(path)
     chunk_settings = chunk_settings or {}
     if index_exists(path):
-        old = load_index(path)
-        check_settings(old.manifest, embedder, chunk_settings, path)
+        old = load_index(path, embedder)
+        check_chunk_settings(old.manifest, chunk_settings, path)
         manifest, chunks, vectors = old.manifest, old.chunks, old.embeddings
     else:
         manifest = {"embedder": {"name": embedder, "dim": dimension(embedder)}, "documents": {},
@@ -365,7 +367,6 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
         docs[item.sha256] = {"paper": item.paper, "title": item.title, "pages": item.pages,
                              "chunks": len(item.chunks), "paths": [item.path]}
         new_chunks.extend(item.chunks)
-        result.added += 1
         result.added_paths.append(item.path)
     orphans = {sha for sha, d in docs.items() if not d["paths"]}
     for sha in orphans:
@@ -375,9 +376,7 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
         if result.same_content:  # only paths were added: no chunk changes, just the manifest
             write_index(path, manifest, chunks, vectors, manifest.get("ann", ann))
         return result
-    if orphans:
-        keep = [i for i, c in enumerate(chunks) if c.doc not in orphans]
-        chunks, vectors = [chunks[i] for i in keep], vectors[keep]
+    chunks, vectors = without_documents(chunks, vectors, orphans)
     new_vectors = embed(embedder, [index_text(c) for c in new_chunks], progress=progress) if new_chunks \
         else np.zeros((0, vectors.shape[1]), dtype=np.float32)
     write_index(path, manifest, chunks + new_chunks, np.vstack([vectors, new_vectors]), ann)
@@ -395,7 +394,6 @@ def remove_documents(path: Path, shas: set[str]) -> int:
         return 0
     for sha in gone:
         del docs[sha]
-    keep = [i for i, c in enumerate(index.chunks) if c.doc not in gone]
-    write_index(path, index.manifest, [index.chunks[i] for i in keep], index.embeddings[keep],
+    write_index(path, index.manifest, *without_documents(index.chunks, index.embeddings, gone),
                 index.manifest.get("ann", "flat"))
     return len(gone)

@@ -8,7 +8,6 @@ the old index until the new one is complete. One writer at a time: callers hold 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from rqa.config import Settings
 from rqa.corpus import IngestReport, ingest_paths
 from rqa.index import Index, index_exists, load_index, remove_documents
-from rqa.ingest import SUFFIXES
+from rqa.ingest import SUFFIXES, sha256_file
 
 MAX_FILES_PER_UPLOAD = 10
 MAX_FILE_BYTES = 20 * 2**20
@@ -73,14 +72,14 @@ def check_uploads(files: list[Path], index: Index) -> list[tuple[Path, str]]:
     return refused
 
 
-def add_files(files: list[Path], index: Index, settings: Settings, progress: bool = True) -> tuple[IngestReport, Index]:
+def add_files(files: list[Path], index: Index, settings: Settings,
+              progress: bool = True) -> tuple[IngestReport, Index]:
     """Copy uploads into the papers store (named by content, so the same paper lands in one
     place and re-uploads are recognised) and ingest them into the writable index."""
     target = writable_index(index, settings)
     stored = []
     for f in files:
-        digest = hashlib.sha256(f.read_bytes()).hexdigest()
-        dest = store_dir(settings) / digest[:16] / f.name
+        dest = store_dir(settings) / sha256_file(f)[:16] / f.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.exists():
             shutil.copyfile(f, dest)

@@ -47,7 +47,9 @@ OFFLINE_MODELS = {m.name: m for m in (
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RQA_MODEL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rqa" / "models")
+    if os.environ.get("RQA_MODEL_CACHE"):
+        return Path(os.environ["RQA_MODEL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rqa" / "models"
 
 
 def _parts(model: OfflineModel) -> list[Path]:

@@ -17,7 +17,9 @@ import numpy as np
 from rqa.embed import embed
 from rqa.index import tokenize
 
-_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+# One citation marker: [2], [1, 3], [2-4], [7;8]. The answer path parses the numbers with it too.
+CITATION = r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]"
+_CITATION = re.compile(CITATION)
 
 
 @dataclass
@@ -36,7 +38,7 @@ class SentenceSupport:
 
 # A sentence ends at . ! ? before a capital, a bracket or math; not after a list number ("2. Next").
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\s\d\.)(?<!^\d\.)\s+(?=[A-Z(\[$\\])")
-_LEADING_CITATION = re.compile(r"^((?:\[\d+(?:\s*[,;-]\s*\d+)*\]\s*)+)")
+_LEADING_CITATION = re.compile(rf"^((?:{CITATION}\s*)+)")
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:

@@ -146,8 +146,8 @@ def render_checks(answer: Answer) -> str:
     lines += [f"**Note:** {n}" for n in answer.notices]
     attributed = [c.n for c in answer.citations if c.origin == "attributed"]
     if attributed:
-        lines.append("**Citations added by rqa** (the model left these sentences uncited; the support check "
-                     "found their source): " + ", ".join(f"[{n}]" for n in attributed))
+        lines.append("**Citations added by rqa** (the support check found these sources hold sentences the model "
+                     "left uncited or cited elsewhere): " + ", ".join(f"[{n}]" for n in attributed))
     if answer.support:
         unsupported = [s for s in answer.support if not s.supported]
         lines.append(f"**Support:** {len(answer.support) - len(unsupported)}/{len(answer.support)} sentences supported "
