@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import dev_questions  # noqa: E402
 from rqa.config import Settings  # noqa: E402
-from rqa.corpus import retrieve  # noqa: E402
+from rqa.search import retrieve  # noqa: E402
 from rqa.index import load_index  # noqa: E402
 from rqa.support import answer_sentences, support_scores  # noqa: E402
 

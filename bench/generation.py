@@ -29,7 +29,8 @@ import psutil  # noqa: E402
 from bench.common import ROOT, percentile  # noqa: E402
 from rqa.answer import answer_stream  # noqa: E402
 from rqa.config import PRIMER_DIR, Settings  # noqa: E402
-from rqa.corpus import ingest_paths, retrieve  # noqa: E402
+from rqa.corpus import ingest_paths  # noqa: E402
+from rqa.search import retrieve  # noqa: E402
 from rqa.index import load_index  # noqa: E402
 from rqa.llm import ModelPool  # noqa: E402
 from rqa.prompt import build_messages  # noqa: E402

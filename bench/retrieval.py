@@ -1,15 +1,24 @@
 """Retrieval benchmark over ../shared/corpus with ../shared/eval/dev.jsonl.
 
-Prints Markdown tables: quality (recall@1/5/10, MRR) for BM25, dense and hybrid; query latency
-p50/p95 (embedding + both searches + fusion) at the corpus size and replicated to 50k chunks;
-ingestion rate next to the raw sentence-transformers encode rate of the same run.
+Prints Markdown tables:
+  - quality: one row per retriever and setting (recall@1/5/10, MRR, ms per query), every row
+    searched through rqa.search.retrieve, the path the app uses;
+  - query latency p50/p95 at the corpus size and replicated to --target-chunks (hybrid, flat/HNSW);
+  - ingestion rate (when no --index is given);
+  - with --scale N: the dense index alone at N vectors for flat, HNSW and IVF: build time, size on
+    disk, RSS of a fresh process that loads it (memory-mapped where FAISS allows), query p50/p95
+    and recall@5 against flat.
 
-    .venv/bin/python bench/retrieval.py [--target-chunks 50000] [--index DIR]
+    .venv/bin/python bench/retrieval.py [--index DIR] [--extra-index LABEL=DIR ...] [--scale 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,25 +30,53 @@ import numpy as np  # noqa: E402
 
 from bench.common import PAPERS, dev_questions, percentile  # noqa: E402
 from rqa.config import Settings  # noqa: E402
-from rqa.corpus import ingest_paths, retrieve  # noqa: E402
+from rqa.corpus import ingest_paths  # noqa: E402
 from rqa.embed import embed  # noqa: E402
-from rqa.index import Index, build_bm25, build_faiss, index_text, load_index  # noqa: E402
+from rqa.index import Index, build_bm25, build_faiss, index_text, load_index, tokenize  # noqa: E402
 from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
+from rqa.search import retrieve  # noqa: E402
 
 
-def quality(index: Index, questions: list[dict], settings: Settings) -> dict[str, dict]:
-    out = {}
-    for mode in ("bm25", "dense", "hybrid"):
-        ranks = []
-        for q in questions:
-            hits = retrieve(index, q["question"], settings, k=10, mode=mode)
-            ranks.append(first_hit_rank([h.chunk.text for h in hits], q["evidence"]))
-        out[mode] = retrieval_scores(ranks)
-    return out
+def score(index: Index, questions: list[dict], settings: Settings, mode: str) -> dict:
+    ranks, times = [], []
+    retrieve(index, questions[0]["question"], settings, k=10, mode=mode)  # warm-up: model loads
+    for q in questions:
+        t = time.perf_counter()
+        hits = retrieve(index, q["question"], settings, k=10, mode=mode)
+        times.append((time.perf_counter() - t) * 1000)
+        ranks.append(first_hit_rank([h.chunk.text for h in hits], q["evidence"]))
+    return {**retrieval_scores(ranks), "ms": percentile(times, 50)}
+
+
+def text_only_bm25(index: Index) -> Index:
+    """The same index with BM25 over the chunk text alone (no title or section)."""
+    import bm25s
+
+    bm25 = bm25s.BM25(k1=1.5, b=0.75, method="robertson")
+    bm25.index([tokenize(c.text) for c in index.chunks], show_progress=False)
+    return dataclasses.replace(index, bm25=bm25)
+
+
+def quality_rows(index: Index, extra: dict[str, Index], questions: list[dict], settings: Settings):
+    s = settings
+    rows = [("BM25 (title + section + text)", index, s, "bm25"),
+            ("BM25 (text only)", text_only_bm25(index), s, "bm25"),
+            (f"dense ({index.embedder})", index, s, "dense"),
+            (f"hybrid, defaults (dense weight {s.dense_weight}, depth {s.fusion_depth}, rrf_k {s.rrf_k})", index, s, "hybrid")]
+    for w in (0.1, 0.5, 1.0):
+        rows.append((f"hybrid, dense weight {w}", index, dataclasses.replace(s, dense_weight=w), "hybrid"))
+    for depth in (20, 50):
+        rows.append((f"hybrid, fusion depth {depth}", index, dataclasses.replace(s, fusion_depth=depth), "hybrid"))
+    rows.append(("hybrid, rrf_k 10", index, dataclasses.replace(s, rrf_k=10), "hybrid"))
+    for label, other in extra.items():
+        o = dataclasses.replace(s, embedder=other.embedder)
+        rows += [(f"{label}: dense", other, o, "dense"), (f"{label}: hybrid", other, o, "hybrid")]
+    for label, index_, settings_, mode in rows:
+        yield label, score(index_, questions, settings_, mode)
 
 
 def latency(index: Index, questions: list[str], settings: Settings, repeats: int = 3) -> tuple[float, float]:
-    index.search(questions[0], k=10)  # warm-up: model load, caches
+    retrieve(index, questions[0], settings, k=10)  # warm-up: model load, caches
     times = []
     for _ in range(repeats):
         for q in questions:
@@ -53,17 +90,88 @@ def replicate(index: Index, target: int, ann: str) -> Index:
     reps = -(-target // len(index.chunks))
     chunks = (index.chunks * reps)[:target]
     vectors = np.vstack([index.embeddings] * reps)[:target]
-    return Index(path=index.path, manifest=index.manifest, chunks=chunks, embeddings=vectors,
-                 dense=build_faiss(vectors, ann), bm25=build_bm25(chunks))
+    return Index.from_chunks(chunks, index.embedder, ann, embeddings=vectors)
+
+
+# --- scale: the dense index alone at N vectors ------------------------------------------------
+
+def synthetic_vectors(base: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """The corpus's vectors replicated to n, each copy jittered and re-normalised, so that no two
+    vectors tie (exact copies would make recall against flat meaningless)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, base.shape[1]), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        rows = np.arange(start, min(n, start + 100_000)) % len(base)
+        v = base[rows] + rng.normal(0, 0.03, (len(rows), base.shape[1])).astype(np.float32)
+        out[start:start + len(rows)] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+SERVE = """
+import json, sys, time, resource
+import numpy as np, faiss
+path, queries, ann = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+flags = faiss.IO_FLAG_MMAP if ann != "hnsw" else 0
+try:
+    index = faiss.read_index(path, flags)
+except RuntimeError:
+    flags, index = 0, faiss.read_index(path)
+if ann == "hnsw":
+    index.hnsw.efSearch = int(sys.argv[4])
+elif ann == "ivf":
+    index.nprobe = int(sys.argv[4])
+faiss.omp_set_num_threads(1)
+times, ids = [], []
+for q in queries:
+    t = time.perf_counter()
+    _, i = index.search(q[None, :], 5)
+    times.append((time.perf_counter() - t) * 1000)
+    ids.append(i[0].tolist())
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"times": times, "ids": ids, "rss_mb": rss / 1024, "load_rss_mb": (rss - before) / 1024,
+                  "mmap": bool(flags)}))
+"""
+
+
+def scale(base: np.ndarray, n: int, queries: np.ndarray, folder: Path) -> None:
+    import faiss
+
+    vectors = synthetic_vectors(base, n)
+    qfile = folder / "queries.npy"
+    np.save(qfile, queries)
+    print(f"\n### Dense index at {n:,} vectors (dim {base.shape[1]}; {len(queries)} queries, k=5, one thread)\n")
+    print("| index | build s | size on disk MB | serving RSS MB | mmap | p50 ms | p95 ms | recall@5 vs flat |")
+    print("|---|---|---|---|---|---|---|---|")
+    truth = None
+    for ann, knob in (("flat", 0), ("hnsw", 64), ("hnsw", 128), ("ivf", 16), ("ivf", 64)):
+        path, build_s = folder / f"{ann}.faiss", float("nan")
+        if not path.exists():
+            t = time.perf_counter()
+            faiss.write_index(build_faiss(vectors, ann), str(path))
+            build_s = time.perf_counter() - t
+        out = json.loads(subprocess.run([sys.executable, "-c", SERVE, str(path), str(qfile), ann, str(knob)],
+                                        capture_output=True, text=True, check=True).stdout)
+        ids = out["ids"]
+        if truth is None:
+            truth = ids
+        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, truth)])
+        label = ann + (f" (efSearch {knob})" if ann == "hnsw" else f" (nprobe {knob})" if ann == "ivf" else "")
+        print(f"| {label} | {build_s:.0f} | {path.stat().st_size / 2**20:.0f} | {out['rss_mb']:.0f} | {out['mmap']} | "
+              f"{percentile(out['times'], 50):.2f} | {percentile(out['times'], 95):.2f} | {recall:.3f} |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--target-chunks", type=int, default=50_000)
     ap.add_argument("--index", type=Path, help="reuse a built index of the shared corpus (skips ingestion timing)")
+    ap.add_argument("--extra-index", action="append", default=[],
+                    help="LABEL=DIR: another index of the corpus (other chunking or embedder) to compare")
+    ap.add_argument("--target-chunks", type=int, default=50_000)
+    ap.add_argument("--scale", type=int, help="also benchmark the dense index alone at this many vectors")
+    ap.add_argument("--scale-dir", type=Path, help="keep the scale benchmark's index files here")
     args = ap.parse_args()
     settings = Settings.load()
-    rows = []
+    notes = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.index:
             index = load_index(args.index)
@@ -77,30 +185,39 @@ def main() -> None:
             t = time.perf_counter()
             embed(settings.embedder, texts)
             encode_s = time.perf_counter() - t
-            rows.append(("ingestion", f"{report.files} PDFs, {report.pages} pages, {report.chunks_added} chunks "
+            notes.append(f"ingestion: {report.files} PDFs, {report.pages} pages, {report.chunks_added} chunks "
                          f"in {seconds:.1f} s: {report.pages / seconds:.1f} pages/s, "
-                         f"{report.chunks_added / seconds:.1f} chunks/s; raw encode {len(texts) / encode_s:.1f} chunks/s"))
+                         f"{report.chunks_added / seconds:.1f} chunks/s; raw encode {len(texts) / encode_s:.1f} chunks/s")
+        settings = dataclasses.replace(settings, embedder=index.embedder)
+        extra = {label: load_index(path) for label, path in (e.split("=", 1) for e in args.extra_index)}
         questions = dev_questions()
         print(f"\n### Retrieval quality ({len(questions)} dev questions, {len(index.chunks)} chunks)\n")
-        print("| retriever | recall@1 | recall@5 | recall@10 | MRR |\n|---|---|---|---|---|")
-        for mode, s in quality(index, questions, settings).items():
-            print(f"| {mode} | {s['recall@1']:.2f} | {s['recall@5']:.2f} | {s['recall@10']:.2f} | {s['mrr']:.3f} |")
+        print("| retriever | recall@1 | recall@5 | recall@10 | MRR | p50 ms |\n|---|---|---|---|---|---|")
+        for label, s in quality_rows(index, extra, questions, settings):
+            print(f"| {label} | {s['recall@1']:.2f} | {s['recall@5']:.2f} | {s['recall@10']:.2f} | {s['mrr']:.3f} "
+                  f"| {s['ms']:.1f} |", flush=True)
         qtexts = [q["question"] for q in questions]
         print("\n### Hybrid query latency (embedding + BM25 + FAISS + fusion, k=10)\n")
         print("| chunks | FAISS | p50 ms | p95 ms |\n|---|---|---|---|")
         p50, p95 = latency(index, qtexts, settings)
-        print(f"| {len(index.chunks)} | flat | {p50:.1f} | {p95:.1f} |")
+        print(f"| {len(index.chunks)} | {index.manifest.get('ann', 'flat')} | {p50:.1f} | {p95:.1f} |")
         for ann in ("flat", "hnsw"):
             big = replicate(index, args.target_chunks, ann)
             p50, p95 = latency(big, qtexts, settings)
-            print(f"| {len(big.chunks)} | {ann} | {p50:.1f} | {p95:.1f} |")
-        t = time.perf_counter()
-        for q in qtexts * 3:
-            embed(settings.embedder, [q])
-        print(f"\nquery embedding alone: {(time.perf_counter() - t) * 1000 / (3 * len(qtexts)):.1f} ms mean")
-        for name, value in rows:
-            print(f"\n{name}: {value}")
+            print(f"| {len(big.chunks)} | {ann} | {p50:.1f} | {p95:.1f} |", flush=True)
+            del big
+        for note in notes:
+            print(f"\n{note}")
+        if args.scale:
+            folder = args.scale_dir or Path(tmp) / "scale"
+            folder.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(1)
+            sample = index.embeddings[rng.choice(len(index.chunks), 180, replace=False)]
+            jitter = sample + rng.normal(0, 0.05, sample.shape).astype(np.float32)
+            queries = np.vstack([embed(settings.embedder, qtexts), jitter / np.linalg.norm(jitter, axis=1, keepdims=True)])
+            scale(np.asarray(index.embeddings), args.scale, queries.astype(np.float32), folder)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     main()

@@ -45,6 +45,19 @@ def cmd_train(args) -> dict:
     return json.loads((Path(args.out) / "train_metrics.json").read_text())
 
 
+def cmd_embedder(args) -> dict:
+    from build.embedder import EmbedderRecipe, build_embedder
+
+    recipe = EmbedderRecipe(**{k: v for k, v in (("base", args.base), ("epochs", args.epochs),
+                                                  ("batch_size", args.batch_size),
+                                                  ("max_chunks", args.max_chunks)) if v is not None})
+    metrics = build_embedder(args.data, args.out, recipe)
+    print(f"embedder -> {args.out}: {metrics['triples']} triples ({metrics['question_pairs']} question pairs), "
+          f"loss {metrics['train_loss']}, {metrics['seconds']} s. Serve it with RQA_EMBEDDER={args.out} "
+          f"(and re-ingest: an index keeps the embedder it was built with)")
+    return metrics
+
+
 def cmd_export(args) -> dict:
     from build.export import export
     from build.train import PRESETS
@@ -168,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-papers", type=int)
     s.add_argument("--max-per-paper", type=int)
 
+    s = sub.add_parser("embedder", help="fine-tune the retrieval embedder on the dataset's train papers (MNRL)")
+    s.add_argument("--data", type=Path, required=True, help="the dataset --out folder")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--base", help="embedder to start from (default all-MiniLM-L6-v2)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--max-chunks", type=int, help="inverse-cloze pairs from at most this many chunks")
+
     s = sub.add_parser("train", help="LoRA/QLoRA SFT with TRL")
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
@@ -225,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from rqa.errors import USER_ERRORS
 
     try:
-        {"dataset": cmd_dataset, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
+        {"dataset": cmd_dataset, "embedder": cmd_embedder, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
          "publish": cmd_publish, "all": cmd_all}[args.stage](args)
     except (*USER_ERRORS, MemoryError_, GenerationFailed) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -27,7 +27,8 @@ from rqa.chunking import chunk_document
 from rqa.config import Settings
 from rqa.embed import embed
 from rqa.equations import SympyWorker, extract_latex
-from rqa.index import Index, build_bm25, build_faiss, index_text
+from rqa.index import Index, index_text
+from rqa.search import retrieve
 from rqa.ingest import find_files, load_documents
 from rqa.prompt import build_messages
 from rqa.types import Chunk, Hit
@@ -126,9 +127,7 @@ def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filte
     from tqdm import tqdm
 
     by_id = {c.chunk_id: c for c in chunks}
-    vectors = embed(settings.embedder, [index_text(c) for c in chunks])
-    index = Index(path=Path("."), manifest={"embedder": {"name": settings.embedder}}, chunks=chunks,
-                  embeddings=vectors, dense=build_faiss(vectors), bm25=build_bm25(chunks))
+    index = Index.from_chunks(chunks, settings.embedder)
 
     def stage(name, rows, keep):
         kept = [r for r in tqdm(rows, desc=f"validate: {name}", unit="qa") if keep(r)]
@@ -136,7 +135,7 @@ def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filte
         return kept
 
     rows = stage("1 similarity", records, lambda r: r["chunk_id"] in {
-        h.chunk.chunk_id for h in index.search(r["question"], k=filters.top_k, dense_weight=settings.dense_weight)})
+        h.chunk.chunk_id for h in retrieve(index, r["question"], settings, k=filters.top_k)})
     sympy = SympyWorker(settings.sympy_timeout_s)
     try:
         rows = stage("2 format", rows, lambda r: bool(named_terms(r["question"]))
@@ -175,7 +174,17 @@ def to_example(row: dict) -> dict:
     return {"messages": messages + [{"role": "assistant", "content": row["answer"]}]}
 
 
-def write_dataset(splits: dict[str, list[dict]], out: Path, report: Report, generator: str, filters: Filters) -> None:
+def write_dataset(splits: dict[str, list[dict]], out: Path, report: Report, generator: str, filters: Filters,
+                  chunks: list[Chunk]) -> None:
+    # the embedder stage trains on these: every chunk, and each validated question with its chunk
+    with open(out / "chunks.jsonl", "w", encoding="utf-8") as f:
+        for c in chunks:
+            f.write(json.dumps(c.to_json(), ensure_ascii=False) + "\n")
+    with open(out / "pairs.jsonl", "w", encoding="utf-8") as f:
+        for name, rows in splits.items():
+            for r in rows:
+                f.write(json.dumps({"split": name, "question": r["question"], "chunk_id": r["chunk_id"],
+                                    "paper": r["paper"]}, ensure_ascii=False) + "\n")
     for name, rows in splits.items():
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
@@ -223,5 +232,5 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
         raise ValueError("no chunks: every input file was skipped " + str(report.skipped_files))
     records = generate_all(chunks, generator, out / "generated.jsonl", report, max_per_paper)
     rows = validate(records, chunks, settings, filters, report)
-    write_dataset(split_by_paper(rows), out, report, generator.name, filters)
+    write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks)
     return report

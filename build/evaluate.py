@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rqa.answer import Answer, answer_stream
 from rqa.config import Settings
-from rqa.corpus import retrieve
+from rqa.search import retrieve
 from rqa.equations import SympyWorker, extract_latex
 from rqa.index import Index
 from rqa.llm import ModelFiles, ModelPool

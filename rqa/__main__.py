@@ -17,9 +17,6 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ingest", help="build or extend an index from PDF/.md/.txt/.tex files or folders")
     p.add_argument("paths", nargs="+")
     _common(p)
-    p.add_argument("--embedder", help="sentence-transformers model name or folder")
-    p.add_argument("--chunk-size", type=int, dest="chunk_size")
-    p.add_argument("--overlap", type=int)
     p.add_argument("--ann", choices=["flat", "hnsw", "ivf"], help="FAISS index kind")
 
     p = sub.add_parser("search", help="print the chunks ranked for a question")
@@ -54,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=Path, dest="index_dir", help="index directory (default .rqa/index)")
+    # an index is searched with the embedder and chunking it was built with; others are refused
+    p.add_argument("--embedder", help="sentence-transformers model name or folder")
+    p.add_argument("--chunk-size", type=int, dest="chunk_size")
+    p.add_argument("--overlap", type=int)
+    p.add_argument("--method-chunk-factor", type=float, dest="method_chunk_factor")
 
 
 def cmd_ingest(args, settings: Settings) -> int:
@@ -69,7 +71,8 @@ def cmd_ingest(args, settings: Settings) -> int:
 
 
 def cmd_search(args, settings: Settings) -> int:
-    from rqa.corpus import open_index, retrieve
+    from rqa.corpus import open_index
+    from rqa.search import retrieve
 
     if not args.question and not args.queries:
         print("error: give a QUESTION or --queries FILE.jsonl", file=sys.stderr)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rqa.config import Settings
-from rqa.corpus import retrieve
+from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.index import Index
 from rqa.llm import ModelPool

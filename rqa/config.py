@@ -30,6 +30,9 @@ class Settings:
     fusion_depth: int = 100  # candidates taken from each retriever before fusion
     rrf_k: int = 60
     dense_weight: float = 0.3  # weight of the dense ranking in RRF (BM25 has 1)
+    reranker: str = ""  # second stage over the fused top rerank_depth ("" = none; see rqa.rerank)
+    rerank_depth: int = 20
+    rerank_weight: float = 1.0  # weight of the reranker's rank against the fused rank
     # generation
     model: str = "qwen2.5-coder-1.5b-instruct"  # offline model (rqa.models) when no path or Hub repo is set
     model_path: str = ""  # explicit GGUF path (q4 or only model)
@@ -92,6 +95,7 @@ class SettingsError(ValueError):
 BOUNDS = {
     "chunk_size": (100, 20_000), "overlap": (0, 10_000), "method_chunk_factor": (1.0, 4.0),
     "k": (1, 50), "fusion_depth": (1, 10_000), "rrf_k": (1, 10_000), "dense_weight": (0.0, 10.0),
+    "rerank_depth": (1, 200), "rerank_weight": (0.0, 100.0),
     "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192),
     "temperature": (0.0, 2.0),
     "max_question_chars": (10, 100_000), "support_threshold": (0.0, 1.0), "sympy_timeout_s": (0.1, 60.0),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rqa.chunking import chunk_document
 from rqa.config import PRIMER_DIR, Settings
-from rqa.index import CHUNK_SETTINGS, Incoming, Index, IndexError_, build_or_extend, index_exists, load_index
+from rqa.index import (CHUNK_SETTINGS, Incoming, Index, IndexError_, build_or_extend, check_chunk_settings,
+                       index_exists, load_index)
 from rqa.ingest import find_files, load_documents
-from rqa.types import Hit
 
 
 SAME_CONTENT = "same content as an indexed paper"
@@ -74,14 +74,6 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
     return report
 
 
-def retrieve(index: Index, question: str, settings: Settings, k: int | None = None,
-             mode: str = "hybrid") -> list[Hit]:
-    """Search with the configured fusion settings: the one way the CLI, app and benchmarks search."""
-    k = settings.k if k is None else k
-    return index.search(question, k=k, depth=max(settings.fusion_depth, k), rrf_k=settings.rrf_k,
-                        mode=mode, dense_weight=settings.dense_weight)
-
-
 def download_index(repo: str) -> Path:
     """A published index (a Hub dataset repo) in the local Hugging Face cache."""
     from huggingface_hub import snapshot_download
@@ -96,9 +88,12 @@ def open_index(settings: Settings) -> Index:
     """The configured index: a Hub dataset repo when one is named, else index_dir; the default
     location is built from the primer on first use."""
     if settings.hub_index_repo:
-        return load_index(download_index(settings.hub_index_repo), settings.embedder)
-    path = Path(settings.index_dir)
-    if not index_exists(path) and path == Settings().index_dir:
-        print(f"building the default index from the primer at {path} ...", file=sys.stderr)
-        ingest_paths([PRIMER_DIR], settings, progress=False)
-    return load_index(path, settings.embedder)
+        index = load_index(download_index(settings.hub_index_repo), settings.embedder)
+    else:
+        path = Path(settings.index_dir)
+        if not index_exists(path) and path == Settings().index_dir:
+            print(f"building the default index from the primer at {path} ...", file=sys.stderr)
+            ingest_paths([PRIMER_DIR], settings, progress=False)
+        index = load_index(path, settings.embedder)
+    check_chunk_settings(index.manifest, {k: getattr(settings, k) for k in CHUNK_SETTINGS}, index.path)
+    return index

@@ -28,7 +28,7 @@ import numpy as np
 from nltk.stem.porter import PorterStemmer
 
 from rqa.embed import dimension, embed
-from rqa.types import Chunk, Hit
+from rqa.types import Chunk
 
 FORMAT_VERSION = 2
 STOPWORDS = set("""a an and are as at be been but by can could did do does for from had has have how i if in
@@ -89,40 +89,18 @@ class Index:
         scores, ids = self.dense.search(embed(self.embedder, [question]), min(k, len(self.chunks)))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def search(self, question: str, k: int = 5, depth: int = 100, rrf_k: int = 60,
-               mode: str = "hybrid", dense_weight: float = 0.3) -> list[Hit]:
-        """Hybrid search: weighted reciprocal-rank fusion of BM25 and dense rankings, then
-        overlapping chunks of the same paper are de-duplicated (the better-ranked one stays).
-        The dense list counts less because MiniLM-L6 is much weaker than BM25 on technical
-        papers (docs/BENCHMARKS.md: recall@5 0.35 vs 0.85); plain RRF (weight 1) lost recall."""
-        sparse = self.search_bm25(question, depth) if mode in ("hybrid", "bm25") else []
-        dense = self.search_dense(question, depth) if mode in ("hybrid", "dense") else []
-        fused: dict[int, Hit] = {}
-        for ranking, weight in ((sparse, 1.0), (dense, dense_weight)):
-            for rank, (i, _) in enumerate(ranking, start=1):
-                hit = fused.setdefault(i, Hit(self.chunks[i], 0.0, row=i))
-                hit.score += weight / (rrf_k + rank)
-        ranked = sorted(fused.values(), key=lambda h: -h.score)
-        return dedupe(ranked)[:k]
-
-
-def dedupe(hits: list[Hit], max_overlap: float = 0.5) -> list[Hit]:
-    kept: list[Hit] = []
-    for hit in hits:
-        c = hit.chunk
-        if any(_same_doc(k.chunk, c) and _overlap(k.chunk, c) > max_overlap * (c.char_end - c.char_start)
-               for k in kept):
-            continue
-        kept.append(hit)
-    return kept
-
-
-def _same_doc(a: Chunk, b: Chunk) -> bool:
-    return a.doc == b.doc if a.doc and b.doc else a.paper == b.paper
-
-
-def _overlap(a: Chunk, b: Chunk) -> int:
-    return max(0, min(a.char_end, b.char_end) - max(a.char_start, b.char_start))
+    @classmethod
+    def from_chunks(cls, chunks: list[Chunk], embedder: str, ann: str = "flat",
+                    embeddings: np.ndarray | None = None, settings: dict | None = None) -> "Index":
+        """An in-memory index over chunks (embedded here unless their vectors are given): what the
+        pipeline and benchmarks search, built exactly as an index on disk is."""
+        if embeddings is None:
+            embeddings = embed(embedder, [index_text(c) for c in chunks]) if chunks \
+                else np.zeros((0, dimension(embedder)), dtype=np.float32)
+        manifest = {"format_version": FORMAT_VERSION, "embedder": {"name": embedder, "dim": embeddings.shape[1]},
+                    "documents": {}, "settings": dict(settings or {}), "chunks": len(chunks), "ann": ann}
+        return cls(path=Path("."), manifest=manifest, chunks=chunks, embeddings=embeddings,
+                   dense=build_faiss(embeddings, ann), bm25=build_bm25(chunks))
 
 
 # --- build / load ----------------------------------------------------------------------------
@@ -320,15 +298,16 @@ class ExtendResult:
 
 
 def check_chunk_settings(manifest: dict, chunk_settings: dict, path: Path) -> None:
-    """An index is extended only with the chunk settings it was built with (the embedder is
-    checked by load_index)."""
+    """An index is searched and extended only with the chunk settings it was built with (the
+    embedder is checked by load_index): mixing two chunkings would go unnoticed otherwise."""
     built = {k: manifest["settings"].get(k) for k in CHUNK_SETTINGS}
     asked = {k: chunk_settings.get(k) for k in CHUNK_SETTINGS}
     differ = [k for k in CHUNK_SETTINGS if built[k] is not None and asked[k] is not None and built[k] != asked[k]]
     if differ:
         raise IndexError_(f"index {path} was built with " + ", ".join(f"{k}={built[k]}" for k in differ)
-                          + "; this ingest asks for " + ", ".join(f"{k}={asked[k]}" for k in differ)
-                          + ": use the index's settings or ingest into a new --index")
+                          + "; the settings ask for " + ", ".join(f"{k}={asked[k]}" for k in differ)
+                          + ": use the index's settings (" + ", ".join(f"--{k.replace('_', '-')} {built[k]}" for k in differ)
+                          + ") or ingest into a new --index")
 
 
 def without_documents(chunks: list[Chunk], vectors: np.ndarray, shas: set[str]) -> tuple[list[Chunk], np.ndarray]:

@@ -149,7 +149,7 @@ def small_index(tmp_path):
 def test_index_refuses_other_chunk_settings_and_embedder(small_index, tmp_path):
     before = load_index(small_index.index_dir)
     other = Settings.load(index_dir=small_index.index_dir, chunk_size=500)
-    with pytest.raises(IndexError_, match="built with chunk_size=1000; this ingest asks for chunk_size=500"):
+    with pytest.raises(IndexError_, match="built with chunk_size=1000; the settings ask for chunk_size=500"):
         ingest_paths([PRIMER_DIR / "12-adam.md"], other, progress=False)
     out = run_cli("ingest", str(PRIMER_DIR / "12-adam.md"), "--index", str(small_index.index_dir),
                   "--embedder", "all-MiniLM-L12-v2")

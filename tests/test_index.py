@@ -11,6 +11,7 @@ from rqa.config import PRIMER_DIR, Settings
 from rqa.corpus import ingest_paths
 from rqa.index import IndexError_, index_text, load_index, tokenize
 from rqa.metrics import first_hit_rank
+from rqa.search import retrieve
 from tests.conftest import FEW_PAPERS, PAPERS, ROOT, dev_questions
 
 
@@ -31,7 +32,7 @@ def test_hybrid_finds_dev_evidence_in_few_papers(shared_index):
     index = load_index(shared_index.index_dir)
     questions = dev_questions({p.removesuffix(".pdf") for p in FEW_PAPERS})
     assert len(questions) >= 5
-    ranks = [first_hit_rank([h.chunk.text for h in index.search(q["question"], k=10)], q["evidence"])
+    ranks = [first_hit_rank([h.chunk.text for h in retrieve(index, q["question"], Settings(), k=10)], q["evidence"])
              for q in questions]
     assert sum(r is not None for r in ranks) >= 0.8 * len(questions)
 
@@ -40,15 +41,15 @@ def test_search_modes_and_dedupe(shared_index):
     index = load_index(shared_index.index_dir)
     q = "Why are dot products scaled by the square root of d_k?"
     for mode in ("bm25", "dense", "hybrid"):
-        hits = index.search(q, k=5, mode=mode)
+        hits = retrieve(index, q, Settings(), k=5, mode=mode)
         assert hits and len({h.chunk.chunk_id for h in hits}) == len(hits)
-    hits = index.search(q, k=10)
+    hits = retrieve(index, q, Settings(), k=10)
     for i, a in enumerate(hits):
         for b in hits[:i]:
             if a.chunk.paper == b.chunk.paper:
                 overlap = min(a.chunk.char_end, b.chunk.char_end) - max(a.chunk.char_start, b.chunk.char_start)
                 assert overlap <= 0.5 * (a.chunk.char_end - a.chunk.char_start)
-    assert index.search("zzzz qqqq", k=3, mode="bm25") == []
+    assert retrieve(index, "zzzz qqqq", Settings(), k=3, mode="bm25") == []
 
 
 def test_extend_embeds_only_new_papers_and_reingest_is_stable(tmp_path, monkeypatch):
@@ -127,3 +128,15 @@ def test_cli_ingest_search_and_batch(tmp_path):
 
     out = run_cli("search", "anything", "--index", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no index" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_index_is_searched_only_with_the_chunking_it_was_built_with(shared_index):
+    from rqa.corpus import open_index
+
+    assert open_index(shared_index).chunks
+    other = Settings.load(index_dir=shared_index.index_dir, chunk_size=800)
+    with pytest.raises(IndexError_, match="chunk_size=1000.*ask for chunk_size=800"):
+        open_index(other)
+    run = subprocess.run([sys.executable, "-m", "rqa", "search", "attention", "--index", str(shared_index.index_dir),
+                          "--chunk-size", "800"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "chunk_size=1000" in run.stderr and "Traceback" not in run.stderr

@@ -8,7 +8,8 @@ import pytest
 
 from rqa import library
 from rqa.config import PRIMER_DIR, Settings
-from rqa.corpus import ingest_paths, open_index, retrieve
+from rqa.corpus import ingest_paths, open_index
+from rqa.search import retrieve
 from rqa.index import load_index
 from tests.conftest import PAPERS, browser_page, needs_chromium, running_app
 

@@ -1,0 +1,81 @@
+"""The retriever's own training stage: pairs and hard negatives from the dataset, MNRL fine-tuning
+through the real CLI, and an index that keeps the embedder it was built with."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from build.dataset import build_dataset
+from build.embedder import EmbedderRecipe, inverse_cloze, training_triples
+from build.generate import ExtractiveGenerator
+from rqa.config import Settings
+from rqa.index import IndexError_, index_text, load_index
+from rqa.search import _overlap
+from rqa.types import Chunk
+from tests.conftest import PAPERS, ROOT
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    build_dataset([PAPERS / "1706.03762.pdf", PAPERS / "1412.6980.pdf", PAPERS / "2106.09685.pdf"],
+                  out, ExtractiveGenerator(), Settings(), max_per_paper=15)
+    return out
+
+
+def test_inverse_cloze_takes_one_sentence_out_of_its_chunk(dataset):
+    chunks = [Chunk(**json.loads(x)) for x in (dataset / "chunks.jsonl").read_text().splitlines()]
+    rng = random.Random(0)
+    made = [(c, inverse_cloze(c, rng)) for c in chunks[:40]]
+    made = [(c, m) for c, m in made if m]
+    assert len(made) > 20
+    for chunk, (query, passage) in made:
+        assert query in chunk.text and query not in passage and 5 <= len(query.split()) <= 60
+        assert passage.startswith(f"{chunk.title}. {chunk.section}.")
+
+
+def test_hard_negatives_never_overlap_the_positive(dataset):
+    chunks = [Chunk(**json.loads(x)) for x in (dataset / "chunks.jsonl").read_text().splitlines()]
+    by_text = {index_text(c): c for c in chunks}
+    pairs = [(json.loads(x)["question"], next(c for c in chunks if c.chunk_id == json.loads(x)["chunk_id"]))
+             for x in (dataset / "pairs.jsonl").read_text().splitlines()][:10]
+    triples = training_triples(chunks, pairs, EmbedderRecipe(max_chunks=30), Settings())
+    assert 30 <= len(triples) <= 40
+    assert sum(t["anchor"] in {q for q, _ in pairs} for t in triples) == len(pairs)
+    for t in triples:
+        neg = by_text[t["negative"]]
+        pos = next((c for c in chunks if c.chunk_id == by_text.get(t["positive"], neg).chunk_id), None)
+        assert t["negative"] != t["positive"]
+        if pos is not None:  # question pairs: the positive is a whole chunk
+            assert not (neg.paper == pos.paper and _overlap(neg, pos) > 0)
+
+
+def test_embedder_stage_trains_and_the_index_keeps_its_embedder(dataset, tmp_path):
+    tuned = tmp_path / "embedder"
+    run = subprocess.run([sys.executable, "-m", "build", "embedder", "--data", str(dataset), "--out", str(tuned),
+                          "--batch-size", "8", "--max-chunks", "24"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((tuned / "rqa_embedder.json").read_text())
+    assert metrics["triples"] >= 24 and metrics["question_pairs"] > 0 and metrics["train_loss"] > 0
+    from rqa.embed import embed
+
+    text = ["How does Adam correct the bias of its moment estimates?"]
+    assert abs(embed(str(tuned), text) @ embed("all-MiniLM-L6-v2", text).T).item() < 0.9999  # weights moved
+    env_index = tmp_path / "index"
+    cli = [sys.executable, "-m", "rqa"]
+    ingest = subprocess.run(cli + ["ingest", str(PAPERS / "1412.6980.pdf"), "--index", str(env_index),
+                                   "--embedder", str(tuned)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert ingest.returncode == 0, ingest.stderr[-2000:]
+    assert load_index(env_index).embedder == str(tuned)
+    found = subprocess.run(cli + ["search", "bias correction of the first moment", "--index", str(env_index),
+                                  "--embedder", str(tuned), "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert found.returncode == 0 and json.loads(found.stdout)["hits"][0]["paper"] == "1412.6980"
+    refused = subprocess.run(cli + ["search", "bias correction", "--index", str(env_index)], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "was built with embedder" in refused.stderr
+    with pytest.raises(IndexError_, match="not 'all-MiniLM-L6-v2'"):
+        load_index(env_index, "all-MiniLM-L6-v2")
