@@ -57,7 +57,8 @@ def text_only_bm25(index: Index) -> Index:
     return dataclasses.replace(index, bm25=bm25)
 
 
-def quality_rows(index: Index, extra: dict[str, Index], questions: list[dict], settings: Settings):
+def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], questions: list[dict],
+                 settings: Settings):
     s = settings
     rows = [("BM25 (title + section + text)", index, s, "bm25"),
             ("BM25 (text only)", text_only_bm25(index), s, "bm25"),
@@ -71,6 +72,12 @@ def quality_rows(index: Index, extra: dict[str, Index], questions: list[dict], s
     for label, other in extra.items():
         o = dataclasses.replace(s, embedder=other.embedder)
         rows += [(f"{label}: dense", other, o, "dense"), (f"{label}: hybrid", other, o, "hybrid")]
+    for name in rerankers:
+        for depth in (20, 30):
+            for w in (1.0, 100.0):
+                r = dataclasses.replace(s, reranker=name, rerank_depth=depth, rerank_weight=w)
+                how = "alone" if w >= 100 else f"weight {w}"
+                rows.append((f"hybrid + rerank top {depth} by {Path(name).name} ({how})", index, r, "hybrid"))
     for label, index_, settings_, mode in rows:
         yield label, score(index_, questions, settings_, mode)
 
@@ -166,6 +173,7 @@ def main() -> None:
     ap.add_argument("--index", type=Path, help="reuse a built index of the shared corpus (skips ingestion timing)")
     ap.add_argument("--extra-index", action="append", default=[],
                     help="LABEL=DIR: another index of the corpus (other chunking or embedder) to compare")
+    ap.add_argument("--reranker", action="append", default=[], help="a reranker (rqa.rerank) to compare")
     ap.add_argument("--target-chunks", type=int, default=50_000)
     ap.add_argument("--scale", type=int, help="also benchmark the dense index alone at this many vectors")
     ap.add_argument("--scale-dir", type=Path, help="keep the scale benchmark's index files here")
@@ -193,7 +201,7 @@ def main() -> None:
         questions = dev_questions()
         print(f"\n### Retrieval quality ({len(questions)} dev questions, {len(index.chunks)} chunks)\n")
         print("| retriever | recall@1 | recall@5 | recall@10 | MRR | p50 ms |\n|---|---|---|---|---|---|")
-        for label, s in quality_rows(index, extra, questions, settings):
+        for label, s in quality_rows(index, extra, args.reranker, questions, settings):
             print(f"| {label} | {s['recall@1']:.2f} | {s['recall@5']:.2f} | {s['recall@10']:.2f} | {s['mrr']:.3f} "
                   f"| {s['ms']:.1f} |", flush=True)
         qtexts = [q["question"] for q in questions]

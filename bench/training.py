@@ -1,5 +1,5 @@
 """Training throughput: TRL's SFTTrainer (rqa's `build train`) vs a plain transformers + peft loop,
-same model (Gemma 3 270M from the offline GGUF), same LoRA, same data, same batch and length.
+same model (the cpu preset's Qwen2.5-Coder-0.5B from the offline GGUF), same LoRA, same data, same batch and length.
 
     .venv/bin/python bench/training.py --data OUT/data [--steps 8]
 """
@@ -15,16 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from build.models import OFFLINE_GEMMA, load_base_model, load_tokenizer  # noqa: E402
-from build.train import preset_with, train  # noqa: E402
+from build.models import load_base_model, load_tokenizer  # noqa: E402
+from build.train import PRESETS, preset_with, train  # noqa: E402
 
 
 def plain_loop(data: Path, steps: int, batch: int, max_length: int) -> float:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    tok = load_tokenizer(OFFLINE_GEMMA)
-    model = get_peft_model(load_base_model(OFFLINE_GEMMA, torch.float32),
+    tok = load_tokenizer(PRESETS["cpu"].base)
+    model = get_peft_model(load_base_model(PRESETS["cpu"].base, torch.float32),
                            LoraConfig(r=16, lora_alpha=64, lora_dropout=0.05, bias="lora_only",
                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"))
     rows = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines()]

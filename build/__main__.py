@@ -30,9 +30,19 @@ def make_generator(args):
 
 def cmd_dataset(args) -> dict:
     from build.dataset import build_dataset
+    from build.generate import openai_generator
+    from build.teacher import local_teacher
 
-    report = build_dataset(args.papers, args.out, make_generator(args), Settings.load(),
-                           max_papers=args.max_papers, max_per_paper=args.max_per_paper)
+    def run(generator):
+        return build_dataset(args.papers, args.out, generator, Settings.load(),
+                             max_papers=args.max_papers, max_per_paper=args.max_per_paper)
+
+    if args.generator == "teacher":  # an offline model behind llama-cpp-python's OpenAI-compatible server
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with local_teacher(args.teacher, log=Path(args.out) / "teacher.log") as base_url:
+            report = run(openai_generator(base_url, Path(args.teacher).stem))
+    else:
+        report = run(make_generator(args))
     print(f"dataset -> {args.out}: " + ", ".join(f"{k} {v['examples']}" for k, v in report.splits.items()))
     return report.__dict__
 
@@ -82,7 +92,8 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict]:
 def cmd_evaluate(args) -> dict:
     from build.evaluate import evaluate
     from build.export import perplexity
-    from build.models import offline_gguf
+    from build.train import PRESETS
+    from rqa.models import offline_model_path
     from rqa.corpus import ingest_paths
     from rqa.index import load_index
     from rqa.ratings import RatingsDB
@@ -94,7 +105,7 @@ def cmd_evaluate(args) -> dict:
     papers = {c.paper for c in index.chunks}
     sets = {"held-out": _read_jsonl(args.test, args.limit),
             "dev": [q for q in _read_jsonl(args.dev, None) if q["paper"] in papers][: args.limit]}
-    base = Path(args.base_model) if args.base_model else offline_gguf()
+    base = Path(args.base_model) if args.base_model else offline_model_path(PRESETS["cpu"].base)
     models = {"base": base, "fine-tuned": Path(args.tuned_model)}
     heldout = _heldout_text(Path(args.test).parent) if args.test else ""
     ppl = {name: round(perplexity(path, heldout), 3) for name, path in models.items()} if heldout else None
@@ -138,6 +149,7 @@ def cmd_all(args) -> dict:
     ns = argparse.Namespace
     stages = [
         ("dataset", cmd_dataset, lambda: ns(papers=args.papers, out=out / "data", generator=args.generator, base_url=None,
+                                    teacher=args.teacher,
                                     model=None, max_papers=args.max_papers or (3 if small else None),
                                     max_per_paper=args.max_per_paper or (40 if small else None))),
         ("train", cmd_train, lambda: ns(data=out / "data", out=out / "run", preset=args.preset, max_steps=None,
@@ -174,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("dataset", help="papers -> validated QA dataset (train/val/test JSONL + card)")
     s.add_argument("--papers", nargs="+", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--generator", choices=["groq", "openai", "offline"],
-                   help="default: groq when GROQ_API_KEY is set, else offline (extractive)")
+    s.add_argument("--generator", choices=["groq", "openai", "teacher", "offline"],
+                   help="default: groq when GROQ_API_KEY is set, else offline (extractive). teacher: --teacher "
+                        "served on 127.0.0.1 by `python -m llama_cpp.server`")
+    s.add_argument("--teacher", default="qwen2.5-coder-1.5b-instruct", help="offline model name or GGUF path")
     s.add_argument("--base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, llama-server) or a Groq base URL")
     s.add_argument("--model", help="generator model name")
     s.add_argument("--max-papers", type=int)
@@ -205,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("evaluate", help="base vs fine-tuned through rqa's retrieval")
     s.add_argument("--tuned-model", type=Path, required=True)
-    s.add_argument("--base-model", type=Path, help="default: the offline Gemma 3 270M GGUF")
+    s.add_argument("--base-model", type=Path, help="default: the cpu preset's base GGUF (Qwen2.5-Coder-0.5B-Instruct Q4_K_M)")
     s.add_argument("--index", type=Path, required=True)
     s.add_argument("--papers", nargs="*", type=Path, help="ingest these into --index first")
     s.add_argument("--test", type=Path, help="the dataset's test.jsonl (held-out split)")
@@ -232,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--preset", choices=["t4", "cpu", "tiny"], default="tiny")
     s.add_argument("--papers", nargs="+", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--generator", choices=["groq", "openai", "offline"])
+    s.add_argument("--generator", choices=["groq", "openai", "teacher", "offline"])
+    s.add_argument("--teacher", default="qwen2.5-coder-1.5b-instruct")
     s.add_argument("--max-papers", type=int)
     s.add_argument("--max-per-paper", type=int)
     s.add_argument("--eval-limit", type=int)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from rqa.index import Index, index_text
 from rqa.search import retrieve
 from rqa.ingest import find_files, load_documents
 from rqa.prompt import build_messages
+from rqa.support import CITATION, sentence_spans
 from rqa.types import Chunk, Hit
 
 
@@ -54,6 +56,8 @@ class Report:
     stages: dict = field(default_factory=dict)  # stage -> {"kept", "dropped"}
     splits: dict = field(default_factory=dict)
     question_to_context: float = 0.0
+    pairs_per_minute: float = 0.0  # generation rate of this run (0 when every chunk came from the cache)
+    cited_position: dict = field(default_factory=dict)  # source number the target answer cites -> examples
 
 
 def load_chunks(papers: list[Path], settings: Settings, report: Report, max_papers: int | None = None) -> list[Chunk]:
@@ -85,10 +89,12 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
         per_paper[c.paper] += 1
         if max_per_paper is None or per_paper[c.paper] <= max_per_paper:
             todo.append(c)
+    started, fresh = time.perf_counter(), 0
     with open(cache, "a", encoding="utf-8") as out:
         for chunk in tqdm(todo, desc=f"generate ({generator.name})", unit="chunk"):
             if chunk.chunk_id in done:
                 continue
+            fresh += 1
             rec = {"chunk_id": chunk.chunk_id, "paper": chunk.paper, "generator": generator.name}
             try:
                 rec["question"], rec["answer"] = generator(chunk)
@@ -99,6 +105,8 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
             done[chunk.chunk_id] = rec
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
             out.flush()
+    if fresh:
+        report.pairs_per_minute = round(60 * fresh / (time.perf_counter() - started), 2)
     records = [done[c.chunk_id] for c in todo if c.chunk_id in done]
     report.malformed = sum(r.get("error", "").startswith("malformed") for r in records)
     report.failed = sum(r.get("error", "").startswith("failed") for r in records)
@@ -134,8 +142,11 @@ def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filte
         report.stages[name] = {"kept": len(kept), "dropped": len(rows) - len(kept)}
         return kept
 
-    rows = stage("1 similarity", records, lambda r: r["chunk_id"] in {
-        h.chunk.chunk_id for h in retrieve(index, r["question"], settings, k=filters.top_k)})
+    def retrieves_own_chunk(r: dict) -> bool:
+        r["hits"] = retrieve(index, r["question"], settings, k=filters.top_k)  # the sources the app would show
+        return r["chunk_id"] in {h.chunk.chunk_id for h in r["hits"]}
+
+    rows = stage("1 similarity", records, retrieves_own_chunk)
     sympy = SympyWorker(settings.sympy_timeout_s)
     try:
         rows = stage("2 format", rows, lambda r: bool(named_terms(r["question"]))
@@ -167,15 +178,36 @@ def split_by_paper(rows: list[dict], test_fraction: float = 0.2, val_fraction: f
     return {"train": rest[n_val:], "val": rest[:n_val], "test": test}
 
 
-def to_example(row: dict) -> dict:
+def cite(answer: str, n: int) -> str:
+    """The answer with its own citations replaced by [n] at the end of every sentence: the
+    generator wrote it from that one chunk, so each sentence comes from source n."""
+    answer = re.sub(r"\s*" + CITATION, "", answer).strip()
+    out = []
+    for a, b in sentence_spans(answer):
+        sentence = answer[a:b].strip()
+        out.append(f"{sentence[:-1]} [{n}]{sentence[-1]}" if sentence[-1] in ".!?" else f"{sentence} [{n}]")
+    return " ".join(out)
+
+
+def to_example(row: dict, source_chars: int) -> dict:
+    """The app's own prompt (system text, the sources retrieval returned for the question, trimmed
+    as the app trims them) and the answer citing the position of the chunk it was written from.
+    Validation stage 1 keeps only questions whose chunk is among those sources; should it be
+    missing (hits computed elsewhere), it replaces the last source, so that every example teaches
+    answering from what is shown rather than from memory."""
     chunk: Chunk = row["chunk"]
-    # the whole chunk: the answer was generated from all of it, so no excerpt may cut its evidence
-    messages = build_messages(row["question"], [Hit(chunk, 1.0)], source_chars=len(chunk.text))
-    return {"messages": messages + [{"role": "assistant", "content": row["answer"]}]}
+    hits: list[Hit] = list(row.get("hits") or [Hit(chunk, 1.0)])
+    ids = [h.chunk.chunk_id for h in hits]
+    if chunk.chunk_id not in ids:
+        hits[-1] = Hit(chunk, 1.0)
+        ids[-1] = chunk.chunk_id
+    n = ids.index(chunk.chunk_id) + 1
+    messages = build_messages(row["question"], hits, source_chars=source_chars)
+    return {"messages": messages + [{"role": "assistant", "content": cite(row["answer"], n)}]}
 
 
 def write_dataset(splits: dict[str, list[dict]], out: Path, report: Report, generator: str, filters: Filters,
-                  chunks: list[Chunk]) -> None:
+                  chunks: list[Chunk], source_chars: int) -> None:
     # the embedder stage trains on these: every chunk, and each validated question with its chunk
     with open(out / "chunks.jsonl", "w", encoding="utf-8") as f:
         for c in chunks:
@@ -188,7 +220,9 @@ def write_dataset(splits: dict[str, list[dict]], out: Path, report: Report, gene
     for name, rows in splits.items():
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
-                example = to_example(r)
+                example = to_example(r, source_chars)
+                n = int(re.search(r"\[(\d+)\]", example["messages"][-1]["content"]).group(1))
+                report.cited_position[n] = report.cited_position.get(n, 0) + 1
                 if name == "test":  # evaluation needs the reference and where it came from
                     example.update(question=r["question"], answer=r["answer"], paper=r["paper"],
                                    chunk_id=r["chunk_id"], evidence=[r["chunk"].text])
@@ -207,9 +241,15 @@ def dataset_card(report: Report, generator: str, filters: Filters) -> str:
              f"({report.chunks} chunks); chat `messages` JSONL for TRL.", "",
              "| step | kept | dropped |", "|---|---|---|",
              f"| generation | {report.generated} | {report.malformed} malformed, {report.failed} failed |"]
+    if report.pairs_per_minute:
+        lines.insert(3, f"Generation rate of the last run: {report.pairs_per_minute} chunks per minute.\n")
     lines += [f"| {name} | {s['kept']} | {s['dropped']} |" for name, s in report.stages.items()]
     lines += ["", "| split | examples | papers |", "|---|---|---|"]
     lines += [f"| {k} | {v['examples']} | {', '.join(v['papers'])} |" for k, v in report.splits.items()]
+    lines += ["", "Each example is the app's prompt: its system text and the top "
+              f"{filters.top_k} sources retrieval returns for the question, trimmed as the app trims them; "
+              "the target answer cites the position of the chunk it was written from. Cited position -> examples: "
+              + ", ".join(f"[{k}] {v}" for k, v in sorted(report.cited_position.items())) + "."]
     lines += ["", f"Question-to-context ratio (characters): {report.question_to_context}", "",
               f"Filters: similarity top-{filters.top_k}; answer >= {filters.min_answer_chars} characters; "
               f"a named method in the question; LaTeX balanced and SymPy-parseable; answer token entropy >= "
@@ -232,5 +272,5 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
         raise ValueError("no chunks: every input file was skipped " + str(report.skipped_files))
     records = generate_all(chunks, generator, out / "generated.jsonl", report, max_per_paper)
     rows = validate(records, chunks, settings, filters, report)
-    write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks)
+    write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks, settings.source_chars)
     return report

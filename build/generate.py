@@ -87,13 +87,14 @@ class ApiGenerator:
     name: str
     max_retries: int = 5
     backoff_s: float = 1.0
+    max_tokens: int = 1000
     sleep: Callable[[float], None] = time.sleep
 
     def complete(self, prompt: str) -> str:
         for attempt in range(self.max_retries + 1):
             try:
                 reply = self.client.chat.completions.create(
-                    model=self.model, temperature=0.2, max_tokens=1000,
+                    model=self.model, temperature=0.2, max_tokens=self.max_tokens,
                     messages=[{"role": "user", "content": prompt}])
                 return reply.choices[0].message.content or ""
             except Exception as e:

