@@ -22,7 +22,7 @@ from bench.common import dev_questions  # noqa: E402
 from rqa.config import Settings  # noqa: E402
 from rqa.search import retrieve  # noqa: E402
 from rqa.index import load_index  # noqa: E402
-from rqa.support import answer_sentences, support_scores  # noqa: E402
+from rqa.support import SUPPORT_EMBEDDER, answer_sentences, support_scores  # noqa: E402
 
 
 def main() -> None:
@@ -38,8 +38,9 @@ def main() -> None:
         sentences = answer_sentences(q["answer"]) or [q["answer"]]
         for question, scores in ((q["question"], pos), (other["question"], neg)):
             hits = retrieve(index, question, settings)  # as the app does, with the stored vectors
-            texts, vectors = [h.chunk.text for h in hits], index.embeddings[[h.row for h in hits]]
-            scores += [float(v.max()) for v in support_scores(sentences, texts, settings.embedder, vectors) if len(v)]
+            texts = [h.chunk.text for h in hits]
+            vectors = index.embeddings[[h.row for h in hits]] if index.embedder == SUPPORT_EMBEDDER else None
+            scores += [float(v.max()) for v in support_scores(sentences, texts, SUPPORT_EMBEDDER, vectors) if len(v)]
     pos, neg = np.array(pos), np.array(neg)
     best = max(np.arange(0.2, 0.8, 0.01), key=lambda t: (pos >= t).mean() + (neg < t).mean())
     print(f"{len(pos)} supported / {len(neg)} unsupported sentences")

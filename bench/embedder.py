@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/rqa-embedder-folds"))
     ap.add_argument("--ict-per-chunk", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--reuse", action="store_true", help="score the fold embedders already in --out")
     ap.add_argument("--max-chunks", type=int, default=600, help="inverse-cloze pairs from at most this many chunks per fold")
     args = ap.parse_args()
     base = load_index(args.index)
@@ -46,18 +47,26 @@ def main() -> None:
         test_qs = [q for q in questions if fold_of(q["paper"]) == fold]
         recipe = EmbedderRecipe(base=base.embedder, ict_per_chunk=args.ict_per_chunk, epochs=args.epochs,
                                 max_chunks=args.max_chunks)
-        t = time.perf_counter()
-        triples = training_triples(train_chunks, [], recipe, settings)
-        metrics = train_embedder(triples, args.out / f"fold{fold}", recipe)
-        print(f"fold {fold}: {len(train_chunks)} train chunks, {len(triples)} triples, loss {metrics['train_loss']}, "
-              f"{time.perf_counter() - t:.0f} s; {len(test_qs)} dev questions held out", file=sys.stderr)
         tuned_name = str(args.out / f"fold{fold}")
+        if not (args.reuse and (args.out / f"fold{fold}" / "config.json").exists()):
+            t = time.perf_counter()
+            triples = training_triples(train_chunks, [], recipe, settings)
+            metrics = train_embedder(triples, args.out / f"fold{fold}", recipe)
+            print(f"fold {fold}: {len(train_chunks)} train chunks, {len(triples)} triples, loss {metrics['train_loss']}, "
+                  f"{time.perf_counter() - t:.0f} s; {len(test_qs)} dev questions held out", file=sys.stderr)
         tuned = Index.from_chunks(base.chunks, tuned_name)
-        for label, index, s in (("base", base, settings), ("tuned", tuned, dataclasses.replace(settings, embedder=tuned_name))):
-            for mode in ("dense", "hybrid"):
-                for q in test_qs:
-                    hits = retrieve(index, q["question"], s, k=10, mode=mode)
-                    ranks.setdefault(f"{mode} {label}", []).append(first_hit_rank([h.chunk.text for h in hits], q["evidence"]))
+        ts = dataclasses.replace(settings, embedder=tuned_name)
+        rows = [("dense, base", base, settings, "dense"), ("hybrid, base", base, settings, "hybrid"),
+                ("dense, tuned", tuned, ts, "dense"), ("hybrid, tuned", tuned, ts, "hybrid")]
+        rows += [(f"hybrid, tuned, dense weight {w}", tuned, dataclasses.replace(ts, dense_weight=w), "hybrid")
+                 for w in (0.5, 1.0)]
+        rows += [(f"hybrid, base index + rerank top 20 by the tuned embedder (weight {w})", base,
+                  dataclasses.replace(settings, reranker=tuned_name, rerank_depth=20, rerank_weight=w), "hybrid")
+                 for w in (1.0, 3.0)]
+        for label, index, s, mode in rows:
+            for q in test_qs:
+                hits = retrieve(index, q["question"], s, k=10, mode=mode)
+                ranks.setdefault(label, []).append(first_hit_rank([h.chunk.text for h in hits], q["evidence"]))
     print(f"\n### Embedder fine-tuning, 2 folds by paper ({len(questions)} dev questions, each on unseen papers)\n")
     print("| retriever | recall@1 | recall@5 | recall@10 | MRR |\n|---|---|---|---|---|")
     for name, r in ranks.items():

@@ -26,7 +26,7 @@ import numpy as np
 from build.generate import GenerationFailed, Generator, MalformedReply, named_terms
 from rqa.chunking import chunk_document
 from rqa.config import Settings
-from rqa.embed import embed
+from rqa.embed import DEFAULT_EMBEDDER, embed
 from rqa.equations import SympyWorker, extract_latex
 from rqa.index import Index, index_text
 from rqa.search import retrieve
@@ -135,7 +135,8 @@ def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filte
     from tqdm import tqdm
 
     by_id = {c.chunk_id: c for c in chunks}
-    index = Index.from_chunks(chunks, settings.embedder)
+    embedder = settings.embedder or DEFAULT_EMBEDDER
+    index = Index.from_chunks(chunks, embedder)
 
     def stage(name, rows, keep):
         kept = [r for r in tqdm(rows, desc=f"validate: {name}", unit="qa") if keep(r)]
@@ -154,7 +155,7 @@ def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filte
     finally:
         sympy.close()
     rows = stage("3a entropy", rows, lambda r: token_entropy(r["answer"]) >= filters.min_entropy_bits)
-    qvecs = embed(settings.embedder, [r["question"] for r in rows]) if rows else np.zeros((0, 1))
+    qvecs = embed(embedder, [r["question"] for r in rows]) if rows else np.zeros((0, 1))
     kept_idx: list[int] = []
     for i in range(len(rows)):
         if not kept_idx or float(np.max(qvecs[kept_idx] @ qvecs[i])) < filters.near_duplicate_cosine:

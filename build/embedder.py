@@ -65,16 +65,23 @@ def training_triples(chunks: list[Chunk], pairs: list[tuple[str, Chunk]], recipe
                 rows.append((ict[0], ict[1], chunk))
     import numpy as np
 
-    bm25_only = Index.from_chunks(chunks, settings.embedder, embeddings=np.zeros((len(chunks), 1), dtype=np.float32))
+    bm25_only = Index.from_chunks(chunks, recipe.base, embeddings=np.zeros((len(chunks), 1), dtype=np.float32))
     out = []
     for query, positive, chunk in rows:
-        for hit in retrieve(bm25_only, query, settings, k=10, mode="bm25"):
-            c = hit.chunk
-            if c.chunk_id != chunk.chunk_id and not (c.paper == chunk.paper and _overlap(c, chunk) > 0):
-                out.append({"anchor": query, "positive": positive, "negative": index_text(c)})
-                break
+        negative = hard_negative(bm25_only, query, chunk, settings)
+        if negative is not None:
+            out.append({"anchor": query, "positive": positive, "negative": index_text(negative)})
     rng.shuffle(out)
     return out
+
+
+def hard_negative(index: Index, query: str, chunk: Chunk, settings: Settings) -> Chunk | None:
+    """The best BM25 hit for the query that shares no text with its own chunk."""
+    for hit in retrieve(index, query, settings, k=10, mode="bm25"):
+        c = hit.chunk
+        if c.chunk_id != chunk.chunk_id and not (c.paper == chunk.paper and _overlap(c, chunk) > 0):
+            return c
+    return None
 
 
 def train_embedder(triples: list[dict], out: Path, recipe: EmbedderRecipe) -> dict:

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rqa.config import Settings
+from rqa.embed import fingerprint
 from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.index import Index
 from rqa.llm import ModelPool
 from rqa.prompt import build_messages
-from rqa.support import CITATION, SentenceSupport, check_support, supporting_sentences
+from rqa.support import SUPPORT_EMBEDDER, CITATION, SentenceSupport, check_support, supporting_sentences
 from rqa.types import Hit
 
 CITE_RE = re.compile(CITATION)
@@ -151,7 +152,9 @@ class AnswerStream:
             yield piece
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)
-        vectors = self.index.embeddings[[h.row for h in self.hits]] if self.hits and self.hits[0].row >= 0 else None
+        # the stored vectors serve the support check only when they come from its calibrated embedder
+        reuse = self.hits and self.hits[0].row >= 0 and fingerprint(self.index.embedder) == fingerprint(SUPPORT_EMBEDDER)
+        vectors = self.index.embeddings[[h.row for h in self.hits]] if reuse else None
         self.answer = finish(self.question, "".join(pieces).strip(), self.hits, self.model.name, self.settings,
                              self.sympy, self.notices, self.timings, vectors)
 
@@ -178,7 +181,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
            sympy: SympyWorker | None, notices: list[str], timings: dict, source_vectors=None) -> Answer:
     sources = [h.chunk.text for h in hits]
     model_text, text = text, drop_source_list(text)
-    support = check_support(text, sources, settings.embedder, settings.support_threshold, source_vectors) \
+    support = check_support(text, sources, SUPPORT_EMBEDDER, settings.support_threshold, source_vectors) \
         if text else []
     shown, attributed = attribute(text, support, len(hits))
     numbers = cited_numbers(shown)

@@ -24,7 +24,9 @@ class Settings:
     overlap: int = 200
     method_chunk_factor: float = 1.5  # methods sections get larger chunks
     # retrieval
-    embedder: str = "all-MiniLM-L6-v2"
+    # "" = the embedder the index was built with (all-MiniLM-L6-v2 for a new one); a name or
+    # folder asks for that one, and an index built with another is refused
+    embedder: str = ""
     ann: str = "flat"  # flat | hnsw | ivf
     k: int = 5
     fusion_depth: int = 100  # candidates taken from each retriever before fusion

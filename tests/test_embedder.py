@@ -3,16 +3,18 @@ through the real CLI, and an index that keeps the embedder it was built with."""
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from build.dataset import build_dataset
-from build.embedder import EmbedderRecipe, inverse_cloze, training_triples
+from build.embedder import EmbedderRecipe, hard_negative, inverse_cloze, training_triples
 from build.generate import ExtractiveGenerator
 from rqa.config import Settings
-from rqa.index import IndexError_, index_text, load_index
+from rqa.index import Index, IndexError_, load_index
 from rqa.search import _overlap
 from rqa.types import Chunk
 from tests.conftest import PAPERS, ROOT
@@ -39,18 +41,18 @@ def test_inverse_cloze_takes_one_sentence_out_of_its_chunk(dataset):
 
 def test_hard_negatives_never_overlap_the_positive(dataset):
     chunks = [Chunk(**json.loads(x)) for x in (dataset / "chunks.jsonl").read_text().splitlines()]
-    by_text = {index_text(c): c for c in chunks}
-    pairs = [(json.loads(x)["question"], next(c for c in chunks if c.chunk_id == json.loads(x)["chunk_id"]))
-             for x in (dataset / "pairs.jsonl").read_text().splitlines()][:10]
+    by_id = {c.chunk_id: c for c in chunks}
+    pairs = [(row["question"], by_id[row["chunk_id"]]) for row in
+             map(json.loads, (dataset / "pairs.jsonl").read_text().splitlines())][:10]
     triples = training_triples(chunks, pairs, EmbedderRecipe(max_chunks=30), Settings())
-    assert 30 <= len(triples) <= 40
+    assert 30 <= len(triples) <= 40  # every question pair, and inverse-cloze pairs from 30 chunks
     assert sum(t["anchor"] in {q for q, _ in pairs} for t in triples) == len(pairs)
-    for t in triples:
-        neg = by_text[t["negative"]]
-        pos = next((c for c in chunks if c.chunk_id == by_text.get(t["positive"], neg).chunk_id), None)
-        assert t["negative"] != t["positive"]
-        if pos is not None:  # question pairs: the positive is a whole chunk
-            assert not (neg.paper == pos.paper and _overlap(neg, pos) > 0)
+    assert all(t["negative"] != t["positive"] for t in triples)
+    index = Index.from_chunks(chunks, "all-MiniLM-L6-v2", embeddings=np.zeros((len(chunks), 1), dtype=np.float32))
+    for question, chunk in pairs:
+        negative = hard_negative(index, question, chunk, Settings())
+        assert negative.chunk_id != chunk.chunk_id
+        assert not (negative.paper == chunk.paper and _overlap(negative, chunk) > 0)
 
 
 def test_embedder_stage_trains_and_the_index_keeps_its_embedder(dataset, tmp_path):
@@ -70,12 +72,23 @@ def test_embedder_stage_trains_and_the_index_keeps_its_embedder(dataset, tmp_pat
     ingest = subprocess.run(cli + ["ingest", str(PAPERS / "1412.6980.pdf"), "--index", str(env_index),
                                    "--embedder", str(tuned)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert ingest.returncode == 0, ingest.stderr[-2000:]
-    assert load_index(env_index).embedder == str(tuned)
-    found = subprocess.run(cli + ["search", "bias correction of the first moment", "--index", str(env_index),
-                                  "--embedder", str(tuned), "--json"], cwd=ROOT, capture_output=True, text=True)
-    assert found.returncode == 0 and json.loads(found.stdout)["hits"][0]["paper"] == "1412.6980"
-    refused = subprocess.run(cli + ["search", "bias correction", "--index", str(env_index)], cwd=ROOT,
-                             capture_output=True, text=True)
-    assert refused.returncode != 0 and "was built with embedder" in refused.stderr
+    built = load_index(env_index)
+    assert built.manifest["embedder"]["name"] == str(tuned) and built.embedder == str(env_index / "embedder")
+    # the index carries a copy of its embedder: moved elsewhere (as to the Hub and back), it is
+    # searched with it without being told, and the same weights under another path are accepted
+    moved = tmp_path / "moved"
+    env_index.rename(moved)
+    shutil.rmtree(tuned / "checkpoints", ignore_errors=True)
+    tuned.rename(tmp_path / "elsewhere")
+    index = load_index(moved, str(moved / "embedder"))
+    assert index.embedder == str(moved / "embedder") and (moved / "embedder" / "model.safetensors").exists()
+    found = subprocess.run(cli + ["search", "bias correction of the first moment", "--index", str(moved), "--json"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert json.loads(found.stdout)["hits"][0]["paper"] == "1412.6980"
+    assert load_index(moved, str(tmp_path / "elsewhere")).chunks
+    refused = subprocess.run(cli + ["search", "bias correction", "--index", str(moved), "--embedder", "all-MiniLM-L6-v2"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "was built with embedder" in refused.stderr
     with pytest.raises(IndexError_, match="not 'all-MiniLM-L6-v2'"):
-        load_index(env_index, "all-MiniLM-L6-v2")
+        load_index(moved, "all-MiniLM-L6-v2")
