@@ -151,7 +151,8 @@ def scale(base: np.ndarray, n: int, queries: np.ndarray, folder: Path) -> None:
     print("| index | build s | size on disk MB | serving RSS MB | mmap | p50 ms | p95 ms | recall@5 vs flat |")
     print("|---|---|---|---|---|---|---|---|")
     truth = None
-    for ann, knob in (("flat", 0), ("hnsw", 64), ("hnsw", 128), ("ivf", 16), ("ivf", 64)):
+    for ann, knob in (("flat", 0), ("hnsw", 64), ("hnsw", 128), ("hnsw", 256), ("hnsw", 512),
+                      ("ivf", 16), ("ivf", 64), ("ivf", 256)):
         path, build_s = folder / f"{ann}.faiss", float("nan")
         if not path.exists():
             t = time.perf_counter()
@@ -177,6 +178,7 @@ def main() -> None:
     ap.add_argument("--target-chunks", type=int, default=50_000)
     ap.add_argument("--scale", type=int, help="also benchmark the dense index alone at this many vectors")
     ap.add_argument("--scale-dir", type=Path, help="keep the scale benchmark's index files here")
+    ap.add_argument("--scale-only", action="store_true", help="with --index: only the --scale benchmark")
     args = ap.parse_args()
     settings = Settings.load()
     notes = []
@@ -199,12 +201,14 @@ def main() -> None:
         settings = dataclasses.replace(settings, embedder=index.embedder)
         extra = {label: load_index(path) for label, path in (e.split("=", 1) for e in args.extra_index)}
         questions = dev_questions()
+        qtexts = [q["question"] for q in questions]
+        if args.scale_only:
+            return scale_from(index, qtexts, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
         print(f"\n### Retrieval quality ({len(questions)} dev questions, {len(index.chunks)} chunks)\n")
         print("| retriever | recall@1 | recall@5 | recall@10 | MRR | p50 ms |\n|---|---|---|---|---|---|")
         for label, s in quality_rows(index, extra, args.reranker, questions, settings):
             print(f"| {label} | {s['recall@1']:.2f} | {s['recall@5']:.2f} | {s['recall@10']:.2f} | {s['mrr']:.3f} "
                   f"| {s['ms']:.1f} |", flush=True)
-        qtexts = [q["question"] for q in questions]
         print("\n### Hybrid query latency (embedding + BM25 + FAISS + fusion, k=10)\n")
         print("| chunks | FAISS | p50 ms | p95 ms |\n|---|---|---|---|")
         p50, p95 = latency(index, qtexts, settings)
@@ -217,13 +221,17 @@ def main() -> None:
         for note in notes:
             print(f"\n{note}")
         if args.scale:
-            folder = args.scale_dir or Path(tmp) / "scale"
-            folder.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng(1)
-            sample = index.embeddings[rng.choice(len(index.chunks), 180, replace=False)]
-            jitter = sample + rng.normal(0, 0.05, sample.shape).astype(np.float32)
-            queries = np.vstack([embed(settings.embedder, qtexts), jitter / np.linalg.norm(jitter, axis=1, keepdims=True)])
-            scale(np.asarray(index.embeddings), args.scale, queries.astype(np.float32), folder)
+            scale_from(index, qtexts, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
+
+
+def scale_from(index: Index, qtexts: list[str], settings: Settings, n: int, folder: Path) -> None:
+    """Queries: the dev questions and 180 jittered chunk vectors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    sample = index.embeddings[rng.choice(len(index.chunks), 180, replace=False)]
+    jitter = sample + rng.normal(0, 0.05, sample.shape).astype(np.float32)
+    queries = np.vstack([embed(settings.embedder, qtexts), jitter / np.linalg.norm(jitter, axis=1, keepdims=True)])
+    scale(np.asarray(index.embeddings), n, queries.astype(np.float32), folder)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m build dataset|train|export|evaluate|publish|all` — one entry point per stage."""
+"""`python -m build dataset|embedder|train|preferences|export|evaluate|publish|all` — one entry point per stage."""
 
 from __future__ import annotations
 
@@ -48,10 +48,17 @@ def cmd_dataset(args) -> dict:
 
 
 def cmd_train(args) -> dict:
-    from build.train import preset_with, train
+    from build.train import preset_with, train, train_dpo
 
     preset = preset_with(args.preset, max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length)
-    train(args.data, args.out, preset)
+    if getattr(args, "method", "sft") == "dpo":
+        if not args.preferences or not args.sft:
+            raise ValueError("--method dpo needs --preferences DIR and --sft RUN (the SFT train --out)")
+        train_dpo(args.preferences, args.sft, args.out, preset)
+    else:
+        if not args.data:
+            raise ValueError("--method sft needs --data DIR")
+        train(args.data, args.out, preset)
     return json.loads((Path(args.out) / "train_metrics.json").read_text())
 
 
@@ -66,6 +73,15 @@ def cmd_embedder(args) -> dict:
           f"loss {metrics['train_loss']}, {metrics['seconds']} s. Serve it with RQA_EMBEDDER={args.out} "
           f"(and re-ingest: an index keeps the embedder it was built with)")
     return metrics
+
+
+def cmd_preferences(args) -> dict:
+    from build.preferences import build_preferences
+
+    report = build_preferences(args.db, args.out, args.index)
+    print(f"preferences -> {args.out}: {report.pairs} pairs from {report.questions} questions "
+          f"({report.single_answer_questions} with a single answer, {report.ties} ties dropped)")
+    return report.__dict__
 
 
 def cmd_export(args) -> dict:
@@ -98,7 +114,8 @@ def cmd_evaluate(args) -> dict:
     from rqa.index import load_index
     from rqa.ratings import RatingsDB
 
-    settings = Settings.load(index_dir=args.index, max_new_tokens=args.max_new_tokens, temperature=0.0)
+    settings = Settings.load(index_dir=args.index, max_new_tokens=args.max_new_tokens, temperature=0.0,
+                             embedder=str(args.embedder) if getattr(args, "embedder", None) else None)
     if args.papers:
         ingest_paths(args.papers, settings, progress=False)
     index = load_index(settings.index_dir)
@@ -152,10 +169,14 @@ def cmd_all(args) -> dict:
                                     teacher=args.teacher,
                                     model=None, max_papers=args.max_papers or (3 if small else None),
                                     max_per_paper=args.max_per_paper or (40 if small else None))),
+        # the retriever's own fine-tune; the evaluation index is built with it and carries it to the Hub
+        ("embedder", cmd_embedder, lambda: ns(data=out / "data", out=out / "embedder", base=None, epochs=None,
+                                      batch_size=8 if small else None, max_chunks=24 if small else None)),
         ("train", cmd_train, lambda: ns(data=out / "data", out=out / "run", preset=args.preset, max_steps=None,
                                 batch_size=None, max_length=None)),
         ("export", cmd_export, lambda: ns(run=out / "run", out=out / "export", preset=args.preset, data=out / "data")),
-        ("evaluate", cmd_evaluate, lambda: ns(index=out / "index", papers=_papers_of(out / "data"), test=out / "data" / "test.jsonl",
+        ("evaluate", cmd_evaluate, lambda: ns(index=out / "index", embedder=out / "embedder",
+                                      papers=_papers_of(out / "data"), test=out / "data" / "test.jsonl",
                                       dev=args.dev, limit=args.eval_limit or (4 if small else None), tuned_model=out / "export" / "model-q4_0.gguf",
                                       base_model=out / "export" / "base-q8_0.gguf" if small else None, ratings=None,
                                       judge_base_url=None, judge_model=None, max_new_tokens=64 if small else 256,
@@ -203,13 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-chunks", type=int, help="inverse-cloze pairs from at most this many chunks")
 
-    s = sub.add_parser("train", help="LoRA/QLoRA SFT with TRL")
-    s.add_argument("--data", type=Path, required=True)
+    s = sub.add_parser("train", help="LoRA/QLoRA SFT (or DPO on top of it) with TRL")
+    s.add_argument("--method", choices=["sft", "dpo"], default="sft")
+    s.add_argument("--data", type=Path, help="dataset folder (sft)")
+    s.add_argument("--preferences", type=Path, help="preference pairs folder (dpo)")
+    s.add_argument("--sft", type=Path, help="the SFT run folder whose adapter DPO starts from (dpo)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--preset", choices=["t4", "cpu", "tiny"], default="cpu")
     s.add_argument("--max-steps", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-length", type=int)
+
+    s = sub.add_parser("preferences", help="chosen/rejected pairs for DPO from the app's ratings database")
+    s.add_argument("--db", type=Path, required=True, help="the app's ratings SQLite file (read only)")
+    s.add_argument("--index", type=Path, required=True, help="index the prompts' sources are retrieved from")
+    s.add_argument("--out", type=Path, required=True)
 
     s = sub.add_parser("export", help="merge, convert to GGUF, quantize q4_0/q8_0, smoke-test")
     s.add_argument("--run", type=Path, required=True, help="the train --out folder")
@@ -221,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--tuned-model", type=Path, required=True)
     s.add_argument("--base-model", type=Path, help="default: the cpu preset's base GGUF (Qwen2.5-Coder-0.5B-Instruct Q4_K_M)")
     s.add_argument("--index", type=Path, required=True)
+    s.add_argument("--embedder", type=Path, help="embedder to build --index with (the embedder stage's --out)")
     s.add_argument("--papers", nargs="*", type=Path, help="ingest these into --index first")
     s.add_argument("--test", type=Path, help="the dataset's test.jsonl (held-out split)")
     s.add_argument("--dev", type=Path, default=DEV)
@@ -261,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     from rqa.errors import USER_ERRORS
 
     try:
-        {"dataset": cmd_dataset, "embedder": cmd_embedder, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
+        {"dataset": cmd_dataset, "embedder": cmd_embedder, "preferences": cmd_preferences, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
          "publish": cmd_publish, "all": cmd_all}[args.stage](args)
     except (*USER_ERRORS, MemoryError_, GenerationFailed) as e:
         print(f"error: {e}", file=sys.stderr)

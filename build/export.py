@@ -97,8 +97,10 @@ def perplexity(gguf: Path, text: str, window: int = 128, max_windows: int = 8) -
 def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print) -> dict:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tiny_base = run_dir / "tiny-base"
-    merged = merge(run_dir / "adapter", tiny_base if tiny_base.exists() else None, base, out_dir / "merged")
+    # the model the adapter was trained on: the tiny random base, the SFT model under a DPO adapter,
+    # or (None) the preset's base; the first two are also exported as the baseline to compare with
+    start = next((d for d in (run_dir / "sft-merged", run_dir / "tiny-base") if d.exists()), None)
+    merged = merge(run_dir / "adapter", start, base, out_dir / "merged")
     log(f"merged model -> {merged}")
     f16 = convert(merged, out_dir / "model-f16.gguf")
     report = {"files": {}}
@@ -110,8 +112,8 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print
         log(f"{kind}: {path.stat().st_size / 2**20:.1f} MiB, ppl {report['files'][kind]['perplexity']}, "
             f"sample {sample!r}")
     f16.unlink()  # only the quantized files are served
-    if tiny_base.exists():  # the untrained tiny base, for a like-for-like base vs fine-tuned evaluation
-        base_f16 = convert(tiny_base, out_dir / "base-f16.gguf")
+    if start is not None:  # for a like-for-like before vs after evaluation
+        base_f16 = convert(start, out_dir / "base-f16.gguf")
         report["base"] = quantize(base_f16, out_dir / "base-q8_0.gguf", "q8_0").name
         base_f16.unlink()
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))

@@ -193,7 +193,7 @@ def test_interrupted_training_resumes(tmp_path):
     assert metrics["steps"] == 4 and (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
-def test_build_all_tiny_end_to_end(tmp_path):
+def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "build", "all", "--preset", "tiny", "--papers", str(PAPERS),
                           "--out", str(out), "--max-papers", "3"], cwd=ROOT, capture_output=True, text=True,
@@ -204,6 +204,7 @@ def test_build_all_tiny_end_to_end(tmp_path):
               "export/export_report.json", "eval/evaluation.md", "eval/evaluation.json", "eval/evaluation.png",
               "publish/model/README.md", "publish/model/model-q4_0.gguf", "publish/index/manifest.json",
               "publish/space/app.py", "publish/space/README.md", "publish/space/rqa/web.py",
+              "embedder/model.safetensors", "publish/index/embedder/model.safetensors",
               "timings.json"]:
         assert (out / f).exists(), f
     report = json.loads((out / "export" / "export_report.json").read_text())
@@ -212,7 +213,34 @@ def test_build_all_tiny_end_to_end(tmp_path):
     assert set(evaluation["held-out"]) == {"base", "fine-tuned"}
     assert {"bleu4", "rougeL_f1", "recall@5", "latency_s", "perplexity"} <= set(evaluation["held-out"]["base"])
     assert "| metric | base | fine-tuned | delta |" in (out / "eval" / "evaluation.md").read_text()
-    assert set(json.loads((out / "timings.json").read_text())) == {"dataset", "train", "export", "evaluate", "publish"}
+    assert set(json.loads((out / "timings.json").read_text())) == {"dataset", "embedder", "train", "export", "evaluate",
+                                                                  "publish"}
+    # the preference loop on top: pairs from a ratings database the test writes, DPO on the SFT adapter
+    from rqa.ratings import RatingsDB
+
+    db = RatingsDB(tmp_path / "ratings.sqlite")
+    for q, better, worse in [("How many heads does the Transformer use?", "8 heads [1].", "Many heads."),
+                             ("What does Adam's bias correction do?", "It divides by 1 - beta^t [1].", "Nothing.")]:
+        a, b = db.add_item(q, better, "m"), db.add_item(q, worse, "m")
+        db.rate(a, "ann", 4, "correct")
+        db.rate(b, "ann", 2, "wrong")
+    db.feedback(db.add_item("What is LoRA?", "Low-rank adapters [2].", "m"), 1, "client-1")
+    cli = [sys.executable, "-m", "build"]
+    prefs = subprocess.run(cli + ["preferences", "--db", str(tmp_path / "ratings.sqlite"), "--index", str(out / "index"),
+                                  "--out", str(out / "prefs")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert prefs.returncode == 0, prefs.stderr[-2000:]
+    pairs = [json.loads(x) for x in (out / "prefs" / "preferences.jsonl").read_text().splitlines()]
+    assert len(pairs) == 2 and pairs[0]["chosen"][0]["content"] == "8 heads [1]."
+    assert pairs[0]["prompt"][1]["content"].startswith("Sources:\n\n[1] ")
+    assert "| questions with a single answer (dropped) | 1 |" in (out / "prefs" / "README.md").read_text()
+    dpo = subprocess.run(cli + ["train", "--method", "dpo", "--preset", "tiny", "--preferences", str(out / "prefs"),
+                                "--sft", str(out / "run"), "--out", str(out / "dpo"), "--max-steps", "2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert dpo.returncode == 0, dpo.stderr[-3000:]
+    metrics = json.loads((out / "dpo" / "train_metrics.json").read_text())
+    assert metrics["method"] == "dpo" and metrics["steps"] == 2 and metrics["reward_margin_last"] is not None
+    assert (out / "dpo" / "adapter" / "adapter_model.safetensors").exists()
+
     # the fine-tuned GGUF carries Qwen's chat template (ChatML), so rqa serves it with turns
     from llama_cpp import Llama
 
