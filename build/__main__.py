@@ -30,7 +30,7 @@ def make_generator(args):
 
 def cmd_dataset(args) -> dict:
     from build.dataset import build_dataset
-    from build.generate import openai_generator
+    from build.generate import TEACHER_PROMPT, openai_generator
     from build.teacher import local_teacher
 
     def run(generator):
@@ -40,7 +40,8 @@ def cmd_dataset(args) -> dict:
     if args.generator == "teacher":  # an offline model behind llama-cpp-python's OpenAI-compatible server
         Path(args.out).mkdir(parents=True, exist_ok=True)
         with local_teacher(args.teacher, log=Path(args.out) / "teacher.log") as base_url:
-            report = run(openai_generator(base_url, Path(args.teacher).stem))
+            name = Path(args.teacher).stem if args.teacher.endswith(".gguf") else args.teacher
+            report = run(openai_generator(base_url, name, prompt=TEACHER_PROMPT, max_tokens=300))
     else:
         report = run(make_generator(args))
     print(f"dataset -> {args.out}: " + ", ".join(f"{k} {v['examples']}" for k, v in report.splits.items()))

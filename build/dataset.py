@@ -83,12 +83,13 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
             if line.strip():
                 rec = json.loads(line)
                 done[rec["chunk_id"]] = rec
-    per_paper = Counter()
-    todo = []
+    by_paper: dict[str, list[Chunk]] = {}
     for c in chunks:
-        per_paper[c.paper] += 1
-        if max_per_paper is None or per_paper[c.paper] <= max_per_paper:
-            todo.append(c)
+        by_paper.setdefault(c.paper, []).append(c)
+    todo = []
+    for paper_chunks in by_paper.values():  # spread evenly over each paper, not only its first pages
+        n = len(paper_chunks) if max_per_paper is None else min(max_per_paper, len(paper_chunks))
+        todo += [paper_chunks[i * len(paper_chunks) // n] for i in range(n)]
     started, fresh = time.perf_counter(), 0
     with open(cache, "a", encoding="utf-8") as out:
         for chunk in tqdm(todo, desc=f"generate ({generator.name})", unit="chunk"):

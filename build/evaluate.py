@@ -1,7 +1,10 @@
 """`python -m build evaluate`: base vs fine-tuned GGUF, both answering through rqa's retrieval.
 
 Metrics per model and question set (the held-out test split, ../shared/eval/dev.jsonl):
-BLEU-4 (sacrebleu, corpus), ROUGE-L F1 (rouge-score, stemmed), key-fact accuracy as defined in
+BLEU-4 (sacrebleu, corpus), ROUGE-L F1 (rouge-score, stemmed), fact accuracy, fact recall,
+citation precision and evidence cited as ../shared/eval/README.md defines them (questions without
+`facts` take the numbers and method names of their reference answer), the share of answers in
+which the model itself wrote a citation, key-fact accuracy as defined in
 ../shared/eval/README.md (numeric: every reference number appears; equation: an answer equation
 is SymPy-equal to the reference LaTeX), LLM-judge accuracy when a judge endpoint is configured,
 mean technical depth from the annotation database when ratings exist, perplexity on held-out
@@ -22,9 +25,11 @@ from rqa.search import retrieve
 from rqa.equations import SympyWorker, extract_latex
 from rqa.index import Index
 from rqa.llm import ModelFiles, ModelPool
-from rqa.metrics import first_hit_rank
+from rqa.metrics import answer_scores, first_hit_rank, summarize_answers
+from rqa.support import CITATION
 
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+_CITATIONS = re.compile(CITATION)
 JUDGE_PROMPT = """Question: {question}
 Reference answer: {reference}
 Candidate answer: {candidate}
@@ -38,6 +43,15 @@ def key_fact_correct(q: dict, answer: str, sympy: SympyWorker) -> bool | None:
     if q.get("type") == "equation" and q.get("latex"):
         return any(sympy.call("equal", eq, q["latex"]) == ("ok", True) for eq in extract_latex(answer))
     return None
+
+
+def reference_facts(reference: str) -> list[str]:
+    """Facts for a question that has none written (the pipeline's test split): the numbers and the
+    method names of its reference answer, the kinds of strings dev's `facts` hold."""
+    from build.generate import named_terms
+
+    found = list(dict.fromkeys(re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])", _CITATIONS.sub("", reference))))
+    return (found + [t for t in named_terms(reference) if t not in found])[:4]
 
 
 def judge(client_model: tuple | None, q: dict, answer: str) -> bool | None:
@@ -76,7 +90,18 @@ def score(questions: list[dict], answers: list[tuple[Answer, float]], index: Ind
     judged = [j for j in (judge(judge_client, q, h) for q, h in zip(questions, hyps)) if j is not None]
     ranks = [first_hit_rank([h.chunk.text for h in retrieve(index, q["question"], settings, k=5)], q["evidence"])
              for q in questions]
+    rows = []
+    for q, (a, _) in zip(questions, answers):
+        q = q if q.get("facts") else {**q, "facts": reference_facts(q["answer"])}
+        cited = [(c.hit.chunk.paper, c.hit.chunk.text) for c in a.citations]
+        rows.append(answer_scores(q, a.text, cited, [c.hit.chunk.text for c in a.citations + a.uncited], a.abstained))
+    summary = summarize_answers(rows)
     return {
+        "fact_accuracy": round(summary["fact_accuracy"], 4),
+        "fact_recall": round(summary["fact_recall"], 4),
+        "citation_precision": None if summary["citation_precision"] is None else round(summary["citation_precision"], 4),
+        "model_citing": round(sum(bool(re.search(CITATION, a.model_text)) for a, _ in answers) / len(answers), 4),
+        "evidence_cited": round(summary["evidence_cited"], 4),
         "questions": len(questions),
         "bleu4": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 3),
         "rougeL_f1": round(sum(rouge.score(r, h)["rougeL"].fmeasure for r, h in zip(refs, hyps)) / len(refs), 4),
@@ -113,7 +138,8 @@ def evaluate(models: dict[str, Path], question_sets: dict[str, list[dict]], inde
     return results
 
 
-METRICS = ["bleu4", "rougeL_f1", "key_fact_accuracy", "judge_accuracy", "technical_depth", "perplexity",
+METRICS = ["bleu4", "rougeL_f1", "fact_accuracy", "fact_recall", "citation_precision", "model_citing",
+           "evidence_cited", "key_fact_accuracy", "judge_accuracy", "technical_depth", "perplexity",
            "recall@5", "latency_s"]
 
 
@@ -141,14 +167,14 @@ def chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = ["bleu4", "rougeL_f1", "key_fact_accuracy", "recall@5"]
+    shown = ["bleu4", "rougeL_f1", "fact_accuracy", "citation_precision", "recall@5"]
     fig, axes = plt.subplots(1, max(1, len(results)), figsize=(6 * max(1, len(results)), 3.5), squeeze=False)
     for ax, (set_name, rows) in zip(axes[0], results.items()):
         width = 0.8 / max(1, len(rows))
         for i, (model, row) in enumerate(rows.items()):
             values = [(row.get(m) or 0) / (100 if m == "bleu4" else 1) for m in shown]
             ax.bar([x + i * width for x in range(len(shown))], values, width, label=model)
-        ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(shown))], ["BLEU-4/100", "ROUGE-L", "key facts", "recall@5"])
+        ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(shown))], ["BLEU-4/100", "ROUGE-L", "facts", "cit. prec.", "recall@5"])
         ax.set_title(set_name)
         ax.legend()
     fig.tight_layout()

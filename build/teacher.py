@@ -5,6 +5,7 @@ QA pairs offline through exactly the client path it uses for Groq or any other e
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -26,6 +27,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies, even by a signal that
+    skips our `finally` (a killed dataset stage must not leave a 2 GB server behind)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def local_teacher(model: str = TEACHER, n_ctx: int = 2048, log: Path | None = None,
                   start_timeout_s: float = 180) -> Iterator[str]:
@@ -35,8 +48,9 @@ def local_teacher(model: str = TEACHER, n_ctx: int = 2048, log: Path | None = No
     port = _free_port()
     out = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", path.stem,
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)],
-                            stdout=out, stderr=subprocess.STDOUT)
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+                             "--n_threads", str(os.cpu_count() or 1)],  # the server's default is half the cores
+                            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + start_timeout_s

@@ -7,12 +7,12 @@ OUT=${OUT:-out/cpu}
 PAPERS=${PAPERS:-../shared/corpus/papers}
 
 # The teacher (Qwen2.5-Coder-1.5B-Instruct behind `python -m llama_cpp.server`) writes one QA pair
-# per chunk; 12 chunks per paper keeps generation near an hour at the teacher's pace on 2 cores,
-# and the stage resumes where it stopped if interrupted.
-$PY -m build dataset --papers "$PAPERS" --out "$OUT/data" --generator teacher --max-per-paper 12
+# per chunk at about 6 per minute on 2 cores: 4 chunks per paper (spread over each paper) keep
+# generation near 20 minutes; the stage resumes where it stopped if interrupted.
+$PY -m build dataset --papers "$PAPERS" --out "$OUT/data" --generator teacher --max-per-paper 4
 # every train-paper chunk gives an inverse-cloze pair; one epoch of batch 32 (in-batch negatives)
 $PY -m build embedder --data "$OUT/data" --out "$OUT/embedder"
-# cpu preset: 40 steps x (batch 1 x 8 accumulation) = 320 examples of ~900 tokens (the app's
+# cpu preset: 15 steps x (batch 1 x 4 accumulation) = 60 examples of ~900 tokens (the app's
 # prompt with five sources), the seed's LoRA (r 16, alpha 64, q/k/v/o), lr 2e-4
 $PY -m build train --data "$OUT/data" --out "$OUT/run" --preset cpu
 # merge, convert, quantize to q4_0 and q8_0 (the app's router serves both)

@@ -309,3 +309,27 @@ def test_offline_teacher_writes_pairs_through_llama_cpp_server(tmp_path):
     with pytest.raises(OSError):
         urllib.request.urlopen(base + "/models", timeout=2)
 
+
+
+def test_a_killed_dataset_stage_takes_its_teacher_server_with_it(tmp_path):
+    import signal
+    import urllib.request
+
+    from rqa.models import offline_model_path
+
+    script = ("import sys, time\nfrom build.teacher import local_teacher\n"
+              f"with local_teacher({str(offline_model_path('smollm2-135m-instruct'))!r}) as base:\n"
+              "    print(base, flush=True)\n    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    base = parent.stdout.readline().strip()
+    assert urllib.request.urlopen(base + "/models", timeout=5).status == 200
+    parent.send_signal(signal.SIGKILL)  # no `finally` runs in the parent
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(base + "/models", timeout=1)
+            time.sleep(0.5)
+        except OSError:
+            return
+    pytest.fail("the teacher server outlived the process that started it")
