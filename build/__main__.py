@@ -123,8 +123,19 @@ def cmd_evaluate(args) -> dict:
     papers = {c.paper for c in index.chunks}
     sets = {"held-out": _read_jsonl(args.test, args.limit),
             "dev": [q for q in _read_jsonl(args.dev, None) if q["paper"] in papers][: args.limit]}
-    base = Path(args.base_model) if args.base_model else offline_model_path(PRESETS["cpu"].base)
-    models = {"base": base, "fine-tuned": Path(args.tuned_model)}
+    if args.export:  # base and fine-tuned at each quantization the export stage wrote
+        models = {}
+        for kind in args.quants.split(","):
+            models[f"base {kind}"] = Path(args.export) / f"base-{kind}.gguf"
+            models[f"fine-tuned {kind}"] = Path(args.export) / f"model-{kind}.gguf"
+    elif args.tuned_model:
+        base = Path(args.base_model) if args.base_model else offline_model_path(PRESETS["cpu"].base)
+        models = {"base": base, "fine-tuned": Path(args.tuned_model)}
+    else:
+        raise ValueError("give --export DIR (base and fine-tuned at each of --quants) or --tuned-model GGUF")
+    missing = [str(p) for p in models.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no model file {', '.join(missing)}: run `python -m build export` first")
     heldout = _heldout_text(Path(args.test).parent) if args.test else ""
     ppl = {name: round(perplexity(path, heldout), 3) for name, path in models.items()} if heldout else None
     depth = None
@@ -176,10 +187,11 @@ def cmd_all(args) -> dict:
         ("train", cmd_train, lambda: ns(data=out / "data", out=out / "run", preset=args.preset, max_steps=None,
                                 batch_size=None, max_length=None)),
         ("export", cmd_export, lambda: ns(run=out / "run", out=out / "export", preset=args.preset, data=out / "data")),
-        ("evaluate", cmd_evaluate, lambda: ns(index=out / "index", embedder=out / "embedder",
+        # base and fine-tuned at the same quantization; the tiny preset only checks the path, at q4_0
+        ("evaluate", cmd_evaluate, lambda: ns(index=out / "index", embedder=out / "embedder", export=out / "export",
+                                      quants="q4_0" if small else "q4_0,q8_0", tuned_model=None, base_model=None,
                                       papers=_papers_of(out / "data"), test=out / "data" / "test.jsonl",
-                                      dev=args.dev, limit=args.eval_limit or (4 if small else None), tuned_model=out / "export" / "model-q4_0.gguf",
-                                      base_model=out / "export" / "base-q8_0.gguf" if small else None, ratings=None,
+                                      dev=args.dev, limit=args.eval_limit or (4 if small else None), ratings=None,
                                       judge_base_url=None, judge_model=None, max_new_tokens=64 if small else 256,
                                       out=out / "eval")),
         ("publish", cmd_publish, lambda: ns(model_repo=args.model_repo, index_repo=args.index_repo, export=out / "export",
@@ -248,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--data", type=Path, help="dataset folder: its test split is the perplexity text")
 
     s = sub.add_parser("evaluate", help="base vs fine-tuned through rqa's retrieval")
-    s.add_argument("--tuned-model", type=Path, required=True)
+    s.add_argument("--export", type=Path, help="export folder: compares base-Q vs model-Q for each of --quants")
+    s.add_argument("--quants", default="q4_0,q8_0")
+    s.add_argument("--tuned-model", type=Path, help="one fine-tuned GGUF (with --base-model) instead of --export")
     s.add_argument("--base-model", type=Path, help="default: the cpu preset's base GGUF (Qwen2.5-Coder-0.5B-Instruct Q4_K_M)")
     s.add_argument("--index", type=Path, required=True)
     s.add_argument("--embedder", type=Path, help="embedder to build --index with (the embedder stage's --out)")

@@ -144,16 +144,18 @@ METRICS = ["bleu4", "rougeL_f1", "fact_accuracy", "fact_recall", "citation_preci
 
 
 def table(results: dict) -> str:
+    """One table per question set and pair of models (base, fine-tuned), in the order evaluated."""
     lines = []
     for set_name, rows in results.items():
         names = list(rows)
-        base, tuned = (names + [None])[:2]
-        lines += [f"### {set_name}", "", "| metric | base | fine-tuned | delta |", "|---|---|---|---|"]
-        for m in METRICS:
-            b, t = rows[base].get(m), rows[tuned].get(m) if tuned else None
-            delta = f"{t - b:+.4g}" if isinstance(b, (int, float)) and isinstance(t, (int, float)) else "n/a"
-            lines.append(f"| {m} | {_fmt(b)} | {_fmt(t)} | {delta} |")
-        lines.append("")
+        for base, tuned in zip(names[::2], names[1::2] + [None] * (len(names) % 2)):
+            lines += [f"### {set_name}: {base} vs {tuned}", "", f"| metric | {base} | {tuned} | delta |",
+                      "|---|---|---|---|"]
+            for m in METRICS:
+                b, t = rows[base].get(m), rows[tuned].get(m) if tuned else None
+                delta = f"{t - b:+.4g}" if isinstance(b, (int, float)) and isinstance(t, (int, float)) else "n/a"
+                lines.append(f"| {m} | {_fmt(b)} | {_fmt(t)} | {delta} |")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ llama-cpp-python's llama_model_quantize (the converter's --outtype has no q4_0).
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import os
 import subprocess
@@ -43,6 +44,17 @@ def merge(adapter: Path, base_dir: Path | None, base: str, out: Path) -> Path:
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(out))
+    return out
+
+
+def save_base(base: str, out: Path) -> Path:
+    """The preset's base as a plain HF folder (dequantized when it comes from a GGUF)."""
+    import torch
+
+    from build.models import load_base_model, load_tokenizer
+
+    load_base_model(base, torch.float32).save_pretrained(str(out), safe_serialization=True)
+    load_tokenizer(base).save_pretrained(str(out))
     return out
 
 
@@ -112,9 +124,13 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print
         log(f"{kind}: {path.stat().st_size / 2**20:.1f} MiB, ppl {report['files'][kind]['perplexity']}, "
             f"sample {sample!r}")
     f16.unlink()  # only the quantized files are served
-    if start is not None:  # for a like-for-like before vs after evaluation
-        base_f16 = convert(start, out_dir / "base-f16.gguf")
-        report["base"] = quantize(base_f16, out_dir / "base-q8_0.gguf", "q8_0").name
-        base_f16.unlink()
+    # the model before this training, converted and quantized the same way: base and fine-tuned are
+    # compared at the same quantization (q4_0 vs q4_0, q8_0 vs q8_0)
+    before = start or save_base(base, out_dir / "base-hf")
+    base_f16 = convert(before, out_dir / "base-f16.gguf")
+    report["base"] = {kind: quantize(base_f16, out_dir / f"base-{kind}.gguf", kind).name for kind in QUANTS}
+    base_f16.unlink()
+    if start is None:
+        shutil.rmtree(before, ignore_errors=True)
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
     return report

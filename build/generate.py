@@ -52,14 +52,28 @@ class Generator(Protocol):
     def __call__(self, chunk: Chunk) -> tuple[str, str]: ...
 
 
+# Models write LaTeX into JSON strings unescaped: "\alpha" is an invalid escape and "\frac" or
+# "\beta" silently become a form feed or backspace. Read as LaTeX: a backslash that is no JSON
+# escape, or b/f/n/r/t followed by a lower-case letter ("\nabla"; "\nThe" stays a newline).
+_LATEX_BACKSLASH = re.compile(r'(?<!\\)\\(?=[bfnrt][a-z]|u(?![0-9a-fA-F]{4})|[^"\\/bfnrtu])')
+
+
+def _latex_escaped(text: str) -> str:
+    return _LATEX_BACKSLASH.sub(r"\\\\", text)
+
+
 def parse_reply(text: str) -> tuple[str, str]:
     text = (text or "").strip()
     fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
     if fenced:
         text = fenced.group(1)
     start, end = text.find("{"), text.rfind("}")
+    text = text[start:end + 1] if start >= 0 else text
     try:
-        obj = json.loads(text[start:end + 1] if start >= 0 else text)
+        try:
+            obj = json.loads(_latex_escaped(text))
+        except json.JSONDecodeError:
+            obj = json.loads(text)
         question, answer = str(obj["question"]).strip(), str(obj["answer"]).strip()
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise MalformedReply(f"not a {{question, answer}} JSON object: {e}") from None

@@ -52,8 +52,8 @@ PRESETS = {
     "t4": Preset("t4", "Qwen/Qwen2.5-3B-Instruct", load_in_4bit=True, fp16=True, optim="paged_adamw_8bit", needs_gpu=True),
     "cpu": Preset("cpu", "qwen2.5-coder-0.5b-instruct", lora_dropout=0.1, betas=(0.9, 0.95), batch_size=1,
                   grad_accum=4, lr=2e-4, warmup_steps=2, max_length=1280, epochs=1, max_steps=15),
-    "tiny": Preset("tiny", "tiny-random-qwen2", batch_size=2, grad_accum=1, lr=1e-3, warmup_steps=2, max_length=768,
-                   epochs=2, max_steps=12),  # 768: the app's prompt with one whole chunk is 250-450 tokens
+    "tiny": Preset("tiny", "tiny-random-qwen2", batch_size=2, grad_accum=1, lr=1e-3, warmup_steps=2, max_length=1280,
+                   epochs=2, max_steps=12),  # 1280: the app's prompt with five sources is about 900 tokens
 }
 
 

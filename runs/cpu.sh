@@ -19,7 +19,7 @@ $PY -m build train --data "$OUT/data" --out "$OUT/run" --preset cpu
 $PY -m build export --run "$OUT/run" --out "$OUT/export" --preset cpu --data "$OUT/data"
 # base vs tuned at the same quantization, through the app's answer path, on the unseen-paper test
 # split and on the dev set; the index is built with the tuned embedder
-$PY -m build evaluate --tuned-model "$OUT/export/model-q4_0.gguf" --index "$OUT/index" --embedder "$OUT/embedder" \
+$PY -m build evaluate --export "$OUT/export" --index "$OUT/index" --embedder "$OUT/embedder" \
     --papers "$PAPERS" --test "$OUT/data/test.jsonl" --out "$OUT/eval"
 $PY -m build publish --model-repo "${MODEL_REPO:-rqa/rqa-model}" --index-repo "${INDEX_REPO:-rqa/rqa-index}" \
     --export "$OUT/export" --index "$OUT/index" --data "$OUT/data" --eval "$OUT/eval" --run "$OUT/run" \

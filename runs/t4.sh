@@ -14,7 +14,7 @@ $PY -m build embedder --data "$OUT/data" --out "$OUT/embedder"
 # 5 epochs with early stopping on validation loss (the seed's recipe, unchanged)
 $PY -m build train --data "$OUT/data" --out "$OUT/run" --preset t4
 $PY -m build export --run "$OUT/run" --out "$OUT/export" --preset t4 --data "$OUT/data"
-$PY -m build evaluate --tuned-model "$OUT/export/model-q4_0.gguf" --base-model "${BASE_GGUF:?GGUF of the untuned base}" \
+$PY -m build evaluate --export "$OUT/export" \
     --index "$OUT/index" --embedder "$OUT/embedder" --papers "$PAPERS" --test "$OUT/data/test.jsonl" --out "$OUT/eval"
 $PY -m build publish --model-repo "${MODEL_REPO:?}" --index-repo "${INDEX_REPO:?}" --export "$OUT/export" \
     --index "$OUT/index" --data "$OUT/data" --eval "$OUT/eval" --run "$OUT/run" --out "$OUT/publish"

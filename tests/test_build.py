@@ -105,6 +105,9 @@ def test_timeouts_are_retried_and_errors_give_up(server):
 def test_reply_parsing():
     assert parse_reply("```json\n" + json.dumps(GOOD) + "\n```") == (GOOD["question"], GOOD["answer"])
     assert parse_reply("Sure! " + json.dumps(GOOD) + " Hope it helps.")[0] == GOOD["question"]
+    # LaTeX written into JSON unescaped, as small models do: kept as LaTeX, not escapes
+    raw = '{"question": "What is \\alpha in Adam?", "answer": "$\\frac{1}{2}\\beta \\nabla f$ \\u00e9.\\nThen"}'
+    assert parse_reply(raw) == ("What is \\alpha in Adam?", "$\\frac{1}{2}\\beta \\nabla f$ \u00e9.\nThen")
     for bad in ("no json here", '{"question": "q"}', '{"question": "", "answer": "a"}', "[1, 2]", ""):
         with pytest.raises(ValueError):
             parse_reply(bad)
@@ -209,10 +212,12 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
         assert (out / f).exists(), f
     report = json.loads((out / "export" / "export_report.json").read_text())
     assert set(report["files"]) == {"q4_0", "q8_0"} and all(v["perplexity"] > 1 for v in report["files"].values())
+    assert report["base"] == {"q4_0": "base-q4_0.gguf", "q8_0": "base-q8_0.gguf"}
     evaluation = json.loads((out / "eval" / "evaluation.json").read_text())
-    assert set(evaluation["held-out"]) == {"base", "fine-tuned"}
-    assert {"bleu4", "rougeL_f1", "recall@5", "latency_s", "perplexity"} <= set(evaluation["held-out"]["base"])
-    assert "| metric | base | fine-tuned | delta |" in (out / "eval" / "evaluation.md").read_text()
+    assert set(evaluation["held-out"]) == {"base q4_0", "fine-tuned q4_0"}
+    assert {"bleu4", "rougeL_f1", "fact_accuracy", "citation_precision", "recall@5", "latency_s",
+            "perplexity"} <= set(evaluation["held-out"]["base q4_0"])
+    assert "| metric | base q4_0 | fine-tuned q4_0 | delta |" in (out / "eval" / "evaluation.md").read_text()
     assert set(json.loads((out / "timings.json").read_text())) == {"dataset", "embedder", "train", "export", "evaluate",
                                                                   "publish"}
     # the preference loop on top: pairs from a ratings database the test writes, DPO on the SFT adapter
