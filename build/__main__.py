@@ -33,15 +33,17 @@ def cmd_dataset(args) -> dict:
     from build.generate import TEACHER_PROMPT, openai_generator
     from build.teacher import local_teacher
 
-    def run(generator):
-        return build_dataset(args.papers, args.out, generator, Settings.load(),
-                             max_papers=args.max_papers, max_per_paper=args.max_per_paper)
+    def run(generator, generate_only=False):
+        return build_dataset(args.papers, args.out, generator, Settings.load(), max_papers=args.max_papers,
+                             max_per_paper=args.max_per_paper, generate_only=generate_only)
 
     if args.generator == "teacher":  # an offline model behind llama-cpp-python's OpenAI-compatible server
         Path(args.out).mkdir(parents=True, exist_ok=True)
+        name = Path(args.teacher).stem if args.teacher.endswith(".gguf") else args.teacher
         with local_teacher(args.teacher, log=Path(args.out) / "teacher.log") as base_url:
-            name = Path(args.teacher).stem if args.teacher.endswith(".gguf") else args.teacher
-            report = run(openai_generator(base_url, name, prompt=TEACHER_PROMPT, max_tokens=300))
+            teacher = openai_generator(base_url, name, prompt=TEACHER_PROMPT, max_tokens=300)
+            report = run(teacher, generate_only=True)
+        report = run(teacher)  # the server is gone; every pair comes from generated.jsonl now
     else:
         report = run(make_generator(args))
     print(f"dataset -> {args.out}: " + ", ".join(f"{k} {v['examples']}" for k, v in report.splits.items()))

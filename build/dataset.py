@@ -56,7 +56,7 @@ class Report:
     stages: dict = field(default_factory=dict)  # stage -> {"kept", "dropped"}
     splits: dict = field(default_factory=dict)
     question_to_context: float = 0.0
-    pairs_per_minute: float = 0.0  # generation rate of this run (0 when every chunk came from the cache)
+    pairs_per_minute: float = 0.0  # generation rate of the last run that generated (generation_rate.json)
     cited_position: dict = field(default_factory=dict)  # source number the target answer cites -> examples
 
 
@@ -106,8 +106,13 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
             done[chunk.chunk_id] = rec
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
             out.flush()
+    rate_file = cache.with_name("generation_rate.json")  # the rate of the run that generated, kept
     if fresh:
         report.pairs_per_minute = round(60 * fresh / (time.perf_counter() - started), 2)
+        rate_file.write_text(json.dumps({"generator": generator.name, "chunks": fresh,
+                                         "pairs_per_minute": report.pairs_per_minute}))
+    elif rate_file.exists():
+        report.pairs_per_minute = json.loads(rate_file.read_text())["pairs_per_minute"]
     records = [done[c.chunk_id] for c in todo if c.chunk_id in done]
     report.malformed = sum(r.get("error", "").startswith("malformed") for r in records)
     report.failed = sum(r.get("error", "").startswith("failed") for r in records)
@@ -244,7 +249,7 @@ def dataset_card(report: Report, generator: str, filters: Filters) -> str:
              "| step | kept | dropped |", "|---|---|---|",
              f"| generation | {report.generated} | {report.malformed} malformed, {report.failed} failed |"]
     if report.pairs_per_minute:
-        lines.insert(3, f"Generation rate of the last run: {report.pairs_per_minute} chunks per minute.\n")
+        lines.insert(3, f"Generation rate of the last run that generated: {report.pairs_per_minute} chunks per minute.\n")
     lines += [f"| {name} | {s['kept']} | {s['dropped']} |" for name, s in report.stages.items()]
     lines += ["", "| split | examples | papers |", "|---|---|---|"]
     lines += [f"| {k} | {v['examples']} | {', '.join(v['papers'])} |" for k, v in report.splits.items()]
@@ -264,7 +269,9 @@ def dataset_card(report: Report, generator: str, filters: Filters) -> str:
 
 def build_dataset(papers: list[Path], out: Path, generator: Generator, settings: Settings,
                   filters: Filters | None = None, max_papers: int | None = None,
-                  max_per_paper: int | None = None) -> Report:
+                  max_per_paper: int | None = None, generate_only: bool = False) -> Report:
+    """generate_only: stop once every chunk has its QA pair in out/generated.jsonl (so that a
+    local teacher server can be stopped before validation needs the cores)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     filters = filters or Filters()
@@ -273,6 +280,8 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
     if not chunks:
         raise ValueError("no chunks: every input file was skipped " + str(report.skipped_files))
     records = generate_all(chunks, generator, out / "generated.jsonl", report, max_per_paper)
+    if generate_only:
+        return report
     rows = validate(records, chunks, settings, filters, report)
     write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks, settings.source_chars)
     return report
