@@ -115,10 +115,12 @@ def synthetic_vectors(base: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 SERVE = """
-import json, sys, time, resource
+import json, sys, time
 import numpy as np, faiss
 path, queries, ann = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_mb():  # resident now (ru_maxrss would carry the parent's peak across fork and exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+before = rss_mb()
 flags = faiss.IO_FLAG_MMAP if ann != "hnsw" else 0
 try:
     index = faiss.read_index(path, flags)
@@ -135,21 +137,24 @@ for q in queries:
     _, i = index.search(q[None, :], 5)
     times.append((time.perf_counter() - t) * 1000)
     ids.append(i[0].tolist())
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"times": times, "ids": ids, "rss_mb": rss / 1024, "load_rss_mb": (rss - before) / 1024,
-                  "mmap": bool(flags)}))
+rss = rss_mb()
+print(json.dumps({"times": times, "ids": ids, "rss_mb": rss, "index_rss_mb": rss - before, "mmap": bool(flags)}))
 """
 
 
-def scale(base: np.ndarray, n: int, queries: np.ndarray, folder: Path) -> None:
+def scale(base: np.ndarray, n: int, queries: np.ndarray, folder: Path, chunks: list | None = None,
+          evidence: list[list[str]] | None = None) -> None:
+    """evidence: for the first len(evidence) queries (dev questions), their evidence passages; a
+    vector's chunk is chunks[id % len(chunks)], since the synthetic vectors replicate the corpus."""
     import faiss
 
     vectors = synthetic_vectors(base, n)
     qfile = folder / "queries.npy"
     np.save(qfile, queries)
     print(f"\n### Dense index at {n:,} vectors (dim {base.shape[1]}; {len(queries)} queries, k=5, one thread)\n")
-    print("| index | build s | size on disk MB | serving RSS MB | mmap | p50 ms | p95 ms | recall@5 vs flat |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| index | build s | size on disk MB | serving RSS MB (index part) | mmap | p50 ms | p95 ms | recall@5 vs flat "
+          "| dev evidence in top 5 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     truth = None
     for ann, knob in (("flat", 0), ("hnsw", 64), ("hnsw", 128), ("hnsw", 256), ("hnsw", 512),
                       ("ivf", 16), ("ivf", 64), ("ivf", 256)):
@@ -164,9 +169,12 @@ def scale(base: np.ndarray, n: int, queries: np.ndarray, folder: Path) -> None:
         if truth is None:
             truth = ids
         recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, truth)])
+        found = [first_hit_rank([chunks[i % len(chunks)].text for i in row], ev) is not None
+                 for row, ev in zip(ids, evidence or [])]
+        found_s = f"{np.mean(found):.2f}" if found else "n/a"
         label = ann + (f" (efSearch {knob})" if ann == "hnsw" else f" (nprobe {knob})" if ann == "ivf" else "")
-        print(f"| {label} | {build_s:.0f} | {path.stat().st_size / 2**20:.0f} | {out['rss_mb']:.0f} | {out['mmap']} | "
-              f"{percentile(out['times'], 50):.2f} | {percentile(out['times'], 95):.2f} | {recall:.3f} |", flush=True)
+        print(f"| {label} | {build_s:.0f} | {path.stat().st_size / 2**20:.0f} | {out['rss_mb']:.0f} ({out['index_rss_mb']:.0f}) | {out['mmap']} | "
+              f"{percentile(out['times'], 50):.2f} | {percentile(out['times'], 95):.2f} | {recall:.3f} | {found_s} |", flush=True)
 
 
 def main() -> None:
@@ -203,7 +211,7 @@ def main() -> None:
         questions = dev_questions()
         qtexts = [q["question"] for q in questions]
         if args.scale_only:
-            return scale_from(index, qtexts, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
+            return scale_from(index, questions, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
         print(f"\n### Retrieval quality ({len(questions)} dev questions, {len(index.chunks)} chunks)\n")
         print("| retriever | recall@1 | recall@5 | recall@10 | MRR | p50 ms |\n|---|---|---|---|---|---|")
         for label, s in quality_rows(index, extra, args.reranker, questions, settings):
@@ -221,17 +229,19 @@ def main() -> None:
         for note in notes:
             print(f"\n{note}")
         if args.scale:
-            scale_from(index, qtexts, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
+            scale_from(index, questions, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
 
 
-def scale_from(index: Index, qtexts: list[str], settings: Settings, n: int, folder: Path) -> None:
+def scale_from(index: Index, questions: list[dict], settings: Settings, n: int, folder: Path) -> None:
     """Queries: the dev questions and 180 jittered chunk vectors."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     sample = index.embeddings[rng.choice(len(index.chunks), 180, replace=False)]
     jitter = sample + rng.normal(0, 0.05, sample.shape).astype(np.float32)
-    queries = np.vstack([embed(settings.embedder, qtexts), jitter / np.linalg.norm(jitter, axis=1, keepdims=True)])
-    scale(np.asarray(index.embeddings), n, queries.astype(np.float32), folder)
+    qvecs = embed(settings.embedder, [q["question"] for q in questions])
+    queries = np.vstack([qvecs, jitter / np.linalg.norm(jitter, axis=1, keepdims=True)])
+    scale(np.asarray(index.embeddings), n, queries.astype(np.float32), folder, index.chunks,
+          [q["evidence"] for q in questions])
 
 
 if __name__ == "__main__":
