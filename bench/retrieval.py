@@ -32,7 +32,7 @@ from bench.common import PAPERS, dev_questions, percentile  # noqa: E402
 from rqa.config import Settings  # noqa: E402
 from rqa.corpus import ingest_paths  # noqa: E402
 from rqa.embed import embed  # noqa: E402
-from rqa.index import Index, build_bm25, build_faiss, index_text, load_index, tokenize  # noqa: E402
+from rqa.index import Index, build_faiss, index_text, load_index, tokenize  # noqa: E402
 from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
 from rqa.search import retrieve  # noqa: E402
 

@@ -54,7 +54,7 @@ def cmd_train(args) -> dict:
     from build.train import preset_with, train, train_dpo
 
     preset = preset_with(args.preset, max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length)
-    if getattr(args, "method", "sft") == "dpo":
+    if args.method == "dpo":
         if not args.preferences or not args.sft:
             raise ValueError("--method dpo needs --preferences DIR and --sft RUN (the SFT train --out)")
         train_dpo(args.preferences, args.sft, args.out, preset)
@@ -118,7 +118,7 @@ def cmd_evaluate(args) -> dict:
     from rqa.ratings import RatingsDB
 
     settings = Settings.load(index_dir=args.index, max_new_tokens=args.max_new_tokens, temperature=0.0,
-                             embedder=str(args.embedder) if getattr(args, "embedder", None) else None)
+                             embedder=str(args.embedder) if args.embedder else None)
     if args.papers:
         ingest_paths(args.papers, settings, progress=False)
     index = load_index(settings.index_dir)
@@ -186,7 +186,7 @@ def cmd_all(args) -> dict:
         # the retriever's own fine-tune; the evaluation index is built with it and carries it to the Hub
         ("embedder", cmd_embedder, lambda: ns(data=out / "data", out=out / "embedder", base=None, epochs=None,
                                       batch_size=8 if small else None, max_chunks=24 if small else None)),
-        ("train", cmd_train, lambda: ns(data=out / "data", out=out / "run", preset=args.preset, max_steps=None,
+        ("train", cmd_train, lambda: ns(method="sft", data=out / "data", out=out / "run", preset=args.preset, max_steps=None,
                                 batch_size=None, max_length=None)),
         ("export", cmd_export, lambda: ns(run=out / "run", out=out / "export", preset=args.preset, data=out / "data")),
         # base and fine-tuned at the same quantization; the tiny preset only checks the path, at q4_0

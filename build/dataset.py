@@ -28,7 +28,7 @@ from rqa.chunking import chunk_document
 from rqa.config import Settings
 from rqa.embed import DEFAULT_EMBEDDER, embed
 from rqa.equations import SympyWorker, extract_latex
-from rqa.index import Index, index_text
+from rqa.index import Index
 from rqa.search import retrieve
 from rqa.ingest import find_files, load_documents
 from rqa.prompt import build_messages

@@ -100,7 +100,7 @@ def score(questions: list[dict], answers: list[tuple[Answer, float]], index: Ind
         "fact_accuracy": round(summary["fact_accuracy"], 4),
         "fact_recall": round(summary["fact_recall"], 4),
         "citation_precision": None if summary["citation_precision"] is None else round(summary["citation_precision"], 4),
-        "model_citing": round(sum(bool(re.search(CITATION, a.model_text)) for a, _ in answers) / len(answers), 4),
+        "model_citing": round(sum(bool(_CITATIONS.search(a.model_text)) for a, _ in answers) / len(answers), 4),
         "evidence_cited": round(summary["evidence_cited"], 4),
         "questions": len(questions),
         "bleu4": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 3),

@@ -153,7 +153,8 @@ class AnswerStream:
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)
         # the stored vectors serve the support check only when they come from its calibrated embedder
-        reuse = self.hits and self.hits[0].row >= 0 and fingerprint(self.index.embedder) == fingerprint(SUPPORT_EMBEDDER)
+        reuse = self.hits and self.hits[0].row >= 0 and (self.index.embedder == SUPPORT_EMBEDDER or
+                                                          fingerprint(self.index.embedder) == fingerprint(SUPPORT_EMBEDDER))
         vectors = self.index.embeddings[[h.row for h in self.hits]] if reuse else None
         self.answer = finish(self.question, "".join(pieces).strip(), self.hits, self.model.name, self.settings,
                              self.sympy, self.notices, self.timings, vectors)
