@@ -63,12 +63,13 @@ def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], qu
     rows = [("BM25 (title + section + text)", index, s, "bm25"),
             ("BM25 (text only)", text_only_bm25(index), s, "bm25"),
             (f"dense ({index.embedder})", index, s, "dense"),
-            (f"hybrid, defaults (dense weight {s.dense_weight}, depth {s.fusion_depth}, rrf_k {s.rrf_k})", index, s, "hybrid")]
-    for w in (0.1, 0.5, 1.0):
-        rows.append((f"hybrid, dense weight {w}", index, dataclasses.replace(s, dense_weight=w), "hybrid"))
-    for depth in (20, 50):
-        rows.append((f"hybrid, fusion depth {depth}", index, dataclasses.replace(s, fusion_depth=depth), "hybrid"))
-    rows.append(("hybrid, rrf_k 10", index, dataclasses.replace(s, rrf_k=10), "hybrid"))
+            (f"hybrid, defaults ({s.fusion}, dense weight {s.dense_weight}, depth {s.fusion_depth})", index, s, "hybrid")]
+    for w in (0.25, 1.0):
+        rows.append((f"hybrid, convex, dense weight {w}", index, dataclasses.replace(s, fusion="convex", dense_weight=w), "hybrid"))
+    rows.append(("hybrid, convex, fusion depth 50", index, dataclasses.replace(s, fusion="convex", fusion_depth=50), "hybrid"))
+    for w, rrf_k in ((0.3, 60), (0.1, 60), (0.3, 10)):
+        r = dataclasses.replace(s, fusion="rrf", dense_weight=w, rrf_k=rrf_k)
+        rows.append((f"hybrid, RRF, dense weight {w}, rrf_k {rrf_k}", index, r, "hybrid"))
     for label, other in extra.items():
         o = dataclasses.replace(s, embedder=other.embedder)
         rows += [(f"{label}: dense", other, o, "dense"), (f"{label}: hybrid", other, o, "hybrid")]

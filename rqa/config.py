@@ -30,8 +30,11 @@ class Settings:
     ann: str = "flat"  # flat | hnsw | ivf
     k: int = 5
     fusion_depth: int = 100  # candidates taken from each retriever before fusion
+    # convex: BM25 and cosine scores scaled to [0, 1] from their theoretical floors (0 and -1) and
+    # added, dense times dense_weight; rrf: reciprocal-rank fusion (ranks only, rrf_k smooths)
+    fusion: str = "convex"
     rrf_k: int = 60
-    dense_weight: float = 0.3  # weight of the dense ranking in RRF (BM25 has 1)
+    dense_weight: float = 0.5  # weight of the dense retriever against BM25's 1 (docs/BENCHMARKS.md)
     reranker: str = ""  # second stage over the fused top rerank_depth ("" = none; see rqa.rerank)
     rerank_depth: int = 20
     rerank_weight: float = 1.0  # weight of the reranker's rank against the fused rank
@@ -73,6 +76,8 @@ class Settings:
         if self.max_new_tokens > self.n_ctx - 256:
             raise SettingsError(f"setting max_new_tokens={self.max_new_tokens} leaves no room for the question "
                                 f"and sources in n_ctx={self.n_ctx}")
+        if self.fusion not in ("convex", "rrf"):
+            raise SettingsError(f"setting fusion={self.fusion!r} must be convex or rrf")
         if self.ann not in ("flat", "hnsw", "ivf"):
             raise SettingsError(f"setting ann={self.ann!r} must be flat, hnsw or ivf")
 

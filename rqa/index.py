@@ -1,4 +1,4 @@
-"""The hybrid index: BM25 (bm25s) + FAISS over normalised sentence embeddings, fused by RRF.
+"""The hybrid index: BM25 (bm25s) + FAISS over normalised sentence embeddings (fused in rqa.search).
 
 On disk an index is a directory:
     manifest.json    format version, embedder (name, dimension, weights fingerprint), chunk settings, documents:
@@ -243,13 +243,15 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
     if embeddings.shape != (n, dim):
         raise corrupt("embeddings.npy", f"has shape {embeddings.shape}, expected ({n}, {dim})")
     try:
-        dense = faiss.read_index(str(path / "dense.faiss"))
+        # flat and IVF map from disk, so a process holds only the pages its queries touch (an index
+        # is replaced by renaming a new directory in, so a mapped file never changes under us)
+        dense = faiss.read_index(str(path / "dense.faiss"), 0 if manifest.get("ann") == "hnsw" else faiss.IO_FLAG_MMAP)
     except RuntimeError as e:
         raise corrupt("dense.faiss", f"cannot be read ({str(e).strip().splitlines()[-1]})") from None
     if dense.ntotal != n or dense.d != dim:
         raise corrupt("dense.faiss", f"holds {dense.ntotal} vectors of dim {dense.d}, expected {n} of {dim}")
     try:
-        bm25 = bm25s.BM25.load(str(path / "bm25"), show_progress=False, verbosity=0)
+        bm25 = bm25s.BM25.load(str(path / "bm25"), mmap=True, show_progress=False, verbosity=0)
         bm25_docs = int(bm25.scores["num_docs"])
     except Exception as e:
         raise corrupt("bm25/", f"cannot be read ({type(e).__name__}: {e})") from None

@@ -11,7 +11,7 @@ from rqa.config import PRIMER_DIR, Settings
 from rqa.corpus import ingest_paths
 from rqa.index import IndexError_, index_text, load_index, tokenize
 from rqa.metrics import first_hit_rank
-from rqa.search import retrieve
+from rqa.search import fuse_convex, fuse_rrf, retrieve
 from tests.conftest import FEW_PAPERS, PAPERS, ROOT, dev_questions
 
 
@@ -50,6 +50,21 @@ def test_search_modes_and_dedupe(shared_index):
                 overlap = min(a.chunk.char_end, b.chunk.char_end) - max(a.chunk.char_start, b.chunk.char_start)
                 assert overlap <= 0.5 * (a.chunk.char_end - a.chunk.char_start)
     assert retrieve(index, "zzzz qqqq", Settings(), k=3, mode="bm25") == []
+
+
+def test_convex_fusion_keeps_a_clear_bm25_winner_ahead():
+    # chunk 0: BM25 far ahead of everything, absent from the dense list; chunk 1: second in both
+    sparse = [(0, 20.0), (1, 6.0), (2, 5.0)]
+    dense = [(3, 0.62), (1, 0.61), (4, 0.60)]
+    convex = fuse_convex(sparse, dense, Settings(dense_weight=0.5))
+    assert max(convex, key=convex.get) == 0
+    assert convex[0] == pytest.approx(1.0) and convex[3] == pytest.approx(0.5)
+    assert convex[1] == pytest.approx(6 / 20 + 0.5 * 1.61 / 1.62)
+    rrf = fuse_rrf(sparse, dense, Settings(dense_weight=0.5, fusion="rrf"))
+    assert max(rrf, key=rrf.get) == 1  # ranks alone: middling in both beats first in one
+    assert fuse_convex([], [], Settings()) == {}
+    with pytest.raises(ValueError, match="fusion"):
+        Settings(fusion="sum")
 
 
 def test_extend_embeds_only_new_papers_and_reingest_is_stable(tmp_path, monkeypatch):
