@@ -92,7 +92,8 @@ def cmd_export(args) -> dict:
     from build.train import PRESETS
 
     heldout = _heldout_text(args.data) if args.data else ""
-    return export(args.run, args.out, PRESETS[args.preset].base, heldout)
+    preset = PRESETS[args.preset]
+    return export(args.run, args.out, preset.base, heldout, preset.target_modules)
 
 
 def _heldout_text(data_dir: Path) -> str:

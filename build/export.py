@@ -17,6 +17,10 @@ import sys
 from pathlib import Path
 
 QUANTS = {"q8_0": 7, "q4_0": 2}  # llama_ftype values
+GGML_Q8_0 = 8
+# LoRA target modules (Hugging Face names) -> the GGUF tensors they become
+GGUF_NAMES = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
 
 
 class ExportError(RuntimeError):
@@ -66,15 +70,37 @@ def convert(hf_dir: Path, out: Path) -> Path:
     return out
 
 
-def quantize(src: Path, dst: Path, kind: str) -> Path:
+def quantize(src: Path, dst: Path, kind: str, keep_q8: tuple[str, ...] = ()) -> Path:
+    """Quantize to `kind`; the GGUF tensors named in keep_q8 (attn_q, ...) are written at q8_0.
+
+    Why keep_q8: a LoRA update is far smaller than q4_0's rounding step (a 32-weight block's
+    largest weight / 8), so rounding the merged weights to q4_0 erases most of it and adds noise:
+    the cpu run's tuned q4_0 answered 3 of 20 dev questions where the same weights with the
+    adapted tensors at q8_0 answered 13 (docs/BENCHMARKS.md). Those tensors are ~9 % of a Qwen2.5's
+    weights, so the file grows ~5 %; the rest stays q4_0, and the base is quantized the same way."""
+    import ctypes
+
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[kind]
+    overrides = None
+    if keep_q8 and kind != "q8_0":
+        overrides = (llama_cpp.llama_model_tensor_override * 2)()  # terminated by a null pattern
+        overrides[0].pattern = rf"\.({'|'.join(keep_q8)})\.weight$".encode()
+        overrides[0].type = GGML_Q8_0
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0 or not dst.exists():
         raise ExportError(f"quantization to {kind} failed (code {rc})")
     return dst
+
+
+def adapted_tensors(target_modules: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [m for m in target_modules if m not in GGUF_NAMES]
+    if unknown:
+        raise ExportError(f"no GGUF tensor name known for LoRA target module(s) {unknown}")
+    return tuple(GGUF_NAMES[m] for m in target_modules)
 
 
 def smoke_test(gguf: Path, prompt: str = "Attention is") -> str:
@@ -106,8 +132,12 @@ def perplexity(gguf: Path, text: str, window: int = 128, max_windows: int = 8) -
     return math.exp(nll / max(count, 1))
 
 
-def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print) -> dict:
+def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, target_modules: tuple[str, ...] = (),
+           log=print) -> dict:
+    """Merge, convert, quantize (q4_0 keeps the LoRA-adapted tensors at q8_0), and the same for the
+    model before training."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    keep_q8 = adapted_tensors(target_modules)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the model the adapter was trained on: the tiny random base, the SFT model under a DPO adapter,
     # or (None) the preset's base; the first two are also exported as the baseline to compare with
@@ -115,9 +145,9 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print
     merged = merge(run_dir / "adapter", start, base, out_dir / "merged")
     log(f"merged model -> {merged}")
     f16 = convert(merged, out_dir / "model-f16.gguf")
-    report = {"files": {}}
+    report = {"files": {}, "q8_0_tensors_in_q4_0": list(keep_q8)}
     for kind in QUANTS:
-        path = quantize(f16, out_dir / f"model-{kind}.gguf", kind)
+        path = quantize(f16, out_dir / f"model-{kind}.gguf", kind, keep_q8)
         sample = smoke_test(path)
         report["files"][kind] = {"path": path.name, "bytes": path.stat().st_size, "smoke_test": sample,
                                  "perplexity": round(perplexity(path, heldout_text), 3) if heldout_text else None}
@@ -128,7 +158,7 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, log=print
     # compared at the same quantization (q4_0 vs q4_0, q8_0 vs q8_0)
     before = start or save_base(base, out_dir / "base-hf")
     base_f16 = convert(before, out_dir / "base-f16.gguf")
-    report["base"] = {kind: quantize(base_f16, out_dir / f"base-{kind}.gguf", kind).name for kind in QUANTS}
+    report["base"] = {kind: quantize(base_f16, out_dir / f"base-{kind}.gguf", kind, keep_q8).name for kind in QUANTS}
     base_f16.unlink()
     if start is None:
         shutil.rmtree(before, ignore_errors=True)

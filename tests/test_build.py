@@ -213,6 +213,14 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     report = json.loads((out / "export" / "export_report.json").read_text())
     assert set(report["files"]) == {"q4_0", "q8_0"} and all(v["perplexity"] > 1 for v in report["files"].values())
     assert report["base"] == {"q4_0": "base-q4_0.gguf", "q8_0": "base-q8_0.gguf"}
+    # q4_0 keeps the LoRA-adapted tensors at q8_0 (rounding erases a LoRA update), the base alike
+    from gguf import GGUFReader
+
+    for name in ("model-q4_0.gguf", "base-q4_0.gguf"):
+        types = {(t.name.split(".")[-2], t.tensor_type.name) for t in GGUFReader(out / "export" / name).tensors
+                 if t.name.endswith(".weight") and t.name.startswith("blk.")}
+        assert {kind for part, kind in types if part in ("attn_q", "attn_k", "attn_v", "attn_output")} == {"Q8_0"}
+        assert {kind for part, kind in types if part in ("ffn_up", "ffn_gate", "ffn_down")} == {"Q4_0"}
     evaluation = json.loads((out / "eval" / "evaluation.json").read_text())
     assert set(evaluation["held-out"]) == {"base q4_0", "fine-tuned q4_0"}
     assert {"bleu4", "rougeL_f1", "fact_accuracy", "citation_precision", "recall@5", "latency_s",
