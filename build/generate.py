@@ -31,10 +31,14 @@ Context:
 {text}"""
 # The offline teacher is a 1.5B model on a CPU: the same task, asking for the concise answer the app
 # wants (the app's answers are one to four sentences), which is also 3-4x fewer tokens to decode.
+# Told only "references the specific methods", it wrote half its questions without naming any
+# ("What is the maximum value of the effective stepsize?"), which the format filter rightly drops:
+# a question must make sense to someone who has not seen the excerpt, as a user's does.
 TEACHER_PROMPT = SEED_PROMPT.replace(
     "and a detailed answer grounded only in the context.",
-    "and a concise answer (one to three sentences) that states the facts the question asks for "
-    "(numbers, names, equations), grounded only in the context.")
+    "and a concise answer (one to three full sentences) that states the facts the question asks for "
+    "(numbers, names, equations), grounded only in the context. The question must name the method, "
+    "model or paper it asks about by its name, so that it makes sense without the context.")
 GROQ_MODEL = "llama-3.3-70b-versatile"
 
 
