@@ -28,12 +28,36 @@ from rqa.chunking import chunk_document
 from rqa.config import Settings
 from rqa.embed import DEFAULT_EMBEDDER, embed
 from rqa.equations import SympyWorker, extract_latex
-from rqa.index import Index
+from rqa.index import Index, tokenize
 from rqa.search import retrieve
 from rqa.ingest import find_files, load_documents
 from rqa.prompt import build_messages
 from rqa.support import CITATION, sentence_spans
 from rqa.types import Chunk, Hit
+
+
+# Capitalised words that are not names: sentence openers and references into the paper
+NOT_NAMES = {"What", "Which", "How", "Why", "When", "Where", "Who", "Does", "Do", "Is", "Are", "Can", "In", "The",
+             "This", "For", "According", "Figure", "Table", "Section", "Appendix", "Equation", "Eq", "Proposition",
+             "Theorem", "Lemma", "Algorithm", "Corollary", "Definition"}
+# Title words too general to say which method a question is about
+GENERIC = set(tokenize("neural network networks deep learning model models language large training method methods "
+                       "approach via using towards efficient scalable improved"))
+
+
+def names_its_subject(question: str, title: str) -> bool:
+    """The seed's "named method in the question" check, so that a question makes sense without its
+    excerpt. Beyond named_terms (CamelCase, acronyms, Capitalised Multi Words) a name is a
+    capitalised word inside the sentence ("Adam") or two consecutive words of the paper's title
+    that are not both generic ("batch normalization", "generative adversarial")."""
+    if named_terms(question):
+        return True
+    words = re.findall(r"[A-Za-z][A-Za-z0-9-]*", question)
+    if any(w[0].isupper() and w[1:].islower() and len(w) >= 3 and w not in NOT_NAMES for w in words[1:]):
+        return True
+    title_tokens, asked = tokenize(title), tokenize(question)
+    pairs = {(a, b) for a, b in zip(title_tokens, title_tokens[1:]) if not (a in GENERIC and b in GENERIC)}
+    return any(pair in pairs for pair in zip(asked, asked[1:]))
 
 
 @dataclass
@@ -156,7 +180,7 @@ def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filte
     rows = stage("1 similarity", records, retrieves_own_chunk)
     sympy = SympyWorker(settings.sympy_timeout_s)
     try:
-        rows = stage("2 format", rows, lambda r: bool(named_terms(r["question"]))
+        rows = stage("2 format", rows, lambda r: names_its_subject(r["question"], by_id[r["chunk_id"]].title)
                      and len(r["answer"]) >= filters.min_answer_chars and latex_ok(r["answer"], sympy))
     finally:
         sympy.close()
@@ -259,7 +283,8 @@ def dataset_card(report: Report, generator: str, filters: Filters) -> str:
               + ", ".join(f"[{k}] {v}" for k, v in sorted(report.cited_position.items())) + "."]
     lines += ["", f"Question-to-context ratio (characters): {report.question_to_context}", "",
               f"Filters: similarity top-{filters.top_k}; answer >= {filters.min_answer_chars} characters; "
-              f"a named method in the question; LaTeX balanced and SymPy-parseable; answer token entropy >= "
+              f"the question names its method or paper (a name, or a phrase of the title); LaTeX balanced and "
+              f"SymPy-parseable; answer token entropy >= "
               f"{filters.min_entropy_bits} bits; near-duplicate questions (cosine >= {filters.near_duplicate_cosine}) dropped.",
               "", "Test questions come only from papers absent from train and val."]
     if report.skipped_files:

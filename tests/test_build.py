@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from build.dataset import build_dataset, split_by_paper, token_entropy
+from build.dataset import build_dataset, names_its_subject, split_by_paper, token_entropy
 from build.generate import ExtractiveGenerator, GenerationFailed, groq_generator, openai_generator, parse_reply
 from build.train import MemoryError_, check_fits, preset_with
 from rqa.config import Settings
@@ -158,6 +158,13 @@ def test_validation_helpers():
     splits = split_by_paper(rows)
     assert len({r["paper"] for r in splits["test"]}) == 2
     assert not {r["paper"] for r in splits["test"]} & {r["paper"] for r in splits["train"] + splits["val"]}
+    bn = "Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift"
+    assert names_its_subject("What does batch normalization do to each layer's inputs?", bn)
+    assert names_its_subject("What learning rate does Adam use by default?", "Adam: a method for stochastic optimization")
+    assert names_its_subject("How does LoRA initialise B?", "Low-rank adaptation")
+    for anonymous in ("What is the name of the method proposed in this paper?", "What does Figure 3 show?",
+                      "How does the deep neural network train?"):
+        assert not names_its_subject(anonymous, bn if "Figure" in anonymous else "Deep Neural Network Training")
 
 
 def test_configs_that_cannot_fit_fail_before_loading():
