@@ -59,7 +59,9 @@ def main() -> None:
         rows = [("dense, base", base, settings, "dense"), ("hybrid, base", base, settings, "hybrid"),
                 ("dense, tuned", tuned, ts, "dense"), ("hybrid, tuned", tuned, ts, "hybrid")]
         rows += [(f"hybrid, tuned, dense weight {w}", tuned, dataclasses.replace(ts, dense_weight=w), "hybrid")
-                 for w in (0.5, 1.0)]
+                 for w in (0.25, 1.0)]
+        rows += [("hybrid, tuned, RRF (dense weight 0.3)", tuned, dataclasses.replace(ts, fusion="rrf", dense_weight=0.3),
+                  "hybrid")]
         rows += [(f"hybrid, base index + rerank top 20 by the tuned embedder (weight {w})", base,
                   dataclasses.replace(settings, reranker=tuned_name, rerank_depth=20, rerank_weight=w), "hybrid")
                  for w in (1.0, 3.0)]
