@@ -64,7 +64,7 @@ def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], qu
             ("BM25 (text only)", text_only_bm25(index), s, "bm25"),
             (f"dense ({index.embedder})", index, s, "dense"),
             (f"hybrid, defaults ({s.fusion}, dense weight {s.dense_weight}, depth {s.fusion_depth})", index, s, "hybrid")]
-    for w in (0.25, 1.0):
+    for w in [w for w in (0.25, 0.5, 1.0) if not (s.fusion == "convex" and w == s.dense_weight)]:
         rows.append((f"hybrid, convex, dense weight {w}", index, dataclasses.replace(s, fusion="convex", dense_weight=w), "hybrid"))
     rows.append(("hybrid, convex, fusion depth 50", index, dataclasses.replace(s, fusion="convex", fusion_depth=50), "hybrid"))
     for w, rrf_k in ((0.3, 60), (0.1, 60), (0.3, 10)):
