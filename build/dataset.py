@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from build.generate import GenerationFailed, Generator, MalformedReply, named_terms
+from build.generate import COMMON, GenerationFailed, Generator, MalformedReply, named_terms
 from rqa.chunking import chunk_document
 from rqa.config import Settings
 from rqa.embed import DEFAULT_EMBEDDER, embed
@@ -36,10 +36,10 @@ from rqa.support import CITATION, sentence_spans
 from rqa.types import Chunk, Hit
 
 
-# Capitalised words that are not names: sentence openers and references into the paper
-NOT_NAMES = {"What", "Which", "How", "Why", "When", "Where", "Who", "Does", "Do", "Is", "Are", "Can", "In", "The",
-             "This", "For", "According", "Figure", "Table", "Section", "Appendix", "Equation", "Eq", "Proposition",
-             "Theorem", "Lemma", "Algorithm", "Corollary", "Definition"}
+# Capitalised words that are not names: named_terms' common words, question words, references into the paper
+NOT_NAMES = COMMON | {"What", "Which", "How", "Why", "When", "Where", "Who", "Does", "Do", "Is", "Are", "Can",
+                      "According", "Equation", "Eq", "Proposition", "Theorem", "Lemma", "Algorithm", "Corollary",
+                      "Definition"}
 # Title words too general to say which method a question is about
 GENERIC = set(tokenize("neural network networks deep learning model models language large training method methods "
                        "approach via using towards efficient scalable improved"))

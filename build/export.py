@@ -84,9 +84,9 @@ def quantize(src: Path, dst: Path, kind: str, keep_q8: tuple[str, ...] = ()) -> 
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[kind]
-    overrides = None
     if keep_q8 and kind != "q8_0":
-        overrides = (llama_cpp.llama_model_tensor_override * 2)()  # terminated by a null pattern
+        # a C array terminated by a null pattern; the local name keeps it alive through the call
+        overrides = (llama_cpp.llama_model_tensor_override * 2)()
         overrides[0].pattern = rf"\.({'|'.join(keep_q8)})\.weight$".encode()
         overrides[0].type = GGML_Q8_0
         params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))

@@ -1,8 +1,8 @@
 """The one way to search an index with the settings: used by the app, CLI, pipeline, benchmarks and tests.
 
 BM25 and dense results are fused (a convex combination of their scores by default, reciprocal-rank
-fusion on request); overlapping chunks of one paper are de-duplicated; then, when a reranker is configured, the fused top `rerank_depth` are
-re-ordered by it (rqa.rerank).
+fusion on request); overlapping chunks of one paper are de-duplicated; then, when a reranker is
+configured, the fused top `rerank_depth` are re-ordered by it (rqa.rerank).
 """
 
 from __future__ import annotations
