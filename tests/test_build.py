@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from build.dataset import build_dataset, names_its_subject, split_by_paper, token_entropy
+from build.dataset import build_dataset, informative, names_its_subject, split_by_paper, token_entropy, with_subject
 from build.generate import ExtractiveGenerator, GenerationFailed, groq_generator, openai_generator, parse_reply
 from build.train import MemoryError_, check_fits, preset_with
 from rqa.config import Settings
@@ -165,6 +165,11 @@ def test_validation_helpers():
     for anonymous in ("What is the name of the method proposed in this paper?", "What does Figure 3 show?",
                       "How does the deep neural network train?"):
         assert not names_its_subject(anonymous, bn if "Figure" in anonymous else "Deep Neural Network Training")
+    assert with_subject("What beam size is used?", "ATTENTION IS ALL YOU NEED") == 'In "Attention Is All You Need", what beam size is used?'
+    assert with_subject("What is the weight decay?", bn) == 'In "Batch Normalization", what is the weight decay?'
+    assert with_subject("What does batch normalization do?", bn) == "What does batch normalization do?"
+    assert informative("h = 8 parallel attention heads [1].", 3.5)  # short and concise: kept
+    assert not informative("heads heads heads heads heads heads heads", 3.5)  # repetition: dropped
 
 
 def test_configs_that_cannot_fit_fail_before_loading():
