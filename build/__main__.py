@@ -87,6 +87,15 @@ def cmd_preferences(args) -> dict:
     return report.__dict__
 
 
+def cmd_judge(args) -> dict:
+    from build.judge import judge
+
+    report = judge(args.data, args.model, args.index, args.db, args.samples, args.temperature, args.limit)
+    print(f"judge -> {args.db}: {report.answers} answers to {report.questions} train questions rated "
+          f"{report.correctness} ({report.skipped_no_facts} questions without checkable facts skipped)")
+    return report.__dict__
+
+
 def cmd_export(args) -> dict:
     from build.export import export
     from build.train import PRESETS
@@ -256,6 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--index", type=Path, required=True, help="index the prompts' sources are retrieved from")
     s.add_argument("--out", type=Path, required=True)
 
+    s = sub.add_parser("judge", help="rate the SFT model's sampled answers to train questions into a ratings "
+                       "database (an automatic annotator for the preference loop)")
+    s.add_argument("--data", type=Path, required=True, help="dataset folder (its train split and references)")
+    s.add_argument("--model", type=Path, required=True, help="the GGUF that answers (the SFT export)")
+    s.add_argument("--index", type=Path, required=True, help="index the answers' sources are retrieved from")
+    s.add_argument("--db", type=Path, required=True, help="ratings SQLite file to add the answers and ratings to")
+    s.add_argument("--samples", type=int, default=2, help="answers per question: one greedy, the rest sampled")
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--limit", type=int, help="at most this many train questions")
+
     s = sub.add_parser("export", help="merge, convert to GGUF, quantize q4_0/q8_0, smoke-test")
     s.add_argument("--run", type=Path, required=True, help="the train --out folder")
     s.add_argument("--out", type=Path, required=True)
@@ -309,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     from rqa.errors import USER_ERRORS
 
     try:
-        {"dataset": cmd_dataset, "embedder": cmd_embedder, "preferences": cmd_preferences, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate,
-         "publish": cmd_publish, "all": cmd_all}[args.stage](args)
+        {"dataset": cmd_dataset, "embedder": cmd_embedder, "judge": cmd_judge, "preferences": cmd_preferences,
+         "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate, "publish": cmd_publish,
+         "all": cmd_all}[args.stage](args)
     except (*USER_ERRORS, MemoryError_, GenerationFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

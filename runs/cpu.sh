@@ -21,6 +21,17 @@ $PY -m build export --run "$OUT/run" --out "$OUT/export" --preset cpu --data "$O
 # split and on the dev set; the index is built with the tuned embedder
 $PY -m build evaluate --export "$OUT/export" --index "$OUT/index" --embedder "$OUT/embedder" \
     --papers "$PAPERS" --test "$OUT/data/test.jsonl" --out "$OUT/eval"
+# the preference loop, with the automatic annotator in place of experts (their ratings go into the same
+# database through the app's annotator tab): 2 answers per train question (greedy, then sampled at 0.8;
+# about 7 s each here) give a pair where their ratings differ; DPO (beta 0.1, the same LoRA) on the SFT
+# model, which is its baseline
+$PY -m build judge --data "$OUT/data" --model "$OUT/export/model-q8_0.gguf" --index "$OUT/index" --db "$OUT/ratings.sqlite"
+$PY -m build preferences --db "$OUT/ratings.sqlite" --index "$OUT/index" --out "$OUT/prefs"
+# 10 steps of 4 pairs: about 20 minutes here
+$PY -m build train --method dpo --preferences "$OUT/prefs" --sft "$OUT/run" --out "$OUT/dpo" --preset cpu --max-steps 10
+$PY -m build export --run "$OUT/dpo" --out "$OUT/dpo-export" --preset cpu --data "$OUT/data"
+$PY -m build evaluate --export "$OUT/dpo-export" --quants q8_0 --index "$OUT/index" --embedder "$OUT/embedder" \
+    --test "$OUT/data/test.jsonl" --out "$OUT/dpo-eval"
 $PY -m build publish --model-repo "${MODEL_REPO:-rqa/rqa-model}" --index-repo "${INDEX_REPO:-rqa/rqa-index}" \
     --export "$OUT/export" --index "$OUT/index" --data "$OUT/data" --eval "$OUT/eval" --run "$OUT/run" \
     --out "$OUT/publish" ${PUBLISH_FLAGS---dry-run}  # PUBLISH_FLAGS= (empty) pushes

@@ -2,6 +2,7 @@
 memory checks, resumed training, and `python -m build all --preset tiny` end to end."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -265,6 +266,15 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     metrics = json.loads((out / "dpo" / "train_metrics.json").read_text())
     assert metrics["method"] == "dpo" and metrics["steps"] == 2 and metrics["reward_margin_last"] is not None
     assert (out / "dpo" / "adapter" / "adapter_model.safetensors").exists()
+    # the automatic annotator: the SFT export answers train questions twice, each answer rated
+    judged = subprocess.run(cli + ["judge", "--data", str(out / "data"), "--model", str(out / "export" / "model-q8_0.gguf"),
+                                   "--index", str(out / "index"), "--db", str(tmp_path / "judge.sqlite"),
+                                   "--samples", "2", "--limit", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert judged.returncode == 0, judged.stderr[-3000:]
+    rated = RatingsDB(tmp_path / "judge.sqlite").ratings()
+    asked = int(re.search(r"answers to (\d+) train questions", judged.stdout).group(1))
+    assert asked >= 1 and len(rated) == 2 * asked and {r["annotator"] for r in rated} == {"auto-judge"}
+    assert all(r["correctness"] in ("correct", "partly", "wrong") and 1 <= r["depth"] <= 5 for r in rated)
 
     # the fine-tuned GGUF carries Qwen's chat template (ChatML), so rqa serves it with turns
     from llama_cpp import Llama
