@@ -27,7 +27,7 @@ $PY -m build evaluate --export "$OUT/export" --index "$OUT/index" --embedder "$O
 # model, which is its baseline
 $PY -m build judge --data "$OUT/data" --model "$OUT/export/model-q8_0.gguf" --index "$OUT/index" --db "$OUT/ratings.sqlite"
 $PY -m build preferences --db "$OUT/ratings.sqlite" --index "$OUT/index" --out "$OUT/prefs"
-# 10 steps of 4 pairs: about 20 minutes here
+# judge: 146 answers in 9.5 min here; DPO: 10 steps of 4 pairs, 13.5 min here (20 pairs: two passes)
 $PY -m build train --method dpo --preferences "$OUT/prefs" --sft "$OUT/run" --out "$OUT/dpo" --preset cpu --max-steps 10
 $PY -m build export --run "$OUT/dpo" --out "$OUT/dpo-export" --preset cpu --data "$OUT/data"
 $PY -m build evaluate --export "$OUT/dpo-export" --quants q8_0 --index "$OUT/index" --embedder "$OUT/embedder" \
