@@ -4,7 +4,8 @@ Stages (seed section 2.2), each with kept/dropped counts in the dataset card:
   1. similarity: the question, searched in an index of all chunks, must retrieve its own chunk
      in the top k (it is answerable and specific);
   2. format: names a specific method or architecture (a question that names nothing is first asked
-     of its paper by title), the answer is not empty, and any LaTeX is balanced and parses with SymPy;
+     of its paper by title), the answer has 20 characters or more, and any LaTeX is balanced and
+     parses with SymPy;
   3. entropy: answers of low token entropy for their length (repetitive) are dropped, and so are
      questions whose embedding is a near-duplicate (cosine >= 0.92) of one already kept.
 The split is by paper: test questions come only from papers never seen in training.
@@ -65,7 +66,7 @@ def with_subject(question: str, title: str) -> str:
     translation models?"), the question asked of the paper by its short title ("In "Attention Is All
     You Need", what beam size ..."): a user names what they ask about, and a question that does not
     is unanswerable from a corpus, but the teacher's answer to it is still good."""
-    if names_its_subject(question, title) or not title.strip():
+    if not question or not title.strip() or names_its_subject(question, title):
         return question
     short = title.split(":")[0].strip()
     short = short.title() if short.isupper() else short
