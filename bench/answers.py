@@ -36,7 +36,7 @@ def run_one(args) -> dict:
     from rqa.equations import SympyWorker
     from rqa.index import load_index
     from rqa.llm import ModelPool
-    from rqa.metrics import answer_scores, summarize_answers
+    from rqa.metrics import score_answer, summarize_answers
 
     model = args.one
     overrides = {"model_path": model} if model.endswith(".gguf") else {"model": model}
@@ -59,8 +59,7 @@ def run_one(args) -> dict:
                 rates.append((t["tokens"] - 1) / max(t["total_s"] - t["first_token_s"], 1e-9))
             words.append(len(answer.text.split()))
             model_citing.append(any(c.origin == "model" for c in answer.citations))
-            row = answer_scores(q, answer.text, [(c.hit.chunk.paper, c.hit.chunk.text) for c in answer.citations],
-                                [h.chunk.text for h in stream.hits], answer.abstained)
+            row = score_answer(q, answer)
             rows.append(row)
             if out:
                 out.write(json.dumps({"model": model, "id": q["id"], "question": q["question"], "facts": q.get("facts"),

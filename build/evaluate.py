@@ -25,7 +25,7 @@ from rqa.search import retrieve
 from rqa.equations import SympyWorker, extract_latex
 from rqa.index import Index
 from rqa.llm import ModelFiles, ModelPool
-from rqa.metrics import answer_scores, first_hit_rank, summarize_answers
+from rqa.metrics import first_hit_rank, score_answer, summarize_answers
 from rqa.support import CITATION
 
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
@@ -93,8 +93,7 @@ def score(questions: list[dict], answers: list[tuple[Answer, float]], index: Ind
     rows = []
     for q, (a, _) in zip(questions, answers):
         q = q if q.get("facts") else {**q, "facts": reference_facts(q["answer"])}
-        cited = [(c.hit.chunk.paper, c.hit.chunk.text) for c in a.citations]
-        rows.append(answer_scores(q, a.text, cited, [c.hit.chunk.text for c in a.citations + a.uncited], a.abstained))
+        rows.append(score_answer(q, a))
     summary = summarize_answers(rows)
     return {
         "fact_accuracy": round(summary["fact_accuracy"], 4),

@@ -5,7 +5,8 @@ answer path, the first greedily and the rest sampled at `temperature`; every ans
 ratings database as the app stores chat answers, and rated by the annotator "auto-judge" against the
 question's reference answer (the teacher's, written from the question's own chunk):
   - correctness: correct when the answer states every fact of the reference (its numbers and method
-    names, the facts `build evaluate` uses for the test split), partly when some, wrong when none;
+    names, the facts `build evaluate` uses for the test split, less those the question itself
+    states), partly when some, wrong when none;
   - depth: 1 + 4 x citation precision, rounded (5 = every cited source holds the evidence or comes
     from the question's paper). The judge cannot tell technical depth; it puts what it can check,
     the citations, in that slot, so that between two correct answers the better-cited one is chosen.
@@ -34,8 +35,9 @@ class JudgeReport:
 
 def train_questions(data_dir: Path, limit: int | None = None) -> list[dict]:
     """The train split's questions with their reference answer and the text of their own chunk."""
-    data_dir = Path(data_dir)
-    read = lambda name: [json.loads(x) for x in (data_dir / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+    def read(name: str) -> list[dict]:
+        return [json.loads(x) for x in (Path(data_dir) / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+
     chunks = {c["chunk_id"]: c for c in read("chunks.jsonl")}
     answers = {g["chunk_id"]: g.get("answer", "") for g in read("generated.jsonl")}
     rows = [{"question": p["question"], "answer": answers[p["chunk_id"]], "paper": p["paper"],
@@ -45,11 +47,9 @@ def train_questions(data_dir: Path, limit: int | None = None) -> list[dict]:
 
 
 def rating(question: dict, answer) -> tuple[str, int]:
-    from rqa.metrics import answer_scores
+    from rqa.metrics import score_answer
 
-    cited = [(c.hit.chunk.paper, c.hit.chunk.text) for c in answer.citations]
-    s = answer_scores(question, answer.text, cited, [c.hit.chunk.text for c in answer.citations + answer.uncited],
-                      answer.abstained)
+    s = score_answer(question, answer)
     correctness = "correct" if s["correct"] else "partly" if s["fact_recall"] > 0 else "wrong"
     return correctness, 1 + round(4 * (s["citation_precision"] or 0.0))
 

@@ -60,6 +60,12 @@ def answer_scores(question: dict, answer_text: str, cited: list[tuple[str, str]]
     }
 
 
+def score_answer(question: dict, answer) -> dict:
+    """answer_scores of an rqa.answer.Answer: its cited sources, and every source it was shown."""
+    return answer_scores(question, answer.text, [(c.hit.chunk.paper, c.hit.chunk.text) for c in answer.citations],
+                         [c.hit.chunk.text for c in answer.citations + answer.uncited], answer.abstained)
+
+
 def summarize_answers(rows: list[dict]) -> dict:
     n = max(len(rows), 1)
     precisions = [r["citation_precision"] for r in rows if r["citation_precision"] is not None]
