@@ -32,7 +32,7 @@ from bench.common import PAPERS, dev_questions, percentile  # noqa: E402
 from rqa.config import Settings  # noqa: E402
 from rqa.corpus import ingest_paths  # noqa: E402
 from rqa.embed import embed  # noqa: E402
-from rqa.index import Index, build_faiss, index_text, load_index, tokenize  # noqa: E402
+from rqa.index import Index, build_bm25, build_faiss, index_text, load_index  # noqa: E402
 from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
 from rqa.search import retrieve  # noqa: E402
 
@@ -48,25 +48,23 @@ def score(index: Index, questions: list[dict], settings: Settings, mode: str) ->
     return {**retrieval_scores(ranks), "ms": percentile(times, 50)}
 
 
-def text_only_bm25(index: Index) -> Index:
-    """The same index with BM25 over the chunk text alone (no title or section)."""
-    import bm25s
-
-    bm25 = bm25s.BM25(k1=1.5, b=0.75, method="robertson")
-    bm25.index([tokenize(c.text) for c in index.chunks], show_progress=False)
-    return dataclasses.replace(index, bm25=bm25)
+def with_bm25(index: Index, **how) -> Index:
+    """The same index with BM25 rebuilt another way (text only, other k1/b): rqa.index.build_bm25's arguments."""
+    return dataclasses.replace(index, bm25=build_bm25(index.chunks, **how))
 
 
 def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], questions: list[dict],
                  settings: Settings):
     s = settings
     rows = [("BM25 (title + section + text)", index, s, "bm25"),
-            ("BM25 (text only)", text_only_bm25(index), s, "bm25"),
+            ("BM25 (text only)", with_bm25(index, text=lambda c: c.text), s, "bm25"),
             (f"dense ({index.embedder})", index, s, "dense"),
             (f"hybrid, defaults ({s.fusion}, dense weight {s.dense_weight}, depth {s.fusion_depth})", index, s, "hybrid")]
     for w in [w for w in (0.25, 0.5, 1.0) if not (s.fusion == "convex" and w == s.dense_weight)]:
         rows.append((f"hybrid, convex, dense weight {w}", index, dataclasses.replace(s, fusion="convex", dense_weight=w), "hybrid"))
     rows.append(("hybrid, convex, fusion depth 50", index, dataclasses.replace(s, fusion="convex", fusion_depth=50), "hybrid"))
+    for k1, b in ((0.82, 0.68), (0.9, 0.9), (1.2, 0.75), (2.0, 0.75)):  # 0.82/0.68: Anserini's MS MARCO passage values
+        rows.append((f"hybrid, BM25 k1 {k1} b {b} (default 1.5/0.75)", with_bm25(index, k1=k1, b=b), s, "hybrid"))
     for w, rrf_k in ((0.3, 60), (0.1, 60), (0.3, 10)):
         r = dataclasses.replace(s, fusion="rrf", dense_weight=w, rrf_k=rrf_k)
         rows.append((f"hybrid, RRF, dense weight {w}, rrf_k {rrf_k}", index, r, "hybrid"))
