@@ -166,20 +166,25 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_publish(args) -> dict:
-    from build.publish import push, stage_folders, stage_space
+    from build.publish import lookup_file, push, stage_folders, stage_space
 
     card = (Path(args.data) / "README.md").read_text() if args.data and (Path(args.data) / "README.md").exists() else ""
     evaluation = (Path(args.eval) / "evaluation.md").read_text() if args.eval and (Path(args.eval) / "evaluation.md").exists() else ""
     recipe = json.loads((Path(args.run) / "train_metrics.json").read_text())["preset"] if args.run else {}
     model_dir, index_dir = stage_folders(Path(args.out), args.model_repo, Path(args.export), Path(args.index),
                                          recipe.get("base", ""), card, recipe, evaluation)
-    space = stage_space(Path(args.out), args.model_repo, args.index_repo)
+    scores = Path(args.eval) / "evaluation.json" if args.eval else None
+    lookup, why = lookup_file(json.loads(scores.read_text())) if scores and scores.exists() \
+        else ("model-q4_0.gguf", "no evaluation given")
+    print(f"the Space answers lookup questions with {lookup} ({why})")
+    space = stage_space(Path(args.out), args.model_repo, args.index_repo, lookup)
     if args.dry_run:
         print(f"dry run: would push {model_dir} -> {args.model_repo}, {index_dir} -> {args.index_repo}; "
               f"Space app staged in {space}")
     else:
         push(model_dir, index_dir, args.model_repo, args.index_repo, os.environ.get("HF_TOKEN"))
-    return {"model_dir": str(model_dir), "index_dir": str(index_dir), "space": str(space), "dry_run": args.dry_run}
+    return {"model_dir": str(model_dir), "index_dir": str(index_dir), "space": str(space), "dry_run": args.dry_run,
+            "lookup_file": lookup, "lookup_why": why}
 
 
 def cmd_all(args) -> dict:

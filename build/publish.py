@@ -38,12 +38,28 @@ retrieved paper chunks, citing them as [n]. Files: {files}.
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def stage_space(out: Path, model_repo: str, index_repo: str) -> Path:
-    """The Space folder: space/ with the rqa package beside app.py and the repo names filled in."""
+def lookup_file(evaluation: dict) -> tuple[str, str]:
+    """The GGUF that answers lookup questions on the Space, and why: q4_0 (the app's default routing:
+    q4_0 for lookups, q8_0 for reasoning) unless the fine-tuned q4_0 answered fewer questions
+    correctly than its q8_0 over the evaluated sets (`build evaluate`'s evaluation.json). A correct
+    answer is worth more than the second q4_0 saves; the fourth cpu run's q4_0 lost 3 dev answers."""
+    right = {quant: sum(round(rows[f"fine-tuned {quant}"]["fact_accuracy"] * rows[f"fine-tuned {quant}"]["questions"])
+                        for rows in evaluation.values() if f"fine-tuned {quant}" in rows)
+             for quant in ("q4_0", "q8_0")}
+    if not all(any(f"fine-tuned {q}" in rows for rows in evaluation.values()) for q in right):
+        return "model-q4_0.gguf", "the evaluation does not compare the fine-tune's q4_0 and q8_0"
+    why = f"fine-tuned q4_0 answered {right['q4_0']} questions correctly, q8_0 {right['q8_0']}"
+    return ("model-q8_0.gguf", why) if right["q4_0"] < right["q8_0"] else ("model-q4_0.gguf", why)
+
+
+def stage_space(out: Path, model_repo: str, index_repo: str, lookup: str | None = None) -> Path:
+    """The Space folder: space/ with the rqa package beside app.py and the repo names (and the file
+    that answers lookup questions, when not the default q4_0) filled in."""
     space = out / "space"
     shutil.copytree(ROOT / "space", space)
     shutil.copytree(ROOT / "rqa", space / "rqa", ignore=shutil.ignore_patterns("__pycache__"))
-    (space / "rqa_space.json").write_text(json.dumps({"model_repo": model_repo, "index_repo": index_repo}))
+    config = {"model_repo": model_repo, "index_repo": index_repo, **({"lookup_file": lookup} if lookup else {})}
+    (space / "rqa_space.json").write_text(json.dumps(config))
     return space
 
 

@@ -11,10 +11,13 @@ sys.path.insert(0, str(HERE))  # a published Space: `build publish` copies rqa/ 
 
 
 def configure(config_file: Path = HERE / "rqa_space.json") -> None:
-    """Repo names from the config file unless the environment already sets them."""
+    """Repo names (and the file for lookup questions, which `build publish` chose from the
+    evaluation) from the config file unless the environment already sets them."""
     config = json.loads(config_file.read_text())
     os.environ.setdefault("RQA_HUB_REPO", config["model_repo"])
     os.environ.setdefault("RQA_HUB_INDEX_REPO", config["index_repo"])
+    if config.get("lookup_file"):
+        os.environ.setdefault("RQA_HUB_Q4_FILE", config["lookup_file"])
 
 
 if __name__ == "__main__":

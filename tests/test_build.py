@@ -173,6 +173,24 @@ def test_validation_helpers():
     assert not informative("heads heads heads heads heads heads heads", 3.5)  # repetition: dropped
 
 
+def test_publish_serves_q8_0_for_lookups_where_the_q4_0_fine_tune_answers_fewer_questions():
+    from build.publish import lookup_file
+
+    def rows(q4, q8, n=20):
+        return {"base q4_0": {"fact_accuracy": 0.9, "questions": n},
+                "fine-tuned q4_0": {"fact_accuracy": q4, "questions": n},
+                "fine-tuned q8_0": {"fact_accuracy": q8, "questions": n}}
+
+    # the fourth cpu run: q4_0 15 + 12 right, q8_0 16 + 15 (held-out 42, dev 20)
+    file, why = lookup_file({"held-out": rows(0.3571, 0.381, 42), "dev": rows(0.6, 0.75)})
+    assert file == "model-q8_0.gguf" and why == "fine-tuned q4_0 answered 27 questions correctly, q8_0 31"
+    # a tie keeps the default routing (q4_0 for lookups): it costs less memory and time
+    assert lookup_file({"dev": rows(0.75, 0.75)})[0] == "model-q4_0.gguf"
+    assert lookup_file({"held-out": rows(0.5, 0.45, 42), "dev": rows(0.6, 0.65)})[0] == "model-q4_0.gguf"
+    only_q4 = {"held-out": {"fine-tuned q4_0": {"fact_accuracy": 0.5, "questions": 4}}}
+    assert lookup_file(only_q4) == ("model-q4_0.gguf", "the evaluation does not compare the fine-tune's q4_0 and q8_0")
+
+
 def test_configs_that_cannot_fit_fail_before_loading():
     with pytest.raises(MemoryError_, match="needs a CUDA GPU"):
         check_fits(preset_with("t4"), 3_000_000_000, 2048, 36, 151_936)

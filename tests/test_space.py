@@ -56,3 +56,25 @@ def test_space_with_missing_repos_still_serves_with_a_notice(tmp_path, monkeypat
         assert "someone/private-model could not be reached" in str(page)  # shown on the page
     finally:
         app.sympy.close()
+
+
+def test_space_config_names_the_file_for_lookup_questions(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("space_app", ROOT / "space" / "app.py")
+    space = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(space)
+    for name in ("RQA_HUB_REPO", "RQA_HUB_INDEX_REPO", "RQA_HUB_Q4_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "rqa_space.json"
+    config.write_text('{"model_repo": "a/m", "index_repo": "a/i"}')
+    space.configure(config)
+    assert Settings.load().hub_q4_file == "model-q4_0.gguf"
+    monkeypatch.delenv("RQA_HUB_REPO")
+    monkeypatch.delenv("RQA_HUB_INDEX_REPO")
+    config.write_text('{"model_repo": "a/m", "index_repo": "a/i", "lookup_file": "model-q8_0.gguf"}')
+    space.configure(config)
+    assert Settings.load().hub_q4_file == "model-q8_0.gguf"
+    monkeypatch.setenv("RQA_HUB_Q4_FILE", "mine.gguf")  # the owner's variable wins over the file
+    space.configure(config)
+    assert Settings.load().hub_q4_file == "mine.gguf"
+    for name in ("RQA_HUB_REPO", "RQA_HUB_INDEX_REPO", "RQA_HUB_Q4_FILE"):
+        monkeypatch.delenv(name, raising=False)
