@@ -53,8 +53,8 @@ def lookup_file(evaluation: dict) -> tuple[str, str]:
 
 
 def stage_space(out: Path, model_repo: str, index_repo: str, lookup: str | None = None) -> Path:
-    """The Space folder: space/ with the rqa package beside app.py and the repo names (and the file
-    that answers lookup questions, when not the default q4_0) filled in."""
+    """The Space folder: space/ with the rqa package beside app.py and the repo names (and, when
+    given, the file that answers lookup questions) filled in."""
     space = out / "space"
     shutil.copytree(ROOT / "space", space)
     shutil.copytree(ROOT / "rqa", space / "rqa", ignore=shutil.ignore_patterns("__pycache__"))
