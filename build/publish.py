@@ -41,13 +41,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def lookup_file(evaluation: dict) -> tuple[str, str]:
     """The GGUF that answers lookup questions on the Space, and why: q4_0 (the app's default routing:
     q4_0 for lookups, q8_0 for reasoning) unless the fine-tuned q4_0 answered fewer questions
-    correctly than its q8_0 over the evaluated sets (`build evaluate`'s evaluation.json). A correct
-    answer is worth more than the second q4_0 saves; the fourth cpu run's q4_0 lost 3 dev answers."""
-    right = {quant: sum(round(rows[f"fine-tuned {quant}"]["fact_accuracy"] * rows[f"fine-tuned {quant}"]["questions"])
-                        for rows in evaluation.values() if f"fine-tuned {quant}" in rows)
-             for quant in ("q4_0", "q8_0")}
-    if not all(any(f"fine-tuned {q}" in rows for rows in evaluation.values()) for q in right):
+    correctly than its q8_0 over the sets that evaluated both (`build evaluate`'s evaluation.json).
+    A correct answer is worth more than the second q4_0 saves; the fourth cpu run's q4_0 lost 3 dev answers."""
+    quants = ("q4_0", "q8_0")
+    both = [rows for rows in evaluation.values() if all(f"fine-tuned {q}" in rows for q in quants)]
+    if not both:
         return "model-q4_0.gguf", "the evaluation does not compare the fine-tune's q4_0 and q8_0"
+    right = {q: sum(round(rows[f"fine-tuned {q}"]["fact_accuracy"] * rows[f"fine-tuned {q}"]["questions"])
+                    for rows in both) for q in quants}
     why = f"fine-tuned q4_0 answered {right['q4_0']} questions correctly, q8_0 {right['q8_0']}"
     return ("model-q8_0.gguf", why) if right["q4_0"] < right["q8_0"] else ("model-q4_0.gguf", why)
 
