@@ -53,8 +53,8 @@ def cmd_dataset(args) -> dict:
 def cmd_train(args) -> dict:
     from build.train import preset_with, train, train_dpo
 
-    preset = preset_with(args.preset, max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length,
-                         epochs=args.epochs)
+    preset = preset_with(args.preset, base=args.base, max_steps=args.max_steps, batch_size=args.batch_size,
+                         max_length=args.max_length, epochs=args.epochs)
     if args.method == "dpo":
         if not args.preferences or not args.sft:
             raise ValueError("--method dpo needs --preferences DIR and --sft RUN (the SFT train --out)")
@@ -103,7 +103,10 @@ def cmd_export(args) -> dict:
 
     heldout = _heldout_text(args.data) if args.data else ""
     preset = PRESETS[args.preset]
-    return export(args.run, args.out, preset.base, heldout, preset.target_modules)
+    # the base the run was trained on (train --base may have replaced the preset's)
+    recorded = Path(args.run) / "train_metrics.json"
+    base = json.loads(recorded.read_text())["preset"]["base"] if recorded.exists() else preset.base
+    return export(args.run, args.out, base, heldout, preset.target_modules)
 
 
 def _heldout_text(data_dir: Path) -> str:
@@ -262,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--sft", type=Path, help="the SFT run folder whose adapter DPO starts from (dpo)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--preset", choices=["t4", "cpu", "tiny"], default="cpu")
+    s.add_argument("--base", help="a Hugging Face model id or local model folder instead of the preset's base "
+                   "(same recipe; export merges into the base the run records)")
     s.add_argument("--max-steps", type=int)
     s.add_argument("--epochs", type=float, help="passes over the data (early stopping on validation loss still applies)")
     s.add_argument("--batch-size", type=int)

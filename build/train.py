@@ -75,8 +75,11 @@ def check_fits(preset: Preset, n_params: int, hidden: int, layers: int, vocab: i
 
     weight_bytes = n_params * (0.55 if preset.load_in_4bit else (2 if preset.fp16 else 4))
     tokens = preset.batch_size * preset.max_length
-    # activations kept for backward (~34 values per hidden unit per layer, fp16/fp32) + logits
-    act_bytes = tokens * (34 * hidden * layers + 2 * vocab) * (2 if preset.fp16 else 4)
+    width = 2 if preset.fp16 else 4
+    # TRL trains with gradient checkpointing (SFTConfig's default): backward keeps each layer's input
+    # and recomputes one layer at a time (~34 values per hidden unit); the logits are the big term at
+    # a 152k vocabulary: compute dtype, their float32 copy for the loss and its gradient
+    act_bytes = tokens * (hidden * layers * width + 34 * hidden * width + vocab * (width + 8))
     lora_bytes = 16 * preset.lora_r * hidden * len(preset.target_modules) * layers * 2  # weights + Adam
     need = weight_bytes + act_bytes + lora_bytes
     if preset.needs_gpu or torch.cuda.is_available():
@@ -143,7 +146,7 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
         save_total_limit=2, load_best_model_at_end=preset.checkpoints, metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=1, report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-        completion_only_loss=True, seed=0)
+        completion_only_loss=True, gradient_checkpointing=True, seed=0)
     peft_config = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                              bias=preset.lora_bias, target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
@@ -164,6 +167,14 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
                "eval_loss": min((h["eval_loss"] for h in history if "eval_loss" in h), default=None)}
     if metrics["train_runtime_s"]:
         metrics["tokens_per_s"] = metrics["tokens"] / metrics["train_runtime_s"] if metrics["tokens"] else None
+        # what the evaluation cadence costs (checkpoints of a LoRA adapter are a few MB)
+        metrics["eval_runtime_s"] = sum(h.get("eval_runtime", 0) for h in history)
+        loop_s = metrics["train_runtime_s"] - metrics["eval_runtime_s"]
+        metrics["loop_tokens_per_s"] = metrics["tokens"] / loop_s if metrics["tokens"] and loop_s > 0 else None
+    if torch.cuda.is_available():  # the process's peak: what decides whether a recipe fits a card
+        metrics["gpu"] = torch.cuda.get_device_name(0)
+        metrics["peak_vram_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        metrics["peak_vram_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
     plot_loss(history, out_dir / "loss.png")

@@ -227,6 +227,30 @@ def test_interrupted_training_resumes(tmp_path):
     assert metrics["steps"] == 4 and (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
+def test_train_cli_takes_another_base_and_reports_the_loop_rate(tmp_path):
+    from build.models import TINY_TOKENIZER, load_tokenizer, tiny_model
+
+    base = tmp_path / "base"  # a local model folder stands in for a Hub id such as Qwen/Qwen2.5-1.5B-Instruct
+    tok = load_tokenizer(TINY_TOKENIZER)
+    tiny_model(tok).save_pretrained(str(base))
+    tok.save_pretrained(str(base))
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"messages": [{"role": "user", "content": f"Which rank in run {i}?"},
+                          {"role": "assistant", "content": f"Rank {i} [1]."}]} for i in range(6)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    run = subprocess.run([sys.executable, "-m", "build", "train", "--preset", "cpu", "--base", str(base),
+                          "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "train_metrics.json").read_text())
+    assert metrics["preset"]["base"] == str(base) and metrics["preset"]["lora_dropout"] == 0.1  # the cpu recipe
+    assert metrics["steps"] == 2 and metrics["eval_runtime_s"] > 0
+    assert metrics["loop_tokens_per_s"] > metrics["tokens_per_s"] > 0  # evaluation time left out of the loop rate
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
 def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "build", "all", "--preset", "tiny", "--papers", str(PAPERS),
