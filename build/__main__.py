@@ -205,8 +205,8 @@ def cmd_all(args) -> dict:
         # the retriever's own fine-tune; the evaluation index is built with it and carries it to the Hub
         ("embedder", cmd_embedder, lambda: ns(data=out / "data", out=out / "embedder", base=None, epochs=None,
                                       batch_size=8 if small else None, max_chunks=24 if small else None)),
-        ("train", cmd_train, lambda: ns(method="sft", data=out / "data", out=out / "run", preset=args.preset, max_steps=None,
-                                batch_size=None, max_length=None, epochs=None)),
+        ("train", cmd_train, lambda: ns(method="sft", data=out / "data", out=out / "run", preset=args.preset, base=None,
+                                max_steps=None, batch_size=None, max_length=None, epochs=None)),
         ("export", cmd_export, lambda: ns(run=out / "run", out=out / "export", preset=args.preset, data=out / "data")),
         # base and fine-tuned at the same quantization; the tiny preset only checks the path, at q4_0
         ("evaluate", cmd_evaluate, lambda: ns(index=out / "index", embedder=out / "embedder", export=out / "export",
