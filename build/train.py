@@ -36,6 +36,7 @@ class Preset:
     base: str
     load_in_4bit: bool = False
     fp16: bool = False
+    bf16: bool = False  # autocast to bf16 over fp32 weights (GPUs since Ampere; CPUs with AMX or AVX-512 bf16)
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -55,6 +56,7 @@ class Preset:
     max_steps: int = -1
     early_stopping_patience: int = 1
     optim: str = "adamw_torch"
+    gradient_checkpointing: bool = True  # recompute activations in backward: memory for time
     checkpoints: bool = True  # evaluation, checkpoints and early stopping (off only to time the loop itself)
     needs_gpu: bool = False
 
@@ -80,12 +82,13 @@ def check_fits(preset: Preset, n_params: int, hidden: int, layers: int, vocab: i
 
     weight_bytes = n_params * (0.55 if preset.load_in_4bit else (2 if preset.fp16 else 4))
     tokens = preset.batch_size * preset.max_length
-    width = 2 if preset.fp16 else 4
-    # with gradient checkpointing (set below) backward keeps each layer's input and recomputes one
-    # layer at a time (~34 values per hidden unit); the logits are the big term at a 152k vocabulary.
+    width = 2 if preset.fp16 or preset.bf16 else 4
+    # backward keeps ~34 values per hidden unit per layer, or with gradient checkpointing each layer's
+    # input and one layer recomputed at a time; the logits are the big term at a 152k vocabulary.
     # Checked on a GPU: the t4 preset on the 3B shape at 4 x 4096 tokens reserved 10.0 GiB, this says
     # 10.7 (docs/BENCHMARKS.md)
-    act_bytes = tokens * (hidden * layers * width + 34 * hidden * width + vocab * width)
+    kept = hidden * (layers + 34) if preset.gradient_checkpointing else 34 * hidden * layers
+    act_bytes = tokens * (kept + vocab) * width
     lora_bytes = 16 * preset.lora_r * hidden * len(preset.target_modules) * layers * 2  # weights + Adam
     need = weight_bytes + act_bytes + lora_bytes
     if preset.needs_gpu or torch.cuda.is_available():
@@ -147,12 +150,12 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
         learning_rate=preset.lr, adam_beta1=preset.betas[0], adam_beta2=preset.betas[1], optim=preset.optim,
         warmup_steps=preset.warmup_steps, lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": preset.min_lr}, num_train_epochs=preset.epochs, max_steps=preset.max_steps,
-        max_length=preset.max_length, fp16=preset.fp16, eval_strategy=cadence if preset.checkpoints else "no",
+        max_length=preset.max_length, fp16=preset.fp16, bf16=preset.bf16, eval_strategy=cadence if preset.checkpoints else "no",
         eval_steps=every, save_strategy=cadence if preset.checkpoints else "no", save_steps=every,
         save_total_limit=2, load_best_model_at_end=preset.checkpoints, metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=1, report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-        completion_only_loss=True, gradient_checkpointing=True, seed=0)
+        completion_only_loss=True, gradient_checkpointing=preset.gradient_checkpointing, seed=0)
     peft_config = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                              bias=preset.lora_bias, target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
@@ -218,7 +221,7 @@ def train_dpo(preferences_dir: Path, sft_run: Path, out_dir: Path, preset: Prese
         gradient_accumulation_steps=preset.grad_accum, learning_rate=preset.dpo_lr, adam_beta1=preset.betas[0],
         adam_beta2=preset.betas[1], optim=preset.optim, warmup_steps=min(preset.warmup_steps, 2), lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": preset.min_lr}, num_train_epochs=1, max_steps=preset.max_steps,
-        max_length=preset.max_length, fp16=preset.fp16, save_strategy="no", logging_steps=1, report_to=[],
+        max_length=preset.max_length, fp16=preset.fp16, bf16=preset.bf16, save_strategy="no", logging_steps=1, report_to=[],
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0)
     peft_config = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                              bias=preset.lora_bias, target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
