@@ -106,6 +106,19 @@ def check_fits(preset: Preset, n_params: int, hidden: int, layers: int, vocab: i
     return f"estimated {need / 2**30:.2f} GiB of {have / 2**30:.1f} GiB {where}"
 
 
+def bf16_is_fast() -> bool:
+    """A GPU with bf16 units, or a CPU with AMX or AVX-512 bf16 instructions (elsewhere bf16 is emulated)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _to_prompt_completion(row: dict) -> dict:
     # TRL trains on the completion only for prompt/completion data: the loss covers the answer.
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
@@ -119,6 +132,9 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
+    if preset.bf16 and not bf16_is_fast():
+        log("bf16 autocast is emulated on this hardware (slower than fp32): training in fp32")
+        preset = replace(preset, bf16=False)
     tokenizer = load_tokenizer(TINY_TOKENIZER if preset.base.startswith("tiny") else preset.base)
     if preset.base.startswith("tiny"):
         model = tiny_model(tokenizer)

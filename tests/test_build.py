@@ -15,7 +15,7 @@ import pytest
 
 from build.dataset import build_dataset, informative, names_its_subject, split_by_paper, token_entropy, with_subject
 from build.generate import ExtractiveGenerator, GenerationFailed, groq_generator, openai_generator, parse_reply
-from build.train import MemoryError_, check_fits, preset_with
+from build.train import MemoryError_, bf16_is_fast, check_fits, preset_with
 from rqa.config import Settings
 from tests.conftest import PAPERS, ROOT
 
@@ -203,17 +203,21 @@ def test_configs_that_cannot_fit_fail_before_loading():
     assert "GiB" in check_fits(preset_with("tiny"), 17_000_000, 64, 2, 262_144)
 
 
+def _chat_data(folder: Path, train: int, val: int) -> Path:
+    folder.mkdir()
+    rows = [{"messages": [{"role": "user", "content": f"What rank does LoRA use in run {i}?"},
+                          {"role": "assistant", "content": f"Rank {i} [1]."}]} for i in range(train + val)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:train]))
+    (folder / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[train:]))
+    return folder
+
+
 def test_interrupted_training_resumes(tmp_path):
     from transformers import TrainerCallback
 
     from build.train import train
 
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"messages": [{"role": "user", "content": f"What rank does LoRA use in run {i}?"},
-                          {"role": "assistant", "content": f"Rank {i} [1]."}]} for i in range(12)]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
-    (data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[10:]))
+    data = _chat_data(tmp_path / "data", train=10, val=2)
 
     class Crash(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -238,19 +242,14 @@ def test_train_cli_takes_another_base_and_bf16_and_reports_the_loop_rate(tmp_pat
     tok = load_tokenizer(TINY_TOKENIZER)
     tiny_model(tok).save_pretrained(str(base))
     tok.save_pretrained(str(base))
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"messages": [{"role": "user", "content": f"Which rank in run {i}?"},
-                          {"role": "assistant", "content": f"Rank {i} [1]."}]} for i in range(6)]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
-    (data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    data = _chat_data(tmp_path / "data", train=4, val=2)
     run = subprocess.run([sys.executable, "-m", "build", "train", "--preset", "cpu", "--base", str(base),
                           "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "2", "--bf16"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "train_metrics.json").read_text())
     assert metrics["preset"]["base"] == str(base) and metrics["preset"]["lora_dropout"] == 0.1  # the cpu recipe
-    assert metrics["preset"]["bf16"] is True
+    assert metrics["preset"]["bf16"] is bf16_is_fast()  # asked for; kept where the hardware has bf16 units
     assert metrics["steps"] == 2 and metrics["eval_runtime_s"] > 0
     assert metrics["loop_tokens_per_s"] > metrics["tokens_per_s"] > 0  # evaluation time left out of the loop rate
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
