@@ -2,8 +2,6 @@
 same model (the cpu preset's Qwen2.5-Coder-0.5B from the offline GGUF), same LoRA, same data, same batch and length.
 
     .venv/bin/python bench/training.py --data OUT/data [--steps 8]
-
-The TRL path also runs with bf16 autocast (the cpu preset's `--bf16`: this CPU has AMX / AVX-512 bf16).
 """
 
 from __future__ import annotations
@@ -55,23 +53,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()
     # no evaluation, checkpoints or early stopping: the training loop itself is compared
-    rates = {}
-    for name, how in [("fp32", {}), ("bf16 autocast (`--bf16`)", {"bf16": True})]:
-        preset = preset_with("cpu", max_steps=args.steps, grad_accum=1, warmup_steps=1, checkpoints=False, **how)
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "data"  # the same train split; a 4-example val keeps evaluation time small
-            data.mkdir()
-            (data / "train.jsonl").write_text((args.data / "train.jsonl").read_text())
-            (data / "val.jsonl").write_text("".join((args.data / "val.jsonl").read_text().splitlines(True)[:4]))
-            train(data, Path(tmp) / "run", preset)
-            rates[name] = json.loads((Path(tmp) / "run" / "train_metrics.json").read_text())["tokens_per_s"]
+    preset = preset_with("cpu", max_steps=args.steps, grad_accum=1, warmup_steps=1, checkpoints=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"  # the same train split; a 4-example val keeps evaluation time small
+        data.mkdir()
+        (data / "train.jsonl").write_text((args.data / "train.jsonl").read_text())
+        (data / "val.jsonl").write_text("".join((args.data / "val.jsonl").read_text().splitlines(True)[:4]))
+        train(data, Path(tmp) / "run", preset)
+        trl_rate = json.loads((Path(tmp) / "run" / "train_metrics.json").read_text())["tokens_per_s"]
     plain = plain_loop(args.data, args.steps, preset.batch_size, preset.max_length)
-    print("\n| loop | tokens/s |\n|---|---|")
-    for name, rate in rates.items():
-        print(f"| TRL SFTTrainer (build train), {name} | {rate:.0f} |")
-    print(f"| plain transformers + peft, fp32 | {plain:.0f} |")
-    print(f"\nbatch {preset.batch_size}, max length {preset.max_length}, {args.steps} optimizer steps each, on CPU, "
-          f"no evaluation or checkpoints; TRL fp32 / plain = {rates['fp32'] / plain:.3f}")
+    print(f"\n| loop | tokens/s |\n|---|---|\n| TRL SFTTrainer (build train) | {trl_rate:.0f} |"
+          f"\n| plain transformers + peft | {plain:.0f} |")
+    print(f"\nbatch {preset.batch_size}, max length {preset.max_length}, {args.steps} optimizer steps each, fp32 on CPU, "
+          f"no evaluation or checkpoints in either; TRL / plain = {trl_rate / plain:.3f}")
 
 
 if __name__ == "__main__":

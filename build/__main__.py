@@ -54,7 +54,7 @@ def cmd_train(args) -> dict:
     from build.train import preset_with, train, train_dpo
 
     preset = preset_with(args.preset, base=args.base, max_steps=args.max_steps, batch_size=args.batch_size,
-                         max_length=args.max_length, epochs=args.epochs, bf16=args.bf16 or None)
+                         max_length=args.max_length, epochs=args.epochs)
     if args.method == "dpo":
         if not args.preferences or not args.sft:
             raise ValueError("--method dpo needs --preferences DIR and --sft RUN (the SFT train --out)")
@@ -206,7 +206,7 @@ def cmd_all(args) -> dict:
         ("embedder", cmd_embedder, lambda: ns(data=out / "data", out=out / "embedder", base=None, epochs=None,
                                       batch_size=8 if small else None, max_chunks=24 if small else None)),
         ("train", cmd_train, lambda: ns(method="sft", data=out / "data", out=out / "run", preset=args.preset, base=None,
-                                max_steps=None, batch_size=None, max_length=None, epochs=None, bf16=False)),
+                                max_steps=None, batch_size=None, max_length=None, epochs=None)),
         ("export", cmd_export, lambda: ns(run=out / "run", out=out / "export", preset=args.preset, data=out / "data")),
         # base and fine-tuned at the same quantization; the tiny preset only checks the path, at q4_0
         ("evaluate", cmd_evaluate, lambda: ns(index=out / "index", embedder=out / "embedder", export=out / "export",
@@ -271,8 +271,6 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--epochs", type=float, help="passes over the data (early stopping on validation loss still applies)")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-length", type=int)
-    s.add_argument("--bf16", action="store_true", help="autocast to bf16 (fp32 weights): faster on GPUs since Ampere "
-                   "and on CPUs with AMX or AVX-512 bf16")
 
     s = sub.add_parser("preferences", help="chosen/rejected pairs for DPO from the app's ratings database")
     s.add_argument("--db", type=Path, required=True, help="the app's ratings SQLite file (read only)")

@@ -36,7 +36,6 @@ class Preset:
     base: str
     load_in_4bit: bool = False
     fp16: bool = False
-    bf16: bool = False  # autocast to bf16 over fp32 weights (GPUs since Ampere; CPUs with AMX or AVX-512 bf16)
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -82,7 +81,7 @@ def check_fits(preset: Preset, n_params: int, hidden: int, layers: int, vocab: i
 
     weight_bytes = n_params * (0.55 if preset.load_in_4bit else (2 if preset.fp16 else 4))
     tokens = preset.batch_size * preset.max_length
-    width = 2 if preset.fp16 or preset.bf16 else 4
+    width = 2 if preset.fp16 else 4
     # backward keeps ~34 values per hidden unit per layer, or with gradient checkpointing each layer's
     # input and one layer recomputed at a time; the logits are the big term at a 152k vocabulary.
     # Checked on a GPU: the t4 preset on the 3B shape at 4 x 4096 tokens reserved 10.0 GiB, this says
@@ -106,19 +105,6 @@ def check_fits(preset: Preset, n_params: int, hidden: int, layers: int, vocab: i
     return f"estimated {need / 2**30:.2f} GiB of {have / 2**30:.1f} GiB {where}"
 
 
-def bf16_is_fast() -> bool:
-    """A GPU with bf16 units, or a CPU with AMX or AVX-512 bf16 instructions (elsewhere bf16 is emulated)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def _to_prompt_completion(row: dict) -> dict:
     # TRL trains on the completion only for prompt/completion data: the loss covers the answer.
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
@@ -132,9 +118,6 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
-    if preset.bf16 and not bf16_is_fast():
-        log("bf16 autocast is emulated on this hardware (slower than fp32): training in fp32")
-        preset = replace(preset, bf16=False)
     tokenizer = load_tokenizer(TINY_TOKENIZER if preset.base.startswith("tiny") else preset.base)
     if preset.base.startswith("tiny"):
         model = tiny_model(tokenizer)
@@ -166,7 +149,7 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
         learning_rate=preset.lr, adam_beta1=preset.betas[0], adam_beta2=preset.betas[1], optim=preset.optim,
         warmup_steps=preset.warmup_steps, lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": preset.min_lr}, num_train_epochs=preset.epochs, max_steps=preset.max_steps,
-        max_length=preset.max_length, fp16=preset.fp16, bf16=preset.bf16, eval_strategy=cadence if preset.checkpoints else "no",
+        max_length=preset.max_length, fp16=preset.fp16, eval_strategy=cadence if preset.checkpoints else "no",
         eval_steps=every, save_strategy=cadence if preset.checkpoints else "no", save_steps=every,
         save_total_limit=2, load_best_model_at_end=preset.checkpoints, metric_for_best_model="eval_loss",
         greater_is_better=False,
@@ -237,7 +220,7 @@ def train_dpo(preferences_dir: Path, sft_run: Path, out_dir: Path, preset: Prese
         gradient_accumulation_steps=preset.grad_accum, learning_rate=preset.dpo_lr, adam_beta1=preset.betas[0],
         adam_beta2=preset.betas[1], optim=preset.optim, warmup_steps=min(preset.warmup_steps, 2), lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": preset.min_lr}, num_train_epochs=1, max_steps=preset.max_steps,
-        max_length=preset.max_length, fp16=preset.fp16, bf16=preset.bf16, save_strategy="no", logging_steps=1, report_to=[],
+        max_length=preset.max_length, fp16=preset.fp16, save_strategy="no", logging_steps=1, report_to=[],
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0)
     peft_config = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                              bias=preset.lora_bias, target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
