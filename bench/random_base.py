@@ -26,14 +26,12 @@ QWEN25_3B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, n
 
 
 def shape(out: Path, gguf: str | None, tokenizer: Path | None) -> None:
-    from transformers import AutoConfig, AutoTokenizer, Qwen2Config
+    from transformers import AutoTokenizer, Qwen2Config
 
-    from rqa.models import offline_model_path
+    from build.models import base_config, load_tokenizer
 
-    if gguf:
-        path = offline_model_path(gguf, progress=False)
-        cfg = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    if gguf:  # the pipeline's own resolution of an offline model
+        cfg, tok = base_config(gguf), load_tokenizer(gguf)
     else:
         tok = AutoTokenizer.from_pretrained(str(tokenizer))  # the Qwen2.5 family shares one tokenizer
         cfg = Qwen2Config(**QWEN25_3B, bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))

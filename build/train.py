@@ -11,7 +11,8 @@ Presets:
         3B shape at 4 x 4096 tokens peaks at 10.0 GiB reserved, inside a 16 GB T4.
   cpu   the same LoRA on the same model family: Qwen2.5-Coder-0.5B-Instruct from the offline GGUF
         (dequantized to fp32 weights; TRL's SFTConfig computes in bf16 autocast by default, and
-        train_metrics.json records the mode that ran), so target modules, chat template and export path are the t4 preset's.
+        train_metrics.json records the mode that ran), so target modules, chat template and export
+        path are the t4 preset's.
         Dropout 0.1 and betas (0.9, 0.95) as the issue's recipe asks; lr 2e-4 because 2.5e-5 barely
         moves in a few dozen steps; batch 1 x 4 accumulation because the app's prompt with five sources is
         about 900 tokens (max length 1280 keeps the longest whole); two passes over the data with the
