@@ -19,7 +19,7 @@ from build.models import load_base_model, load_tokenizer  # noqa: E402
 from build.train import PRESETS, preset_with, train  # noqa: E402
 
 
-def plain_loop(data: Path, steps: int, batch: int, max_length: int, bf16: bool) -> float:
+def plain_loop(data: Path, steps: int, batch: int, max_length: int, bf16: bool, gradient_checkpointing: bool) -> float:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -32,10 +32,12 @@ def plain_loop(data: Path, steps: int, batch: int, max_length: int, bf16: bool) 
     texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
     model.train()
-    tokens, t0 = 0, None
-    for step in range(steps + 1):  # step 0 is a warm-up, not timed
-        if step == 1:
-            tokens, t0 = 0, time.perf_counter()
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    # timed from the first step, as TRL's train_runtime is (its first step includes the warm-up too)
+    tokens, t0 = 0, time.perf_counter()
+    for step in range(steps):
         enc = tok([texts[(step * batch + i) % len(texts)] for i in range(batch)], return_tensors="pt", padding=True,
                   truncation=True, max_length=max_length)
         labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
@@ -62,12 +64,14 @@ def main() -> None:
         (data / "val.jsonl").write_text("".join((args.data / "val.jsonl").read_text().splitlines(True)[:4]))
         train(data, Path(tmp) / "run", preset)
         trl = json.loads((Path(tmp) / "run" / "train_metrics.json").read_text())
-    trl_rate, precision = trl["tokens_per_s"], trl["mixed_precision"]
-    plain = plain_loop(args.data, args.steps, preset.batch_size, preset.max_length, bf16=precision == "bf16")
+    trl_rate, precision = trl["loop_tokens_per_s"], trl["mixed_precision"]
+    plain = plain_loop(args.data, args.steps, preset.batch_size, preset.max_length, bf16=precision == "bf16",
+                       gradient_checkpointing=preset.gradient_checkpointing)
     print(f"\n| loop | tokens/s |\n|---|---|\n| TRL SFTTrainer (build train) | {trl_rate:.0f} |"
           f"\n| plain transformers + peft | {plain:.0f} |")
     print(f"\nbatch {preset.batch_size}, max length {preset.max_length}, {args.steps} optimizer steps each, fp32 weights "
-          f"with mixed precision {precision!r} in both, on CPU, "
+          f"with mixed precision {precision!r} in both, gradient checkpointing "
+          f"{'on' if preset.gradient_checkpointing else 'off'} in both, on CPU, "
           f"no evaluation or checkpoints in either; TRL / plain = {trl_rate / plain:.3f}")
 
 

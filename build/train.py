@@ -19,7 +19,8 @@ Presets:
         t4 preset's early stopping on validation loss (2 cores train about 5 examples a minute: the
         teacher's 141 train examples take about 50 minutes). Two passes instead of one won the one
         column one pass tied (dev fact accuracy at q4_0, 0.60 -> 0.70) at 25 more minutes
-        (docs/BENCHMARKS.md, fifth cpu run).
+        (docs/BENCHMARKS.md, fifth cpu run). No gradient checkpointing: a batch of 1 x 1280 tokens
+        keeps about 4 GB of activations, which RAM holds, and recomputing them costs time.
   tiny  a randomly initialised Qwen2 with the real tokenizer and chat template, for CI.
 """
 
@@ -66,7 +67,8 @@ PRESETS = {
     "t4": Preset("t4", "Qwen/Qwen2.5-3B-Instruct", load_in_4bit=True, fp16=True, lora_bias="none", optim="paged_adamw_8bit",
                  needs_gpu=True),
     "cpu": Preset("cpu", "qwen2.5-coder-0.5b-instruct", lora_dropout=0.1, betas=(0.9, 0.95), batch_size=1,
-                  grad_accum=4, lr=2e-4, dpo_lr=5e-5, warmup_steps=2, max_length=1280, epochs=2),
+                  grad_accum=4, lr=2e-4, dpo_lr=5e-5, warmup_steps=2, max_length=1280, epochs=2,
+                  gradient_checkpointing=False),
     "tiny": Preset("tiny", "tiny-random-qwen2", batch_size=2, grad_accum=1, lr=1e-3, warmup_steps=2, max_length=1280,
                    epochs=2, max_steps=12),  # 1280: the app's prompt with five sources is about 900 tokens
 }
@@ -112,12 +114,48 @@ def _to_prompt_completion(row: dict) -> dict:
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
 
 
+def _sft_trainer_class():
+    """TRL's SFTTrainer, with the loss computed from the completion positions' logits on a CPU.
+
+    TRL 1.16 computes the loss through a fused, tiled LM head. With Triton (CUDA) it scores only the
+    positions that have a label; without it, every position, in fp32 torch tiles that are
+    recomputed in backward: profiled on the cpu preset, 68 % of a training step. On a CPU this takes
+    the model's own LM head on the completion positions only (`logits_to_keep` as a mask) and the
+    same loss (summed token NLL over `num_items_in_batch`). The loop, data, masks, schedule,
+    evaluation and checkpoints stay TRL's; on a GPU nothing changes."""
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class CompletionLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.args.device.type != "cpu" or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            targets = inputs["labels"][:, 1:]
+            scored = F.pad(targets != -100, (0, 1))  # position t predicts token t + 1
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                           logits_to_keep=scored, use_cache=False).logits
+            logits = logits.reshape(-1, logits.shape[-1])  # one row per scored position
+            wanted = targets[scored[:, :-1]]
+            count = num_items_in_batch if num_items_in_batch is not None else wanted.numel()
+            loss = F.cross_entropy(logits.float(), wanted, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+            mode = "train" if model.training else "eval"
+            # the bookkeeping TRL's own compute_loss keeps: tokens seen (train_metrics.json's tokens/s), accuracy
+            if mode == "train":
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+                self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            self._metrics[mode]["mean_token_accuracy"].append((logits.argmax(-1) == wanted).float().mean().item())
+            return loss
+
+    return CompletionLossSFTTrainer
+
+
 def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()) -> Path:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig, EarlyStoppingCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     out_dir = Path(out_dir)
     tokenizer = load_tokenizer(TINY_TOKENIZER if preset.base.startswith("tiny") else preset.base)
@@ -159,7 +197,7 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
         completion_only_loss=True, gradient_checkpointing=preset.gradient_checkpointing, seed=0)
     peft_config = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                              bias=preset.lora_bias, target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
+    trainer = _sft_trainer_class()(model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[*([EarlyStoppingCallback(early_stopping_patience=preset.early_stopping_patience)]
                                       if preset.checkpoints else []), *callbacks])

@@ -256,6 +256,35 @@ def test_train_cli_takes_another_base_and_reports_the_loop_rate(tmp_path):
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_cpu_loss_equals_the_models_own_completion_loss(tmp_path):
+    """The CPU loss path (logits of the completion positions only) is the same objective as the
+    model's full forward with prompt labels masked, on a padded batch of two."""
+    import torch
+    from trl import SFTConfig
+
+    from build.models import TINY_TOKENIZER, load_tokenizer, tiny_model
+    from build.train import _sft_trainer_class
+
+    tok = load_tokenizer(TINY_TOKENIZER)
+    model = tiny_model(tok)
+    from datasets import Dataset
+
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": "Why?"}],
+                               "completion": [{"role": "assistant", "content": "Because [1]."}]}])
+    trainer = _sft_trainer_class()(model=model, args=SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[],
+                                                                  bf16=False), train_dataset=data, processing_class=tok)
+    enc = tok(["What rank does LoRA use? Rank 16 [1].", "Why? Because [2]."], return_tensors="pt", padding=True)
+    labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
+    labels[:, :4] = -100  # the prompt
+    inputs = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "labels": labels}
+    ours = trainer.compute_loss(trainer.model, dict(inputs))
+    reference = trainer.model(**inputs).loss  # transformers' causal-LM loss: mean NLL over the labelled tokens
+    assert torch.isfinite(ours) and torch.allclose(ours, reference, rtol=1e-4), (ours, reference)
+    n = int((labels[:, 1:] != -100).sum())
+    assert torch.allclose(trainer.compute_loss(trainer.model, dict(inputs), num_items_in_batch=2 * n), reference / 2,
+                          rtol=1e-4)  # divided by the accumulated token count when the Trainer passes one
+
+
 def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "build", "all", "--preset", "tiny", "--papers", str(PAPERS),
