@@ -6,6 +6,8 @@
 #
 #   bash bench/t4_recipe.sh prepare DATA   # here: .gpu/ (shapes, data) and .whl/ (wheels); both git-ignored
 #   bash bench/t4_recipe.sh run            # there, from the repository root; results in $OUT (or out/t4-bench)
+#   bash bench/t4_recipe.sh split          # here: the real 0.5B GGUF in 63 MB parts (.gpu/w/), one per call
+#   bash bench/t4_recipe.sh run real       # there, once every part has arrived: 20 steps on the real weights
 set -uo pipefail
 PY=${PY:-python3}
 
@@ -27,6 +29,15 @@ if [ "${1:-}" = prepare ]; then
     mkdir -p .gpu/site && (cd .gpu/site && unzip -q -o ../../.whl/bitsandbytes-*.whl &&
         find bitsandbytes -name '*.so' ! -name '*cuda130*' ! -name '*cpu*' -delete) && rm .whl/bitsandbytes-*.whl
     du -sh .gpu .whl
+    exit 0
+fi
+
+if [ "${1:-}" = split ]; then  # here: the real 0.5B GGUF in parts small enough to travel one per call
+    mkdir -p .gpu/w && rm -f .gpu/w/p*
+    f=$(.venv/bin/python -c "from rqa.models import offline_model_path as p; print(p('qwen2.5-coder-0.5b-instruct'))")
+    head -c 40000000 "$f" > .gpu/w/p00  # the first call carries the wheels as well
+    tail -c +40000001 "$f" | split -b 63000000 -d -a 2 --numeric-suffixes=1 - .gpu/w/p
+    ls -l .gpu/w
     exit 0
 fi
 
@@ -52,8 +63,31 @@ stage() {
     rm -rf "/tmp/base-$name"
     echo "== $name: $((SECONDS - t0)) s"
 }
-stage coder-1.5b .gpu/coder-1.5b .gpu/data 20 150
-stage qwen2.5-3b-4096 .gpu/qwen2.5-3b .gpu/long 1 100
+if [ "${2:-}" = real ]; then
+    # Real weights: the 0.5B GGUF (491 MB) went over in parts of at most 63 MB, one call each, into
+    # .gpu/w/ (`bash bench/t4_recipe.sh split`); assembled and checked against the pinned sha256 here
+    export RQA_MODEL_CACHE=/tmp/rqa-models
+    mkdir -p $RQA_MODEL_CACHE && cat .gpu/w/p* > $RQA_MODEL_CACHE/qwen2.5-coder-0.5b-instruct.gguf
+    $PY - <<'EOF2' || exit 1
+import hashlib, os
+from pathlib import Path
+from rqa.models import OFFLINE_MODELS
+m = OFFLINE_MODELS["qwen2.5-coder-0.5b-instruct"]
+f = Path(os.environ["RQA_MODEL_CACHE"]) / m.filename
+digest = hashlib.sha256(f.read_bytes()).hexdigest()
+assert digest == m.sha256, f"assembled {digest}, pinned {m.sha256}"
+f.with_suffix(".verified").write_text(digest)
+print("assembled and verified", f, f.stat().st_size)
+EOF2
+    t0=$SECONDS
+    timeout 420 $PY -m build train --preset t4 --base qwen2.5-coder-0.5b-instruct --data .gpu/data --out /tmp/run-real \
+        --max-steps 20 2>&1 | tr '\r' '\n' | grep -vE "it/s\]|s/it\]|examples/s\]|^ *$" | tail -n 30
+    cp /tmp/run-real/train_metrics.json "$OUT/coder-0.5b-real.json"; cp /tmp/run-real/log_history.json /tmp/run-real/loss.png "$OUT/"
+    echo "== real 0.5B: $((SECONDS - t0)) s"
+else
+    stage coder-1.5b .gpu/coder-1.5b .gpu/data 20 150
+    stage qwen2.5-3b-4096 .gpu/qwen2.5-3b .gpu/long 1 100
+fi
 $PY - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path

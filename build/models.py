@@ -52,7 +52,18 @@ def load_base_model(base: str, dtype, quantization_config=None):
     model.hf_quantizer, model.is_quantized = None, False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    return model
+    if quantization_config is None:
+        return model
+    # transformers quantizes (bitsandbytes NF4) only while it loads a checkpoint, and a GGUF cannot be
+    # loaded and quantized at once: the dequantized weights are written once as a checkpoint beside
+    # the GGUF and loaded from there (the t4 recipe on an offline base, e.g. on a GPU machine)
+    folder = path.with_name(f"{path.stem}-{str(dtype).removeprefix('torch.')}")
+    if not (folder / "config.json").is_file():
+        partial = folder.with_name(folder.name + ".partial")
+        model.save_pretrained(str(partial))
+        partial.rename(folder)
+    del model
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, quantization_config=quantization_config)
 
 
 def tiny_model(tokenizer, seed: int = 0):

@@ -9,7 +9,7 @@ PAPERS=${PAPERS:-../shared/corpus/papers}
 # The teacher (Qwen2.5-Coder-1.5B-Instruct behind `python -m llama_cpp.server`) writes one QA pair
 # per chunk at about 5.5 per minute on 2 cores: 10 chunks per paper (spread over each paper) keep
 # generation near 50 minutes; the stage resumes where it stopped if interrupted.
-$PY -m build dataset --papers "$PAPERS" --out "$OUT/data" --generator teacher --max-per-paper 10
+$PY -m build dataset --papers "$PAPERS" --out "$OUT/data" --generator teacher --max-per-paper 8
 # every train-paper chunk gives an inverse-cloze pair; one epoch of batch 32 (in-batch negatives)
 $PY -m build embedder --data "$OUT/data" --out "$OUT/embedder"
 # cpu preset: two passes (early stopping on validation loss keeps the better; about 50 min for 141
