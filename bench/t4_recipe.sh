@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The t4 preset's recipe (NF4 + fp16, batch 4 x 8 accumulation, max length 4096, paged AdamW 8-bit,
 # gradient checkpointing) through `python -m build train`, timed on a GPU machine: peak VRAM and
-# tokens/s. That machine has no network and takes 64 MiB of files, so the bases are random-weight
-# models of the real shapes (bench/random_base.py) and the packages it lacks travel as wheels.
+# tokens/s. That machine has no network and takes 64 MiB of files a call, and the packages it lacks
+# travel as wheels. Two ways to get a base there:
+# - random-weight models of the real shapes (bench/random_base.py): speed and memory, in one call;
+# - the real offline GGUF, in 63 MB parts, one part a call: each call's carried paths are gone at the
+#   next call, so `receive` keeps each part in /tmp/parts, which lives as long as the machine is warm
+#   (about 5 s of device time a call; 18 calls for the 1.5B's 1.1 GB).
 #
 #   bash bench/t4_recipe.sh prepare DATA   # here: .gpu/ (shapes, data) and .whl/ (wheels); both git-ignored
 #   bash bench/t4_recipe.sh run            # there, from the repository root; results in $OUT (or out/t4-bench)
-#   bash bench/t4_recipe.sh split          # here: the real 0.5B GGUF in 63 MB parts (.gpu/w/), one per call
-#   bash bench/t4_recipe.sh run real       # there, once every part has arrived: 20 steps on the real weights
+#   bash bench/t4_recipe.sh split NAME     # here: an offline GGUF (rqa.models) in parts, .gpu/parts/NAME/NN
+#   bash bench/t4_recipe.sh receive        # there, once per call that carries one part (.gpu/parts/NAME/NN)
+#   bash bench/t4_recipe.sh run real       # there, with .whl, .gpu/site, .gpu/data: 20 steps on each received model
 set -uo pipefail
 PY=${PY:-python3}
 
@@ -23,7 +28,7 @@ if [ "${1:-}" = prepare ]; then
     plat="--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64
           --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
     for p in trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 transformers==5.23.0 peft==0.21.2 \
-             regex==2026.11.19 nltk==3.10.4 bitsandbytes==0.50.2; do
+             regex==2026.11.19 nltk==3.10.4 gguf==0.19.0 bitsandbytes==0.50.2; do
         $PY -m pip download -q --no-deps --only-binary=:all: $plat -d .whl "$p"
     done
     mkdir -p .gpu/site && (cd .gpu/site && unzip -q -o ../../.whl/bitsandbytes-*.whl &&
@@ -32,12 +37,15 @@ if [ "${1:-}" = prepare ]; then
     exit 0
 fi
 
-if [ "${1:-}" = split ]; then  # here: the real 0.5B GGUF in parts small enough to travel one per call
-    mkdir -p .gpu/w && rm -f .gpu/w/p*
-    f=$(.venv/bin/python -c "from rqa.models import offline_model_path as p; print(p('qwen2.5-coder-0.5b-instruct'))")
-    head -c 40000000 "$f" > .gpu/w/p00  # the first call carries the wheels as well
-    tail -c +40000001 "$f" | split -b 63000000 -d -a 2 --numeric-suffixes=1 - .gpu/w/p
-    ls -l .gpu/w
+if [ "${1:-}" = split ]; then
+    NAME=${2:?an offline model name, e.g. qwen2.5-coder-1.5b-instruct}
+    f=$(.venv/bin/python -c "from rqa.models import offline_model_path as p; print(p('$NAME'))") || exit 1
+    mkdir -p ".gpu/parts/$NAME" && rm -f ".gpu/parts/$NAME"/* && split -b 63000000 -d -a 2 "$f" ".gpu/parts/$NAME/"
+    ls -l ".gpu/parts/$NAME"
+    exit 0
+fi
+if [ "${1:-}" = receive ]; then
+    mkdir -p /tmp/parts && cp -r .gpu/parts/* /tmp/parts/ && ls -R /tmp/parts | tail -n 3
     exit 0
 fi
 
@@ -64,26 +72,27 @@ stage() {
     echo "== $name: $((SECONDS - t0)) s"
 }
 if [ "${2:-}" = real ]; then
-    # Real weights: the 0.5B GGUF (491 MB) went over in parts of at most 63 MB, one call each, into
-    # .gpu/w/ (`bash bench/t4_recipe.sh split`); assembled and checked against the pinned sha256 here
     export RQA_MODEL_CACHE=/tmp/rqa-models
-    mkdir -p $RQA_MODEL_CACHE && cat .gpu/w/p* > $RQA_MODEL_CACHE/qwen2.5-coder-0.5b-instruct.gguf
-    $PY - <<'EOF2' || exit 1
-import hashlib, os
+    mkdir -p $RQA_MODEL_CACHE
+    for dir in /tmp/parts/*; do
+        name=$(basename "$dir") t0=$SECONDS
+        cat "$dir"/* > "$RQA_MODEL_CACHE/$name.gguf"
+        $PY - "$name" <<'EOF2' || exit 1
+import hashlib, os, sys
 from pathlib import Path
 from rqa.models import OFFLINE_MODELS
-m = OFFLINE_MODELS["qwen2.5-coder-0.5b-instruct"]
+m = OFFLINE_MODELS[sys.argv[1]]
 f = Path(os.environ["RQA_MODEL_CACHE"]) / m.filename
 digest = hashlib.sha256(f.read_bytes()).hexdigest()
 assert digest == m.sha256, f"assembled {digest}, pinned {m.sha256}"
-f.with_suffix(".verified").write_text(digest)
+f.with_suffix(".verified").write_text(digest)  # what rqa.models checks before it uses a cached model
 print("assembled and verified", f, f.stat().st_size)
 EOF2
-    t0=$SECONDS
-    timeout 420 $PY -m build train --preset t4 --base qwen2.5-coder-0.5b-instruct --data .gpu/data --out /tmp/run-real \
-        --max-steps 20 2>&1 | tr '\r' '\n' | grep -vE "it/s\]|s/it\]|examples/s\]|^ *$" | tail -n 30
-    cp /tmp/run-real/train_metrics.json "$OUT/coder-0.5b-real.json"; cp /tmp/run-real/log_history.json /tmp/run-real/loss.png "$OUT/"
-    echo "== real 0.5B: $((SECONDS - t0)) s"
+        timeout 240 $PY -m build train --preset t4 --base "$name" --data .gpu/data --out "/tmp/run-$name" --max-steps 20 \
+            2>&1 | tr '\r' '\n' | grep -vE "it/s\]|s/it\]|examples/s\]|^ *$" | tail -n 60 > "$OUT/log-$name.txt"
+        cp "/tmp/run-$name/train_metrics.json" "$OUT/$name.json"; cp "/tmp/run-$name/loss.png" "$OUT/loss-$name.png"
+        echo "== $name (real weights): $((SECONDS - t0)) s"
+    done
 else
     stage coder-1.5b .gpu/coder-1.5b .gpu/data 20 150
     stage qwen2.5-3b-4096 .gpu/qwen2.5-3b .gpu/long 1 100
@@ -91,7 +100,7 @@ fi
 $PY - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
-print("\n| base (random weights) | data | steps | tokens | tokens/s | tokens/s without eval | peak VRAM allocated | reserved |")
+print("\n| base (random weights unless named as an offline model) | data | steps | tokens | tokens/s | tokens/s without eval | peak VRAM allocated | reserved |")
 print("|---|---|---|---|---|---|---|---|")
 gpu = None
 for f in sorted(Path(sys.argv[1]).glob("*.json")):

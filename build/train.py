@@ -201,6 +201,12 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[*([EarlyStoppingCallback(early_stopping_patience=preset.early_stopping_patience)]
                                       if preset.checkpoints else []), *callbacks])
+    if preset.fp16 and preset.load_in_4bit:
+        # TRL casts QLoRA adapters to bf16 (the QLoRA paper's choice), but fp16's gradient scaler cannot
+        # unscale bf16 gradients and a T4 has no bf16: the adapters train in fp32 under fp16 autocast
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
     last = _last_checkpoint(out_dir / "checkpoints")
     if last:
         log(f"resuming from {last}")
