@@ -7,8 +7,10 @@ Presets:
         paged AdamW 8-bit, 5 epochs with early stopping on validation loss. One change, found on a
         GPU: bias "none" instead of the seed's "lora_only", which trains the q/k/v biases; bitsandbytes'
         4-bit layers cast those to fp16 on every forward, and fp16 training then stops at its first
-        step ("Attempting to unscale FP16 gradients"). Measured on a GPU (docs/BENCHMARKS.md): the
-        3B shape at 4 x 4096 tokens peaks at 10.0 GiB reserved, inside a 16 GB T4.
+        step ("Attempting to unscale FP16 gradients"); and the adapters train in fp32 (TRL makes
+        QLoRA adapters bf16, whose gradients fp16's scaler cannot unscale). Measured on a GPU
+        (docs/BENCHMARKS.md): the 3B shape at 4 x 4096 tokens peaks at 10.0 GiB reserved, inside a
+        16 GB T4; the real 1.5B weights train 20 steps with finite fp16 losses.
   cpu   the same LoRA on the same model family: Qwen2.5-Coder-0.5B-Instruct from the offline GGUF
         (dequantized to fp32 weights; TRL's SFTConfig computes in bf16 autocast by default, and
         train_metrics.json records the mode that ran), so target modules, chat template and export
@@ -16,8 +18,7 @@ Presets:
         Dropout 0.1 and betas (0.9, 0.95) as the issue's recipe asks; lr 2e-4 because 2.5e-5 barely
         moves in a few dozen steps; batch 1 x 4 accumulation because the app's prompt with five sources is
         about 900 tokens (max length 1280 keeps the longest whole); two passes over the data with the
-        t4 preset's early stopping on validation loss (2 cores train about 5 examples a minute: the
-        teacher's 141 train examples take about 50 minutes). Two passes instead of one won the one
+        t4 preset's early stopping on validation loss. Two passes instead of one won the one
         column one pass tied (dev fact accuracy at q4_0, 0.60 -> 0.70) at 25 more minutes
         (docs/BENCHMARKS.md, fifth cpu run). No gradient checkpointing: a batch of 1 x 1280 tokens
         keeps about 4 GB of activations, which RAM holds, and recomputing them costs time.

@@ -12,7 +12,8 @@ $PY -m build dataset --papers "$PAPERS" --out "$OUT/data" --generator groq
 $PY -m build embedder --data "$OUT/data" --out "$OUT/embedder"
 # t4 preset: batch 4 x 8 accumulation at 4096 tokens, NF4 + fp16 compute, paged AdamW 8-bit,
 # 5 epochs with early stopping on validation loss (the seed's recipe; LoRA bias "none" because its
-# "lora_only" stops fp16 training at step 1; 10.0 GiB peak on the 3B shape: docs/BENCHMARKS.md)
+# "lora_only" stops fp16 training at step 1, and adapters in fp32 because fp16's grad scaler cannot
+# unscale the bf16 ones TRL makes; 10.0 GiB peak on the 3B shape: docs/BENCHMARKS.md)
 $PY -m build train --data "$OUT/data" --out "$OUT/run" --preset t4
 $PY -m build export --run "$OUT/run" --out "$OUT/export" --preset t4 --data "$OUT/data"
 $PY -m build evaluate --export "$OUT/export" \
