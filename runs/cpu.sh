@@ -7,15 +7,18 @@ OUT=${OUT:-out/cpu}
 PAPERS=${PAPERS:-../shared/corpus/papers}
 
 # The teacher (Qwen2.5-Coder-1.5B-Instruct behind `python -m llama_cpp.server`) writes one QA pair
-# per chunk at about 5.5 per minute on 2 cores: 10 chunks per paper (spread over each paper) keep
-# generation near 50 minutes; the stage resumes where it stopped if interrupted.
+# per chunk at about 5.4 per minute on 2 cores, the largest stage: 8 chunks per paper (spread over
+# each paper) take 42 minutes and give about 110 train / 12 val / 35 test examples, which keeps the
+# whole run from PDFs to evaluation at 1 h 38 min, measured (10 per paper: 54 minutes, 141 / 16 / 42);
+# the stage resumes where it stopped if interrupted.
 $PY -m build dataset --papers "$PAPERS" --out "$OUT/data" --generator teacher --max-per-paper 8
-# every train-paper chunk gives an inverse-cloze pair; one epoch of batch 32 (in-batch negatives)
+# every train-paper chunk gives an inverse-cloze pair; one epoch of batch 32 (in-batch negatives);
+# 12 minutes here
 $PY -m build embedder --data "$OUT/data" --out "$OUT/embedder"
-# cpu preset: two passes (early stopping on validation loss keeps the better; about 50 min for 141
-# examples here; one pass tied the base on dev fact accuracy at q4_0, two won it), batch 1 x 4
-# accumulation, over examples of ~900 tokens (the app's prompt with five sources), the seed's LoRA
-# (r 16, alpha 64, q/k/v/o), lr 2e-4
+# cpu preset: two passes (early stopping on validation loss keeps the better; 16 min for 110
+# examples here, at about 220 tokens/s; one pass tied the base on dev fact accuracy at q4_0, two won
+# it), batch 1 x 4 accumulation, over examples of ~900 tokens (the app's prompt with five sources),
+# the seed's LoRA (r 16, alpha 64, q/k/v/o), lr 2e-4
 $PY -m build train --data "$OUT/data" --out "$OUT/run" --preset cpu
 # merge, convert, quantize to q4_0 (LoRA-adapted tensors kept at q8_0) and q8_0 (the app serves both)
 $PY -m build export --run "$OUT/run" --out "$OUT/export" --preset cpu --data "$OUT/data"
