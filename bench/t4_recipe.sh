@@ -76,18 +76,8 @@ if [ "${2:-}" = real ]; then
     mkdir -p $RQA_MODEL_CACHE
     for dir in /tmp/parts/*; do
         name=$(basename "$dir") t0=$SECONDS
-        cat "$dir"/* > "$RQA_MODEL_CACHE/$name.gguf"
-        $PY - "$name" <<'EOF2' || exit 1
-import hashlib, os, sys
-from pathlib import Path
-from rqa.models import OFFLINE_MODELS
-m = OFFLINE_MODELS[sys.argv[1]]
-f = Path(os.environ["RQA_MODEL_CACHE"]) / m.filename
-digest = hashlib.sha256(f.read_bytes()).hexdigest()
-assert digest == m.sha256, f"assembled {digest}, pinned {m.sha256}"
-f.with_suffix(".verified").write_text(digest)  # what rqa.models checks before it uses a cached model
-print("assembled and verified", f, f.stat().st_size)
-EOF2
+        $PY -c "import sys; from pathlib import Path; from rqa.models import offline_model_path as p
+print('assembled and verified', p(sys.argv[1], parts=sorted(Path(sys.argv[2]).iterdir())))" "$name" "$dir" || exit 1
         timeout 240 $PY -m build train --preset t4 --base "$name" --data .gpu/data --out "/tmp/run-$name" --max-steps 20 \
             2>&1 | tr '\r' '\n' | grep -vE "it/s\]|s/it\]|examples/s\]|^ *$" | tail -n 60 > "$OUT/log-$name.txt"
         cp "/tmp/run-$name/train_metrics.json" "$OUT/$name.json"; cp "/tmp/run-$name/loss.png" "$OUT/loss-$name.png"

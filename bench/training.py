@@ -19,6 +19,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from build.models import load_base_model, load_tokenizer  # noqa: E402
 from build.train import PRESETS, preset_with, train  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+
+class AfterFirstStep(TrainerCallback):
+    """Times TRL's loop from the end of its first step, like the plain loop: the
+    first step of either pays for one-time kernel and allocator warm-up, a large share of a few steps."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        seen = [h["num_tokens"] for h in state.log_history if "num_tokens" in h and "loss" in h]
+        self.rate = (seen[-1] - seen[0]) / (time.perf_counter() - self.start)
 
 
 def plain_loop(data: Path, steps: int, batch: int, max_length: int, bf16: bool, gradient_checkpointing: bool,
@@ -73,19 +87,6 @@ def main() -> None:
     args = ap.parse_args()
     # no evaluation, checkpoints or early stopping: the training loop itself is compared
     preset = preset_with("cpu", max_steps=args.steps + 1, grad_accum=1, warmup_steps=1, checkpoints=False)
-    from transformers import TrainerCallback
-
-    class AfterFirstStep(TrainerCallback):
-        """TRL's loop timed from the end of its first step, like the plain loop: the first step of
-        either pays for one-time kernel and allocator warm-up, a large share of a few steps."""
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 1:
-                self.start = time.perf_counter()
-
-        def on_train_end(self, args, state, control, **kwargs):
-            seen = [h["num_tokens"] for h in state.log_history if "num_tokens" in h and "loss" in h]
-            self.rate = (seen[-1] - seen[0]) / (time.perf_counter() - self.start)
-
     clock = AfterFirstStep()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"  # the same train split; a 4-example val keeps evaluation time small

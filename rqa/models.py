@@ -67,8 +67,9 @@ def _parts(model: OfflineModel) -> list[Path]:
     return parts
 
 
-def offline_model_path(name: str, progress: bool = True) -> Path:
-    """The assembled, verified GGUF of an offline model (assembled on first use)."""
+def offline_model_path(name: str, progress: bool = True, parts: list[Path] | None = None) -> Path:
+    """The assembled, verified GGUF of an offline model (assembled on first use), from its installed
+    packages or from `parts` in order (the pieces copied to a machine that cannot install them)."""
     from tqdm import tqdm
 
     if name not in OFFLINE_MODELS:
@@ -79,7 +80,7 @@ def offline_model_path(name: str, progress: bool = True) -> Path:
     if target.is_file() and target.stat().st_size == model.size and verified.is_file() \
             and verified.read_text().strip() == model.sha256:
         return target
-    parts = _parts(model)
+    parts = list(parts) if parts else _parts(model)
     total = sum(p.stat().st_size for p in parts)
     if total != model.size:
         raise ModelError(f"offline model {model.name}: its parts hold {total:,} bytes, expected {model.size:,} "

@@ -260,6 +260,7 @@ def test_cpu_loss_equals_the_models_own_completion_loss(tmp_path):
     """The CPU loss path (logits of the completion positions only) is the same objective as the
     model's full forward with prompt labels masked, on a padded batch of two."""
     import torch
+    from datasets import Dataset
     from trl import SFTConfig
 
     from build.models import TINY_TOKENIZER, load_tokenizer, tiny_model
@@ -267,8 +268,6 @@ def test_cpu_loss_equals_the_models_own_completion_loss(tmp_path):
 
     tok = load_tokenizer(TINY_TOKENIZER)
     model = tiny_model(tok)
-    from datasets import Dataset
-
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": "Why?"}],
                                "completion": [{"role": "assistant", "content": "Because [1]."}]}])
     trainer = _sft_trainer_class()(model=model, args=SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[],

@@ -147,6 +147,18 @@ def test_offline_model_is_verified_and_assembled_atomically(tmp_path, monkeypatc
         offline_model_path("gone", progress=False)
     with pytest.raises(ModelError, match="unknown offline model"):
         offline_model_path("nope")
+    # the same model from pieces copied elsewhere (no packages there), verified the same way
+    pieces = [tmp_path / "p00", tmp_path / "p01"]
+    pieces[0].write_bytes(whole[:5]), pieces[1].write_bytes(whole[5:])
+    monkeypatch.setenv("RQA_MODEL_CACHE", str(tmp_path / "elsewhere"))
+    monkeypatch.setitem(OFFLINE_MODELS, "copied", OfflineModel("copied", "", ("fake_model_part9",), "x", len(whole),
+                                                               good.sha256))
+    assert offline_model_path("copied", progress=False, parts=pieces).read_bytes() == whole
+    pieces[1].write_bytes(whole[5:-1] + b"X")
+    monkeypatch.setitem(OFFLINE_MODELS, "copied2", OfflineModel("copied2", "", ("fake_model_part9",), "x", len(whole),
+                                                                good.sha256))
+    with pytest.raises(ModelError, match="does not match the pinned"):
+        offline_model_path("copied2", progress=False, parts=pieces)
     sys.modules.pop("fake_model_part1", None), sys.modules.pop("fake_model_part2", None)
 
 
