@@ -8,7 +8,11 @@ abstention; plus time to first token p50, decode tokens/s and peak RSS.
 
     .venv/bin/python -m rqa ingest ../shared/corpus/papers --index /tmp/corpus-index
     .venv/bin/python bench/answers.py --index /tmp/corpus-index \
-        --models qwen2.5-coder-1.5b-instruct,qwen2.5-coder-0.5b-instruct [--source-chars 700] [--k 5]
+        --models qwen2.5-coder-1.5b-instruct,qwen2.5-coder-0.5b-instruct [--source-chars 700] [--k 5] \
+        [--expand-tokens 48,0]
+
+`--expand-tokens 48,0` runs every model with query expansion (rqa.expand, the default) and with the
+question alone.
 
 `--answers FILE.jsonl` keeps every answer for reading; `--set FILE.jsonl` runs another question set.
 """
@@ -38,10 +42,11 @@ def run_one(args) -> dict:
     from rqa.llm import ModelPool
     from rqa.metrics import score_answer, summarize_answers
 
-    model = args.one
+    model, expand_tokens = args.one.rsplit("@", 1)
     overrides = {"model_path": model} if model.endswith(".gguf") else {"model": model}
     settings = Settings.load(index_dir=args.index, source_chars=args.source_chars, k=args.k,
-                             max_new_tokens=args.max_new_tokens, **overrides)
+                             max_new_tokens=args.max_new_tokens, expand_tokens=int(expand_tokens),
+                             expand_with=args.expand_with, **overrides)
     index = load_index(settings.index_dir, settings.embedder)
     pool = ModelPool(settings)
     pool.get()
@@ -62,10 +67,11 @@ def run_one(args) -> dict:
             row = score_answer(q, answer)
             rows.append(row)
             if out:
-                out.write(json.dumps({"model": model, "id": q["id"], "question": q["question"], "facts": q.get("facts"),
+                out.write(json.dumps({"model": model, "expand_tokens": settings.expand_tokens, "id": q["id"], "question": q["question"], "facts": q.get("facts"),
                                       "answer": answer.text, "model_text": answer.model_text, **row,
                                       "equations": [e.to_json() for e in answer.equations],
-                                      "ttft_s": round(ttft[-1], 2)}, ensure_ascii=False) + "\n")
+                                      "expansion": answer.expansion, "ttft_s": round(ttft[-1], 2)},
+                                     ensure_ascii=False) + "\n")
                 out.flush()
             print(f"{q['id']}: correct={row['correct']} cites={row['cites']} ttft={ttft[-1]:.1f}s", file=sys.stderr)
     finally:
@@ -89,22 +95,26 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--limit", type=int)
     p.add_argument("--answers", help="append every answer to this JSONL file")
+    p.add_argument("--expand-tokens", default="48", help="comma-separated; 0: the question alone")
+    p.add_argument("--expand-with", help="model writing the expansion (default: the offline default model)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_one(args)))
         return
     results = {}
-    for model in args.models.split(","):
-        cmd = [sys.executable, __file__, "--one", model, "--index", args.index, "--set", args.set,
+    for model, tokens in [(m, t) for m in args.models.split(",") for t in args.expand_tokens.split(",")]:
+        label = f"{model}, " + (f"expansion {tokens} tokens" if int(tokens) else "question alone")
+        cmd = [sys.executable, __file__, "--one", f"{model}@{tokens}", "--index", args.index, "--set", args.set,
                "--source-chars", str(args.source_chars), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens)]
         cmd += (["--limit", str(args.limit)] if args.limit else []) + (["--answers", args.answers] if args.answers else [])
+        cmd += ["--expand-with", args.expand_with] if args.expand_with else []
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
-            print(f"{model}: failed (exit {out.returncode})", file=sys.stderr)
+            print(f"{label}: failed (exit {out.returncode})", file=sys.stderr)
             continue
-        results[model] = json.loads(line[len("RESULT "):])
+        results[label] = json.loads(line[len("RESULT "):])
     print(f"\n### Answers on {Path(args.set).name} (k={args.k}, source_chars={args.source_chars})\n")
     print("| model | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
     for model, r in results.items():

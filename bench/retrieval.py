@@ -37,15 +37,43 @@ from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
 from rqa.search import retrieve  # noqa: E402
 
 
-def score(index: Index, questions: list[dict], settings: Settings, mode: str) -> dict:
+def score(index: Index, questions: list[dict], settings: Settings, mode: str,
+          expansion: Expansions | None = None) -> dict:
     ranks, times = [], []
     retrieve(index, questions[0]["question"], settings, k=10, mode=mode)  # warm-up: model loads
     for q in questions:
         t = time.perf_counter()
-        hits = retrieve(index, q["question"], settings, k=10, mode=mode)
+        hits = retrieve(index, q["question"], settings, k=10, mode=mode,
+                        expansion=expansion.texts[q["id"]] if expansion else "")
         times.append((time.perf_counter() - t) * 1000)
         ranks.append(first_hit_rank([h.chunk.text for h in hits], q["evidence"]))
-    return {**retrieval_scores(ranks), "ms": percentile(times, 50)}
+    return {**retrieval_scores(ranks), "ms": percentile(times, 50),
+            "expansion_s": percentile(expansion.seconds, 50) if expansion else None}
+
+
+@dataclasses.dataclass
+class Expansions:
+    """The passages one expansion model wrote for the questions (rqa.expand), and how long each took."""
+    label: str
+    texts: dict[str, str]
+    seconds: list[float]
+
+
+def expansions(questions: list[dict], settings: Settings, tokens: int) -> Expansions:
+    from rqa.expand import expand
+    from rqa.llm import ModelPool
+
+    settings = dataclasses.replace(settings, expand_tokens=tokens)
+    pool = ModelPool(settings)
+    pool.expander()  # loaded before the clock starts, as in the app
+    texts, seconds = {}, []
+    for q in questions:
+        t = time.perf_counter()
+        texts[q["id"]], notice = expand(q["question"], pool, settings)
+        seconds.append(time.perf_counter() - t)
+        if notice:
+            raise SystemExit(notice)
+    return Expansions(f"{settings.expand_with or settings.model}, {tokens} tokens", texts, seconds)
 
 
 def with_bm25(index: Index, **how) -> Index:
@@ -54,12 +82,15 @@ def with_bm25(index: Index, **how) -> Index:
 
 
 def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], questions: list[dict],
-                 settings: Settings):
+                 settings: Settings, expanded: list[Expansions]):
     s = settings
     rows = [("BM25 (title + section + text)", index, s, "bm25"),
             ("BM25 (text only)", with_bm25(index, text=lambda c: c.text), s, "bm25"),
             (f"dense ({index.embedder})", index, s, "dense"),
-            (f"hybrid, defaults ({s.fusion}, dense weight {s.dense_weight}, depth {s.fusion_depth})", index, s, "hybrid")]
+            (f"hybrid, question alone ({s.fusion}, dense weight {s.dense_weight}, depth {s.fusion_depth})", index, s, "hybrid")]
+    for e in expanded:
+        rows += [(f"BM25 + query expansion ({e.label})", index, s, "bm25", e),
+                 (f"hybrid + query expansion ({e.label})", index, s, "hybrid", e)]
     for w in [w for w in (0.25, 0.5, 1.0) if not (s.fusion == "convex" and w == s.dense_weight)]:
         rows.append((f"hybrid, convex, dense weight {w}", index, dataclasses.replace(s, fusion="convex", dense_weight=w), "hybrid"))
     rows.append(("hybrid, convex, fusion depth 50", index, dataclasses.replace(s, fusion="convex", fusion_depth=50), "hybrid"))
@@ -77,8 +108,8 @@ def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], qu
                 r = dataclasses.replace(s, reranker=name, rerank_depth=depth, rerank_weight=w)
                 how = "alone" if w >= 100 else f"weight {w}"
                 rows.append((f"hybrid + rerank top {depth} by {Path(name).name} ({how})", index, r, "hybrid"))
-    for label, index_, settings_, mode in rows:
-        yield label, score(index_, questions, settings_, mode)
+    for label, index_, settings_, mode, *expansion in rows:
+        yield label, score(index_, questions, settings_, mode, *expansion)
 
 
 def latency(index: Index, questions: list[str], settings: Settings, repeats: int = 3) -> tuple[float, float]:
@@ -186,8 +217,11 @@ def main() -> None:
     ap.add_argument("--scale", type=int, help="also benchmark the dense index alone at this many vectors")
     ap.add_argument("--scale-dir", type=Path, help="keep the scale benchmark's index files here")
     ap.add_argument("--scale-only", action="store_true", help="with --index: only the --scale benchmark")
+    ap.add_argument("--expand-tokens", default="48",
+                    help="comma-separated lengths of query expansion to compare (rqa.expand); 0: none")
+    ap.add_argument("--expand-with", help="the model writing them (default: the offline default model)")
     args = ap.parse_args()
-    settings = Settings.load()
+    settings = Settings.load(expand_with=args.expand_with)
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.index:
@@ -211,11 +245,14 @@ def main() -> None:
         qtexts = [q["question"] for q in questions]
         if args.scale_only:
             return scale_from(index, questions, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
+        expanded = [expansions(questions, settings, int(n)) for n in args.expand_tokens.split(",") if int(n)]
         print(f"\n### Retrieval quality ({len(questions)} dev questions, {len(index.chunks)} chunks)\n")
-        print("| retriever | recall@1 | recall@5 | recall@10 | MRR | p50 ms |\n|---|---|---|---|---|---|")
-        for label, s in quality_rows(index, extra, args.reranker, questions, settings):
+        print("| retriever | recall@1 | recall@5 | recall@10 | MRR | search p50 ms | expansion p50 s |\n"
+              "|---|---|---|---|---|---|---|")
+        for label, s in quality_rows(index, extra, args.reranker, questions, settings, expanded):
+            expansion_s = "–" if s["expansion_s"] is None else f"{s['expansion_s']:.2f}"
             print(f"| {label} | {s['recall@1']:.2f} | {s['recall@5']:.2f} | {s['recall@10']:.2f} | {s['mrr']:.3f} "
-                  f"| {s['ms']:.1f} |", flush=True)
+                  f"| {s['ms']:.1f} | {expansion_s} |", flush=True)
         print("\n### Hybrid query latency (embedding + BM25 + FAISS + fusion, k=10)\n")
         print("| chunks | FAISS | p50 ms | p95 ms |\n|---|---|---|---|")
         p50, p95 = latency(index, qtexts, settings)

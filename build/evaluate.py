@@ -14,6 +14,7 @@ fine-tuned, delta) as Markdown and JSON, and a bar chart PNG.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -116,6 +117,10 @@ def evaluate(models: dict[str, Path], question_sets: dict[str, list[dict]], inde
              out: Path, perplexity: dict[str, float] | None = None, depth: dict[str, float] | None = None,
              judge_client=None, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
+    # The fine-tune is judged as a generator: every model answers from the sources the question alone
+    # retrieves. Query expansion (rqa.expand) would add a third model's guesses to the comparison;
+    # bench/retrieval.py and bench/answers.py measure it.
+    settings = dataclasses.replace(settings, expand_tokens=0)
     results: dict = {}
     for set_name, questions in question_sets.items():
         if not questions:

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=Path, help='JSONL file of {"id", "question"} lines (batch mode)')
     p.add_argument("--k", type=int)
     p.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    _expansion(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("ask", help="answer a question from the index with the local model")
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.add_argument("--k", type=int)
     p.add_argument("--model", dest="model_path", help="GGUF file to answer with")
+    _expansion(p)
     p.add_argument("--json", action="store_true")
 
     args = parser.parse_args(argv)
@@ -58,6 +60,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method-chunk-factor", type=float, dest="method_chunk_factor")
 
 
+def _expansion(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--expand-tokens", type=int, dest="expand_tokens",
+                   help="length of the passage a model writes for BM25 to search with (rqa.expand); 0: the question alone")
+    p.add_argument("--expand-with", dest="expand_with", help="offline model name or GGUF path that writes it")
+
+
 def cmd_ingest(args, settings: Settings) -> int:
     from rqa.corpus import ingest_paths
 
@@ -72,15 +80,21 @@ def cmd_ingest(args, settings: Settings) -> int:
 
 def cmd_search(args, settings: Settings) -> int:
     from rqa.corpus import open_index
+    from rqa.expand import expand
+    from rqa.llm import ModelPool
     from rqa.search import retrieve
 
     if not args.question and not args.queries:
         print("error: give a QUESTION or --queries FILE.jsonl", file=sys.stderr)
         return 2
     index = open_index(settings)
+    models = ModelPool(settings)
 
-    def run(question: str) -> list:
-        return retrieve(index, question, settings, k=args.k, mode=args.mode)
+    def run(question: str) -> tuple[str, list]:
+        expansion, notice = expand(question, models, settings) if args.mode != "dense" else ("", None)
+        if notice:
+            print(f"warning: {notice}", file=sys.stderr)
+        return expansion, retrieve(index, question, settings, k=args.k, mode=args.mode, expansion=expansion)
 
     if args.queries:
         with open(args.queries, encoding="utf-8") as f:
@@ -93,20 +107,22 @@ def cmd_search(args, settings: Settings) -> int:
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     print(f"error: {args.queries}:{n}: not a {{\"id\", \"question\"}} line ({e})", file=sys.stderr)
                     return 2
-                hits = run(question)
-                record = {"id": q.get("id"), "question": question, "hits": [h.to_json() for h in hits]}
-                print(json.dumps(record, ensure_ascii=False) if args.json else _format(question, hits))
+                expansion, hits = run(question)
+                record = {"id": q.get("id"), "question": question, "expansion": expansion,
+                          "hits": [h.to_json() for h in hits]}
+                print(json.dumps(record, ensure_ascii=False) if args.json else _format(question, expansion, hits))
         return 0
-    hits = run(args.question)
+    expansion, hits = run(args.question)
     if args.json:
-        print(json.dumps({"question": args.question, "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
+        print(json.dumps({"question": args.question, "expansion": expansion, "hits": [h.to_json() for h in hits]},
+                         ensure_ascii=False))
     else:
-        print(_format(args.question, hits))
+        print(_format(args.question, expansion, hits))
     return 0
 
 
-def _format(question: str, hits) -> str:
-    lines = [f"Q: {question}"]
+def _format(question: str, expansion: str, hits) -> str:
+    lines = [f"Q: {question}"] + ([f"(searched with the expected passage: {expansion})"] if expansion else [])
     for n, h in enumerate(hits, start=1):
         c = h.chunk
         lines.append(f"\n[{n}] {c.title} | {c.section} | p. {c.pages} | {c.paper} | score {h.score:.4f}")

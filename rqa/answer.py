@@ -25,6 +25,7 @@ from rqa.config import Settings
 from rqa.embed import fingerprint
 from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
+from rqa.expand import expand
 from rqa.index import Index
 from rqa.llm import ModelPool
 from rqa.prompt import build_messages
@@ -74,6 +75,7 @@ class Answer:
     notices: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     model_text: str = ""  # what the model wrote, before attributed citations were added
+    expansion: str = ""  # the passage the search used besides the question (rqa.expand)
 
     @property
     def abstained(self) -> bool:
@@ -91,6 +93,7 @@ class Answer:
     def to_json(self) -> dict:
         return {"answer": self.text, "model_text": self.model_text, "citations": [c.to_json() for c in self.citations],
                 "checks": self.checks(), "uncited": [c.to_json() for c in self.uncited], "model": self.model,
+                "expansion": self.expansion,
                 "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.timings.items()}}
 
 
@@ -137,8 +140,11 @@ class AnswerStream:
         self.question, self.notices = clean_question(question, settings.max_question_chars)
         self.settings, self.sympy, self.index = settings, sympy, index
         self._t0 = time.perf_counter()
-        self.hits: list[Hit] = retrieve(index, self.question, settings)
-        self.timings = {"retrieval_s": time.perf_counter() - self._t0}
+        self.expansion, notice = expand(self.question, models, settings)
+        self.notices += [notice] if notice else []
+        expanded = time.perf_counter()
+        self.hits: list[Hit] = retrieve(index, self.question, settings, expansion=self.expansion)
+        self.timings = {"expansion_s": expanded - self._t0, "retrieval_s": time.perf_counter() - expanded}
         self.model = models.for_question(self.question)
         self.answer: Answer | None = None
 
@@ -158,6 +164,7 @@ class AnswerStream:
         vectors = self.index.embeddings[[h.row for h in self.hits]] if reuse else None
         self.answer = finish(self.question, "".join(pieces).strip(), self.hits, self.model.name, self.settings,
                              self.sympy, self.notices, self.timings, vectors)
+        self.answer.expansion = self.expansion
 
     def run(self) -> Answer:
         """Generate to the end without streaming."""

@@ -38,6 +38,10 @@ class Settings:
     reranker: str = ""  # second stage over the fused top rerank_depth ("" = none; see rqa.rerank)
     rerank_depth: int = 20
     rerank_weight: float = 1.0  # weight of the reranker's rank against the fused rank
+    # query expansion (rqa.expand): a model writes the passage it expects the papers to contain and
+    # BM25 searches with the question and that passage. 0 tokens: the question alone.
+    expand_tokens: int = 48
+    expand_with: str = ""  # offline model name or GGUF path; "" = the offline model `model`
     # generation
     model: str = "qwen2.5-coder-1.5b-instruct"  # offline model (rqa.models) when no path or Hub repo is set
     model_path: str = ""  # explicit GGUF path (q4 or only model)
@@ -102,7 +106,7 @@ class SettingsError(ValueError):
 BOUNDS = {
     "chunk_size": (100, 20_000), "overlap": (0, 10_000), "method_chunk_factor": (1.0, 4.0),
     "k": (1, 50), "fusion_depth": (1, 10_000), "rrf_k": (1, 10_000), "dense_weight": (0.0, 10.0),
-    "rerank_depth": (1, 200), "rerank_weight": (0.0, 100.0),
+    "rerank_depth": (1, 200), "rerank_weight": (0.0, 100.0), "expand_tokens": (0, 512),
     "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192),
     "temperature": (0.0, 2.0),
     "max_question_chars": (10, 100_000), "support_threshold": (0.0, 1.0), "sympy_timeout_s": (0.1, 60.0),

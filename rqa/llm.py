@@ -8,6 +8,7 @@ PyPI, assembled and verified once).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -202,36 +203,56 @@ class Model:
                     yield text
 
 
-def load_model(path: Path, settings: Settings) -> Model:
+def load_model(path: Path, settings: Settings, n_ctx: int | None = None) -> Model:
     from llama_cpp import Llama
 
     path = check_gguf(path)
     try:
         # llama-cpp-python decodes on half the cores by default: use them all (prefill already does)
         threads = settings.n_threads or os.cpu_count() or 1
-        llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
+        llm = Llama(model_path=str(path), n_ctx=n_ctx or settings.n_ctx, n_threads=threads, n_threads_batch=threads,
                     flash_attn=True, verbose=False)
     except Exception as e:
         raise ModelError(f"cannot load model {path}: {e} (corrupt or unsupported GGUF?)") from None
     return Model(path, llm, chat_format(llm.metadata))
 
 
+EXPANDER_CTX = 1024  # a short instruction, the question (rqa.expand cuts it to fit) and the passage
+
+
 class ModelPool:
-    """The q4 model, plus the q8 model when configured, each loaded once on first use.
-    Memory stays bounded: at most these two files are ever mapped."""
+    """The q4 model, the q8 model when configured, and the query-expansion model, each loaded once
+    on first use. Memory stays bounded: at most these three files are ever mapped."""
 
     def __init__(self, settings: Settings, files: ModelFiles | None = None):
         self.settings = settings
-        self.files = files or resolve_model(settings)
+        if files is not None:
+            self.files = files
         self._models: dict[str, Model] = {}
         self._load_lock = threading.Lock()
 
+    @functools.cached_property
+    def files(self) -> ModelFiles:
+        """Resolved on first use: `rqa search` needs only the expansion model."""
+        return resolve_model(self.settings)
+
     def get(self, which: str = "q4") -> Model:
-        path = self.files.q8 if which == "q8" and self.files.q8 else self.files.q4
-        key = str(path)
+        return self._load(self.files.q8 if which == "q8" and self.files.q8 else self.files.q4)
+
+    def expander(self) -> Model:
+        """The model that writes query expansions (rqa.expand): `expand_with`, else the offline
+        default model. It has a context of its own even when it is the file that answers: the
+        weights are mapped once, and neither prompt evicts the other's cached prefix (sharing one
+        context cost the answer its cached system prompt, about a second on 2 cores)."""
+        name = self.settings.expand_with or self.settings.model
+        path = Path(name) if name.endswith(".gguf") or os.sep in name else offline_model_path(name)
+        return self._load(check_gguf(path), role="expander", n_ctx=EXPANDER_CTX)
+
+    def _load(self, path: Path, role: str = "answer", n_ctx: int | None = None) -> Model:
+        key = f"{role}:{Path(path).resolve()}"
         with self._load_lock:
             if key not in self._models:
-                self._models[key] = load_model(path, self.settings)
+                self._models[key] = load_model(path, self.settings, n_ctx)
             return self._models[key]
 
     def for_question(self, question: str) -> Model:

@@ -144,6 +144,9 @@ STATUS_MARK = {"matches source": "✓", "unverified": "?", "malformed": "✗"}
 def render_checks(answer: Answer) -> str:
     lines = [f"**Model:** `{answer.model}`"]
     lines += [f"**Note:** {n}" for n in answer.notices]
+    if answer.expansion:
+        lines.append(f"**Searched with** the question and the passage the model expected to find (a guess that "
+                     f"steers the search, not an answer): *{answer.expansion}*")
     attributed = [c.n for c in answer.citations if c.origin == "attributed"]
     if attributed:
         lines.append("**Citations added by rqa** (the support check found these sources hold sentences the model "
@@ -197,6 +200,7 @@ def make_respond(app: AppState):
                       "before asking again.")
             return
         try:
+            yield say("*Searching the papers...*")
             stream = answer_stream(message or "", app.index, app.models, app.settings, app.sympy)
             sources = render_retrieved(stream.question, stream.hits)
             waiting = "*Generating an answer for another user; yours starts when it is done...*" \

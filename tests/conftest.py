@@ -56,14 +56,18 @@ class ScriptedModel:
 class ScriptedPool:
     """ModelPool's interface over one ScriptedModel."""
 
-    def __init__(self, model: ScriptedModel):
+    def __init__(self, model: ScriptedModel, expander: ScriptedModel | None = None):
         from rqa.llm import ModelFiles
 
         self.model = model
+        self.expander_model = expander or ScriptedModel("")  # an empty expansion: the question alone
         self.files = ModelFiles(Path(model.name), None, "scripted")
 
     def get(self, which="q4"):
         return self.model
+
+    def expander(self):
+        return self.expander_model
 
     def for_question(self, question):
         return self.model

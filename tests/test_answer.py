@@ -1,10 +1,14 @@
+import dataclasses
+
 import pytest
 
 from rqa.answer import QuestionError, answer_stream, clean_question, cited_numbers, finish
 from rqa.config import Settings
+from rqa.expand import expand
 from rqa.llm import FORMATS
 from rqa.prompt import build_messages
 from rqa.ratelimit import RateLimiter
+from rqa.search import retrieve
 from rqa.types import Chunk, Hit
 
 
@@ -160,3 +164,62 @@ def test_a_closing_list_of_sources_is_dropped(tail):
     assert [c.n for c in answer.citations] == [2]
     kept = finish("q", "BM25 ranks documents [3]. Sources matter for RAG [1].", HITS, "m", Settings(), None, [], {})
     assert kept.text.endswith("Sources matter for RAG [1].")
+
+
+def test_the_search_uses_the_passage_the_expansion_model_expects(shared_index):
+    from rqa.corpus import open_index
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    index = open_index(shared_index)
+    question = "What default hyper-parameters does the Adam paper recommend?"
+    guess = "Adam uses a learning rate of 0.001, beta1 = 0.9, beta2 = 0.999 and epsilon = 1e-8."
+    expander = ScriptedModel(guess)
+    stream = answer_stream(question, index, ScriptedPool(ScriptedModel("Fine [1]."), expander), shared_index)
+    system, user = expander.prompts[0]
+    assert system["role"] == "system" and "passage" in system["content"] and user["content"] == question
+    assert stream.expansion == guess and stream.timings["expansion_s"] >= 0
+    # BM25 searches the question and the guess together; the dense query stays the question
+    ids = lambda hits: [h.chunk.chunk_id for h in hits]  # noqa: E731
+    assert ids(stream.hits) == ids(retrieve(index, question, shared_index, expansion=guess))
+    assert ids(retrieve(index, question, shared_index, mode="bm25", expansion=guess)) == \
+        ids(retrieve(index, f"{question} {guess}", shared_index, mode="bm25"))
+    assert ids(retrieve(index, question, shared_index, mode="bm25", expansion=guess)) != \
+        ids(retrieve(index, question, shared_index, mode="bm25"))
+    assert ids(retrieve(index, question, shared_index, mode="dense", expansion=guess)) == \
+        ids(retrieve(index, question, shared_index, mode="dense"))
+    assert stream.run().expansion == guess and stream.answer.to_json()["expansion"] == guess
+
+    off = answer_stream(question, index, ScriptedPool(ScriptedModel("Fine [1]."), expander),
+                        dataclasses.replace(shared_index, expand_tokens=0))
+    assert off.expansion == "" and len(expander.prompts) == 1  # expansion off: the expander is not asked
+    assert ids(off.hits) == ids(retrieve(index, question, shared_index))
+
+
+def test_a_failed_expansion_leaves_the_question_alone_and_says_so(shared_index):
+    from rqa.corpus import open_index
+    from rqa.llm import ModelPool
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    index = open_index(shared_index)
+    question = "How does Adam correct its bias?"
+    settings = dataclasses.replace(shared_index, expand_with="/nowhere/model.gguf")
+    expansion, notice = expand(question, ModelPool(settings), settings)
+    assert expansion == "" and "question alone" in notice and "/nowhere/model.gguf" in notice
+
+    class MissingExpander(ScriptedPool):
+        def expander(self):
+            return ModelPool(settings).expander()
+
+    stream = answer_stream(question, index, MissingExpander(ScriptedModel("It divides by 1 - beta^t [1].")), settings)
+    answer = stream.run()
+    assert answer.text and any("question alone" in n for n in answer.notices)
+    assert [h.chunk.chunk_id for h in stream.hits] == [h.chunk.chunk_id for h in retrieve(index, question, settings)]
+
+
+def test_a_huge_question_is_cut_to_fit_the_expansion_model():
+    from rqa.llm import ModelPool
+
+    settings = Settings(expand_with="smollm2-135m-instruct", expand_tokens=16, max_question_chars=100_000)
+    question = "Explain the attention mechanism of the Transformer in detail. " * 400  # ~6,000 tokens
+    expansion, notice = expand(question, ModelPool(settings), settings)
+    assert notice is None and expansion.strip()

@@ -82,7 +82,8 @@ def test_embedder_stage_trains_and_the_index_keeps_its_embedder(dataset, tmp_pat
     tuned.rename(tmp_path / "elsewhere")
     index = load_index(moved, str(moved / "embedder"))
     assert index.embedder == str(moved / "embedder") and (moved / "embedder" / "model.safetensors").exists()
-    found = subprocess.run(cli + ["search", "bias correction of the first moment", "--index", str(moved), "--json"],
+    found = subprocess.run(cli + ["search", "bias correction of the first moment", "--index", str(moved), "--json",
+                                  "--expand-tokens", "0"],
                            cwd=ROOT, capture_output=True, text=True)
     assert found.returncode == 0, found.stderr[-2000:]
     assert json.loads(found.stdout)["hits"][0]["paper"] == "1412.6980"

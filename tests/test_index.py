@@ -127,19 +127,27 @@ def test_cli_ingest_search_and_batch(tmp_path):
     assert "broken.pdf" in out.stderr and "corrupt" in out.stderr
 
     out = run_cli("search", "How does Adam correct the bias of its moment estimates?", "--index", str(idx),
-                  "--k", "3", "--json")
+                  "--k", "3", "--json", "--expand-with", "smollm2-135m-instruct", "--expand-tokens", "24")
     assert out.returncode == 0, out.stderr
-    hits = json.loads(out.stdout)["hits"]
+    result = json.loads(out.stdout)
+    hits = result["hits"]
     assert len(hits) == 3 and {"chunk_id", "paper", "title", "section", "pages", "text", "score"} <= set(hits[0])
     assert any(h["paper"] == "1412.6980" for h in hits)
+    assert result["expansion"].strip() and "\n" not in result["expansion"]  # the passage BM25 searched with
 
     queries = tmp_path / "q.jsonl"
     queries.write_text('{"id": "a", "question": "Adam update rule"}\n{"id": 7, "question": "BM25 idf"}\n')
-    out = run_cli("search", "--queries", str(queries), "--index", str(idx), "--k", "10", "--json")
+    out = run_cli("search", "--queries", str(queries), "--index", str(idx), "--k", "10", "--json", "--expand-tokens", "0")
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["id"] for r in lines] == ["a", 7] and all(len(r["hits"]) == 10 for r in lines)
-    assert set(lines[0]) == {"id", "question", "hits"}
+    assert set(lines[0]) == {"id", "question", "expansion", "hits"} and lines[0]["expansion"] == ""
+
+    # a missing expansion model: a warning, and the search goes on with the question alone
+    out = run_cli("search", "Adam update rule", "--index", str(idx), "--k", "10", "--json",
+                  "--expand-with", str(tmp_path / "missing.gguf"))
+    assert out.returncode == 0 and "question alone" in out.stderr and "Traceback" not in out.stderr
+    assert json.loads(out.stdout)["hits"] == lines[0]["hits"]
 
     out = run_cli("search", "anything", "--index", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no index" in out.stderr and "Traceback" not in out.stderr
