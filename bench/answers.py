@@ -9,9 +9,9 @@ abstention; plus time to first token p50, decode tokens/s and peak RSS.
     .venv/bin/python -m rqa ingest ../shared/corpus/papers --index /tmp/corpus-index
     .venv/bin/python bench/answers.py --index /tmp/corpus-index \
         --models qwen2.5-coder-1.5b-instruct,qwen2.5-coder-0.5b-instruct [--source-chars 700] [--k 5] \
-        [--expand-tokens 48,0]
+        [--expand-tokens 32,0]
 
-`--expand-tokens 48,0` runs every model with query expansion (rqa.expand, the default) and with the
+`--expand-tokens 32,0` runs every model with query expansion (rqa.expand, the default) and with the
 question alone.
 
 `--answers FILE.jsonl` keeps every answer for reading; `--set FILE.jsonl` runs another question set.
@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--limit", type=int)
     p.add_argument("--answers", help="append every answer to this JSONL file")
-    p.add_argument("--expand-tokens", default="48", help="comma-separated; 0: the question alone")
+    p.add_argument("--expand-tokens", default="32", help="comma-separated; 0: the question alone")
     p.add_argument("--expand-with", help="model writing the expansion (default: the offline default model)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()

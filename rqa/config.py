@@ -40,7 +40,7 @@ class Settings:
     rerank_weight: float = 1.0  # weight of the reranker's rank against the fused rank
     # query expansion (rqa.expand): a model writes the passage it expects the papers to contain and
     # BM25 searches with the question and that passage. 0 tokens: the question alone.
-    expand_tokens: int = 48
+    expand_tokens: int = 32
     expand_with: str = ""  # offline model name or GGUF path; "" = the offline model `model`
     # generation
     model: str = "qwen2.5-coder-1.5b-instruct"  # offline model (rqa.models) when no path or Hub repo is set

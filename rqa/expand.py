@@ -26,7 +26,7 @@ from rqa.prompt import sanitize
 
 log = logging.getLogger("rqa.expand")
 
-QUESTION_CHARS = 1500  # about 400 tokens: with the instruction and the passage, within rqa.llm.EXPANDER_CTX
+QUESTION_CHARS = 1500  # about 400 tokens: with the instruction and the passage, well within n_ctx
 SYSTEM = ("You are an expert in machine learning research. Write one short passage, as it would appear "
           "in the paper, that answers the question. Be specific.")
 

@@ -191,10 +191,14 @@ class Model:
 
     def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
         """Stream text pieces. One generation at a time per model: llama.cpp contexts are not
-        thread-safe, so concurrent sessions queue on the lock. llama-cpp-python keeps the previous
-        prompt's KV cache, so the fixed system prefix is not computed again."""
+        thread-safe, so concurrent sessions queue on the lock. Every prompt is evaluated from an
+        empty context: llama.cpp's arithmetic depends on how a prompt splits into a cached prefix
+        and new tokens, so reusing the previous prompt's cache made the same question's greedy
+        answer (and query expansion) depend on what was asked before. With query expansion the
+        answer and expansion prompts share only a few tokens, so the cache saved almost nothing."""
         prompt = self.fmt.render(messages)
         with self.lock:
+            self.llm.reset()
             # No repeat penalty: answers must repeat the sources' numbers and symbols exactly.
             for part in self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature,
                                                    repeat_penalty=1.0, stop=list(self.fmt.stop), stream=True):
@@ -203,21 +207,18 @@ class Model:
                     yield text
 
 
-def load_model(path: Path, settings: Settings, n_ctx: int | None = None) -> Model:
+def load_model(path: Path, settings: Settings) -> Model:
     from llama_cpp import Llama
 
     path = check_gguf(path)
     try:
         # llama-cpp-python decodes on half the cores by default: use them all (prefill already does)
         threads = settings.n_threads or os.cpu_count() or 1
-        llm = Llama(model_path=str(path), n_ctx=n_ctx or settings.n_ctx, n_threads=threads, n_threads_batch=threads,
+        llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
                     flash_attn=True, verbose=False)
     except Exception as e:
         raise ModelError(f"cannot load model {path}: {e} (corrupt or unsupported GGUF?)") from None
     return Model(path, llm, chat_format(llm.metadata))
-
-
-EXPANDER_CTX = 1024  # a short instruction, the question (rqa.expand cuts it to fit) and the passage
 
 
 class ModelPool:
@@ -241,18 +242,17 @@ class ModelPool:
 
     def expander(self) -> Model:
         """The model that writes query expansions (rqa.expand): `expand_with`, else the offline
-        default model. It has a context of its own even when it is the file that answers: the
-        weights are mapped once, and neither prompt evicts the other's cached prefix (sharing one
-        context cost the answer its cached system prompt, about a second on 2 cores)."""
+        default model. When it is the file that answers, both use one loaded copy: a second copy
+        raised peak RSS by 1.7 GB (docs/BENCHMARKS.md)."""
         name = self.settings.expand_with or self.settings.model
         path = Path(name) if name.endswith(".gguf") or os.sep in name else offline_model_path(name)
-        return self._load(check_gguf(path), role="expander", n_ctx=EXPANDER_CTX)
+        return self._load(check_gguf(path))
 
-    def _load(self, path: Path, role: str = "answer", n_ctx: int | None = None) -> Model:
-        key = f"{role}:{Path(path).resolve()}"
+    def _load(self, path: Path) -> Model:
+        key = str(Path(path).resolve())
         with self._load_lock:
             if key not in self._models:
-                self._models[key] = load_model(path, self.settings, n_ctx)
+                self._models[key] = load_model(path, self.settings)
             return self._models[key]
 
     def for_question(self, question: str) -> Model:

@@ -22,7 +22,7 @@ from rqa.config import Settings
 from rqa import library
 from rqa.corpus import ingest_paths, open_index
 from rqa.equations import SympyWorker
-from rqa.errors import USER_ERRORS
+from rqa.errors import USER_ERRORS, ModelError
 from rqa.index import STOPWORDS, Index, IndexError_, load_index
 from rqa.ingest import SUFFIXES
 from rqa.llm import ModelPool
@@ -79,6 +79,12 @@ class AppState:
             notices.append(f"The model repo {settings.hub_repo} could not be reached; serving the offline model "
                            f"{models.files.q4.name} instead.")
         models.get("q4")  # load now: a missing or corrupt model fails at start, not at the first question
+        if settings.expand_tokens:
+            try:
+                models.expander()
+            except ModelError as e:  # the app still answers, from the question alone
+                notices.append(f"Query expansion is off ({e}): the search uses the question alone.")
+                settings = dataclasses.replace(settings, expand_tokens=0)
         return cls(settings=settings, index=index, models=models, db=RatingsDB(settings.db_path),
                    limiter=RateLimiter(settings.rate_limit_per_minute),
                    sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators),
@@ -200,7 +206,10 @@ def make_respond(app: AppState):
                       "before asking again.")
             return
         try:
-            yield say("*Searching the papers...*")
+            # the expansion model writes before the search; it is busy while it answers someone else
+            waiting = app.settings.expand_tokens and app.models.expander().busy
+            yield say("*Generating an answer for another user; your search starts when it is done...*" if waiting
+                      else "*Searching the papers...*")
             stream = answer_stream(message or "", app.index, app.models, app.settings, app.sympy)
             sources = render_retrieved(stream.question, stream.hits)
             waiting = "*Generating an answer for another user; yours starts when it is done...*" \

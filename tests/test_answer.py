@@ -223,3 +223,16 @@ def test_a_huge_question_is_cut_to_fit_the_expansion_model():
     question = "Explain the attention mechanism of the Transformer in detail. " * 400  # ~6,000 tokens
     expansion, notice = expand(question, ModelPool(settings), settings)
     assert notice is None and expansion.strip()
+
+
+def test_the_app_starts_without_its_expansion_model_and_says_so(shared_index, tmp_path):
+    from rqa.web import AppState
+
+    settings = dataclasses.replace(shared_index, model="smollm2-135m-instruct", db_path=tmp_path / "r.sqlite",
+                                   expand_with=str(tmp_path / "expander.gguf"))
+    app = AppState.start(settings)
+    try:
+        assert app.settings.expand_tokens == 0
+        assert any("Query expansion is off" in n and "expander.gguf" in n for n in app.notices)
+    finally:
+        app.sympy.close()

@@ -28,10 +28,11 @@ def test_sources_appear_before_the_first_token(make_app):
     app, _ = make_app("Adam keeps exponential moving averages of the gradient and its square [1]. "
                       "It corrects their initialisation bias.")
     events = list(make_respond(app)("How does Adam correct the bias of its moment estimates?", [], REQUEST))
-    first_chat, first_sources, *_ = events[0]
+    assert events[0][0][-1]["content"] == "*Searching the papers...*"  # at once, before expansion and search
+    first_chat, first_sources, *_ = events[1]
     assert first_chat[-1]["content"] == "*Reading the sources...*"
     assert "[1]" in first_sources and "the model is reading them" in first_sources  # before any token
-    texts = [e[0][-1]["content"] for e in events[1:-1]]
+    texts = [e[0][-1]["content"] for e in events[2:-1]]
     assert texts[0] == "Adam " and texts[-1].startswith("Adam keeps exponential")  # then streamed
     chat, sources, checks, item_id, box = events[-1]
     assert item_id is not None and box == ""
@@ -42,8 +43,19 @@ def test_sources_appear_before_the_first_token(make_app):
 def test_queued_user_is_told_another_answer_is_generating(make_app):
     app, model = make_app("An answer [1].")
     model.busy = True
-    first = next(make_respond(app)("What is BM25?", [], REQUEST))
-    assert "another user" in first[0][-1]["content"]
+    events = make_respond(app)("What is BM25?", [], REQUEST)
+    assert next(events)[0][-1]["content"] == "*Searching the papers...*"  # the expansion model is free
+    assert "another user" in next(events)[0][-1]["content"]
+    app.models.expander_model.busy = True  # and when it is not, the search waits too
+    assert "your search starts when it is done" in next(make_respond(app)("What is BM25?", [], REQUEST))[0][-1]["content"]
+
+
+def test_the_passage_the_search_used_is_shown_with_the_checks(make_app):
+    app, model = make_app("Adam divides each moment estimate by one minus beta to the power t [1].")
+    guess = "Adam corrects the bias by dividing the moving averages by 1 - beta^t."
+    app.models.expander_model = ScriptedModel(guess)
+    checks = list(make_respond(app)("How does Adam correct its bias?", [], REQUEST))[-1][2]
+    assert "Searched with" in checks and guess in checks
 
 
 def test_a_failing_model_keeps_the_handler_up(make_app):
