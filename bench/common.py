@@ -10,8 +10,9 @@ PAPERS = SHARED / "corpus" / "papers"
 DEV = SHARED / "eval" / "dev.jsonl"
 
 
-def dev_questions() -> list[dict]:
-    with open(DEV, encoding="utf-8") as f:
+def dev_questions(path: Path = DEV) -> list[dict]:
+    """The dev set, or another set of the same form (the held-out one)."""
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

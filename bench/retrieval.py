@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import PAPERS, dev_questions, percentile  # noqa: E402
+from bench.common import DEV, PAPERS, dev_questions, percentile  # noqa: E402
 from rqa.config import Settings  # noqa: E402
 from rqa.corpus import ingest_paths  # noqa: E402
 from rqa.embed import embed  # noqa: E402
@@ -91,6 +91,10 @@ def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], qu
     for e in expanded:
         rows += [(f"BM25 + query expansion ({e.label})", index, s, "bm25", e),
                  (f"hybrid + query expansion ({e.label})", index, s, "hybrid", e)]
+    if expanded:  # the question's weight against the guess (default 2)
+        for w in (1, 3):
+            rows.append((f"hybrid + query expansion ({expanded[0].label}), question weight {w}", index,
+                         dataclasses.replace(s, expand_question_weight=w), "hybrid", expanded[0]))
     for w in [w for w in (0.25, 0.5, 1.0) if not (s.fusion == "convex" and w == s.dense_weight)]:
         rows.append((f"hybrid, convex, dense weight {w}", index, dataclasses.replace(s, fusion="convex", dense_weight=w), "hybrid"))
     rows.append(("hybrid, convex, fusion depth 50", index, dataclasses.replace(s, fusion="convex", fusion_depth=50), "hybrid"))
@@ -220,6 +224,8 @@ def main() -> None:
     ap.add_argument("--expand-tokens", default="32",
                     help="comma-separated lengths of query expansion to compare (rqa.expand); 0: none")
     ap.add_argument("--expand-with", help="the model writing them (default: the offline default model)")
+    ap.add_argument("--set", type=Path, default=DEV, help="questions with evidence, in dev.jsonl's form")
+    ap.add_argument("--quality-only", action="store_true", help="only the quality table")
     args = ap.parse_args()
     settings = Settings.load(expand_with=args.expand_with)
     notes = []
@@ -241,18 +247,20 @@ def main() -> None:
                          f"{report.chunks_added / seconds:.1f} chunks/s; raw encode {len(texts) / encode_s:.1f} chunks/s")
         settings = dataclasses.replace(settings, embedder=index.embedder)
         extra = {label: load_index(path) for label, path in (e.split("=", 1) for e in args.extra_index)}
-        questions = dev_questions()
+        questions = dev_questions(args.set)
         qtexts = [q["question"] for q in questions]
         if args.scale_only:
             return scale_from(index, questions, settings, args.scale, args.scale_dir or Path(tmp) / "scale")
         expanded = [expansions(questions, settings, int(n)) for n in args.expand_tokens.split(",") if int(n)]
-        print(f"\n### Retrieval quality ({len(questions)} dev questions, {len(index.chunks)} chunks)\n")
+        print(f"\n### Retrieval quality ({len(questions)} questions of {args.set.name}, {len(index.chunks)} chunks)\n")
         print("| retriever | recall@1 | recall@5 | recall@10 | MRR | search p50 ms | expansion p50 s |\n"
               "|---|---|---|---|---|---|---|")
         for label, s in quality_rows(index, extra, args.reranker, questions, settings, expanded):
             expansion_s = "–" if s["expansion_s"] is None else f"{s['expansion_s']:.2f}"
             print(f"| {label} | {s['recall@1']:.2f} | {s['recall@5']:.2f} | {s['recall@10']:.2f} | {s['mrr']:.3f} "
                   f"| {s['ms']:.1f} | {expansion_s} |", flush=True)
+        if args.quality_only:
+            return
         print("\n### Hybrid query latency (embedding + BM25 + FAISS + fusion, k=10)\n")
         print("| chunks | FAISS | p50 ms | p95 ms |\n|---|---|---|---|")
         p50, p95 = latency(index, qtexts, settings)

@@ -42,6 +42,9 @@ class Settings:
     # BM25 searches with the question and that passage. 0 tokens: the question alone.
     expand_tokens: int = 32
     expand_with: str = ""  # offline model name or GGUF path; "" = the offline model `model`
+    # BM25 counts the question's words this many times against the passage's once, so that a wrong
+    # guess cannot outweigh the question (query2doc repeats the query for the same reason)
+    expand_question_weight: int = 2
     # generation
     model: str = "qwen2.5-coder-1.5b-instruct"  # offline model (rqa.models) when no path or Hub repo is set
     model_path: str = ""  # explicit GGUF path (q4 or only model)
@@ -107,6 +110,7 @@ BOUNDS = {
     "chunk_size": (100, 20_000), "overlap": (0, 10_000), "method_chunk_factor": (1.0, 4.0),
     "k": (1, 50), "fusion_depth": (1, 10_000), "rrf_k": (1, 10_000), "dense_weight": (0.0, 10.0),
     "rerank_depth": (1, 200), "rerank_weight": (0.0, 100.0), "expand_tokens": (0, 512),
+    "expand_question_weight": (1, 20),
     "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192),
     "temperature": (0.0, 2.0),
     "max_question_chars": (10, 100_000), "support_threshold": (0.0, 1.0), "sympy_timeout_s": (0.1, 60.0),

@@ -17,13 +17,15 @@ MODES = ("hybrid", "bm25", "dense")
 def retrieve(index: Index, question: str, settings: Settings, k: int | None = None,
              mode: str = "hybrid", expansion: str = "") -> list[Hit]:
     """The top k chunks for a question. `expansion` (rqa.expand) is searched by BM25 together with
-    the question; the dense query stays the question alone."""
+    the question, whose words count `expand_question_weight` times; the dense query stays the
+    question alone."""
     if mode not in MODES:
         raise ValueError(f"search mode {mode!r}: expected one of {', '.join(MODES)}")
     k = settings.k if k is None else k
     rerank = bool(settings.reranker) and mode == "hybrid"
     depth = max(settings.fusion_depth, k, settings.rerank_depth if rerank else 0)
-    sparse = index.search_bm25(f"{question} {expansion}".strip(), depth) if mode in ("hybrid", "bm25") else []
+    text = " ".join([question] * settings.expand_question_weight + [expansion]) if expansion else question
+    sparse = index.search_bm25(text, depth) if mode in ("hybrid", "bm25") else []
     dense = index.search_dense(question, depth) if mode in ("hybrid", "dense") else []
     fuse = fuse_rrf if settings.fusion == "rrf" else fuse_convex
     scores = fuse(sparse, dense, settings)

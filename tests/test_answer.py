@@ -181,8 +181,9 @@ def test_the_search_uses_the_passage_the_expansion_model_expects(shared_index):
     # BM25 searches the question and the guess together; the dense query stays the question
     ids = lambda hits: [h.chunk.chunk_id for h in hits]  # noqa: E731
     assert ids(stream.hits) == ids(retrieve(index, question, shared_index, expansion=guess))
+    assert shared_index.expand_question_weight == 2  # the question's words count twice, the guess's once
     assert ids(retrieve(index, question, shared_index, mode="bm25", expansion=guess)) == \
-        ids(retrieve(index, f"{question} {guess}", shared_index, mode="bm25"))
+        ids(retrieve(index, f"{question} {question} {guess}", shared_index, mode="bm25"))
     assert ids(retrieve(index, question, shared_index, mode="bm25", expansion=guess)) != \
         ids(retrieve(index, question, shared_index, mode="bm25"))
     assert ids(retrieve(index, question, shared_index, mode="dense", expansion=guess)) == \
