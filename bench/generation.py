@@ -136,11 +136,13 @@ def app_under_load(index_dir: Path, sessions: int = 8) -> None:
             client = Client(url, verbose=False)
             t0 = time.perf_counter()
             job = client.submit(QUESTIONS[i % len(QUESTIONS)], [], api_name="/ask")
-            first = token = None
+            first = shown = token = None
             while not job.done():
                 outputs = job.outputs()
                 if first is None and outputs:
                     first = time.perf_counter() - t0
+                if shown is None and outputs and "Sources (" in str(outputs[-1][1]):
+                    shown = time.perf_counter() - t0  # the retrieved sources are on the page
                 if token is None and outputs and not message_text(outputs[-1][0][-1]).startswith("*"):
                     token = time.perf_counter() - t0  # the placeholder notice is in italics
                 time.sleep(0.01)
@@ -150,7 +152,7 @@ def app_under_load(index_dir: Path, sessions: int = 8) -> None:
                 ok = bool(out[0]) and "failed" not in str(out[0][-1]["content"])
             except Exception:
                 ok = False
-            results.append((ok, first or end, token or end, end))
+            results.append((ok, first or end, shown or end, token or end, end))
 
         threads = [threading.Thread(target=session, args=(i,)) for i in range(sessions)]
         for t in threads:
@@ -162,11 +164,12 @@ def app_under_load(index_dir: Path, sessions: int = 8) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     ok = sum(r[0] for r in results)
-    firsts, tokens, totals = [r[1] for r in results], [r[2] for r in results], [r[3] for r in results]
+    firsts, shown, tokens, totals = ([r[i] for r in results] for i in (1, 2, 3, 4))
     print(f"\n### App under {sessions} concurrent sessions (gradio_client, loopback, {TOKENS} new tokens)\n")
-    print("| answered | failed | first update p50 s | p95 s | first token p50 s | p95 s | total p50 s | p95 s "
-          "| peak RSS MB |\n|---|---|---|---|---|---|---|---|---|")
+    print("| answered | failed | first update p50 s | p95 s | sources shown p50 s | p95 s | first token p50 s | p95 s "
+          "| total p50 s | p95 s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {ok} | {len(results) - ok} | {percentile(firsts, 50):.1f} | {percentile(firsts, 95):.1f} | "
+          f"{percentile(shown, 50):.1f} | {percentile(shown, 95):.1f} | "
           f"{percentile(tokens, 50):.1f} | {percentile(tokens, 95):.1f} | "
           f"{percentile(totals, 50):.1f} | {percentile(totals, 95):.1f} | {peak[0] / 2**20:.0f} |")
 

@@ -13,7 +13,9 @@ answer.
 The guess is only as good as what the model knows about the field, so the expansion model is a
 setting of its own: the 1.5B default helps on dev, while 0.5B models (the stock one and the
 fine-tune) lowered MRR (docs/BENCHMARKS.md). The cost is one short greedy generation before the
-search (about 3 s with the 1.5B on 2 cores).
+search (about 3 s with the 1.5B on 2 cores). When the model is busy answering someone else, the
+search uses the question alone: with 8 concurrent sessions, waiting for the guesses doubled the
+time to the first token (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ SYSTEM = ("You are an expert in machine learning research. Write one short passa
           "in the paper, that answers the question. Be specific.")
 
 
+BUSY = ("The search used the question alone: the model was answering another question, and guessing "
+        "the passage first would have queued this one behind it.")
+
+
 def expand(question: str, models: ModelPool, settings: Settings) -> tuple[str, str | None]:
     """The passage to search with besides the question ("" when expansion is off), and a notice
     for the user when it failed: the search then uses the question alone."""
@@ -40,6 +46,8 @@ def expand(question: str, models: ModelPool, settings: Settings) -> tuple[str, s
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": sanitize(question)[:QUESTION_CHARS]}]
     try:
         model = models.expander()
+        if model.busy:  # under load the question alone, at once, rather than a queue of guesses
+            return "", BUSY
         return " ".join("".join(model.stream(messages, settings.expand_tokens, 0.0)).split()), None
     except Exception as e:  # a missing or broken expansion model must not stop the answer
         log.warning("query expansion failed: %s: %s", type(e).__name__, e)

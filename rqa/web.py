@@ -206,10 +206,7 @@ def make_respond(app: AppState):
                       "before asking again.")
             return
         try:
-            # the expansion model writes before the search; it is busy while it answers someone else
-            waiting = app.settings.expand_tokens and app.models.expander().busy
-            yield say("*Generating an answer for another user; your search starts when it is done...*" if waiting
-                      else "*Searching the papers...*")
+            yield say("*Searching the papers...*")
             stream = answer_stream(message or "", app.index, app.models, app.settings, app.sympy)
             sources = render_retrieved(stream.question, stream.hits)
             waiting = "*Generating an answer for another user; yours starts when it is done...*" \

@@ -46,8 +46,13 @@ def test_queued_user_is_told_another_answer_is_generating(make_app):
     events = make_respond(app)("What is BM25?", [], REQUEST)
     assert next(events)[0][-1]["content"] == "*Searching the papers...*"  # the expansion model is free
     assert "another user" in next(events)[0][-1]["content"]
-    app.models.expander_model.busy = True  # and when it is not, the search waits too
-    assert "your search starts when it is done" in next(make_respond(app)("What is BM25?", [], REQUEST))[0][-1]["content"]
+
+    app.models.expander_model = ScriptedModel("BM25 scores term frequency and inverse document frequency.")
+    app.models.expander_model.busy = True  # under load: no queue of guesses, the question alone at once
+    model.busy = False
+    events = list(make_respond(app)("What is BM25?", [], REQUEST))
+    assert "[1]" in events[1][1] and app.models.expander_model.prompts == []
+    assert "the question alone" in events[-1][2] and "Searched with" not in events[-1][2]
 
 
 def test_the_passage_the_search_used_is_shown_with_the_checks(make_app):
