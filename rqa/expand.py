@@ -14,8 +14,8 @@ The guess is only as good as what the model knows about the field, so the expans
 setting of its own: the 1.5B default helps on dev, while 0.5B models (the stock one and the
 fine-tune) lowered MRR (docs/BENCHMARKS.md). The cost is one short greedy generation before the
 search (about 3 s with the 1.5B on 2 cores). When the model is busy answering someone else, the
-search uses the question alone: with 8 concurrent sessions, waiting for the guesses doubled the
-time to the first token (docs/BENCHMARKS.md).
+search uses the question alone: with 8 concurrent sessions, queueing the guesses behind the answers
+delayed the median first token by 29 s (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
