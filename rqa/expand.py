@@ -5,10 +5,10 @@ Expansion with Large Language Models"; HyDE: Gao et al. 2022, does the same for 
 Why: a question and its evidence often share few words. "What default hyper-parameters does the
 Adam paper recommend?" ranked the evidence ("Good default settings ... are α = 0.001, β1 = 0.9,
 β2 = 0.999") sixth, behind Reptile's hyper-parameter table; the 1.5B's guess ("learning rate 0.001,
-beta1 0.9, beta2 0.999") brings it to second. A wrong guess costs little: the question's own words
+beta1 0.9, beta2 0.999") brings it to third. A wrong guess costs little: the question's own words
 still match, and the dense half of the hybrid search keeps the question alone (averaging in the
-guess's vector measured worse). The passage only steers the search; it is never shown as an
-answer.
+guess's vector measured worse). The passage only steers the search: the app shows it as what the
+search used, never as an answer.
 
 The guess is only as good as what the model knows about the field, so the expansion model is a
 setting of its own: the 1.5B default helps on dev, while 0.5B models (the stock one and the
@@ -31,8 +31,6 @@ log = logging.getLogger("rqa.expand")
 QUESTION_CHARS = 1500  # about 400 tokens: with the instruction and the passage, well within n_ctx
 SYSTEM = ("You are an expert in machine learning research. Write one short passage, as it would appear "
           "in the paper, that answers the question. Be specific.")
-
-
 BUSY = ("The search used the question alone: the model was answering another question, and guessing "
         "the passage first would have queued this one behind it.")
 
