@@ -42,14 +42,16 @@ def run_one(args) -> dict:
     from rqa.llm import ModelPool
     from rqa.metrics import score_answer, summarize_answers
 
-    model, expand_tokens = args.one.rsplit("@", 1)
+    model = args.one
     overrides = {"model_path": model} if model.endswith(".gguf") else {"model": model}
     settings = Settings.load(index_dir=args.index, source_chars=args.source_chars, k=args.k,
-                             max_new_tokens=args.max_new_tokens, expand_tokens=int(expand_tokens),
+                             max_new_tokens=args.max_new_tokens, expand_tokens=int(args.expand_tokens),
                              expand_with=args.expand_with, **overrides)
     index = load_index(settings.index_dir, settings.embedder)
     pool = ModelPool(settings)
     pool.get()
+    if settings.expand_tokens:
+        pool.expander()  # loaded before the first question, as the app does at start
     questions = [json.loads(line) for line in Path(args.set).read_text().splitlines() if line.strip()][: args.limit]
     sympy = SympyWorker(settings.sympy_timeout_s)
     rows, ttft, rates, words, model_citing = [], [], [], [], []
@@ -67,7 +69,8 @@ def run_one(args) -> dict:
             row = score_answer(q, answer)
             rows.append(row)
             if out:
-                out.write(json.dumps({"model": model, "expand_tokens": settings.expand_tokens, "id": q["id"], "question": q["question"], "facts": q.get("facts"),
+                out.write(json.dumps({"model": model, "expand_tokens": settings.expand_tokens, "id": q["id"],
+                                      "question": q["question"], "facts": q.get("facts"),
                                       "answer": answer.text, "model_text": answer.model_text, **row,
                                       "equations": [e.to_json() for e in answer.equations],
                                       "expansion": answer.expansion, "ttft_s": round(ttft[-1], 2)},
@@ -105,7 +108,8 @@ def main() -> None:
     results = {}
     for model, tokens in [(m, t) for m in args.models.split(",") for t in args.expand_tokens.split(",")]:
         label = f"{model}, " + (f"expansion {tokens} tokens" if int(tokens) else "question alone")
-        cmd = [sys.executable, __file__, "--one", f"{model}@{tokens}", "--index", args.index, "--set", args.set,
+        cmd = [sys.executable, __file__, "--one", model, "--expand-tokens", tokens, "--index", args.index,
+               "--set", args.set,
                "--source-chars", str(args.source_chars), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens)]
         cmd += (["--limit", str(args.limit)] if args.limit else []) + (["--answers", args.answers] if args.answers else [])
         cmd += ["--expand-with", args.expand_with] if args.expand_with else []

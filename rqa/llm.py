@@ -244,6 +244,10 @@ class ModelPool:
         """The model that writes query expansions (rqa.expand): `expand_with`, else the offline
         default model. When it is the file that answers, both use one loaded copy: a second copy
         raised peak RSS by 1.7 GB (docs/BENCHMARKS.md)."""
+        return self._expander
+
+    @functools.cached_property
+    def _expander(self) -> Model:  # resolved once, not at every question (a failure is not cached)
         name = self.settings.expand_with or self.settings.model
         path = Path(name) if name.endswith(".gguf") or os.sep in name else offline_model_path(name)
         return self._load(check_gguf(path))
