@@ -7,8 +7,11 @@ the old index until the new one is complete. One writer at a time: callers hold 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +46,17 @@ def papers(index: Index) -> list[Paper]:
             for sha, d in index.manifest["documents"].items()]
 
 
+class StoreError(ValueError):
+    """The papers store or the index cannot be written; the message says why, in one line."""
+
+
 def writable_index(index: Index, settings: Settings) -> Path:
     """Where changes go: index_dir; an index served from elsewhere (a Hub download) is copied there first."""
     target = Path(settings.index_dir)
+    if Path(index.path).resolve() == target.resolve() and index.manifest["documents"] and not index_exists(target):
+        # a new index would hold only the new papers, and the app would switch to it
+        raise StoreError("the index folder has gone (deleted while the app runs?); nothing was added. The papers "
+                         "served now stay served until a restart; restore the folder or rebuild it with `rqa ingest`")
     if Path(index.path).resolve() != target.resolve() and not index_exists(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(index.path, target)
@@ -55,6 +66,22 @@ def writable_index(index: Index, settings: Settings) -> Path:
 def store_dir(settings: Settings) -> Path:
     index_dir = Path(settings.index_dir)
     return index_dir.parent / f"{index_dir.name}-uploads"
+
+
+def uploaded_files(names: list[str], upload_root: Path) -> list[Path]:
+    """The files an upload request names, each checked to be a file that arrived through the
+    upload route: inside `upload_root` (Gradio's upload folder) once resolved, not a link. A
+    request is free to name any path, and the UI runs mounted on FastAPI, where Gradio's own
+    check does not run: without this, any file the server can read could be ingested and shown."""
+    root = Path(upload_root).resolve()
+    out = []
+    for name in names:
+        path = Path(name)
+        real = path.resolve()
+        if path.is_symlink() or root not in real.parents or not real.is_file():
+            raise ValueError(f"{path.name} was not uploaded through this page; nothing was added")
+        out.append(real)
+    return out
 
 
 def check_uploads(files: list[Path], index: Index) -> list[tuple[Path, str]]:
@@ -72,20 +99,45 @@ def check_uploads(files: list[Path], index: Index) -> list[tuple[Path, str]]:
     return refused
 
 
+def store_upload(f: Path, settings: Settings) -> Path:
+    """The upload's copy in the papers store, named by its content hash. Copied under a temporary
+    name and renamed, so a copy cut short (kill -9, a full disk) never stands under the final
+    name; a stored copy is trusted only when its content still has that hash."""
+    sha = sha256_file(f)
+    dest = store_dir(settings) / sha[:16] / f.name
+    if dest.is_file() and sha256_file(dest) == sha:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        shutil.copyfile(f, part)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
 def add_files(files: list[Path], index: Index, settings: Settings,
               progress: bool = True) -> tuple[IngestReport, Index]:
     """Copy uploads into the papers store (named by content, so the same paper lands in one
-    place and re-uploads are recognised) and ingest them into the writable index."""
-    target = writable_index(index, settings)
-    stored = []
-    for f in files:
-        dest = store_dir(settings) / sha256_file(f)[:16] / f.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not dest.exists():
-            shutil.copyfile(f, dest)
-        stored.append(dest)
-    report = ingest_paths(stored, dataclasses.replace(settings, index_dir=target), progress=progress)
-    return report, load_index(target, settings.embedder)
+    place and re-uploads are recognised) and ingest them into the writable index. Copies of
+    files that were not indexed (empty, corrupt, refused) are not kept."""
+    try:
+        target = writable_index(index, settings)
+        stored = [store_upload(f, settings) for f in files]
+        report = ingest_paths(stored, dataclasses.replace(settings, index_dir=target), progress=progress,
+                              max_chunks=settings.max_chunks_per_upload)
+        kept = {p for d in load_index(target).manifest["documents"].values() for p in d["paths"]} \
+            if index_exists(target) else set()
+        for f in report.per_file:
+            if f.status == "skipped" and str(Path(f.path).resolve()) not in kept:
+                Path(f.path).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    Path(f.path).parent.rmdir()  # only when no other name of that content is there
+        return report, load_index(target, settings.embedder)
+    except OSError as e:  # a read-only or full disk: one line, without the server's paths
+        raise StoreError(f"the server cannot write its papers store or index ({e.strerror or type(e).__name__}); "
+                         "nothing was added") from None
 
 
 def remove(sha256: str, index: Index, settings: Settings) -> Index:

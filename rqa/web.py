@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rqa.answer import Answer, Citation, QuestionError, answer_stream
+from rqa.answer import Answer, Citation, QuestionError, answer_stream, clean_question
 from rqa.config import Settings
 from rqa import library
 from rqa.corpus import ingest_paths, open_index
@@ -199,6 +199,11 @@ def make_respond(app: AppState):
         def say(text: str, sources=gr.update(), checks=gr.update(), item=None):
             return history + [{"role": "assistant", "content": text}], sources, checks, item, ""
 
+        try:
+            clean_question(message or "", app.settings.max_question_chars)
+        except QuestionError as e:  # before the rate limit: only questions asked are counted
+            yield say(str(e))
+            return
         wait = app.limiter.check(client_id(request, app.settings.trusted_proxies))
         if wait:
             limit = app.settings.rate_limit_per_minute
@@ -285,6 +290,13 @@ def build_app(app: AppState) -> gr.Blocks:
     return demo
 
 
+def upload_folder() -> Path:
+    """Where Gradio's upload route writes (GRADIO_TEMP_DIR, else the system temp folder's gradio/)."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder())
+
+
 def papers_table(index: Index) -> list[list]:
     return [[p.title, p.arxiv_url or "", p.pages, p.chunks, ", ".join(Path(x).name for x in p.paths)]
             for p in library.papers(index)]
@@ -315,22 +327,29 @@ def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
                 gr.update(label=f"Papers ({len(index.manifest['documents'])} in the index)"))
 
     def do_add(uploaded, progress=gr.Progress(track_tqdm=True)):
-        paths = [Path(f if isinstance(f, str) else f.name) for f in (uploaded or [])]
-        if not paths:
+        names = [f if isinstance(f, str) else f.name for f in (uploaded or [])]
+        if not names:
             return refreshed("Choose one or more files first.")
         try:
+            paths = library.uploaded_files(names, upload_folder())
             refused = library.check_uploads(paths, app.index)
         except ValueError as e:
             return refreshed(f"**Not added:** {e}")
         lines = [f"- **{p.name}**: skipped, {why}" for p, why in refused]
         ok = [p for p in paths if p not in {r for r, _ in refused}]
         if ok:
-            progress(0, desc="ingesting")
+            if not app.write_lock.acquire(blocking=False):
+                waiting = "Another upload is being indexed; yours starts as soon as it is done."
+                gr.Info(waiting)
+                progress(0, desc=waiting)
+                app.write_lock.acquire()
             try:
-                with app.write_lock:
-                    result, app.index = library.add_files(ok, app.index, app.settings)
+                progress(0, desc="ingesting")
+                result, app.index = library.add_files(ok, app.index, app.settings)
             except USER_ERRORS as e:
                 return refreshed(f"**Not added:** {e}")
+            finally:
+                app.write_lock.release()
             for f in result.per_file:
                 name = Path(f.path).name
                 lines.append(f"- **{name}**: skipped, {f.reason}" if f.status == "skipped" else
@@ -362,7 +381,7 @@ def build_annotator_tab(app: AppState) -> None:
                 token = gr.Textbox(label="Annotator token", type="password", elem_id="rqa-token")
                 login = gr.Button("Log in", elem_id="rqa-login")
             status = gr.Markdown("Log in with your annotator token to rate answers.", elem_id="rqa-annot-status")
-            shown = gr.Markdown("", elem_id="rqa-item", latex_delimiters=LATEX_DELIMITERS)
+            shown = gr.HTML("", elem_id="rqa-item")
             depth = gr.Radio([1, 2, 3, 4, 5], label="Technical depth", elem_id="rqa-depth")
             correctness = gr.Radio(["correct", "partly", "wrong"], label="Factual correctness", elem_id="rqa-correct")
             comment = gr.Textbox(label="Comment", lines=2, elem_id="rqa-comment")
@@ -378,13 +397,20 @@ def build_annotator_tab(app: AppState) -> None:
             gr.Markdown(RUBRIC)
 
     def render_item(row: dict | None) -> str:
+        """The item as escaped text: question, answer and sources come from anonymous chat users
+        and from uploaded papers, so nothing of theirs is rendered as Markdown or HTML (a planted
+        image would be fetched by the annotator's browser, a planted link offered inside the rating view)."""
         if row is None:
-            return "*Nothing left to rate. Thank you!*"
+            return "<p><i>Nothing left to rate. Thank you!</i></p>"
+        e = html.escape
         srcs = json.loads(row["sources"] or "[]")
-        src_md = "\n".join(f"> [{s.get('n')}] **{s.get('title')}**, {s.get('section')}, p. {s.get('pages')}: "
-                           f"{s.get('text', '')[:300]}" for s in srcs)
-        return (f"**Item {row['id']}** · model `{row['model']}` · from {row['origin']}\n\n**Question:** {row['question']}"
-                f"\n\n**Answer:**\n\n{row['answer']}\n\n**Sources:**\n\n{src_md or '(none)'}")
+        src = "".join(f"<li>[{e(str(s.get('n')))}] <b>{e(str(s.get('title')))}</b>, {e(str(s.get('section')))}, "
+                      f"p. {e(str(s.get('pages')))}: {e(str(s.get('text', ''))[:300])}</li>" for s in srcs)
+        text = 'style="white-space: pre-wrap"'
+        return (f"<p><b>Item {row['id']}</b> · model <code>{e(row['model'])}</code> · from {e(row['origin'])}</p>"
+                f"<p><b>Question:</b></p><p {text}>{e(row['question'])}</p>"
+                f"<p><b>Answer:</b></p><p {text}>{e(row['answer'])}</p>"
+                f"<p><b>Sources:</b></p>" + (f"<ul>{src}</ul>" if src else "<p>(none)</p>"))
 
     def render_stats() -> str:
         s = app.db.summary()
@@ -421,8 +447,9 @@ def build_annotator_tab(app: AppState) -> None:
         if not name:
             return "**Log in as an annotator first.**", gr.update()
         try:
-            n = app.db.import_jsonl(Path(file).read_text(encoding="utf-8"))
-        except (RatingError, UnicodeDecodeError) as e:
+            (path,) = library.uploaded_files([file if isinstance(file, str) else file.name], upload_folder())
+            n = app.db.import_jsonl(path.read_text(encoding="utf-8"))
+        except (RatingError, UnicodeDecodeError, ValueError) as e:
             return f"**Import failed:** {e}", gr.update()
         return f"Imported {n} items.", render_stats()
 
@@ -440,13 +467,31 @@ def build_annotator_tab(app: AppState) -> None:
     export_jsonl.click(lambda n: do_export(n, "jsonl"), [annotator], [download])
 
 
+def create_server(app: AppState):
+    """The FastAPI server: the OpenAI-compatible routes and the Gradio UI mounted at /."""
+    from fastapi import FastAPI
+
+    from rqa.api import add_openai_routes
+
+    demo = build_app(app)
+    # Generation is serialised on the model's lock, not by Gradio's queue: every waiting user's
+    # handler runs, shows its sources at once and says that another user's answer is generating.
+    demo.queue(default_concurrency_limit=16)
+    server = FastAPI(title="rqa")
+    add_openai_routes(server, app)
+    server = gr.mount_gradio_app(server, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api"])
+    # Gradio refuses a request's file that did not arrive through its upload route only once the
+    # Blocks count as launched, which mount_gradio_app never marks. Without the mark it copies any
+    # path a request names (/etc/..., a home folder) into its cache and hands it to the handler.
+    # tests/test_http.py checks the refusal through the HTTP API.
+    demo.has_launched = True
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     import uvicorn
-    from fastapi import FastAPI
-
-    from rqa.api import add_openai_routes
 
     parser = argparse.ArgumentParser(prog="app.py", description="The rqa web app and its OpenAI-compatible API.")
     parser.add_argument("--papers", help="a folder of papers to ingest at start (papers already indexed are skipped)")
@@ -459,13 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    demo = build_app(app)
-    # Generation is serialised on the model's lock, not by Gradio's queue: every waiting user's
-    # handler runs, shows its sources at once and says that another user's answer is generating.
-    demo.queue(default_concurrency_limit=16)
-    server = FastAPI(title="rqa")
-    add_openai_routes(server, app)
-    server = gr.mount_gradio_app(server, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api"])
+    server = create_server(app)
     # Loopback unless GRADIO_SERVER_NAME says otherwise (Spaces set 0.0.0.0): the annotator tab and
     # the ratings export are not for the whole local network by default. No proxy_headers: uvicorn
     # would otherwise take a loopback peer's X-Forwarded-For at its word, which any local client can
