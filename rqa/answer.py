@@ -16,6 +16,7 @@ says whether the model wrote it or rqa attributed it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -151,11 +152,14 @@ class AnswerStream:
     def __iter__(self) -> Iterator[str]:
         messages = build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)))
         pieces: list[str] = []
-        for piece in self.model.stream(messages, self.settings.max_new_tokens, self.settings.temperature):
-            if not pieces:
-                self.timings["first_token_s"] = time.perf_counter() - self._t0
-            pieces.append(piece)
-            yield piece
+        # closed explicitly when the reader stops early (a client gone): the model's lock is released now
+        with contextlib.closing(self.model.stream(messages, self.settings.max_new_tokens,
+                                                  self.settings.temperature)) as generated:
+            for piece in generated:
+                if not pieces:
+                    self.timings["first_token_s"] = time.perf_counter() - self._t0
+                pieces.append(piece)
+                yield piece
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)
         # the stored vectors serve the support check only when they come from its calibrated embedder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from rqa.answer import Answer, QuestionError, answer_stream
+from rqa.answer import Answer, QuestionError, answer_stream, clean_question
 from rqa.errors import USER_ERRORS
 
 if TYPE_CHECKING:
@@ -67,20 +68,70 @@ def extra(answer: Answer) -> dict:
             "uncited": [c.to_json() for c in answer.uncited], "text": answer.text, "model_text": answer.model_text}
 
 
+# OpenAI request fields rqa cannot honour: refused with a 400 rather than silently ignored.
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "response_format",
+               "audio", "modalities", "prediction")
+MAX_TOKENS_CAP = 1024  # a request may ask for fewer new tokens than the server's setting, or up to this
+
+
+def generation_settings(body: dict, settings):
+    """The server's settings with the request's `max_tokens` / `max_completion_tokens` and
+    `temperature` applied; raises ValueError for what is out of range or not supported."""
+    import dataclasses
+
+    for name in UNSUPPORTED:
+        if body.get(name) not in (None, False, [], "none", "auto"):
+            raise ValueError(f"'{name}' is not supported by rqa: it answers from the papers with text only")
+    n = body.get("n", 1)
+    if n != 1 or isinstance(n, bool):
+        raise ValueError("'n' must be 1: rqa writes one answer per question")
+    changes = {}
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_CAP:
+            raise ValueError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}")
+        changes["max_new_tokens"] = value
+        break
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+            raise ValueError("'temperature' must be a number from 0 to 2")
+        changes["temperature"] = float(temperature)
+    if changes.get("max_new_tokens", 0) > settings.n_ctx - 256:
+        changes["max_new_tokens"] = settings.n_ctx - 256
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None past `limit` bytes: refused on its Content-Length when it states one,
+    else read no further than the limit (a large body never lands in memory whole)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def add_openai_routes(server: FastAPI, app: "AppState") -> None:
     from rqa.web import client_id
 
     keys = {k.strip() for k in app.settings.api_keys.split(",") if k.strip()}
+    in_flight = threading.BoundedSemaphore(app.settings.api_max_in_flight)
 
     def check_key(request: Request) -> JSONResponse | None:
-        auth = request.headers.get("authorization", "")
-        if keys and (not auth.startswith("Bearer ") or auth[len("Bearer "):].strip() not in keys):
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if keys and (scheme.lower() != "bearer" or key.strip() not in keys):  # the scheme is case-insensitive (RFC 7235)
             return error(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
         return None
 
     def admit(request: Request) -> JSONResponse | None:
-        if refused := check_key(request):
-            return refused
         wait = app.limiter.check(client_id(request, app.settings.trusted_proxies))
         if wait:
             return error(429, f"rate limit: {app.settings.rate_limit_per_minute} questions per minute; retry in "
@@ -97,34 +148,52 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
 
     @server.post("/v1/chat/completions")
     async def chat(request: Request):
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        if refused := check_key(request):
+            return refused
+        raw = await read_body(request, MAX_BODY_BYTES)
+        if raw is None:
             return error(413, f"request body over {MAX_BODY_BYTES:,} bytes", code="request_too_large")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return error(400, f"the request body is not valid JSON ({e})")
+        except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, 100,000-deep nesting, 5,000-digit integers
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            return error(400, f"the request body is not valid JSON ({reason})")
         try:
             question = parse_question(body)
+            settings = generation_settings(body, app.settings)
         except ValueError as e:
             return error(400, str(e), param="messages")
         if len(question) > app.settings.max_question_chars:
             return error(400, f"the question is {len(question):,} characters; at most "
                          f"{app.settings.max_question_chars:,} are answered", param="messages",
                          code="context_length_exceeded")
+        try:
+            clean_question(question, app.settings.max_question_chars)
+        except QuestionError as e:  # refused before the rate limit: only questions asked are counted
+            return error(400, str(e), param="messages")
         if refused := admit(request):
             return refused
+        if not in_flight.acquire(blocking=False):
+            return error(503, f"the server is answering {app.settings.api_max_in_flight} API questions; retry shortly",
+                         "server_error", code="overloaded", headers={"Retry-After": "10"})
         try:
-            stream = answer_stream(question, app.index, app.models, app.settings, app.sympy)
-        except QuestionError as e:
-            return error(400, str(e), param="messages")
-        except USER_ERRORS as e:
-            return error(500, str(e), "server_error")
+            # expansion, retrieval and a first embedder load block for seconds: never on the event loop
+            stream = await run_in_threadpool(answer_stream, question, app.index, app.models, settings, app.sympy)
+        except (QuestionError, *USER_ERRORS) as e:
+            in_flight.release()
+            return error(400 if isinstance(e, QuestionError) else 500, str(e),
+                         "invalid_request_error" if isinstance(e, QuestionError) else "server_error")
+        except BaseException:
+            in_flight.release()
+            raise
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "created": created, "model": MODEL_ID}
         if body.get("stream"):
-            return StreamingResponse(sse(stream, base), media_type="text/event-stream")
-        answer = await run_in_threadpool(stream.run)
+            return StreamingResponse(sse(stream, base, in_flight.release), media_type="text/event-stream")
+        try:
+            answer = await run_in_threadpool(stream.run)
+        finally:
+            in_flight.release()
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                              "finish_reason": "stop"}],
@@ -133,20 +202,31 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
                 "rqa": extra(answer)}
 
 
-def sse(stream, base: dict):
-    """Server-sent events, OpenAI's chunk format; a sync generator, so Starlette runs it in a thread."""
+async def sse(stream, base: dict, done):
+    """Server-sent events, OpenAI's chunk format. Each piece is generated in a worker thread; when
+    the client disconnects, Starlette cancels this generator and the `finally` closes the answer's
+    generator, which releases the model at once (a suspended generator would hold the model's lock
+    until the garbage collector happened to finalise it)."""
     def event(delta: dict, finish: str | None = None, **more) -> str:
         chunk = {**base, "object": "chat.completion.chunk",
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
-    yield event({"role": "assistant", "content": ""})
+    pieces = iter(stream)
+    end = object()
     try:
-        for piece in stream:
+        yield event({"role": "assistant", "content": ""})
+        while True:
+            try:
+                piece = await run_in_threadpool(next, pieces, end)
+            except Exception as e:  # the stream has started: report in-band, as OpenAI does
+                yield f"data: {json.dumps({'error': {'message': f'{type(e).__name__}: {e}', 'type': 'server_error'}})}\n\n"
+                return
+            if piece is end:
+                break
             yield event({"content": piece})
-    except Exception as e:  # the stream has started: report in-band, as OpenAI does
-        yield f"data: {json.dumps({'error': {'message': f'{type(e).__name__}: {e}', 'type': 'server_error'}})}\n\n"
-        return
-    yield event({}, "stop", rqa=extra(stream.answer))
-    yield "data: [DONE]\n\n"
-
+        yield event({}, "stop", rqa=extra(stream.answer))
+        yield "data: [DONE]\n\n"
+    finally:
+        pieces.close()
+        done()

@@ -62,6 +62,10 @@ class Settings:
     # checks
     support_threshold: float = 0.45
     sympy_timeout_s: float = 2.0
+    # ingestion bounds: a file past them is skipped with the reason (the longest shared paper has
+    # about 150,000 characters; a one-line 5 MB text once made 6,676 chunks and held the index for minutes)
+    max_chars_per_file: int = 2_000_000
+    max_chunks_per_upload: int = 3_000  # the app's papers panel: all files of one upload together
     # app
     rate_limit_per_minute: int = 5
     # Addresses of reverse proxies whose X-Forwarded-For is believed ("*": any peer, as behind the
@@ -70,6 +74,9 @@ class Settings:
     annotators: str = ""  # "name:token,name2:token2"; or a path to such a file
     papers: str = ""  # a folder ingested into the index when the app starts (papers already there are skipped)
     api_keys: str = ""  # comma-separated keys for /v1/*; empty: the API is open like the chat
+    # API questions answered or waiting at once; one more gets 503 with Retry-After instead of an
+    # unbounded wait (answers are generated one at a time on a CPU)
+    api_max_in_flight: int = 8
     db_path: Path = Path(".rqa/ratings.sqlite")
 
     def __post_init__(self) -> None:
@@ -114,7 +121,8 @@ BOUNDS = {
     "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192),
     "temperature": (0.0, 2.0),
     "max_question_chars": (10, 100_000), "support_threshold": (0.0, 1.0), "sympy_timeout_s": (0.1, 60.0),
-    "rate_limit_per_minute": (0, 100_000),
+    "rate_limit_per_minute": (0, 100_000), "api_max_in_flight": (1, 10_000),
+    "max_chars_per_file": (1_000, 1_000_000_000), "max_chunks_per_upload": (1, 10_000_000),
 }
 
 

@@ -45,7 +45,10 @@ class IngestReport:
         return [f.path for f in self.per_file if f.status == SAME_CONTENT]
 
 
-def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = True) -> IngestReport:
+def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = True,
+                 max_chunks: int | None = None) -> IngestReport:
+    """Read, chunk and index files. A file with more than `settings.max_chars_per_file` characters
+    of text is skipped, and so is each file that would take this call past `max_chunks` chunks."""
     report = IngestReport()
 
     def skip(path: Path, reason: str) -> None:
@@ -55,11 +58,20 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
     files = find_files(paths)
     report.files = len(files)
     incoming = []
+    total = 0
     for doc in load_documents(files, skip, progress=progress):
+        chars = sum(len(b.text) for s in doc.sections for b in s.blocks)
+        if chars > settings.max_chars_per_file:
+            skip(Path(doc.path), f"{chars:,} characters of text is over the {settings.max_chars_per_file:,} a file may hold")
+            continue
         chunks = chunk_document(doc, settings.chunk_size, settings.overlap, settings.method_chunk_factor)
         if not chunks:
             skip(Path(doc.path), "no text left after cleaning")
             continue
+        if max_chunks is not None and total + len(chunks) > max_chunks:
+            skip(Path(doc.path), f"{len(chunks):,} chunks would take this upload past {max_chunks:,}")
+            continue
+        total += len(chunks)
         report.pages += doc.pages
         incoming.append(Incoming(str(Path(doc.path).resolve()), doc.sha256, chunks, doc.paper, doc.title, doc.pages))
     if incoming:

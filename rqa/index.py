@@ -18,6 +18,7 @@ Loading verifies that the files agree with each other and names the one that doe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -330,12 +331,39 @@ def without_documents(chunks: list[Chunk], vectors: np.ndarray, shas: set[str]) 
     return [chunks[i] for i in keep], vectors[keep]
 
 
+@contextlib.contextmanager
+def write_lock(path: Path, on_wait=None):
+    """One writer per index folder across processes (two apps, or the app and `rqa ingest`): a lock
+    file beside the folder (the folder itself is swapped by rename). Writers re-read the index from
+    disk once they hold it, so nobody's papers are lost. `on_wait()` is called when another holds it."""
+    import portalocker
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        try:
+            portalocker.lock(f, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            if on_wait:
+                on_wait()
+            portalocker.lock(f, portalocker.LOCK_EX)
+        try:
+            yield
+        finally:
+            portalocker.unlock(f)
+
+
 def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: str = "flat",
                     chunk_settings: dict | None = None, progress: bool = True) -> ExtendResult:
     """Add files to the index at path (created if missing). A path whose content is unchanged is
     skipped; content already stored under another path gains that path; a path whose content
     changed moves to the new content, and old content that no path points at any more is removed."""
-    path = Path(path)
+    with write_lock(path):
+        return _build_or_extend(Path(path), incoming, embedder, ann, chunk_settings, progress)
+
+
+def _build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: str,
+                     chunk_settings: dict | None, progress: bool) -> ExtendResult:
     chunk_settings = chunk_settings or {}
     if index_exists(path):
         old = load_index(path, embedder)
@@ -385,6 +413,11 @@ def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: st
 def remove_documents(path: Path, shas: set[str]) -> int:
     """Remove papers (by content hash) from the index at path, atomically; returns how many."""
     path = Path(path)
+    with write_lock(path):
+        return _remove_documents(path, shas)
+
+
+def _remove_documents(path: Path, shas: set[str]) -> int:
     index = load_index(path)
     docs = index.manifest["documents"]
     gone = {sha for sha in shas if sha in docs}
