@@ -372,6 +372,23 @@ def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
     remove.click(do_remove, [chosen], outputs, api_name="remove_paper")
 
 
+def render_item(row: dict | None) -> str:
+    """The item as escaped text: question, answer and sources come from anonymous chat users
+    and from uploaded papers, so nothing of theirs is rendered as Markdown or HTML (a planted
+    image would be fetched by the annotator's browser, a planted link offered inside the rating view)."""
+    if row is None:
+        return "<p><i>Nothing left to rate. Thank you!</i></p>"
+    e = html.escape
+    srcs = json.loads(row["sources"] or "[]")
+    src = "".join(f"<li>[{e(str(s.get('n')))}] <b>{e(str(s.get('title')))}</b>, {e(str(s.get('section')))}, "
+                  f"p. {e(str(s.get('pages')))}: {e(str(s.get('text', ''))[:300])}</li>" for s in srcs)
+    text = 'style="white-space: pre-wrap"'
+    return (f"<p><b>Item {row['id']}</b> · model <code>{e(row['model'])}</code> · from {e(row['origin'])}</p>"
+            f"<p><b>Question:</b></p><p {text}>{e(row['question'])}</p>"
+            f"<p><b>Answer:</b></p><p {text}>{e(row['answer'])}</p>"
+            f"<p><b>Sources:</b></p>" + (f"<ul>{src}</ul>" if src else "<p>(none)</p>"))
+
+
 def build_annotator_tab(app: AppState) -> None:
     annotator = gr.State("")
     item = gr.State(None)
@@ -395,22 +412,6 @@ def build_annotator_tab(app: AppState) -> None:
             stats = gr.Markdown("", elem_id="rqa-stats")
         with gr.Column(scale=2):
             gr.Markdown(RUBRIC)
-
-    def render_item(row: dict | None) -> str:
-        """The item as escaped text: question, answer and sources come from anonymous chat users
-        and from uploaded papers, so nothing of theirs is rendered as Markdown or HTML (a planted
-        image would be fetched by the annotator's browser, a planted link offered inside the rating view)."""
-        if row is None:
-            return "<p><i>Nothing left to rate. Thank you!</i></p>"
-        e = html.escape
-        srcs = json.loads(row["sources"] or "[]")
-        src = "".join(f"<li>[{e(str(s.get('n')))}] <b>{e(str(s.get('title')))}</b>, {e(str(s.get('section')))}, "
-                      f"p. {e(str(s.get('pages')))}: {e(str(s.get('text', ''))[:300])}</li>" for s in srcs)
-        text = 'style="white-space: pre-wrap"'
-        return (f"<p><b>Item {row['id']}</b> · model <code>{e(row['model'])}</code> · from {e(row['origin'])}</p>"
-                f"<p><b>Question:</b></p><p {text}>{e(row['question'])}</p>"
-                f"<p><b>Answer:</b></p><p {text}>{e(row['answer'])}</p>"
-                f"<p><b>Sources:</b></p>" + (f"<ul>{src}</ul>" if src else "<p>(none)</p>"))
 
     def render_stats() -> str:
         s = app.db.summary()

@@ -132,3 +132,156 @@ def test_upload_check_refuses_paths_outside_the_upload_folder(tmp_path):
     for bad in (outside, root / "abc" / "link.md", root / "abc" / ".." / ".." / "notes.md", root / "abc" / "none.md"):
         with pytest.raises(ValueError, match="was not uploaded through this page"):
             uploaded_files([str(bad)], root)
+
+
+class SlowModel:
+    """Like rqa.llm.Model: one generation at a time behind a lock, a word every `delay` seconds;
+    records what each call asked for."""
+
+    name = "slow.gguf"
+
+    def __init__(self, words: int = 60, delay: float = 0.1):
+        self.words, self.delay, self.lock, self.calls = words, delay, threading.Lock(), []
+
+    @property
+    def busy(self):
+        return self.lock.locked()
+
+    def stream(self, messages, max_tokens, temperature):
+        self.calls.append({"max_tokens": max_tokens, "temperature": temperature})
+        with self.lock:
+            for i in range(min(self.words, max_tokens)):
+                time.sleep(self.delay)
+                yield f"word{i} "
+
+
+def ask(url, content="What is BM25?", timeout=30, **more):
+    return httpx.post(url + "/v1/chat/completions", timeout=timeout,
+                      json={"messages": [{"role": "user", "content": content}], **more})
+
+
+def test_disconnected_stream_frees_the_model(tmp_path):
+    """The probe's repro: a streamed request whose client goes after a few chunks kept the model's
+    lock until the garbage collector ran; the next request got no answer."""
+    model = SlowModel(words=400, delay=0.05)
+    with live_server(tmp_path, model=model, rate_limit_per_minute=0, expand_tokens=0) as (url, _):
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
+                          json={"messages": [{"role": "user", "content": "What is BM25?"}], "stream": True}) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(6)]
+        assert any("word" in line for line in got)
+        time.sleep(0.5)
+        t = time.perf_counter()
+        model.words = 3
+        reply = ask(url, timeout=15)
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"].startswith("word0")
+        assert time.perf_counter() - t < 10
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"messages": [], "max_tokens": ' + b"9" * 5000 + b"}", "not valid JSON"),
+])
+def test_pathological_json_gets_a_400(tmp_path, raw, reason):
+    with live_server(tmp_path) as (url, _):
+        r = httpx.post(url + "/v1/chat/completions", content=raw, timeout=30)
+        assert r.status_code == 400 and reason in r.json()["error"]["message"]
+
+
+def test_rejected_questions_are_not_charged_to_the_rate_limit(tmp_path):
+    with live_server(tmp_path, rate_limit_per_minute=2) as (url, _):
+        for _ in range(5):
+            r = ask(url, content="   \n\t ")
+            assert r.status_code == 400 and "Please type a question" in r.json()["error"]["message"]
+        assert ask(url).status_code == 200 and ask(url).status_code == 200
+        assert ask(url).status_code == 429
+
+
+def test_oversized_body_is_refused_on_its_content_length(tmp_path):
+    """A 400 MB body was read whole before its 413: refused now on the header, before any body byte."""
+    import socket
+
+    with live_server(tmp_path) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 400000000\r\n\r\n{")
+            reply = b""
+            while b"request body over" not in reply and (data := sock.recv(4096)):
+                reply += data
+            reply = reply.decode()
+        assert reply.startswith("HTTP/1.1 413") and "request body over" in reply
+        # a body without a length is cut off at the limit as it arrives
+        chunks = (b"x" * 65536 for _ in range(64))  # 4 MB, no Content-Length
+        r = httpx.post(url + "/v1/chat/completions", content=chunks, timeout=30)
+        assert r.status_code == 413
+
+
+def test_a_question_does_not_block_the_server(tmp_path):
+    """Expansion, search and a first embedder load ran on the event loop: every other request waited."""
+    class SlowExpander(ScriptedModel):
+        def stream(self, messages, max_tokens, temperature):
+            time.sleep(4)
+            yield "a guess"
+
+    with live_server(tmp_path, rate_limit_per_minute=0) as (url, app):
+        app.models.expander_model = SlowExpander("")
+        asked = threading.Thread(target=ask, args=(url,))
+        asked.start()
+        time.sleep(0.5)
+        t = time.perf_counter()
+        assert httpx.get(url + "/v1/models", timeout=30).status_code == 200
+        assert time.perf_counter() - t < 2
+        asked.join()
+
+
+def test_questions_past_the_bound_get_503(tmp_path):
+    model = SlowModel(words=40, delay=0.1)
+    with live_server(tmp_path, model=model, rate_limit_per_minute=0, api_max_in_flight=1, expand_tokens=0) as (url, _):
+        first = threading.Thread(target=ask, args=(url,))
+        first.start()
+        time.sleep(1)
+        r = ask(url)
+        assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
+        assert r.json()["error"]["code"] == "overloaded"
+        first.join()
+        assert ask(url).status_code == 200  # the slot is free again
+
+
+@pytest.mark.parametrize("more, message", [
+    ({"n": 3}, "'n' must be 1"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "'tools' is not supported"),
+    ({"max_tokens": 10**9}, "'max_tokens' must be an integer from 1 to"),
+    ({"max_tokens": -5}, "'max_tokens' must be an integer from 1 to"),
+    ({"temperature": -3}, "'temperature' must be a number from 0 to 2"),
+])
+def test_unsupported_openai_parameters_are_refused(tmp_path, more, message):
+    with live_server(tmp_path, rate_limit_per_minute=0) as (url, _):
+        r = ask(url, **more)
+        assert r.status_code == 400 and message in r.json()["error"]["message"]
+
+
+def test_max_tokens_and_temperature_are_honoured_and_any_bearer_case_is_accepted(tmp_path):
+    model = SlowModel(words=50, delay=0)
+    with live_server(tmp_path, model=model, rate_limit_per_minute=0, expand_tokens=0, api_keys="k1") as (url, _):
+        r = httpx.post(url + "/v1/chat/completions", timeout=30, headers={"Authorization": "bearer k1"},
+                       json={"messages": [{"role": "user", "content": "What is BM25?"}], "max_tokens": 3,
+                             "temperature": 0.7})
+        assert r.status_code == 200, r.text
+        assert model.calls[-1] == {"max_tokens": 3, "temperature": 0.7}
+        assert r.json()["choices"][0]["message"]["content"].split()[:3] == ["word0", "word1", "word2"]
+        assert "word3" not in r.json()["choices"][0]["message"]["content"]
+        assert httpx.get(url + "/v1/models", headers={"Authorization": "BEARER k1"}).status_code == 200
+        assert httpx.get(url + "/v1/models", headers={"Authorization": "Basic k1"}).status_code == 401
+
+
+def test_annotator_view_renders_planted_markdown_as_text():
+    from rqa.web import render_item
+
+    row = {"id": 7, "model": "m", "origin": "chat", "question": "Why? ![t](http://evil.example/x.png) [click](http://evil.example)",
+           "answer": "<img src=http://evil.example/y.png> **bold**",
+           "sources": json.dumps([{"n": 1, "title": "<script>alert(1)</script>", "section": "s", "pages": "1",
+                                   "text": "[phish](http://evil.example)"}])}
+    shown = render_item(row)
+    assert "<img" not in shown and "<a " not in shown and "<script" not in shown
+    assert "![t](http://evil.example/x.png)" in shown and "&lt;img src=http://evil.example/y.png&gt;" in shown
