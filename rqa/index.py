@@ -33,7 +33,7 @@ from nltk.stem.porter import PorterStemmer
 from rqa.embed import DEFAULT_EMBEDDER, dimension, embed, fingerprint, is_local_model
 from rqa.types import Chunk
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 STOPWORDS = set("""a an and are as at be been but by can could did do does for from had has have how i if in
 into is it its may might more most no not of on or our so such than that the their them then there these they
 this those to was we were what when where which while who why will with would you your""".split())
@@ -209,10 +209,9 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
         raise corrupt("manifest.json", f"is not valid JSON ({e})") from None
     if not isinstance(manifest, dict):
         raise corrupt("manifest.json", "is not a JSON object")
-    if manifest.get("format_version") == 1 and isinstance(manifest.get("files"), dict):
-        migrate_v1(path, manifest)
-        return load_index(path, embedder)
     if manifest.get("format_version") != FORMAT_VERSION:
+        # Format 3 keeps sub- and superscripts in the chunk text (d_k, 10^{6}); older text lost them,
+        # and only the papers can give them back, so an older index is rebuilt rather than migrated.
         raise IndexError_(f"index {path} has format {manifest.get('format_version')}, this rqa reads "
                           f"{FORMAT_VERSION}: delete it and rebuild it with `python -m rqa ingest PAPERS --index {path}`")
     for key in ("embedder", "documents", "settings", "chunks"):
@@ -262,35 +261,6 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
         raise corrupt("bm25/", f"indexes {bm25_docs} chunks, expected {n}")
     return Index(path=path, manifest=manifest, chunks=chunks, embeddings=np.asarray(embeddings),
                  dense=dense, bm25=bm25)
-
-
-def migrate_v1(path: Path, manifest: dict) -> None:
-    """Format 1 named papers by file name; format 2 by content hash. Every stored chunk and vector
-    is kept: each chunk gets the hash of the file its paper name came from (where two files shared
-    a name, format 1 had already mixed them up; their chunks go to the newest)."""
-    import faiss
-
-    with open(path / "chunks.jsonl", encoding="utf-8") as f:
-        chunks = [Chunk(**json.loads(line)) for line in f]
-    by_paper = {info["paper"]: info["sha256"] for info in manifest["files"].values()}
-    docs: dict[str, dict] = {}
-    for file, info in manifest["files"].items():
-        d = docs.setdefault(info["sha256"], {"paper": info["paper"], "title": info["paper"], "pages": 0,
-                                             "chunks": 0, "paths": []})
-        d["paths"].append(file)
-    for c in chunks:
-        c.doc = by_paper.get(c.paper, "")
-        if c.doc in docs:
-            d = docs[c.doc]
-            d["title"], d["chunks"], d["pages"] = c.title, d["chunks"] + 1, max(d["pages"], c.page_end)
-    new = {k: v for k, v in manifest.items() if k != "files"}
-    new.update(documents={sha: d for sha, d in docs.items() if d["chunks"]}, settings=manifest.get("settings", {}))
-    ann = manifest.get("ann", "flat")
-    embeddings = np.load(path / "embeddings.npy")
-    if faiss.read_index(str(path / "dense.faiss")).ntotal != len(chunks) or len(embeddings) != len(chunks):
-        raise IndexError_(f"index {path} has format 1 and its files disagree: delete it and rebuild it with "
-                          f"`python -m rqa ingest PAPERS --index {path}`")
-    write_index(path, new, chunks, embeddings, ann)
 
 
 @dataclass

@@ -120,12 +120,141 @@ def _pdf_pages(path: Path) -> list[str]:
         for i in range(len(pdf)):
             page = pdf[i]
             textpage = page.get_textpage()
-            texts.append(textpage.get_text_range())
+            texts.append(_page_text(textpage))
             textpage.close()
             page.close()
         return texts
     finally:
         pdf.close()
+
+
+# Sub- and superscripts. pdfium's plain text drops the layout that makes "d_k" and "10^6" what they
+# are ("dk", "106"); the per-character font size and baseline origin bring it back. Only lines
+# where some character is clearly smaller than the line's body text are walked character by
+# character, so plain prose costs one font-size call per character.
+SCRIPT_SIZE_RATIO = 0.85  # a script glyph is under this share of the line's body size
+SUP_RISE = 0.15           # ... and its baseline this many font sizes of its base above the base (superscript)
+SUB_DROP = 0.08           # ... or this many below (subscript)
+FOOTNOTE_SYMBOLS = set("*\u2217\u2020\u2021\u00a7\u00b6,")  # ∗ † ‡ § ¶
+FOOTNOTE_DIGITS = set("0123456789,")
+
+
+def _page_text(textpage) -> str:
+    """The page's text as pdfium lays it out, with scripts written `d_k`, `d_{model}`, `W^O`, `10^{6}`."""
+    import pypdfium2.raw as raw
+
+    text = textpage.get_text_range()
+    n = len(text)
+    handle = textpage.raw
+    index = _char_indices(text, textpage.count_chars(), handle, raw)
+    if not n or index is None:  # text and character boxes would not line up: keep the plain text
+        return text
+    font_size = raw.FPDFText_GetFontSize
+    sizes = [font_size(handle, i) for i in index]
+    out: list[str] = []
+    start = 0
+    while start < n:
+        end = text.find("\n", start)
+        end = n if end < 0 else end + 1
+        out.append(_line_with_scripts(text, sizes, index, start, end, handle, raw))
+        start = end
+    return "".join(out)
+
+
+def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
+    """pdfium's character index of each character of its page text. The text leaves out characters
+    without Unicode (0, and some control codes of math fonts) and writes a line-end hyphen (0x02)
+    as U+FFFE; a character past U+FFFF (math italic 𝑖) takes two indices, its UTF-16 surrogates.
+    Anything else unexpected gives None."""
+    if count == len(text):
+        return list(range(count))
+    index, i = [], 0
+    for ch in text:
+        c = ord(ch)
+        want = 0xD800 + ((c - 0x10000) >> 10) if c > 0xFFFF else c
+        while i < count:
+            u = raw.FPDFText_GetUnicode(handle, i)
+            if u == want or (u == 2 and ch == "\ufffe"):
+                break
+            if u >= 0x20:
+                return None
+            i += 1
+        else:
+            return None
+        index.append(i)
+        i += 2 if c > 0xFFFF else 1
+    return index
+
+
+def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw) -> str:
+    counts = Counter(round(sizes[i], 1) for i in range(a, b) if text[i].isalnum())
+    if not counts:
+        return text[a:b]
+    # the body size: the largest size that, with the sizes above it, covers a third of the line's
+    # letters and digits (a header row like "N d_model d_ff h d_k" has more script than base letters)
+    total, covered = sum(counts.values()), 0
+    for body, count in sorted(counts.items(), reverse=True):
+        covered += count
+        if covered * 3 >= total:
+            break
+    limit = SCRIPT_SIZE_RATIO * body
+    small = [not text[i].isspace() and 0 < sizes[i] < limit for i in range(a, b)]
+    if not any(small):
+        return text[a:b]
+    import ctypes
+
+    x, y, left, right, bottom, top = (ctypes.c_double() for _ in range(6))
+
+    def baseline(i: int) -> float:
+        raw.FPDFText_GetCharOrigin(handle, index[i], x, y)
+        return y.value
+
+    def box(i: int) -> tuple[float, float]:
+        raw.FPDFText_GetCharBox(handle, index[i], left, right, bottom, top)
+        return left.value, right.value
+
+    # a space pdfium put inside a script ("d_{f f}") goes when the glyphs around it nearly touch
+    for i in range(a + 1, b - 1):
+        if text[i] == " " and small[i - a - 1] and small[i - a + 1] \
+                and box(i + 1)[0] - box(i - 1)[1] < 0.2 * sizes[i - 1]:
+            small[i - a] = True
+    out: list[str] = []
+    i = a
+    while i < b:
+        if not small[i - a] or i == a or small[i - a - 1] or text[i - 1].isspace():
+            out.append(text[i])  # not a script, or one with no base character right before it
+            i += 1
+            continue
+        j = i
+        while j < b and small[j - a]:
+            j += 1
+        base_y, base_size = baseline(i - 1), sizes[i - 1]
+        kinds = []
+        for k in range(i, j):
+            dy = baseline(k) - base_y if text[k] != " " else 0.0
+            kind = "^" if dy > SUP_RISE * base_size else "_" if dy < -SUB_DROP * base_size else ""
+            kinds.append(kinds[-1] if text[k] == " " and kinds else kind)
+        # a footnote or citation mark after a word or punctuation stays as pdfium wrote it
+        # (digits after a word or ".,;:%"; ∗ † ‡ after those or ")"); "D^{∗}", "x^{2}", "(x)^{2}" stay math
+        before = text[a:i]
+        word = re.search(r"[^\W\d_]{2,}$|[.,;:%]$", before) is not None
+        marks = FOOTNOTE_DIGITS if word else set()
+        if word or before.endswith(")"):
+            marks = marks | FOOTNOTE_SYMBOLS
+        k = i
+        while k < j:
+            m = k
+            while m < j and kinds[m - i] == kinds[k - i]:
+                m += 1
+            kind = kinds[k - i]
+            run = text[k:m].replace(" ", "") if kind else text[k:m]
+            if kind and not (kind == "^" and k == i and set(run) <= marks):
+                out.append(kind + (run if len(run) == 1 and run.isascii() and run.isalpha() else "{" + run + "}"))
+            else:
+                out.append(run)
+            k = m
+        i = j
+    return "".join(out)
 
 
 def _normalize(text: str) -> str:

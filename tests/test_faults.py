@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -293,20 +294,132 @@ def test_instruction_injected_in_a_paper_is_not_followed(tmp_path):
         assert answer.text.strip()
 
 
-def test_an_index_of_the_old_format_is_migrated_keeping_every_chunk(small_index):
-    path = small_index.index_dir
-    before = load_index(path)
-    manifest = json.loads((path / "manifest.json").read_text())  # rewrite it as format 1 had it
-    manifest["files"] = {p: {"sha256": sha, "paper": d["paper"], "chunks": d["chunks"]}
-                         for sha, d in manifest.pop("documents").items() for p in d["paths"]}
-    manifest["format_version"] = 1
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_index_of_an_older_format_is_refused_with_the_rebuild_line(small_index, tmp_path, version):
+    """Formats 1 and 2 hold text that lost its sub- and superscripts: rebuilt, not migrated
+    (this test replaces test_an_index_of_the_old_format_is_migrated_keeping_every_chunk)."""
+    path = tmp_path / "old"
+    shutil.copytree(small_index.index_dir, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = version
     (path / "manifest.json").write_text(json.dumps(manifest))
-    lines = [json.loads(line) for line in (path / "chunks.jsonl").read_text().splitlines()]
-    (path / "chunks.jsonl").write_text("".join(json.dumps({k: v for k, v in c.items() if k != "doc"}) + "\n"
-                                               for c in lines))
-    after = load_index(path)
-    assert after.manifest["format_version"] == 2 and after.manifest["documents"] == before.manifest["documents"]
-    assert [c.to_json() for c in after.chunks] == [c.to_json() for c in before.chunks]
-    np.testing.assert_array_equal(after.embeddings, before.embeddings)
-    ingest_paths([PRIMER_DIR / "06-bm25.md"], small_index, progress=False)  # known content: nothing to add
-    assert len(load_index(path).chunks) == len(before.chunks)
+    with pytest.raises(IndexError_, match=rf"has format {version}, this rqa reads 3: delete it and rebuild it"):
+        load_index(path)
+    out = run_cli("search", "what is bm25", "--index", str(path))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "rebuild it with" in out.stderr
+
+
+# --- 6. uploads and concurrent writers ----------------------------------------------------------
+
+def test_two_processes_adding_papers_at_once_lose_nothing(tmp_path):
+    """Two `rqa ingest` processes on one index folder at the same moment: both papers' sets end up
+    on disk (the write lock was per process, so one writer's papers vanished)."""
+    import os
+
+    idx = tmp_path / "index"
+    out = run_cli("ingest", str(PRIMER_DIR / "06-bm25.md"), "--index", str(idx))
+    assert out.returncode == 0, out.stderr
+    a = [str(PRIMER_DIR / n) for n in ("03-lora.md", "12-adam.md", "01-attention.md")]
+    b = [str(p) for p in sorted(PRIMER_DIR.glob("*.md")) if str(p) not in a and p.name != "06-bm25.md"][:3]
+    env = {**os.environ}
+    procs = [subprocess.Popen([sys.executable, "-m", "rqa", "ingest", *files, "--index", str(idx)], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for files in (a, b)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    papers = {d["paper"] for d in load_index(idx).manifest["documents"].values()}
+    assert papers == {"06-bm25"} | {Path(f).stem for f in a + b}
+
+
+@pytest.fixture
+def live(tmp_path):
+    settings = Settings.load(index_dir=tmp_path / "index")
+    ingest_paths([PRIMER_DIR / "06-bm25.md"], settings, progress=False)
+    return settings, load_index(settings.index_dir)
+
+
+def test_a_half_copied_upload_is_not_trusted(live, tmp_path):
+    from rqa import library
+
+    settings, index = live
+    upload = tmp_path / "up" / "03-lora.md"
+    upload.parent.mkdir()
+    shutil.copy(PRIMER_DIR / "03-lora.md", upload)
+    stored = library.store_dir(settings) / sha256_file(upload)[:16] / upload.name
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(upload.read_bytes()[:300])  # a copy cut short by kill -9 or a full disk
+    report, index = library.add_files([upload], index, settings, progress=False)
+    assert report.per_file[0].status == "added"
+    assert sha256_file(stored) == sha256_file(upload)
+    whole = ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "ref"), progress=False)
+    assert report.chunks_added == whole.chunks_added
+    assert not list(library.store_dir(settings).rglob("*.part"))
+
+
+def test_refused_uploads_are_not_kept(live, tmp_path):
+    from rqa import library
+
+    settings, index = live
+    (tmp_path / "up").mkdir()
+    empty, corrupt, good = tmp_path / "up" / "empty.md", tmp_path / "up" / "broken.pdf", tmp_path / "up" / "03-lora.md"
+    empty.write_text("")
+    corrupt.write_bytes(b"%PDF-1.4\n" + b"\x00garbage" * 100)
+    shutil.copy(PRIMER_DIR / "03-lora.md", good)
+    report, index = library.add_files([empty, corrupt, good], index, settings, progress=False)
+    assert {Path(f.path).name: f.status for f in report.per_file} == \
+        {"empty.md": "skipped", "broken.pdf": "skipped", "03-lora.md": "added"}
+    kept = sorted(p.name for p in library.store_dir(settings).rglob("*") if p.is_file())
+    assert kept == ["03-lora.md"]
+
+
+def test_a_deleted_index_folder_is_not_silently_replaced(live, tmp_path):
+    from rqa import library
+
+    settings, index = live
+    shutil.rmtree(settings.index_dir)
+    upload = tmp_path / "03-lora.md"
+    shutil.copy(PRIMER_DIR / "03-lora.md", upload)
+    with pytest.raises(library.StoreError, match="the index folder has gone"):
+        library.add_files([upload], index, settings, progress=False)
+    assert not settings.index_dir.exists()
+
+
+def test_an_unwritable_store_gives_one_line_without_server_paths(live, tmp_path, monkeypatch):
+    import errno
+
+    from rqa import library
+
+    settings, index = live
+    upload = tmp_path / "03-lora.md"
+    shutil.copy(PRIMER_DIR / "03-lora.md", upload)
+
+    def read_only(src, dst, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(dst))
+
+    monkeypatch.setattr(shutil, "copyfile", read_only)
+    with pytest.raises(library.StoreError) as err:
+        library.add_files([upload], index, settings, progress=False)
+    assert str(err.value) == ("the server cannot write its papers store or index (Read-only file system); "
+                              "nothing was added")
+    assert str(tmp_path) not in str(err.value)
+
+
+def test_ingestion_is_bounded_per_file_and_per_upload(live, tmp_path):
+    from rqa import library
+
+    settings, index = live
+    (tmp_path / "up").mkdir()
+    huge = tmp_path / "up" / "one-line.md"
+    huge.write_text("word " * 60_000)  # 300,000 characters on one line
+    small = tmp_path / "up" / "03-lora.md"
+    shutil.copy(PRIMER_DIR / "03-lora.md", small)
+    bounded = Settings.load(index_dir=settings.index_dir, max_chars_per_file=100_000)
+    report, index = library.add_files([huge, small], index, bounded, progress=False)
+    status = {Path(f.path).name: f for f in report.per_file}
+    assert status["one-line.md"].status == "skipped" and "over the 100,000 a file may hold" in status["one-line.md"].reason
+    assert status["03-lora.md"].status == "added"
+    few = Settings.load(index_dir=settings.index_dir, max_chunks_per_upload=2)
+    other = tmp_path / "up" / "12-adam.md"
+    shutil.copy(PRIMER_DIR / "12-adam.md", other)
+    report, index = library.add_files([other], index, few, progress=False)
+    assert report.per_file[0].status == "skipped" and "would take this upload past 2" in report.per_file[0].reason

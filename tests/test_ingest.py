@@ -90,3 +90,36 @@ def test_batch_goes_on_past_broken_files(tmp_path):
     assert {Path(p).name for p, _ in report.skipped} == {p.name for p, _ in bad.values()}
     assert all(reason for _, reason in report.skipped)
     assert report.papers_added == 1 and report.chunks_added > 0
+
+
+# --- sub- and superscripts from the character boxes (FORMAT_VERSION 3) ------------------------
+
+@pytest.fixture(scope="module")
+def batchnorm():
+    return load_document(PAPERS / "1502.03167.pdf")
+
+
+def test_subscripts_are_kept(transformer):
+    section = next(s for s in transformer.sections if s.heading == "3.2.1 Scaled Dot-Product Attention")
+    text = " ".join(b.text for b in section.blocks)
+    assert "queries and keys of dimension d_k, and values of dimension d_v." in text  # was "dk", "dv"
+    assert "d_{model}-dimensional keys" in all_text(transformer)
+
+
+def test_superscripts_are_kept_with_braces(batchnorm):
+    text = all_text(batchnorm)
+    assert "Inception 31.0 · 10^{6} 72.2%" in text  # was "31.0 · 106"
+    assert "· 106" not in text
+
+
+def test_a_table_row_stays_on_one_line():
+    from rqa.ingest import _pdf_pages
+
+    lines = [ln.strip() for page in _pdf_pages(PAPERS / "1706.03762.pdf") for ln in page.split("\n")]
+    assert "GNMT + RL Ensemble [38] 26.30 41.16 1.8 · 10^{20} 1.1 · 10^{21}" in lines  # Table 2
+
+
+def test_footnote_marks_are_not_exponents(transformer):
+    text = all_text(transformer)
+    assert "Vaswani∗" in text and "^{∗}" not in text
+    assert "√" in text and "ϵ_{ls}" in text  # math symbols and Greek survive normalisation

@@ -1,0 +1,198 @@
+"""PDF text before and after keeping sub- and superscripts (rqa.ingest._page_text).
+
+    .venv/bin/python -m bench.extraction [--papers DIR] [--show]
+
+"Before" is pdfium's plain page text (textpage.get_text_range(), what rqa.ingest read up to
+FORMAT_VERSION 2); "after" is rqa.ingest._pdf_pages. Scripts only change text inside a line, so
+the two line up line by line.
+
+Sample (deterministic): for each paper, the line in the middle of its math-or-table lines (a math
+character or Greek letter, or three or more numbers) and the line in the middle of the lines the
+new extraction changed (or, where it changed none, the math-or-table line a third of the way in).
+Each pair was read by hand against the paper (VERDICTS below: did "before" and "after" read right?).
+"Reads right" means: every sub- and superscript of the printed line can be read from the text
+(d_k, not "dk"; 10^{6}, not "106"), and nothing that is not a script is marked as one (a footnote
+mark written as an exponent is wrong). A line whose scripts pdfium's layout cannot give (the
+limits of a big operator, a radical's argument on its own line) reads wrong in both.
+Automatic checks over the whole corpus follow: powers of ten glued to their exponent
+("· 106", "× 1018") and a few known script patterns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+from rqa.ingest import MATH_CHARS, _pdf_pages
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPERS = ROOT.parent / "shared" / "corpus" / "papers"
+GREEK = set("αβγδεϵζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩ∞∇∂∑∏√≤≥≈∈×·−")
+NUMBER_RE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?%?(?![\w])")
+# "· 10^6" read as "· 106": a power of ten whose exponent is glued to it
+GLUED_POWER_RE = re.compile(r"[·×]\s?10(?:[−-]\d{1,2}|(?!24\b)[1-9]\d?)\b")  # not "× 1024", "× 1000"
+KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.03762.pdf", "W_i^Q"),
+         ("1502.03167.pdf", "31.0 · 10^{6}"), ("1412.6980.pdf", "β_{1}"), ("1412.6980.pdf", "10^{−8}"),
+         ("1512.03385.pdf", "11.3×10^{9}"), ("1810.04805.pdf", "BERT_{BASE}"), ("2106.09685.pdf", "W_q"),
+         ("1406.2661.pdf", "p_{data}"), ("2305.14314.pdf", "W^{NF4}")]
+
+# (paper, page, start of the "after" line) -> (before reads right, after reads right); read by hand
+# Wrong after: a nested script flattened (E_{z∼pz} for E_{z∼p_z}, V_{𝑇𝑐}, Ret(𝐶_{𝑢}−1) for C_{u−1}),
+# an exponent pdfium puts on the next line (O(α / 2), an unsure reading (p_{t−1}−w−q).
+VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
+    ('1406.2661.pdf', 5, 'G(x) = 1'): (True, True),
+    ('1406.2661.pdf', 4, 'G(x)] + E_{z∼pz}'): (False, False),
+    ('1412.6980.pdf', 9, '1/p = lim_{p→∞}'): (False, True),
+    ('1412.6980.pdf', 13, '. For β_{1}, β_{2} ∈ [0, 1) that satisfy'): (False, True),
+    ('1502.03167.pdf', 5, 'pair of parameters γ'): (True, True),
+    ('1502.03167.pdf', 4, 'P_m'): (False, True),
+    ('1503.02531.pdf', 7, '1 141993 +1421 +3.4%'): (True, True),
+    ('1503.02531.pdf', 3, '∂z_i'): (False, True),
+    ('1512.03385.pdf', 6, 'VGG [41] (v5) 24.4 7.1'): (True, True),
+    ('1512.03385.pdf', 3, 'and thus W_s is only used when matching '): (False, True),
+    ('1706.03762.pdf', 8, 'GNMT + RL Ensemble [38] 26.30 41.16 1.8 '): (False, True),
+    ('1706.03762.pdf', 5, 'd_{ff} = 2048.'): (False, True),
+    ('1803.02999.pdf', 6, 'g_{Reptile} = g_{1} + g_{2} = g_{1} + g_'): (False, False),
+    ('1803.02999.pdf', 6, '(φ_k) (using U'): (False, True),
+    ('1810.04805.pdf', 8, 'LTR & No NSP 82.1 84.3 77.5 92.1 77.8'): (True, True),
+    ('1810.04805.pdf', 7, 'BERT_{LARGE} (Single) 78.7 81.9 80.0 83.'): (False, True),
+    ('1910.02054.pdf', 19, '1.5B 48 1600 1.16B-2.5B 24,34,54 1920'): (True, True),
+    ('1910.02054.pdf', 12, 'just to store the activation checkpoints'): (False, True),
+    ('1911.08265.pdf', 17, 'assault 222.39 742.00 527.20 24,559.00 1'): (True, True),
+    ('1911.08265.pdf', 12, ', a^k'): (False, True),
+    ('2002.08909.pdf', 7, 'ORQA (Lee et al., 2019) Dense Retr.+Tran'): (True, True),
+    ('2002.08909.pdf', 4, 'h_{END(s)} = BERT_{END(s)}(join_{BERT}(x'): (False, True),
+    ('2005.11401.pdf', 9, 'using search [46], reinforcement learnin'): (True, True),
+    ('2005.11401.pdf', 3, 'top-k(p_{η}(·|x)), the list of k documen'): (False, True),
+    ('2007.01282.pdf', 4, '5 10 25 50 100'): (True, True),
+    ('2007.01282.pdf', 4, 'using Adam (Kingma and Ba, 2014) with a '): (False, True),
+    ('2010.11929.pdf', 14, 'that Vision Transformer benefits most fr'): (True, True),
+    ('2010.11929.pdf', 13, 'R50+ViT-B/{16,32} JFT-300M 7 8 · 10^{−4}'): (False, True),
+    ('2106.09685.pdf', 16, 'pp. 5005–5009. IEEE, 2016.'): (True, True),
+    ('2106.09685.pdf', 11, 'W_q'): (False, True),
+    ('2107.05407.pdf', 7, 'this extra loss term is robust to the ch'): (False, True),
+    ('2107.05407.pdf', 4, 'where PonderNet could not solve the task'): (False, True),
+    ('2109.08668.pdf', 27, '(2) REDUCE_MEAN In0: 0 In1: 0 Dim: 768 C'): (True, True),
+    ('2109.08668.pdf', 29, '−k log c_{0} = −k log c_{1} + log b'): (False, True),
+    ('2112.04426.pdf', 27, '((0, m - 1), (0, 0)),'): (True, True),
+    ('2112.04426.pdf', 17, 'colored by LCP with Ret(𝐶_{𝑢}−1)'): (False, False),
+    ('2203.02155.pdf', 34, 'Other 1767 180 286 1 20 72 188 1937'): (True, True),
+    ('2203.02155.pdf', 9, '(y | x)/π^{SFT}(y | x)'): (False, True),
+    ('2203.14465.pdf', 5, '6 + 2 , 8 3 C: 0'): (True, True),
+    ('2203.14465.pdf', 4, '4: D, X_{wrong} ← filter_correct(rationa'): (False, True),
+    ('2204.02311.pdf', 53, '(GEM 2021), pp. 96–120, 2021. URL https:'): (True, True),
+    ('2204.02311.pdf', 12, 'RTE 73.3^e'): (False, True),
+    ('2204.10628.pdf', 8, '85.6 84.4 72.6 45.2 - 61.0 18.6'): (True, True),
+    ('2204.10628.pdf', 4, 'the first and last occurrences of σ_{n−1'): (False, True),
+    ('2205.01068.pdf', 7, '(Chowdhery et al., 2022), we sample 25 g'): (True, True),
+    ('2205.01068.pdf', 2, 'and the embedding size (d_{model}). We a'): (False, True),
+    ('2205.14135.pdf', 21, 'Standard attention (Algorithm 0) backwar'): (False, False),
+    ('2205.14135.pdf', 21, 'and V_{1}, . . . , V_{𝑇𝑐}'): (False, False),
+    ('2301.11305.pdf', 5, 'RoBERTa-based (Liu et al., 2019) GPT-2 d'): (True, True),
+    ('2301.11305.pdf', 3, 'd (x, p_{θ}, q) ≜ log p_{θ}(x) − E_{x˜∼q'): (False, True),
+    ('2305.13048.pdf', 16, 'L_T = l(f(wkv_T ), y_T ). (34)'): (False, True),
+    ('2305.13048.pdf', 14, 'p_{t−1}−w−q'): (False, False),
+    ('2305.14314.pdf', 10, 'Alpaca 7B 4-bit 5 GB 57.3% 71.2% 64.4% 5'): (True, True),
+    ('2305.14314.pdf', 5, 'data type by estimating the quantiles q_'): (False, True),
+    ('alexnet-krizhevsky-2012.pdf', 5, '4This is the reason why the input images'): (True, True),
+    ('alexnet-krizhevsky-2012.pdf', 6, 'w_i'): (False, True),
+}
+
+
+def plain_pages(path: Path) -> list[str]:
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(str(path))
+    try:
+        out = []
+        for i in range(len(pdf)):
+            page = pdf[i]
+            textpage = page.get_textpage()
+            out.append(textpage.get_text_range())
+            textpage.close()
+            page.close()
+        return out
+    finally:
+        pdf.close()
+
+
+def is_math_or_table(line: str) -> bool:
+    return len(line) >= 8 and (any(c in MATH_CHARS or c in GREEK for c in line)
+                               or len(NUMBER_RE.findall(line)) >= 3)
+
+
+def sample(papers: list[Path]) -> tuple[list[tuple[str, int, str, str]], dict]:
+    rows, timing = [], {}
+    for path in papers:
+        t0 = time.perf_counter()
+        before = plain_pages(path)
+        t1 = time.perf_counter()
+        after = _pdf_pages(path)
+        t2 = time.perf_counter()
+        timing[path.name] = (t1 - t0, t2 - t1)
+        lines = []
+        for page, (b, a) in enumerate(zip(before, after), start=1):
+            bl, al = b.split("\n"), a.split("\n")
+            assert len(bl) == len(al), f"{path.name} p{page}: line counts differ"
+            lines.extend((page, x.strip(), y.strip()) for x, y in zip(bl, al) if x.strip())
+        mathy = [ln for ln in lines if is_math_or_table(ln[1])]
+        changed = [ln for ln in lines if ln[1] != ln[2]]
+        picks = [mathy[len(mathy) // 2]] if mathy else []
+        other = changed[len(changed) // 2] if changed else (mathy[len(mathy) // 3] if mathy else None)
+        if other and other not in picks:
+            picks.append(other)
+        rows.extend((path.name, page, b, a) for page, b, a in picks)
+    return rows, timing
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--papers", type=Path, default=PAPERS)
+    ap.add_argument("--show", action="store_true", help="print every sampled pair in full")
+    args = ap.parse_args()
+    papers = sorted(args.papers.glob("*.pdf"))
+    rows, timing = sample(papers)
+
+    ok_b = ok_a = judged = 0
+    print(f"{'paper':<28}{'p':>3}  {'before':<7}{'after':<7}text (before => after)")
+    for paper, page, b, a in rows:
+        v = VERDICTS.get((paper, page, a[:40]))
+        if v:
+            judged += 1
+            ok_b += v[0]
+            ok_a += v[1]
+        mark = (lambda x: "ok" if x else "WRONG") if v else (lambda x: "?")
+        shown = b if b == a else f"{b}  =>  {a}"
+        if not args.show:
+            shown = shown[:150]
+        print(f"{paper:<28}{page:>3}  {mark(v[0]) if v else '?':<7}{mark(v[1]) if v else '?':<7}{shown}")
+    print(f"\n{len(rows)} passages from {len(papers)} papers; {judged} judged by hand: reads right "
+          f"before {ok_b}/{judged} ({ok_b / max(judged, 1):.0%}), after {ok_a}/{judged} ({ok_a / max(judged, 1):.0%})")
+    changed = [(b, a) for _, _, b, a in rows if b != a]
+    print(f"{len(changed)} of the {len(rows)} sampled lines changed")
+
+    glued_b = glued_a = 0
+    found = {k: [False, False] for k in KNOWN}
+    for path in papers:
+        b, a = "\n".join(plain_pages(path)), "\n".join(_pdf_pages(path))
+        glued_b += len(GLUED_POWER_RE.findall(b))
+        glued_a += len(GLUED_POWER_RE.findall(a))
+        for paper, pattern in KNOWN:
+            if paper == path.name:
+                found[(paper, pattern)] = [pattern in b, pattern in a]
+    print(f"\nautomatic: powers of ten glued to their exponent ('· 106', '×1018'): before {glued_b}, after {glued_a}")
+    print(f"known script patterns present: before {sum(v[0] for v in found.values())}/{len(found)}, "
+          f"after {sum(v[1] for v in found.values())}/{len(found)}")
+    for (paper, pattern), (b, a) in found.items():
+        print(f"  {paper:<16}{pattern:<16}before {'yes' if b else 'no':<4}after {'yes' if a else 'no'}")
+
+    tb = sum(t[0] for t in timing.values())
+    ta = sum(t[1] for t in timing.values())
+    print(f"\npage text extraction, {len(papers)} papers: before {tb:.2f} s ({tb / len(papers) * 1000:.0f} ms a paper), "
+          f"after {ta:.2f} s ({ta / len(papers) * 1000:.0f} ms a paper), x{ta / tb:.2f}")
+
+
+if __name__ == "__main__":
+    main()
