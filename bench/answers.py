@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DEV, percentile  # noqa: E402
 
 COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
-           "abstention", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]
+           "abstention", "unsourced_numbers", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]
 
 
 def run_one(args) -> dict:
@@ -73,7 +73,9 @@ def run_one(args) -> dict:
                                       "question": q["question"], "facts": q.get("facts"),
                                       "answer": answer.text, "model_text": answer.model_text, **row,
                                       "equations": [e.to_json() for e in answer.equations],
-                                      "expansion": answer.expansion, "ttft_s": round(ttft[-1], 2)},
+                                      "expansion": answer.expansion, "ttft_s": round(ttft[-1], 2),
+                                      "cited": [{"n": c.n, "paper": c.hit.chunk.paper, "text": c.hit.chunk.text}
+                                                for c in answer.citations]},
                                      ensure_ascii=False) + "\n")
                 out.flush()
             print(f"{q['id']}: correct={row['correct']} cites={row['cites']} ttft={ttft[-1]:.1f}s", file=sys.stderr)

@@ -29,11 +29,11 @@ from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.expand import expand
 from rqa.index import Index
 from rqa.llm import ModelPool
+from rqa.numbers import NumberCheck, check_numbers
 from rqa.prompt import build_messages
-from rqa.support import SUPPORT_EMBEDDER, CITATION, SentenceSupport, check_support, supporting_sentences
+from rqa.support import SUPPORT_EMBEDDER, SentenceSupport, check_support, cited_numbers, supporting_sentences
 from rqa.types import Hit
 
-CITE_RE = re.compile(CITATION)
 # "The sources do not say", "not mentioned in the provided sources", "cannot be determined from ..."
 ABSTAIN_RE = re.compile(r"(sources?|context|documents?|excerpts?|provided (text|information))\s+(do|does|did)\s+not\s+"
                         r"(say|contain|mention|provide|specify|state|include|give)|not (mentioned|stated|specified|"
@@ -73,6 +73,7 @@ class Answer:
     invalid_citations: list[int]  # [n] with no source n
     support: list[SentenceSupport] = field(default_factory=list)
     equations: list[EquationCheck] = field(default_factory=list)
+    numbers: list[NumberCheck] = field(default_factory=list)  # each number of the answer, looked up in what it cites
     notices: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     model_text: str = ""  # what the model wrote, before attributed citations were added
@@ -88,6 +89,8 @@ class Answer:
             "unsupported_sentences": [s.sentence for s in self.support if not s.supported],
             "sentences": [s.to_json() for s in self.support],
             "equations": [e.to_json() for e in self.equations],
+            "numbers": [n.to_json() for n in self.numbers],
+            "unsourced_numbers": [n.number for n in self.numbers if not n.found],
             "notices": self.notices,
         }
 
@@ -118,19 +121,6 @@ def clean_question(question: str | bytes, max_chars: int) -> tuple[str, list[str
         notices.append(f"The question was {len(question):,} characters; only the first {max_chars:,} were used.")
         question = question[:max_chars]
     return question, notices
-
-
-def cited_numbers(text: str) -> list[int]:
-    out: list[int] = []
-    for group in CITE_RE.findall(text):
-        for part in re.split(r"\s*[,;]\s*", group):
-            if "-" in part:
-                a, b = (int(x) for x in part.split("-")[:2])
-                nums = range(a, b + 1) if 0 < b - a < 20 else [a, b]
-            else:
-                nums = [int(part)]
-            out.extend(n for n in nums if n not in out)
-    return out
 
 
 class AnswerStream:
@@ -206,6 +196,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
                     support=support, notices=list(notices), timings=timings, model_text=model_text)
     for c in citations:
         c.highlights = supporting_sentences(c.hit.chunk.text, [s.sentence for s in support if c.n in cited_numbers(s.sentence)])
+    answer.numbers = check_numbers(shown, sources)
     if text and sympy is not None:
         answer.equations = check_equations(text, sources, sympy)
     if not model_text:

@@ -62,8 +62,10 @@ def answer_scores(question: dict, answer_text: str, cited: list[tuple[str, str]]
 
 def score_answer(question: dict, answer) -> dict:
     """answer_scores of an rqa.answer.Answer: its cited sources, and every source it was shown."""
-    return answer_scores(question, answer.text, [(c.hit.chunk.paper, c.hit.chunk.text) for c in answer.citations],
-                         [c.hit.chunk.text for c in answer.citations + answer.uncited], answer.abstained)
+    row = answer_scores(question, answer.text, [(c.hit.chunk.paper, c.hit.chunk.text) for c in answer.citations],
+                        [c.hit.chunk.text for c in answer.citations + answer.uncited], answer.abstained)
+    row["unsourced_number"] = any(not n.found for n in answer.numbers)  # rqa.numbers
+    return row
 
 
 def summarize_answers(rows: list[dict]) -> dict:
@@ -77,4 +79,5 @@ def summarize_answers(rows: list[dict]) -> dict:
         "citation_precision": sum(precisions) / len(precisions) if precisions else None,
         "evidence_cited": sum(r["evidence_cited"] for r in rows) / n,
         "abstention": sum(r["abstained"] for r in rows) / n,
+        "unsourced_numbers": sum(r.get("unsourced_number", False) for r in rows) / n,
     }

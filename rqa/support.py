@@ -22,6 +22,19 @@ CITATION = r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]"
 _CITATION = re.compile(CITATION)
 
 
+def cited_numbers(text: str) -> list[int]:
+    out: list[int] = []
+    for group in _CITATION.findall(text):
+        for part in re.split(r"\s*[,;]\s*", group):
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-")[:2])
+                nums = range(a, b + 1) if 0 < b - a < 20 else [a, b]
+            else:
+                nums = [int(part)]
+            out.extend(n for n in nums if n not in out)
+    return out
+
+
 @dataclass
 class SentenceSupport:
     sentence: str

@@ -165,6 +165,12 @@ def render_checks(answer: Answer) -> str:
                   for s in unsupported]
     else:
         lines.append("**Support:** no complete sentence to check.")
+    if answer.numbers:
+        unsourced = [n for n in answer.numbers if not n.found]
+        lines.append(f"**Numbers:** {len(answer.numbers) - len(unsourced)}/{len(answer.numbers)} found in the sources "
+                     "their sentence cites.")
+        lines += [f"- ✗ not in {', '.join(f'[{i}]' for i in n.sources) or 'any cited source'}: **{n.number}** "
+                  f"in “{n.sentence}”" for n in unsourced]
     if answer.equations:
         lines.append("**Equations:**")
         lines += [f"- {STATUS_MARK[e.status]} {e.status}: `{e.latex}` {('— ' + e.detail) if e.detail else ''}"

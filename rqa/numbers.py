@@ -1,0 +1,94 @@
+"""The numbers check: every number an answer states must occur in a source that sentence cites.
+
+A small model's commonest wrong answer is a number from a neighbouring table row, from another of
+the sources, or from nowhere; the support check (rqa.support) scores whole sentences and lets such
+a sentence pass. So each number of each answer sentence is looked up, by value, among the numbers
+of the sources the sentence cites (all the answer's cited sources when it cites none itself).
+
+Values, not strings: "28.4" and "28.40", "1,000" and "1000", "10^{6}" and "1e6", "5%" and "5" are
+the same number. Not counted: citation markers ([2]), years (1900-2099), numbers naming a part of
+a paper (Section 3.2, Table 2, Figure 4, Eq. (3), Appendix B.1), and numbers inside LaTeX math,
+which the equation check covers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from rqa.support import CITATION, answer_sentences, cited_numbers
+
+_CITATIONS = re.compile(CITATION)
+_MATH = re.compile(r"\$\$.+?\$\$|\$[^$]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.S)
+_PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equations?|eqs?\.|appendix|algorithm|"
+                   r"chapter|lines?|pages?|pp?\.|steps?)\s*\(?\s*[A-Z]?\d+(?:\.\d+)*\)?", re.I)
+# 31.0 · 10^{6} | 31.0 × 10^6 | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form
+_MINUS = "-−–"
+_NUMBER = re.compile(
+    rf"(?<![\w.])(?:10\s*\^\s*\{{?\s*(?P<e3>[{_MINUS}+]?\s*\d+)\s*\}}?"
+    rf"|(?P<m>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    rf"(?:\s*[×x·*]\s*10\s*\^\s*\{{?\s*(?P<e1>[{_MINUS}+]?\s*\d+)\s*\}}?|[eE](?P<e2>[{_MINUS}+]?\d+))?)")
+_YEAR = re.compile(r"^(19|20)\d\d$")
+
+
+@dataclass
+class NumberCheck:
+    sentence: str
+    number: str  # as the answer wrote it
+    sources: list[int]  # the sources it was looked up in (1-based)
+    found: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _exponent(text: str) -> int:
+    return int(re.sub(rf"\s|[{_MINUS}]", lambda m: "-" if m.group(0) in _MINUS else "", text))
+
+
+def _masked(text: str) -> str:
+    """The text with what does not count blanked out, character for character (offsets kept)."""
+    for pattern in (_CITATIONS, _MATH, _PART):
+        text = pattern.sub(lambda m: " " * len(m.group(0)), text)
+    return text
+
+
+def numbers(text: str, skip_years: bool = True) -> list[tuple[str, float]]:
+    """(as written, value) of each number in text that counts (see the module's docstring)."""
+    text = _masked(text)
+    out = []
+    for m in _NUMBER.finditer(text):
+        written = m.group(0).strip()
+        if m.group("e3") is not None:
+            value = 10.0 ** _exponent(m.group("e3"))
+        else:
+            mantissa = m.group("m").replace(",", "")
+            exp = m.group("e1") or m.group("e2")
+            value = float(mantissa) * (10.0 ** _exponent(exp) if exp else 1.0)
+            if skip_years and exp is None and _YEAR.match(mantissa):
+                continue
+        out.append((written, value))
+    return out
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def check_numbers(answer: str, sources: list[str]) -> list[NumberCheck]:
+    """One NumberCheck per number of each answer sentence; `sources` are the texts the answer's
+    [n] point at (source n is sources[n - 1])."""
+    values = [[v for _, v in numbers(s, skip_years=False)] for s in sources]
+    cited_anywhere = sorted(n for n in cited_numbers(answer) if 1 <= n <= len(sources))
+    checks, masked, at = [], _masked(answer), 0
+    for sentence in answer_sentences(answer):
+        own = sorted(n for n in cited_numbers(sentence) if 1 <= n <= len(sources))
+        look_in = own or cited_anywhere
+        # masked over the whole answer: "Eq. (3)" stays a reference when the split falls after "Eq."
+        start = answer.find(sentence, at)
+        counted = masked[start:start + len(sentence)] if start >= 0 else sentence
+        at = start + len(sentence) if start >= 0 else at
+        for written, value in numbers(counted):
+            found = any(_same(value, v) for n in look_in for v in values[n - 1])
+            checks.append(NumberCheck(sentence, written, look_in, found))
+    return checks

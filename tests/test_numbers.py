@@ -1,0 +1,52 @@
+"""The numbers check (rqa.numbers) on scripted answers, and through the answer path."""
+
+from rqa.numbers import check_numbers, numbers
+
+SOURCES = [
+    "Table 2: BLEU scores. Transformer (big) 28.4 on EN-DE and 41.8 on EN-FR; training cost 2.3 · 10^{19} FLOPs.",
+    "We used the Adam optimizer with β1 = 0.9, β2 = 0.98 and ϵ = 10^{−9}; 4,000 warmup steps.",
+]
+
+
+def found(answer):
+    return {c.number: c.found for c in check_numbers(answer, SOURCES)}
+
+
+def test_a_number_the_cited_source_holds_is_found():
+    assert found("The big Transformer reaches 28.4 BLEU on EN-DE [1].") == {"28.4": True}
+    assert found("It warms up for 4000 steps with β2 of 0.980 [2].") == {"4000": True, "0.980": True}
+    assert found("The cost was 2.3 × 10^19 FLOPs [1].") == {"2.3 × 10^19": True}
+    assert found("Adam's epsilon is 1e-9 [2].") == {"1e-9": True}
+
+
+def test_a_wrong_number_is_flagged():
+    assert found("The big Transformer reaches 28.6 BLEU on EN-DE [1].") == {"28.6": False}
+
+
+def test_a_number_from_a_source_the_sentence_does_not_cite_is_flagged():
+    checks = check_numbers("It reaches 41.8 BLEU on EN-FR [2].", SOURCES)
+    assert [(c.number, c.found, c.sources) for c in checks] == [("41.8", False, [2])]
+    # a sentence without its own citation is looked up in every source the answer cites
+    assert found("It reaches 41.8 BLEU on EN-FR. The warmup is 4,000 steps [2][1].") == {"41.8": True, "4,000": True}
+
+
+def test_years_section_numbers_citations_and_math_are_not_counted():
+    text = ("Vaswani et al. (2017) describe it in Section 3.2 and Table 2, Figure 4, Eq. (3) and Appendix B.1 "
+            "[1]; the score is $\\frac{1}{\\sqrt{d_k}}$ [2].")
+    assert numbers(text) == []
+    assert found(text) == {}
+
+
+def test_the_answer_path_reports_unsourced_numbers(shared_index):
+    from rqa.answer import answer_stream
+    from rqa.config import Settings
+    from rqa.index import load_index
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    settings = Settings.load(index_dir=shared_index.index_dir, expand_tokens=0)
+    index = load_index(settings.index_dir)
+    pool = ScriptedPool(ScriptedModel("Adam uses a step size of 0.001 [1]. It was published in 2015 with 97.5 accuracy [1]."))
+    answer = answer_stream("What are Adam's default step size and decay rates?", index, pool, settings).run()
+    checks = answer.checks()
+    assert "97.5" in checks["unsourced_numbers"] and "2015" not in checks["unsourced_numbers"]
+    assert {n["number"] for n in checks["numbers"]} == {"0.001", "97.5"}
