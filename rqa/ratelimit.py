@@ -20,6 +20,19 @@ class RateLimiter:
 
     def check(self, client: str) -> float:
         """0 if the client may ask now (and the question is counted), else seconds to wait."""
+        return self._check(client, record=True)
+
+    def wait(self, client: str) -> float:
+        """Seconds the client must wait, without counting anything (0: it may go on)."""
+        return self._check(client, record=False)
+
+    def record(self, client: str) -> None:
+        """Count one event for the client (a failed login), whether or not it is over the limit."""
+        with self._lock:
+            self._hits.setdefault(client, deque()).append(self.clock())
+            self._hits.move_to_end(client)
+
+    def _check(self, client: str, record: bool) -> float:
         if self.per_minute <= 0:
             return 0.0
         now = self.clock()
@@ -31,7 +44,9 @@ class RateLimiter:
             while hits and now - hits[0] >= self.window_s:
                 hits.popleft()
             if len(hits) >= self.per_minute:
-                return self.window_s - (now - hits[0])
+                return self.window_s - (now - hits[-self.per_minute])
+            if not record:
+                return 0.0
             hits.append(now)
             while len(self._hits) > self.max_clients:
                 self._hits.popitem(last=False)

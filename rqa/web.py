@@ -37,6 +37,7 @@ LATEX_DELIMITERS = [
     {"left": "\\(", "right": "\\)", "display": False},
 ]
 
+LOGIN_FAILURES_PER_MINUTE = 5
 MAX_UPLOAD = "20mb"  # larger uploads are refused by the server before any handler reads them
 
 
@@ -52,6 +53,8 @@ class AppState:
     limiter: RateLimiter
     sympy: SympyWorker | None
     annotators: dict[str, str] = field(default_factory=dict)  # token -> name
+    # failed annotator logins per client: past 5 a minute, tokens cannot be guessed at full speed
+    login_failures: RateLimiter = field(default_factory=lambda: RateLimiter(LOGIN_FAILURES_PER_MINUTE))
     notices: list[str] = field(default_factory=list)  # shown at the top of the page
     write_lock: threading.Lock = field(default_factory=threading.Lock)  # one index writer at a time
 
@@ -303,13 +306,22 @@ def upload_folder() -> Path:
     return Path(get_upload_folder())
 
 
+# Bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE...) make "report\u202Efdp.exe" show as
+# "reportexe.pdf": in names that users chose, they are shown as escapes.
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
+
+
+def shown(name: str) -> str:
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group(0)):04x}", name)
+
+
 def papers_table(index: Index) -> list[list]:
-    return [[p.title, p.arxiv_url or "", p.pages, p.chunks, ", ".join(Path(x).name for x in p.paths)]
+    return [[shown(p.title), p.arxiv_url or "", p.pages, p.chunks, ", ".join(shown(Path(x).name) for x in p.paths)]
             for p in library.papers(index)]
 
 
 def paper_choices(index: Index) -> list[tuple[str, str]]:
-    return [(f"{p.title} ({p.paper})", p.sha256) for p in library.papers(index)]
+    return [(shown(f"{p.title} ({p.paper})"), p.sha256) for p in library.papers(index)]
 
 
 def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
@@ -341,7 +353,7 @@ def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
             refused = library.check_uploads(paths, app.index)
         except ValueError as e:
             return refreshed(f"**Not added:** {e}")
-        lines = [f"- **{p.name}**: skipped, {why}" for p, why in refused]
+        lines = [f"- **{shown(p.name)}**: skipped, {why}" for p, why in refused]
         ok = [p for p in paths if p not in {r for r, _ in refused}]
         if ok:
             if not app.write_lock.acquire(blocking=False):
@@ -357,9 +369,9 @@ def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
             finally:
                 app.write_lock.release()
             for f in result.per_file:
-                name = Path(f.path).name
+                name = shown(Path(f.path).name)
                 lines.append(f"- **{name}**: skipped, {f.reason}" if f.status == "skipped" else
-                             f"- **{name}**: {f.status}: {f.title} ({f.pages} pages, {f.chunks} chunks)")
+                             f"- **{name}**: {f.status}: {shown(f.title)} ({f.pages} pages, {f.chunks} chunks)")
         return refreshed("\n".join(lines))
 
     def do_remove(sha):
@@ -371,7 +383,7 @@ def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
                 app.index = library.remove(sha, app.index, app.settings)
         except (ValueError, *USER_ERRORS) as e:
             return refreshed(f"**Not removed:** {e}")
-        return refreshed(f"Removed **{title}** from the index.")
+        return refreshed(f"Removed **{shown(title)}** from the index.")
 
     outputs = [report, table, chosen, examples, panel]
     add.click(do_add, [files], outputs, api_name="add_papers")
@@ -430,9 +442,13 @@ def build_annotator_tab(app: AppState) -> None:
         lines.append(f"\nKrippendorff's alpha (ordinal, depth): {alpha if alpha is not None else 'n/a (needs two annotators on one item)'}")
         return "\n".join(lines)
 
-    def do_login(tok: str):
+    def do_login(tok: str, request: gr.Request):
+        client = client_id(request, app.settings.trusted_proxies)
+        if wait := app.login_failures.wait(client):
+            return "", None, f"**Too many failed logins:** try again in {math.ceil(wait)} seconds.", "", ""
         name = app.annotators.get((tok or "").strip())
         if not name:
+            app.login_failures.record(client)
             return "", None, "**Unknown token:** chat users cannot rate.", "", ""
         row = app.db.next_item(name)
         return name, row["id"] if row else None, f"Logged in as **{name}**.", render_item(row), render_stats()

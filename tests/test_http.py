@@ -285,3 +285,24 @@ def test_annotator_view_renders_planted_markdown_as_text():
     shown = render_item(row)
     assert "<img" not in shown and "<a " not in shown and "<script" not in shown
     assert "![t](http://evil.example/x.png)" in shown and "&lt;img src=http://evil.example/y.png&gt;" in shown
+
+
+def test_failed_annotator_logins_are_throttled(tmp_path):
+    """100 wrong tokens took 6.5 s: after 5 failures a minute, a client waits, even with the right token."""
+    with live_server(tmp_path) as (url, _):
+        for _ in range(5):
+            assert "Unknown token" in gradio_call(url, "do_login", ["guess"])[2]
+        assert "Too many failed logins" in gradio_call(url, "do_login", ["guess"])[2]
+        assert "Too many failed logins" in gradio_call(url, "do_login", ["tok-ann"])[2]
+
+
+def test_bidi_controls_in_file_names_are_shown_escaped(tmp_path):
+    """'report\\u202efdp.md' would show as 'reportdm.pdf' in the papers list."""
+    name = "report\u202efdp.exe.md"
+    (tmp_path / "up").mkdir()
+    path = tmp_path / "up" / name
+    path.write_text("# Bidi\n\n" + "BM25 is a ranking function used by search engines. " * 10)
+    with live_server(tmp_path) as (url, _):
+        report, table = gradio_call(url, "add_papers", [[file_data(upload(url, path))]])[:2]
+        assert "added" in report and "\u202e" not in report and "report\\u202efdp.exe.md" in report
+        assert "\u202e" not in json.dumps(table, ensure_ascii=False) and "\\\\u202e" in json.dumps(table)
