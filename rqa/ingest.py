@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from rqa.pdfbounds import PdfRefused, check_pdf_content
 from rqa.types import Block, Document, Section
 
 SUFFIXES = {".pdf", ".md", ".markdown", ".txt", ".tex"}
@@ -28,6 +29,7 @@ NAMED_HEADINGS = {"abstract", "introduction", "related work", "background", "con
                   "appendix", "method", "methods", "experiments", "results", "limitations"}
 REFERENCE_HEADINGS = {"references", "bibliography", "reference"}
 EQ_NUMBER_RE = re.compile(r"\(\d{1,3}[a-z]?\)\s*$")
+MAX_PDF_PAGES = 1_000  # the longest shared paper has 83
 MATH_CHARS = set("=∑∏∫√±×·≤≥≈∈∀∃∂∇αβγδεϵζηθλμνπρστφψωΣΠΩ^_{}|‖")
 
 
@@ -116,6 +118,12 @@ def _pdf_pages(path: Path) -> list[str]:
             raise IngestError("encrypted PDF (password required)") from None
         raise IngestError(f"corrupt or unreadable PDF ({msg})") from None
     try:
+        if len(pdf) > MAX_PDF_PAGES:
+            raise IngestError(f"{len(pdf):,} pages is over the {MAX_PDF_PAGES:,} a PDF may have")
+        try:
+            check_pdf_content(path)
+        except PdfRefused as e:
+            raise IngestError(str(e)) from None
         texts = []
         for i in range(len(pdf)):
             page = pdf[i]
@@ -128,6 +136,15 @@ def _pdf_pages(path: Path) -> list[str]:
         pdf.close()
 
 
+# Decompression bombs. pdfium decodes a page's content stream, and the form XObjects it draws, in
+# full before it extracts a character: a 300 KB file can hold a 300 MB stream. Before any text is
+# extracted, pypdf walks every page's /Contents and /Resources /XObject forms (nested, each stream
+# decoded once per file) and measures their decoded size in bounded steps, so the check never holds
+# more than one stream's bound. The 28 shared papers: largest page 7.2 MB (2106.09685 p. 26, a
+# plot; pdfium peaks at +24 MB on it), largest file 10.0 MB, at most 83 pages. The page bound also
+# bounds pdfium's object model: its densest case, "0 0 1 1 re f" repeated, costs ~27x the stream
+# (+855 MB RSS for 31 MB), so 16 MB keeps one page near +410 MB (measured at 15 MB). Pages are
+# freed one by one; the file bound caps the parse time (~2.5 s per 31 MB of such operators).
 # Sub- and superscripts. pdfium's plain text drops the layout that makes "d_k" and "10^6" what they
 # are ("dk", "106"); the per-character font size and baseline origin bring it back. Only lines
 # where some character is clearly smaller than the line's body text are walked character by

@@ -4,6 +4,7 @@ import pypdfium2 as pdfium
 import pytest
 
 from rqa.config import PRIMER_DIR, Settings
+from rqa import pdfbounds
 from rqa.corpus import ingest_paths
 from rqa.ingest import IngestError, load_document
 from tests.conftest import PAPERS
@@ -123,3 +124,120 @@ def test_footnote_marks_are_not_exponents(transformer):
     text = all_text(transformer)
     assert "Vaswani∗" in text and "^{∗}" not in text
     assert "√" in text and "ϵ_{ls}" in text  # math symbols and Greek survive normalisation
+
+
+# --- decompression bombs and page counts ------------------------------------------------------
+
+def _bomb_pdf(path: Path, megabytes: int, in_form: bool = False) -> Path:
+    """A one-page PDF whose content stream (or a form XObject it draws) inflates to `megabytes` MB of
+    "0 0 m " operators from about 100 KB on disk. Compressed piecewise: the test never holds it."""
+    import zlib
+
+    from pypdf import PdfWriter
+    from pypdf.generic import DictionaryObject, NameObject, StreamObject
+
+    z = zlib.compressobj(9)
+    piece = b"0 0 m " * (1 << 18)  # 1.5 MB
+    parts = [z.compress(piece) for _ in range(megabytes * (1 << 20) // len(piece))]
+    bomb = StreamObject()
+    bomb._data = b"".join(parts) + z.flush()
+    bomb[NameObject("/Filter")] = NameObject("/FlateDecode")
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    if in_form:
+        from pypdf.generic import ArrayObject, FloatObject
+
+        bomb[NameObject("/Type")] = NameObject("/XObject")
+        bomb[NameObject("/Subtype")] = NameObject("/Form")
+        bomb[NameObject("/BBox")] = ArrayObject([FloatObject(0), FloatObject(0), FloatObject(612), FloatObject(792)])
+        content = StreamObject()
+        content._data = b"/X0 Do"
+        xobjects = DictionaryObject({NameObject("/X0"): writer._add_object(bomb)})
+        page[NameObject("/Resources")] = DictionaryObject({NameObject("/XObject"): xobjects})
+        page[NameObject("/Contents")] = writer._add_object(content)
+    else:
+        page[NameObject("/Contents")] = writer._add_object(bomb)
+    writer.write(path)
+    return path
+
+
+@pytest.mark.parametrize("in_form", [False, True], ids=["content-stream", "form-xobject"])
+def test_decompression_bomb_is_refused_before_pdfium_decodes_it(tmp_path, in_form):
+    import resource
+    import time
+
+
+    path = _bomb_pdf(tmp_path / "bomb.pdf", 100, in_form)
+    assert path.stat().st_size < 1 << 20  # 100 MB of content in a small file
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    with pytest.raises(IngestError) as e:
+        load_document(path)
+    assert time.perf_counter() - start < 5
+    mb = pdfbounds.MAX_PAGE_CONTENT >> 20
+    assert str(e.value) == f"a page's content decompresses to more than {mb} MB (a decompression bomb?)"
+    assert "\n" not in str(e.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100 * 1024
+
+
+def test_many_pages_are_refused_before_any_text_is_extracted(monkeypatch):
+    import rqa.ingest as ingest
+
+    extracted = []
+    monkeypatch.setattr(ingest, "MAX_PDF_PAGES", 2)
+    monkeypatch.setattr(ingest, "_page_text", lambda textpage: extracted.append(1) or "")
+    with pytest.raises(IngestError, match=r"^15 pages is over the 2 a PDF may have$"):
+        load_document(PAPERS / "1706.03762.pdf")
+    assert not extracted
+
+
+def test_page_count_bound_counts_real_pages(tmp_path):
+    from rqa.ingest import MAX_PDF_PAGES
+
+    pdf = pdfium.PdfDocument.new()
+    for _ in range(MAX_PDF_PAGES + 1):
+        pdf.new_page(612, 792)
+    pdf.save(tmp_path / "pages.pdf")
+    with pytest.raises(IngestError, match="pages is over the"):
+        load_document(tmp_path / "pages.pdf")
+
+
+def test_content_bound_keeps_real_papers(monkeypatch):
+    """The shared papers' largest page is 7.2 MB of content (2106.09685 p. 26, a plot); a bound
+    just above the Transformer paper's largest page still lets it in, one just below refuses it."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(PAPERS / "1706.03762.pdf")
+    largest = max(sum(pdfbounds._decoded_size(s, 1 << 30) for _, s in pdfbounds._page_streams(p)) for p in reader.pages)
+    monkeypatch.setattr(pdfbounds, "MAX_PAGE_CONTENT", largest)
+    assert load_document(PAPERS / "1706.03762.pdf").pages == 15
+    monkeypatch.setattr(pdfbounds, "MAX_PAGE_CONTENT", largest - 1)
+    with pytest.raises(IngestError, match="decompression bomb"):
+        load_document(PAPERS / "1706.03762.pdf")
+
+
+def test_content_bound_per_file(monkeypatch):
+
+    monkeypatch.setattr(pdfbounds, "MAX_PDF_CONTENT", 8 << 20)  # LoRA: 10.0 MB, its largest page 7.2 MB
+    with pytest.raises(IngestError, match=r"^the pages' content decompresses to more than 8 MB"):
+        load_document(PAPERS / "2106.09685.pdf")
+
+
+def test_filters_are_measured_in_bounded_steps():
+    import base64
+    import zlib
+
+    from pypdf._codecs._codecs import LzwCodec
+
+    from rqa.pdfbounds import _ascii85_decode, _ascii_hex_decode, _inflate, _lzw_decode, _run_length_decode
+
+    data = b"0 0 m 10 10 l S\n" * 20_000 + bytes(range(256))
+    assert _inflate(zlib.compress(data), 10 ** 9, keep=True) == data
+    assert _inflate(zlib.compress(data), 10 ** 9, keep=False) == len(data)
+    assert _inflate(zlib.compress(data), 1000, keep=False) == 1001
+    assert _lzw_decode(LzwCodec().encode(data), 10 ** 9) == data
+    assert _lzw_decode(LzwCodec().encode(data), 1000) == data[:1001]
+    assert _run_length_decode(bytes([2]) + b"abc" + bytes([255, 65, 128]), 100) == b"abcAA"
+    assert _run_length_decode(bytes([129, 65]) * 100, 1000) == b"A" * 1001
+    assert _ascii85_decode(base64.a85encode(data) + b"~>") == data
+    assert _ascii_hex_decode(data.hex().encode() + b">") == data
