@@ -179,10 +179,36 @@ def answer_stream(question: str, index: Index, models: ModelPool, settings: Sett
     return AnswerStream(question, index, models, settings, sympy)
 
 
+# [text](http://...) or a bare http(s) URL
+_LINK = re.compile(r"\[([^\]]*)\]\(\s*<?(https?://[^)\s>]+)>?\s*\)|<?(https?://[^\s<>()\[\]]+[^\s<>()\[\].,;:!?'\"])>?")
+
+
+def remove_links(text: str, hits: list[Hit]) -> tuple[str, int]:
+    """The text with every link removed but the arXiv pages of the retrieved papers (their own
+    metadata); a link a paper's text plants ("see http://.../phish") must not become clickable in
+    the answer. Returns the text and how many links went."""
+    allowed = {f"https://arxiv.org/abs/{h.chunk.arxiv_id}" for h in hits if h.chunk.arxiv_id}
+    removed = 0
+
+    def replace(m: re.Match) -> str:
+        nonlocal removed
+        url = m.group(2) or m.group(3)
+        if url.rstrip("/") in allowed:
+            return m.group(0)
+        removed += 1
+        host = re.sub(r"^https?://([^/?#]+).*", r"\1", url)
+        return (m.group(1) + " " if m.group(1) else "") + f"(link to {host} removed)"
+
+    return _LINK.sub(replace, text), removed
+
+
 def finish(question: str, text: str, hits: list[Hit], model: str, settings: Settings,
            sympy: SympyWorker | None, notices: list[str], timings: dict, source_vectors=None) -> Answer:
     sources = [h.chunk.text for h in hits]
     model_text, text = text, drop_source_list(text)
+    text, links = remove_links(text, hits)
+    if links:
+        notices = [*notices, f"{links} link(s) the papers' metadata does not list were removed from the answer."]
     support = check_support(text, sources, SUPPORT_EMBEDDER, settings.support_threshold, source_vectors) \
         if text else []
     shown, attributed = attribute(text, support, len(hits))

@@ -35,6 +35,23 @@ def cited_numbers(text: str) -> list[int]:
     return out
 
 
+# A source line that speaks to the model instead of about the work: planted instructions.
+_INSTRUCTION = re.compile(
+    r"\b(?:system (?:note|notice|message|prompt)|ignore (?:all |any |the )?(?:previous|prior|above|earlier)|disregard|"
+    r"(?:new|updated|hidden) instructions?|you (?:must|should) (?:always|now|only)|(?:always|only) (?:answer|reply|respond|say)|"
+    r"(?:reply|respond|answer) only with|assistant\s*:|user\s*:|the (?:correct|real|true) answer is|"
+    r"do not (?:mention|tell|reveal)|when asked about)\b|https?://", re.I)
+
+
+def instruction_like(sentence: str) -> bool:
+    return bool(_INSTRUCTION.search(sentence))
+
+
+def instruction_sentences(text: str) -> list[str]:
+    """The sentences of a source text that look like instructions to the model (or carry a URL)."""
+    return [text[a:b] for a, b in sentence_spans(text) if instruction_like(text[a:b])]
+
+
 @dataclass
 class SentenceSupport:
     sentence: str
@@ -43,6 +60,7 @@ class SentenceSupport:
     supported: bool
     complete: bool = True  # False for a sentence cut off mid-way: never called supported
     scores: list[float] = field(default_factory=list)  # support by each source, in source order
+    repeats_instruction: bool = False  # it restates a source line that gives the model orders: never supported
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "scores"}
@@ -111,13 +129,18 @@ def check_support(answer: str, sources: list[str], embedder: str, threshold: flo
                   source_vectors: np.ndarray | None = None) -> list[SentenceSupport]:
     sentences = answer_sentences(answer)
     scores = support_scores(sentences, sources, embedder, source_vectors)
+    planted = [set(tokenize(line)) for text in sources for line in instruction_sentences(text)]
     out = []
     for s, by_source in zip(sentences, scores):
         complete = is_complete(s)
         j = int(np.argmax(by_source)) if len(by_source) else -1
         score = float(by_source[j]) if j >= 0 else 0.0
-        out.append(SentenceSupport(s, round(score, 4), j + 1 if j >= 0 else None, complete and score >= threshold,
-                                   complete, [round(float(x), 4) for x in by_source]))
+        words = set(tokenize(_CITATION.sub("", s)))
+        # half its content words from one planted line: the sentence passes the line on, it is not backed by the paper
+        repeats = any(len(words & line) >= 0.5 * max(len(words), 1) for line in planted if line)
+        out.append(SentenceSupport(s, round(score, 4), j + 1 if j >= 0 else None,
+                                   complete and score >= threshold and not repeats,
+                                   complete, [round(float(x), 4) for x in by_source], repeats))
     return out
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rqa.answer import Answer, Citation, QuestionError, answer_stream, clean_question
+from rqa.answer import Answer, Citation, QuestionError, answer_stream, clean_question, remove_links
 from rqa.config import Settings
 from rqa import library
 from rqa.corpus import ingest_paths, open_index
@@ -229,7 +229,7 @@ def make_respond(app: AppState):
             partial = ""
             for piece in stream:
                 partial += piece
-                yield say(partial, gr.update(), gr.update())
+                yield say(remove_links(partial, stream.hits)[0], gr.update(), gr.update())
             answer = stream.answer
             item_id = app.db.add_item(answer.question, answer.text, answer.model,
                                       [c.to_json() for c in answer.citations])
