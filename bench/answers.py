@@ -44,7 +44,8 @@ def run_one(args) -> dict:
 
     model = args.one
     overrides = {"model_path": model} if model.endswith(".gguf") else {"model": model}
-    settings = Settings.load(index_dir=args.index, source_chars=args.source_chars, k=args.k,
+    extra = dict(kv.split("=", 1) for kv in args.setting)
+    settings = Settings.load(index_dir=args.index, source_chars=args.source_chars, k=args.k, **extra,
                              max_new_tokens=args.max_new_tokens, expand_tokens=int(args.expand_tokens),
                              expand_with=args.expand_with, **overrides)
     index = load_index(settings.index_dir, settings.embedder)
@@ -102,6 +103,8 @@ def main() -> None:
     p.add_argument("--answers", help="append every answer to this JSONL file")
     p.add_argument("--expand-tokens", default="32", help="comma-separated; 0: the question alone")
     p.add_argument("--expand-with", help="model writing the expansion (default: the offline default model)")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other rqa setting, e.g. --setting grounding=sentences --setting answer_style=quote")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -115,13 +118,15 @@ def main() -> None:
                "--source-chars", str(args.source_chars), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens)]
         cmd += (["--limit", str(args.limit)] if args.limit else []) + (["--answers", args.answers] if args.answers else [])
         cmd += ["--expand-with", args.expand_with] if args.expand_with else []
+        cmd += [f"--setting={kv}" for kv in args.setting]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             print(f"{label}: failed (exit {out.returncode})", file=sys.stderr)
             continue
         results[label] = json.loads(line[len("RESULT "):])
-    print(f"\n### Answers on {Path(args.set).name} (k={args.k}, source_chars={args.source_chars})\n")
+    print(f"\n### Answers on {Path(args.set).name} (k={args.k}, source_chars={args.source_chars}"
+          + "".join(f", {kv}" for kv in args.setting) + ")\n")
     print("| model | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
     for model, r in results.items():
         cells = ["–" if r.get(c) is None else f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS]

@@ -58,6 +58,10 @@ class Settings:
     max_new_tokens: int = 256
     temperature: float = 0.0  # greedy: the answer restates facts, sampling only adds errors
     source_chars: int = 600  # each source is trimmed to this many characters around the question's words
+    # how the sentence each excerpt centres on is found (rqa.prompt): "excerpts" counts the question's
+    # words; "sentences" adds the embedding cosine with the question
+    grounding: str = "excerpts"
+    answer_style: str = "direct"  # "direct" | "quote": copy the answering sentence first, then answer
     max_question_chars: int = 2000
     # checks
     support_threshold: float = 0.45
@@ -92,6 +96,10 @@ class Settings:
                                 f"and sources in n_ctx={self.n_ctx}")
         if self.fusion not in ("convex", "rrf"):
             raise SettingsError(f"setting fusion={self.fusion!r} must be convex or rrf")
+        if self.grounding not in ("excerpts", "sentences"):
+            raise SettingsError(f"setting grounding={self.grounding!r} must be excerpts or sentences")
+        if self.answer_style not in ("direct", "quote"):
+            raise SettingsError(f"setting answer_style={self.answer_style!r} must be direct or quote")
         if self.ann not in ("flat", "hnsw", "ivf"):
             raise SettingsError(f"setting ann={self.ann!r} must be flat, hnsw or ivf")
 
