@@ -361,6 +361,7 @@ def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
                 gr.Info(waiting)
                 progress(0, desc=waiting)
                 app.write_lock.acquire()
+                lines.insert(0, "Another upload was being indexed; yours waited for it.\n")
             try:
                 progress(0, desc="ingesting")
                 result, app.index = library.add_files(ok, app.index, app.settings)

@@ -306,3 +306,15 @@ def test_bidi_controls_in_file_names_are_shown_escaped(tmp_path):
         report, table = gradio_call(url, "add_papers", [[file_data(upload(url, path))]])[:2]
         assert "added" in report and "\u202e" not in report and "report\\u202efdp.exe.md" in report
         assert "\u202e" not in json.dumps(table, ensure_ascii=False) and "\\\\u202e" in json.dumps(table)
+
+
+def test_a_waiting_upload_is_told_another_is_being_indexed(tmp_path):
+    """A second upload waited silently for minutes behind the first: now it hears why at once
+    (a notice on the page while it waits, and a line in its report)."""
+    with live_server(tmp_path) as (url, app):
+        stored = upload(url, PRIMER_DIR / "03-lora.md")
+        app.write_lock.acquire()  # another upload is being indexed
+        threading.Timer(3, app.write_lock.release).start()
+        report = gradio_call(url, "add_papers", [[file_data(stored)]], timeout=120)[0]
+        assert report.startswith("Another upload was being indexed; yours waited for it.")
+        assert "added" in report and "03-lora" in {d["paper"] for d in app.index.manifest["documents"].values()}
