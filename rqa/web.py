@@ -65,12 +65,11 @@ class AppState:
             report_papers(ingest_paths([settings.papers], settings))  # creates index_dir if need be
         try:
             index = open_index(settings)  # a corrupt index fails first, before minutes of model loading
-        except IndexError_:
-            raise
-        except Exception as e:  # a Hub index repo that is missing, private or unreachable
+        except Exception as e:  # a Hub index repo that is missing, private, unreachable or of an older format
             if not settings.hub_index_repo:
                 raise
-            notices.append(f"The index repo {settings.hub_index_repo} could not be loaded ({type(e).__name__}); "
+            reason = str(e) if isinstance(e, IndexError_) else type(e).__name__
+            notices.append(f"The index repo {settings.hub_index_repo} could not be loaded ({reason}); "
                            "serving the local index instead.")
             index = open_index(dataclasses.replace(settings, hub_index_repo=""))
         if settings.papers and settings.hub_index_repo:

@@ -78,3 +78,29 @@ def test_space_config_names_the_file_for_lookup_questions(tmp_path, monkeypatch)
     assert Settings.load().hub_q4_file == "mine.gguf"
     for name in ("RQA_HUB_REPO", "RQA_HUB_INDEX_REPO", "RQA_HUB_Q4_FILE"):
         monkeypatch.delenv(name, raising=False)
+
+
+def test_space_with_an_index_of_an_older_format_serves_the_local_one_with_a_notice(tmp_path, monkeypatch):
+    """An index published before format 3 must be republished; meanwhile the Space stays up."""
+    import json
+
+    from rqa.web import AppState
+    from tests.test_llm import use_hf_cache
+
+    cache = tmp_path / "hub"
+    use_hf_cache(monkeypatch, cache)
+    ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "built"), progress=False)
+    snap = cache / "datasets--someone--rqa-index" / "snapshots" / ("c" * 40)
+    shutil.copytree(tmp_path / "built", snap)
+    manifest = json.loads((snap / "manifest.json").read_text())
+    (snap / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    (cache / "datasets--someone--rqa-index" / "refs").mkdir()
+    (cache / "datasets--someone--rqa-index" / "refs" / "main").write_text("c" * 40)
+    ingest_paths([PRIMER_DIR / "12-adam.md"], Settings.load(index_dir=tmp_path / "index"), progress=False)
+    app = AppState.start(Settings.load(hub_index_repo="someone/rqa-index", index_dir=tmp_path / "index",
+                                       model="smollm2-135m-instruct", expand_tokens=0))
+    try:
+        assert {c.paper for c in app.index.chunks} == {"12-adam"}
+        assert any("someone/rqa-index could not be loaded" in n and "has format 2" in n for n in app.notices)
+    finally:
+        app.sympy.close()
