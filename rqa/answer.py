@@ -17,6 +17,7 @@ says whether the model wrote it or rqa attributed it.
 from __future__ import annotations
 
 import contextlib
+import html
 import re
 import time
 from dataclasses import dataclass, field
@@ -180,27 +181,36 @@ def answer_stream(question: str, index: Index, models: ModelPool, settings: Sett
     return AnswerStream(question, index, models, settings, sympy)
 
 
-# [text](http://...) or a bare http(s) URL
-_LINK = re.compile(r"\[([^\]]*)\]\(\s*<?(https?://[^)\s>]+)>?\s*\)|<?(https?://[^\s<>()\[\]]+[^\s<>()\[\].,;:!?'\"])>?")
+# A URL in any form a Markdown renderer turns into a link or an image: a scheme (any case, an
+# HTML-entity colon too), a scheme-relative //host, or www.host. URLs hold no blanks, so a text
+# cut at a blank can be cleaned as it streams.
+_URL = re.compile(r"<?(?:\b[a-z][a-z0-9+.-]*(?::|&#0*58;|&colon;)//[^\s<>()\[\]\"']+"
+                  r"|(?<![\w/:])//(?:[\w-]+\.)+[a-z]{2,}[^\s<>()\[\]\"']*|\bwww\.[^\s<>()\[\]\"']+)>?", re.I)
+_TRAILING = ".,;:!?'"
 
 
 def remove_links(text: str, hits: list[Hit]) -> tuple[str, int]:
-    """The text with every link removed but the arXiv pages of the retrieved papers (their own
-    metadata); a link a paper's text plants ("see http://.../phish") must not become clickable in
-    the answer. Returns the text and how many links went."""
-    allowed = {f"https://arxiv.org/abs/{h.chunk.arxiv_id}" for h in hits if h.chunk.arxiv_id}
+    """The text with every URL removed but the arXiv pages of the retrieved papers (their own
+    metadata): a link a paper's text plants ("see http://.../phish") must not become clickable, nor
+    an image load, in the answer. `[text](url)` keeps its text. Returns the text and how many went."""
+    arxiv = {h.chunk.arxiv_id for h in hits if h.chunk.arxiv_id}
     removed = 0
 
     def replace(m: re.Match) -> str:
         nonlocal removed
-        url = m.group(2) or m.group(3)
-        if url.rstrip("/") in allowed:
+        url = m.group(0)
+        tail = ""
+        while url and url[-1] in _TRAILING + ">":  # sentence punctuation after a URL is the sentence's
+            url, tail = url[:-1], url[-1] + tail
+        plain = html.unescape(url.lstrip("<"))
+        own = re.fullmatch(r"https?://arxiv\.org/(?:abs|pdf)/(\d{4}\.\d{4,5})(?:v\d+)?(?:\.pdf)?/?", plain, re.I)
+        if own and own.group(1) in arxiv:
             return m.group(0)
         removed += 1
-        host = re.sub(r"^https?://([^/?#]+).*", r"\1", url)
-        return (m.group(1) + " " if m.group(1) else "") + f"(link to {host} removed)"
+        host = re.sub(r"^(?:[a-z][a-z0-9+.-]*:)?/*(?:www\.)?([^/?#]*).*$", r"\1", plain, flags=re.I) or "a site"
+        return f"(link to {host} removed){tail.lstrip('>')}"
 
-    return _LINK.sub(replace, text), removed
+    return _URL.sub(replace, text), removed
 
 
 def finish(question: str, text: str, hits: list[Hit], model: str, settings: Settings,

@@ -10,6 +10,7 @@ the last streamed chunk. Same rate limit as the chat; with `RQA_API_KEYS` set, a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -20,12 +21,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from rqa.answer import Answer, QuestionError, answer_stream, clean_question
-from rqa.errors import USER_ERRORS
+from rqa.answer import Answer, QuestionError, answer_stream, clean_question, remove_links
 
 if TYPE_CHECKING:
     from rqa.web import AppState
 
+log = logging.getLogger("rqa.api")
 MODEL_ID = "rqa"
 MAX_BODY_BYTES = 1 << 20
 
@@ -82,8 +83,8 @@ def generation_settings(body: dict, settings):
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, [], "none", "auto"):
             raise ValueError(f"'{name}' is not supported by rqa: it answers from the papers with text only")
-    n = body.get("n", 1)
-    if n != 1 or isinstance(n, bool):
+    n = body.get("n")
+    if n is not None and (n != 1 or isinstance(n, bool)):
         raise ValueError("'n' must be 1: rqa writes one answer per question")
     changes = {}
     for name in ("max_completion_tokens", "max_tokens"):
@@ -171,29 +172,37 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
             clean_question(question, app.settings.max_question_chars)
         except QuestionError as e:  # refused before the rate limit: only questions asked are counted
             return error(400, str(e), param="messages")
-        if refused := admit(request):
-            return refused
-        if not in_flight.acquire(blocking=False):
+        if not in_flight.acquire(blocking=False):  # before the rate limit: a refused question is not charged
             return error(503, f"the server is answering {app.settings.api_max_in_flight} API questions; retry shortly",
                          "server_error", code="overloaded", headers={"Retry-After": "10"})
+        release = release_once(in_flight)
+        if refused := admit(request):
+            release()
+            return refused
         try:
             # expansion, retrieval and a first embedder load block for seconds: never on the event loop
             stream = await run_in_threadpool(answer_stream, question, app.index, app.models, settings, app.sympy)
-        except (QuestionError, *USER_ERRORS) as e:
-            in_flight.release()
-            return error(400 if isinstance(e, QuestionError) else 500, str(e),
-                         "invalid_request_error" if isinstance(e, QuestionError) else "server_error")
+        except QuestionError as e:
+            release()
+            return error(400, str(e), param="messages")
+        except Exception:
+            release()
+            log.exception("API question failed before generation")
+            return error(500, "the server could not answer this question (its log says why)", "server_error")
         except BaseException:
-            in_flight.release()
+            release()
             raise
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "created": created, "model": MODEL_ID}
         if body.get("stream"):
-            return StreamingResponse(sse(stream, base, in_flight.release), media_type="text/event-stream")
+            return ReleasingStream(sse(stream, base), release, media_type="text/event-stream")
         try:
             answer = await run_in_threadpool(stream.run)
+        except Exception:
+            log.exception("API question failed during generation")
+            return error(500, "the server could not answer this question (its log says why)", "server_error")
         finally:
-            in_flight.release()
+            release()
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                              "finish_reason": "stop"}],
@@ -202,11 +211,40 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
                 "rqa": extra(answer)}
 
 
-async def sse(stream, base: dict, done):
+def release_once(semaphore: threading.BoundedSemaphore):
+    """A release that may be called on every exit path and releases exactly once."""
+    lock, done = threading.Lock(), [False]
+
+    def release() -> None:
+        with lock:
+            if not done[0]:
+                done[0] = True
+                semaphore.release()
+    return release
+
+
+class ReleasingStream(StreamingResponse):
+    """A stream that closes its body and frees its slot however the response ends: a client that
+    disconnects before the first chunk leaves the body generator unstarted, so its own `finally`
+    never runs, and one that stops reading leaves it suspended until the garbage collector."""
+
+    def __init__(self, content, release, **kwargs):
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+            self.release()
+
+
+async def sse(stream, base: dict):
     """Server-sent events, OpenAI's chunk format. Each piece is generated in a worker thread; when
-    the client disconnects, Starlette cancels this generator and the `finally` closes the answer's
-    generator, which releases the model at once (a suspended generator would hold the model's lock
-    until the garbage collector happened to finalise it)."""
+    the client goes, the `finally` closes the answer's generator, which releases the model at once.
+    What is sent is the answer with links removed (rqa.answer.remove_links): text up to its last
+    blank is final, since a URL holds no blank, so only the last word waits for the next piece."""
     def event(delta: dict, finish: str | None = None, **more) -> str:
         chunk = {**base, "object": "chat.completion.chunk",
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
@@ -214,19 +252,25 @@ async def sse(stream, base: dict, done):
 
     pieces = iter(stream)
     end = object()
+    written, sent = "", ""
     try:
         yield event({"role": "assistant", "content": ""})
         while True:
             try:
                 piece = await run_in_threadpool(next, pieces, end)
-            except Exception as e:  # the stream has started: report in-band, as OpenAI does
-                yield f"data: {json.dumps({'error': {'message': f'{type(e).__name__}: {e}', 'type': 'server_error'}})}\n\n"
+            except Exception:  # the stream has started: report in-band, as OpenAI does
+                log.exception("API stream failed")
+                yield f"data: {json.dumps({'error': {'message': 'the server could not finish this answer (its log says why)', 'type': 'server_error'}})}\n\n"
                 return
+            written += "" if piece is end else piece
+            final = written if piece is end else written[:max(written.rfind(" "), written.rfind("\n")) + 1]
+            clean = remove_links(final, stream.hits)[0]
+            if clean.startswith(sent) and len(clean) > len(sent):
+                yield event({"content": clean[len(sent):]})
+                sent = clean
             if piece is end:
                 break
-            yield event({"content": piece})
         yield event({}, "stop", rqa=extra(stream.answer))
         yield "data: [DONE]\n\n"
     finally:
         pieces.close()
-        done()

@@ -21,13 +21,21 @@ from rqa.support import CITATION, answer_sentences, cited_numbers, instruction_s
 _CITATIONS = re.compile(CITATION)
 _MATH = re.compile(r"\$\$.+?\$\$|\$[^$]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.S)
 _PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equations?|eqs?\.|appendix|algorithm|"
-                   r"chapter|lines?|pages?|pp?\.|steps?)\s*\(?\s*[A-Z]?\d+(?:\.\d+)*\)?", re.I)
-# 31.0 · 10^{6} | 31.0 × 10^6 | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form
+                   r"chapter)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+\)?", re.I)
+# 31.0 · 10^{6} | 31.0 × 10^6 | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form. Possessive
+# and atomic throughout: text with long runs of blanks (masked math) must not make it backtrack.
+# Not a number: part of a name ("GPT-3", "ResNet-50", "β1") or followed by letters ("3D", "1st", "7B").
 _MINUS = "-−–"
+
+
+def _exp(name: str) -> str:
+    return rf"\s*+\^\s*+\{{?+\s*+(?P<{name}>[{_MINUS}+]?+\s*+\d++)(?:\s*+\}})?+"
+
+
 _NUMBER = re.compile(
-    rf"(?<![\w.])(?:10\s*\^\s*\{{?\s*(?P<e3>[{_MINUS}+]?\s*\d+)\s*\}}?"
-    rf"|(?P<m>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-    rf"(?:\s*[×x·*]\s*10\s*\^\s*\{{?\s*(?P<e1>[{_MINUS}+]?\s*\d+)\s*\}}?|[eE](?P<e2>[{_MINUS}+]?\d+))?)")
+    rf"(?<![\w.])(?<![A-Za-z]-)(?>10{_exp('e3')}"
+    rf"|(?P<m>\d{{1,3}}(?:,\d{{3}})++(?:\.\d++)?+|\d++(?:\.\d++)?+|\.\d++)"
+    rf"(?:\s*+[×x·*]\s*+10{_exp('e1')}|[eE](?P<e2>[{_MINUS}+]?+\d++))?+)(?![A-Za-z])")
 _YEAR = re.compile(r"^(19|20)\d\d$")
 
 

@@ -31,6 +31,8 @@ class RateLimiter:
         with self._lock:
             self._hits.setdefault(client, deque()).append(self.clock())
             self._hits.move_to_end(client)
+            while len(self._hits) > self.max_clients:
+                self._hits.popitem(last=False)
 
     def _check(self, client: str, record: bool) -> float:
         if self.per_minute <= 0:

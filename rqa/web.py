@@ -68,7 +68,9 @@ class AppState:
         except Exception as e:  # a Hub index repo that is missing, private, unreachable or of an older format
             if not settings.hub_index_repo:
                 raise
-            reason = str(e) if isinstance(e, IndexError_) else type(e).__name__
+            version = re.search(r"has format (\S+),", str(e)) if isinstance(e, IndexError_) else None
+            reason = f"it has index format {version.group(1)}; republish it with `build publish`" if version \
+                else type(e).__name__  # never the server's paths
             notices.append(f"The index repo {settings.hub_index_repo} could not be loaded ({reason}); "
                            "serving the local index instead.")
             index = open_index(dataclasses.replace(settings, hub_index_repo=""))
@@ -153,8 +155,9 @@ def render_checks(answer: Answer) -> str:
     lines = [f"**Model:** `{answer.model}`"]
     lines += [f"**Note:** {n}" for n in answer.notices]
     if answer.expansion:
+        guess = remove_links(answer.expansion, [])[0]
         lines.append(f"**Searched with** the question and the passage the model expected to find (a guess that "
-                     f"steers the search, not an answer): *{answer.expansion}*")
+                     f"steers the search, not an answer): *{guess}*")
     attributed = [c.n for c in answer.citations if c.origin == "attributed"]
     if attributed:
         lines.append("**Citations added by rqa** (the support check found these sources hold sentences the model "
@@ -416,7 +419,7 @@ def build_annotator_tab(app: AppState) -> None:
                 token = gr.Textbox(label="Annotator token", type="password", elem_id="rqa-token")
                 login = gr.Button("Log in", elem_id="rqa-login")
             status = gr.Markdown("Log in with your annotator token to rate answers.", elem_id="rqa-annot-status")
-            shown = gr.HTML("", elem_id="rqa-item")
+            item_view = gr.HTML("", elem_id="rqa-item")
             depth = gr.Radio([1, 2, 3, 4, 5], label="Technical depth", elem_id="rqa-depth")
             correctness = gr.Radio(["correct", "partly", "wrong"], label="Factual correctness", elem_id="rqa-correct")
             comment = gr.Textbox(label="Comment", lines=2, elem_id="rqa-comment")
@@ -469,6 +472,8 @@ def build_annotator_tab(app: AppState) -> None:
     def do_import(name: str, file):
         if not name:
             return "**Log in as an annotator first.**", gr.update()
+        if file is None:
+            return "Choose a JSONL file first.", gr.update()
         try:
             (path,) = library.uploaded_files([file if isinstance(file, str) else file.name], upload_folder())
             n = app.db.import_jsonl(path.read_text(encoding="utf-8"))
@@ -483,8 +488,8 @@ def build_annotator_tab(app: AppState) -> None:
         out.write_text(app.db.export(fmt), encoding="utf-8")
         return str(out)
 
-    login.click(do_login, [token], [annotator, item, status, shown, stats])
-    submit.click(do_submit, [annotator, item, depth, correctness, comment], [item, status, shown, stats])
+    login.click(do_login, [token], [annotator, item, status, item_view, stats])
+    submit.click(do_submit, [annotator, item, depth, correctness, comment], [item, status, item_view, stats])
     upload.upload(do_import, [annotator, upload], [status, stats])
     export_csv.click(lambda n: do_export(n, "csv"), [annotator], [download])
     export_jsonl.click(lambda n: do_export(n, "jsonl"), [annotator], [download])

@@ -318,3 +318,40 @@ def test_a_waiting_upload_is_told_another_is_being_indexed(tmp_path):
         report = gradio_call(url, "add_papers", [[file_data(stored)]], timeout=120)[0]
         assert report.startswith("Another upload was being indexed; yours waited for it.")
         assert "added" in report and "03-lora" in {d["paper"] for d in app.index.manifest["documents"].values()}
+
+
+def test_a_client_gone_before_the_first_chunk_frees_its_slot(tmp_path):
+    """A stream whose client left during the search never started its body, so the slot it held
+    was never given back: after api_max_in_flight such clients, every question got 503."""
+    class SlowExpander(ScriptedModel):
+        def stream(self, messages, max_tokens, temperature):
+            time.sleep(2)
+            yield "a guess"
+
+    import gc
+
+    with live_server(tmp_path, rate_limit_per_minute=0, api_max_in_flight=1) as (url, app):
+        app.models.expander_model = SlowExpander("")
+        gc.disable()  # nothing may depend on the garbage collector happening to run
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/chat/completions", timeout=0.5,
+                       json={"messages": [{"role": "user", "content": "What is BM25?"}], "stream": True})
+        time.sleep(3)  # the search ends; the stream starts and sees its client gone
+        app.models.expander_model = ScriptedModel("")
+        try:
+            assert ask(url).status_code == 200
+        finally:
+            gc.enable()
+
+
+def test_streamed_links_are_removed_as_they_stream(tmp_path):
+    model = ScriptedModel("See http://evil.example/phish for it, and [this](HTTPS://evil.example/x) [1].")
+    with live_server(tmp_path, model=model, rate_limit_per_minute=0) as (url, _):
+        text = ""
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
+                          json={"messages": [{"role": "user", "content": "What is BM25?"}], "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {") and '"choices"' in line:
+                    text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        assert "evil.example/" not in text and "http" not in text.lower()
+        assert text.startswith("See (link to evil.example removed) for it")

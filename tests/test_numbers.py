@@ -50,3 +50,19 @@ def test_the_answer_path_reports_unsourced_numbers(shared_index):
     checks = answer.checks()
     assert "97.5" in checks["unsourced_numbers"] and "2015" not in checks["unsourced_numbers"]
     assert {n["number"] for n in checks["numbers"]} == {"0.001", "97.5"}
+
+
+def test_names_with_numbers_are_not_numbers():
+    assert numbers("GPT-3, ResNet-50, Llama-2-7B, top-5 accuracy, 3D convolutions, the 1st run, β1, v2.1") == []
+    assert found("GPT-3 embeds the text [1].") == {}
+
+
+def test_blank_runs_do_not_make_the_check_backtrack():
+    """Masked math leaves long blank runs after '10^': a backtracking pattern took seconds a chunk."""
+    import time
+
+    text = "10^ $" + "a" * 5000 + "$ and 3 × 10 ^ {" + " " * 5000 + " [1]"
+    start = time.perf_counter()
+    numbers(text)
+    check_numbers("The rate is 10^ $" + "x" * 3000 + "$ [1].", [text])
+    assert time.perf_counter() - start < 0.5

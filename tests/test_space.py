@@ -1,13 +1,27 @@
 """The Space's download side, against a local Hugging Face cache (never the network)."""
 
 import importlib.util
+import os
 import shutil
+
+import pytest
 
 from rqa.config import PRIMER_DIR, Settings
 from rqa.corpus import ingest_paths, open_index
 from rqa.llm import resolve_model
 from tests.conftest import ROOT
 from tests.test_llm import fake_hub_cache
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_environment():
+    """space.configure() writes RQA_* variables with os.environ.setdefault, behind monkeypatch's
+    back (its delenv of an absent variable records nothing, and a later delenv restores the value
+    configure wrote): put the environment back as it was, whatever a test did."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
 
 
 def test_space_downloads_model_and_index_from_the_hub_cache(tmp_path, monkeypatch):
@@ -101,6 +115,8 @@ def test_space_with_an_index_of_an_older_format_serves_the_local_one_with_a_noti
                                        model="smollm2-135m-instruct", expand_tokens=0))
     try:
         assert {c.paper for c in app.index.chunks} == {"12-adam"}
-        assert any("someone/rqa-index could not be loaded" in n and "has format 2" in n for n in app.notices)
+        assert any("someone/rqa-index could not be loaded (it has index format 2; republish it" in n
+                   for n in app.notices)
+        assert not any(str(tmp_path) in n for n in app.notices)  # no server paths on the page
     finally:
         app.sympy.close()
