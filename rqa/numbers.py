@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from rqa.equations import LATEX_RE
 from rqa.support import CITATION, answer_sentences, cited_numbers, instruction_sentences
 
 _CITATIONS = re.compile(CITATION)
-_MATH = re.compile(r"\$\$.+?\$\$|\$[^$]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.S)
 _PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equations?|eqs?\.|appendix|algorithm|"
                    r"chapter)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+\)?", re.I)
 # 31.0 · 10^{6} | 31.0 × 10^6 | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form. Possessive
@@ -56,7 +56,7 @@ def _exponent(text: str) -> int:
 
 def _masked(text: str) -> str:
     """The text with what does not count blanked out, character for character (offsets kept)."""
-    for pattern in (_CITATIONS, _MATH, _PART):
+    for pattern in (_CITATIONS, LATEX_RE, _PART):
         text = pattern.sub(lambda m: " " * len(m.group(0)), text)
     return text
 
