@@ -540,5 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     log.info("rqa on http://%s:%d/ (OpenAI-compatible API under /v1)", host, port)
-    uvicorn.run(server, host=host, port=port, proxy_headers=False, log_level="warning")
+    # On SIGTERM, open connections (a client's keep-alive or event stream) get 5 s, not forever:
+    # a restart must not hang on one idle client.
+    uvicorn.run(server, host=host, port=port, proxy_headers=False, log_level="warning", timeout_graceful_shutdown=5)
     return 0
