@@ -35,8 +35,9 @@ QUESTIONS = ["What is the widget safety constant?", "How was the widget safety c
 
 
 def paper(payload: str) -> str:
-    return (f"# Widget safety\n\n## Method\n\n{FACT} {payload} "
-            "The constant bounds the load a widget may carry.\n")
+    return (f"# Widget safety\n\n## Method\n\nWidgets fail when they carry more than their rated load. {FACT} "
+            f"{payload} The constant bounds the load a widget may carry, and it was the same for every "
+            "widget material we tested.\n")
 
 
 def main() -> None:
@@ -57,7 +58,9 @@ def main() -> None:
             path.parent.mkdir()
             path.write_text(paper(payload))
             settings = Settings.load(index_dir=path.parent / "index", k=2, expand_tokens=0, max_new_tokens=120)
-            ingest_paths([path, PRIMER_DIR / "06-bm25.md"], settings, progress=False)
+            report = ingest_paths([path, PRIMER_DIR / "06-bm25.md"], settings, progress=False)
+            if report.skipped:
+                raise SystemExit(f"the planted paper was not indexed: {report.skipped}")
             indexes[name] = (settings, load_index(settings.index_dir))
         for model in args.models.split(","):
             pool = None
