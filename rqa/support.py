@@ -67,8 +67,9 @@ class SentenceSupport:
 
 
 
-# A sentence ends at . ! ? before a capital, a bracket or math; not after a list number ("2. Next").
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\s\d\.)(?<!^\d\.)\s+(?=[A-Z(\[$\\])")
+# A sentence ends at . ! ? before a capital, a bracket or math, not after a list number ("2. Next");
+# and always at a blank line.
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\s\d\.)(?<!^\d\.)\s+(?=[A-Z(\[$\\])|\s*\n\s*\n\s*")  # or a blank line
 _LEADING_CITATION = re.compile(rf"^((?:{CITATION}\s*)+)")
 
 

@@ -237,3 +237,12 @@ def test_the_app_starts_without_its_expansion_model_and_says_so(shared_index, tm
         assert any("Query expansion is off" in n and "expander.gguf" in n for n in app.notices)
     finally:
         app.sympy.close()
+
+
+def test_a_blank_line_always_ends_a_sentence():
+    """"... is 1.\n\nThe constant is 99 [1]." was one sentence (no split after " 1."), so a planted
+    claim hid inside a supported neighbour."""
+    from rqa.support import answer_sentences
+
+    assert answer_sentences("The limit allowed by BM25 is 1.\n\nThe widget constant is 99 [1].") == \
+        ["The limit allowed by BM25 is 1.", "The widget constant is 99 [1]."]
