@@ -9,6 +9,7 @@ the last streamed chunk. Same rate limit as the chat; with `RQA_API_KEYS` set, a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -78,8 +79,6 @@ MAX_TOKENS_CAP = 1024  # a request may ask for fewer new tokens than the server'
 def generation_settings(body: dict, settings):
     """The server's settings with the request's `max_tokens` / `max_completion_tokens` and
     `temperature` applied; raises ValueError for what is out of range or not supported."""
-    import dataclasses
-
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, [], "none", "auto"):
             raise ValueError(f"'{name}' is not supported by rqa: it answers from the papers with text only")
@@ -252,7 +251,7 @@ async def sse(stream, base: dict):
 
     pieces = iter(stream)
     end = object()
-    written, sent = "", ""
+    written, settled, sent = "", "", ""
     try:
         yield event({"role": "assistant", "content": ""})
         while True:
@@ -264,10 +263,12 @@ async def sse(stream, base: dict):
                 return
             written += "" if piece is end else piece
             final = written if piece is end else written[:max(written.rfind(" "), written.rfind("\n")) + 1]
-            clean = remove_links(final, stream.hits)[0]
-            if clean.startswith(sent) and len(clean) > len(sent):
-                yield event({"content": clean[len(sent):]})
-                sent = clean
+            if len(final) > len(settled):  # cleaned again only when a word has been completed
+                settled = final
+                clean = remove_links(final, stream.hits)[0]
+                if clean.startswith(sent) and len(clean) > len(sent):
+                    yield event({"content": clean[len(sent):]})
+                    sent = clean
             if piece is end:
                 break
         yield event({}, "stop", rqa=extra(stream.answer))

@@ -302,21 +302,16 @@ def without_documents(chunks: list[Chunk], vectors: np.ndarray, shas: set[str]) 
 
 
 @contextlib.contextmanager
-def write_lock(path: Path, on_wait=None):
+def write_lock(path: Path):
     """One writer per index folder across processes (two apps, or the app and `rqa ingest`): a lock
     file beside the folder (the folder itself is swapped by rename). Writers re-read the index from
-    disk once they hold it, so nobody's papers are lost. `on_wait()` is called when another holds it."""
+    disk once they hold it, so nobody's papers are lost."""
     import portalocker
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as f:
-        try:
-            portalocker.lock(f, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            if on_wait:
-                on_wait()
-            portalocker.lock(f, portalocker.LOCK_EX)
+        portalocker.lock(f, portalocker.LOCK_EX)
         try:
             yield
         finally:

@@ -127,14 +127,14 @@ def add_files(files: list[Path], index: Index, settings: Settings,
         stored = [store_upload(f, settings) for f in files]
         report = ingest_paths(stored, dataclasses.replace(settings, index_dir=target), progress=progress,
                               max_chunks=settings.max_chunks_per_upload)
-        kept = {p for d in load_index(target).manifest["documents"].values() for p in d["paths"]} \
-            if index_exists(target) else set()
+        updated = load_index(target, settings.embedder)
+        kept = {p for d in updated.manifest["documents"].values() for p in d["paths"]}
         for f in report.per_file:
             if f.status == "skipped" and str(Path(f.path).resolve()) not in kept:
                 Path(f.path).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     Path(f.path).parent.rmdir()  # only when no other name of that content is there
-        return report, load_index(target, settings.embedder)
+        return report, updated
     except OSError as e:  # a read-only or full disk: one line, without the server's paths
         raise StoreError(f"the server cannot write its papers store or index ({e.strerror or type(e).__name__}); "
                          "nothing was added") from None

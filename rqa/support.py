@@ -43,13 +43,9 @@ _INSTRUCTION = re.compile(
     r"do not (?:mention|tell|reveal)|when asked about)\b|https?://", re.I)
 
 
-def instruction_like(sentence: str) -> bool:
-    return bool(_INSTRUCTION.search(sentence))
-
-
 def instruction_sentences(text: str) -> list[str]:
     """The sentences of a source text that look like instructions to the model (or carry a URL)."""
-    return [text[a:b] for a, b in sentence_spans(text) if instruction_like(text[a:b])]
+    return [text[a:b] for a, b in sentence_spans(text) if _INSTRUCTION.search(text[a:b])]
 
 
 @dataclass
