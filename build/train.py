@@ -4,10 +4,11 @@ Presets:
   t4    the seed's recipe: Qwen2.5-3B-Instruct in 4-bit NF4 with double quantization and fp16
         compute; LoRA r=16, alpha=64 on q/k/v/o, dropout 0.05; batch 4 x gradient accumulation 8,
         lr 2.5e-5, AdamW betas (0.9, 0.98), 500 warm-up steps, cosine to 1e-6, max length 4096,
-        paged AdamW 8-bit, 5 epochs with early stopping on validation loss. One change, found on a
-        GPU: bias "none" instead of the seed's "lora_only", which trains the q/k/v biases; bitsandbytes'
-        4-bit layers cast those to fp16 on every forward, and fp16 training then stops at its first
-        step ("Attempting to unscale FP16 gradients"); and the adapters train in fp32 (TRL makes
+        paged AdamW 8-bit, 5 epochs with early stopping on validation loss. One change, in every
+        preset: bias "none" instead of the seed's "lora_only", which trains the q/k/v biases; a GGUF
+        LoRA adapter cannot carry bias deltas, and on a GPU bitsandbytes' 4-bit layers cast those
+        biases to fp16 on every forward, so that fp16 training stopped at its first step ("Attempting
+        to unscale FP16 gradients"). And the adapters train in fp32 (TRL makes
         QLoRA adapters bf16, whose gradients fp16's scaler cannot unscale). Measured on a GPU
         (docs/BENCHMARKS.md): the 3B shape at 4 x 4096 tokens peaks at 10.0 GiB reserved, inside a
         16 GB T4; the real 1.5B weights train 20 steps with finite fp16 losses.
@@ -43,7 +44,9 @@ class Preset:
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.05
-    lora_bias: str = "lora_only"
+    # "none" in every preset, not the seed's "lora_only": the app serves the adapter as a GGUF LoRA
+    # adapter, which holds low-rank A/B pairs only (llama.cpp's converter refuses bias tensors)
+    lora_bias: str = "none"
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     batch_size: int = 4
     grad_accum: int = 8
@@ -65,7 +68,7 @@ class Preset:
 
 
 PRESETS = {
-    "t4": Preset("t4", "Qwen/Qwen2.5-3B-Instruct", load_in_4bit=True, fp16=True, lora_bias="none", optim="paged_adamw_8bit",
+    "t4": Preset("t4", "Qwen/Qwen2.5-3B-Instruct", load_in_4bit=True, fp16=True, optim="paged_adamw_8bit",
                  needs_gpu=True),
     "cpu": Preset("cpu", "qwen2.5-coder-0.5b-instruct", lora_dropout=0.1, betas=(0.9, 0.95), batch_size=1,
                   grad_accum=4, lr=2e-4, dpo_lr=5e-5, warmup_steps=2, max_length=1280, epochs=2,

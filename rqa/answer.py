@@ -79,6 +79,7 @@ class Answer:
     timings: dict = field(default_factory=dict)
     model_text: str = ""  # what the model wrote, before attributed citations were added
     expansion: str = ""  # the passage the search used besides the question (rqa.expand)
+    adapter: str | None = None  # the fine-tune's LoRA adapter applied to `model`, if any
 
     @property
     def abstained(self) -> bool:
@@ -98,7 +99,7 @@ class Answer:
     def to_json(self) -> dict:
         return {"answer": self.text, "model_text": self.model_text, "citations": [c.to_json() for c in self.citations],
                 "checks": self.checks(), "uncited": [c.to_json() for c in self.uncited], "model": self.model,
-                "expansion": self.expansion,
+                "adapter": self.adapter, "expansion": self.expansion,
                 "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.timings.items()}}
 
 
@@ -161,6 +162,7 @@ class AnswerStream:
         self.answer = finish(self.question, "".join(pieces).strip(), self.hits, self.model.name, self.settings,
                              self.sympy, self.notices, self.timings, vectors)
         self.answer.expansion = self.expansion
+        self.answer.adapter = self.model.adapter_name
 
     def run(self) -> Answer:
         """Generate to the end without streaming."""

@@ -144,7 +144,8 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
         if refused := check_key(request):
             return refused
         return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "rqa",
-                                            "rqa_model": app.models.files.q4.name}]}
+                                            "rqa_model": app.models.files.q4.name,
+                                            "rqa_adapter": app.models.files.adapter.name if app.models.files.adapter else None}]}
 
     @server.post("/v1/chat/completions")
     async def chat(request: Request):

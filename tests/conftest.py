@@ -39,6 +39,7 @@ class ScriptedModel:
     messages (to answer from the prompt it was given)."""
 
     name = "scripted.gguf"
+    adapter_name = None
     busy = False
 
     def __init__(self, reply):

@@ -292,8 +292,8 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     for f in ["data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "data/README.md", "run/loss.png",
               "run/adapter/adapter_model.safetensors", "export/model-q4_0.gguf", "export/model-q8_0.gguf",
-              "export/export_report.json", "eval/evaluation.md", "eval/evaluation.json", "eval/evaluation.png",
-              "publish/model/README.md", "publish/model/model-q4_0.gguf", "publish/index/manifest.json",
+              "export/export_report.json", "export/adapter-f16.gguf", "eval/evaluation.md", "eval/evaluation.json", "eval/evaluation.png",
+              "publish/model/README.md", "publish/model/model-q4_0.gguf", "publish/model/adapter-f16.gguf", "publish/index/manifest.json",
               "publish/space/app.py", "publish/space/README.md", "publish/space/rqa/web.py",
               "embedder/model.safetensors", "publish/index/embedder/model.safetensors",
               "timings.json"]:
@@ -309,6 +309,26 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
                  if t.name.endswith(".weight") and t.name.startswith("blk.")}
         assert {kind for part, kind in types if part in ("attn_q", "attn_k", "attn_v", "attn_output")} == {"Q8_0"}
         assert {kind for part, kind in types if part in ("ffn_up", "ffn_gate", "ffn_down")} == {"Q4_0"}
+    # the GGUF LoRA adapter, applied by the app to the base at load, answers as the merged model
+    # does and unlike the base; on another base it is refused in one line
+    from rqa.config import Settings
+    from rqa.errors import ModelError
+    from rqa.llm import ModelPool
+
+    assert report["adapter"]["path"] == "adapter-f16.gguf" and report["adapter"]["bytes"] < 1_000_000
+    msgs = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is attention?"}]
+
+    def greedy(model_path, adapter="none"):
+        pool = ModelPool(Settings.load(model_path=str(out / "export" / model_path), adapter=adapter, n_ctx=512))
+        return "".join(pool.get().stream(msgs, 16, 0.0)), pool.get().adapter_name
+
+    lora = str(out / "export" / "adapter-f16.gguf")
+    assert greedy("base-q8_0.gguf", lora) == (greedy("model-q8_0.gguf")[0], "adapter-f16.gguf")
+    assert greedy("base-q8_0.gguf")[0] != greedy("model-q8_0.gguf")[0]
+    with pytest.raises(ModelError, match=r"^adapter adapter-f16.gguf does not fit smollm2-135m-instruct.gguf: it was made for qwen2 models"):
+        ModelPool(Settings.load(model="smollm2-135m-instruct", adapter=lora, n_ctx=512)).get()
+    with pytest.raises(ModelError, match=r"does not fit qwen2.5-coder-0.5b-instruct.gguf: its tensor blk.0.attn_k"):
+        ModelPool(Settings.load(model="qwen2.5-coder-0.5b-instruct", adapter=lora, n_ctx=512)).get()
     evaluation = json.loads((out / "eval" / "evaluation.json").read_text())
     assert set(evaluation["held-out"]) == {"base q4_0", "fine-tuned q4_0"}
     assert {"bleu4", "rougeL_f1", "fact_accuracy", "citation_precision", "recall@5", "latency_s",

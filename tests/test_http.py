@@ -139,6 +139,7 @@ class SlowModel:
     records what each call asked for."""
 
     name = "slow.gguf"
+    adapter_name = None
 
     def __init__(self, words: int = 60, delay: float = 0.1):
         self.words, self.delay, self.lock, self.calls = words, delay, threading.Lock(), []

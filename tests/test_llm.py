@@ -177,3 +177,49 @@ def test_hub_download_checks_sha256(monkeypatch, tmp_path, default_gguf):
         resolve_model(Settings.load(hub_repo="someone/rqa-model"))
     digest["value"] = sha256_file(snap / "model-q4_0.gguf")
     assert resolve_model(Settings.load(hub_repo="someone/rqa-model")).source == "hub:someone/rqa-model"
+
+
+def write_gguf(path, kind):
+    """A metadata-only GGUF of the given general.type: enough for the checks before llama.cpp."""
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_type(kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_packaged_adapter_is_applied_unless_none_and_a_changed_or_missing_one_is_refused(monkeypatch, tmp_path,
+                                                                                        default_gguf):
+    from rqa import models
+    from rqa.text import sha256_file
+
+    adapter = write_gguf(tmp_path / "rqa-test-lora.gguf", "adapter")
+    pinned = models.PackagedAdapter(adapter.name, TEST_MODEL, adapter.stat().st_size, sha256_file(adapter))
+    monkeypatch.setattr(models, "ADAPTER_DIR", tmp_path)
+    monkeypatch.setattr(models, "ADAPTERS", {TEST_MODEL: pinned})
+    assert resolve_model(Settings.load(model=TEST_MODEL)).adapter == adapter
+    assert resolve_model(Settings.load(model=TEST_MODEL, adapter="none")).adapter is None
+    assert resolve_model(Settings.load(model=TEST_MODEL, adapter="None")).adapter is None
+    # an explicit model file is not the base the packaged adapter was trained on
+    assert resolve_model(Settings.load(model_path=str(default_gguf))).adapter is None
+    with adapter.open("ab") as f:  # one byte more
+        f.write(b"\0")
+    with pytest.raises(ModelError, match=r"^the fine-tune adapter rqa-test-lora.gguf was changed .*RQA_ADAPTER=none$"):
+        resolve_model(Settings.load(model=TEST_MODEL))
+    adapter.unlink()
+    with pytest.raises(ModelError, match=r"^the fine-tune adapter rqa-test-lora.gguf for smollm2-135m-instruct is missing"):
+        resolve_model(Settings.load(model=TEST_MODEL))
+    assert resolve_model(Settings.load(model=TEST_MODEL, adapter="none")).adapter is None
+
+
+def test_an_adapter_path_must_be_a_gguf_lora_adapter(tmp_path, default_gguf):
+    with pytest.raises(ModelError, match="model file not found"):
+        resolve_model(Settings.load(model=TEST_MODEL, adapter=str(tmp_path / "nope.gguf")))
+    with pytest.raises(ModelError, match=r"^smollm2-135m-instruct.gguf is not a LoRA adapter \(its GGUF type is model\)"):
+        resolve_model(Settings.load(model=TEST_MODEL, adapter=str(default_gguf)))
+    lora = write_gguf(tmp_path / "lora.gguf", "adapter")
+    assert resolve_model(Settings.load(model=TEST_MODEL, adapter=str(lora))).adapter == lora

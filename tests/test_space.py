@@ -59,7 +59,10 @@ def test_space_with_missing_repos_still_serves_with_a_notice(tmp_path, monkeypat
     use_hf_cache(monkeypatch, tmp_path / "empty-hub-cache")  # offline: neither repo can be had
     ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "index"), progress=False)
     settings = Settings.load(hub_repo="someone/private-model", hub_index_repo="someone/private-index",
-                             index_dir=tmp_path / "index", model="smollm2-135m-instruct")
+                             index_dir=tmp_path / "index", model="smollm2-135m-instruct", adapter="none")
+    from rqa import models  # rqa ships a fine-tune for this base, and the user chose the stock base
+
+    monkeypatch.setitem(models.ADAPTERS, "smollm2-135m-instruct", models.PackagedAdapter("x.gguf", "smollm2", 1, "0"))
     app = AppState.start(settings)
     try:
         assert app.models.files.source == "offline:smollm2-135m-instruct"
@@ -68,6 +71,7 @@ def test_space_with_missing_repos_still_serves_with_a_notice(tmp_path, monkeypat
         assert any("someone/private-model could not be reached" in n for n in app.notices)
         page = build_app(app).config
         assert "someone/private-model could not be reached" in str(page)  # shown on the page
+        assert "without rqa's fine-tune (adapter setting: none)" in str(page) and "`smollm2-135m-instruct.gguf`, stock." in str(page)
     finally:
         app.sympy.close()
 

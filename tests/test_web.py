@@ -86,3 +86,15 @@ def test_checks_never_call_an_empty_answer_supported():
 
     answer = finish("q", "", [], "m.gguf", Settings(), None, [], {})
     assert "no complete sentence to check" in render_checks(answer)
+
+
+def test_the_page_names_the_base_and_its_adapter():
+    from pathlib import Path
+
+    from rqa.llm import ModelFiles
+    from rqa.web import model_line
+
+    assert model_line(ModelFiles(Path("/m/base.gguf"), None, "offline:b", Path("/a/rqa-lora.gguf"))) == \
+        "Model: `base.gguf`, fine-tuned by rqa: adapter `rqa-lora.gguf`."
+    assert model_line(ModelFiles(Path("/m/q4.gguf"), Path("/m/q8.gguf"), "path")) == \
+        "Model: `q4.gguf` (reasoning questions: `q8.gguf`), stock."
