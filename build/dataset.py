@@ -1,6 +1,6 @@
 """`python -m build dataset`: papers -> chunks -> generated QA -> three-stage validation -> split.
 
-Stages (seed section 2.2), each with kept/dropped counts in the dataset card:
+Stages (docs/DESIGN.md, "Dataset"), each with kept/dropped counts in the dataset card:
   1. similarity: the question, searched in an index of all chunks, must retrieve its own chunk
      in the top k (it is answerable and specific);
   2. format: names a specific method or architecture (a question that names nothing is first asked

@@ -8,7 +8,7 @@ which the model itself wrote a citation, key-fact accuracy as defined in
 ../shared/eval/README.md (numeric: every reference number appears; equation: an answer equation
 is SymPy-equal to the reference LaTeX), LLM-judge accuracy when a judge endpoint is configured,
 mean technical depth from the annotation database when ratings exist, perplexity on held-out
-text, retrieval recall@5, and mean answer latency. Output: the seed's section 5.1 table (base,
+text, retrieval recall@5, and mean answer latency. Output: the evaluation table of docs/DESIGN.md (base,
 fine-tuned, delta) as Markdown and JSON, and a bar chart PNG.
 """
 

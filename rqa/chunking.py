@@ -1,4 +1,4 @@
-"""Sentence-aware chunking (seed section 2.1), implemented as the seed intended.
+"""Sentence-aware chunking (docs/DESIGN.md, "Chunking"), implemented as the original design intended.
 
 Sentences accumulate until the next one would pass the chunk size; the next chunk then starts
 with the last sentences of the previous one, up to `overlap` characters, so overlap never cuts a

@@ -19,7 +19,7 @@ PRIMER_DIR = PACKAGE_DIR / "primer"
 class Settings:
     # where things live
     index_dir: Path = Path(".rqa/index")
-    # chunking (seed section 2.1)
+    # chunking (docs/DESIGN.md, "Chunking")
     chunk_size: int = 1000
     overlap: int = 200
     method_chunk_factor: float = 1.5  # methods sections get larger chunks

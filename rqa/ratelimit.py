@@ -1,4 +1,4 @@
-"""Per-client sliding-window rate limit (seed section 8: 5 questions per minute by default).
+"""Per-client sliding-window rate limit (docs/DESIGN.md, "Rate limit": 5 questions per minute by default).
 
 Memory is bounded: clients idle for a whole window are dropped, and past `max_clients` the least
 recently seen client is evicted, so a flood of new client ids cannot grow the limiter forever.

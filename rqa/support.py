@@ -1,4 +1,4 @@
-"""Contextual truthfulness (seed section 8): does some retrieved chunk support each answer sentence?
+"""Contextual truthfulness (docs/DESIGN.md, "Contextual truthfulness"): does some retrieved chunk support each answer sentence?
 
 Support of a sentence = max over the retrieved chunks of
     0.5 * cosine(embedding(sentence), embedding(chunk)) + 0.5 * lexical overlap,
