@@ -21,12 +21,14 @@ $(LLAMA_WHEEL):
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(VENV)/bin/pip wheel -q --no-deps --no-cache-dir -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
 	touch $@
 
-$(VENV)/.installed: requirements.txt requirements-models.txt $(LLAMA_WHEEL)
+$(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml $(LLAMA_WHEEL)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install --find-links $(WHEELS) -r requirements.txt
 	$(VENV)/bin/pip install -q --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(VENV)/bin/pip install -q --no-deps -r requirements-models.txt
+	# rqa itself, editable: the `rqa` command (ingest, search, ask, serve)
+	$(VENV)/bin/pip install -q --no-deps -e .
 	# llama.cpp's own sources, as vendored in the same pinned sdist: the LoRA adapter converter
 	$(VENV)/bin/pip download -q --no-deps --no-binary :all: -d $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
 	rm -rf $(VENV)/llama.cpp && mkdir -p $(VENV)/llama.cpp
@@ -50,5 +52,5 @@ test: install browser
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) bench/retrieval.py
-	$(PY) bench/generation.py
+	$(PY) -m bench.retrieval
+	$(PY) -m bench.generation

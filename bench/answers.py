@@ -6,8 +6,8 @@ runs in its own process, so its peak RSS is its own. Metrics as ../shared/eval/R
 them (rqa.metrics): fact accuracy and recall, answers citing, citation precision, evidence cited,
 abstention; plus time to first token p50, decode tokens/s and peak RSS.
 
-    .venv/bin/python -m rqa ingest ../shared/corpus/papers --index /tmp/corpus-index
-    .venv/bin/python bench/answers.py --index /tmp/corpus-index \
+    .venv/bin/python -m rqa ingest ../shared/corpus/papers --index .rqa/corpus
+    .venv/bin/python -m bench.answers --index .rqa/corpus \
         --models qwen2.5-coder-1.5b-instruct,qwen2.5-coder-0.5b-instruct [--source-chars 700] [--k 5] \
         [--expand-tokens 32,0]
 
@@ -26,9 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DEV, percentile  # noqa: E402
+from bench.common import DEV, percentile
 
 COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
            "abstention", "unsourced_numbers", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]

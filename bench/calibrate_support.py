@@ -5,24 +5,22 @@ question (the answers are written from those papers, so they should count as sup
 Negatives: the same sentences against the chunks retrieved for a question about a different
 paper. The threshold maximising balanced accuracy is printed with the resulting rates.
 
-    .venv/bin/python bench/calibrate_support.py --index DIR   (an index of ../shared/corpus)
+    .venv/bin/python -m bench.calibrate_support --index DIR   (an index of ../shared/corpus)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.common import dev_questions  # noqa: E402
-from rqa.config import Settings  # noqa: E402
-from rqa.search import retrieve  # noqa: E402
-from rqa.index import load_index  # noqa: E402
-from rqa.support import SUPPORT_EMBEDDER, answer_sentences, support_scores  # noqa: E402
+from bench.common import dev_questions
+from rqa.config import Settings
+from rqa.search import retrieve
+from rqa.index import load_index
+from rqa.support import SUPPORT_EMBEDDER, answer_sentences, support_scores
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
 """Shared helpers for the benchmarks: where the shared corpus and dev set live."""
 
 import json
-import os
 from pathlib import Path
 
+from rqa.config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("RQA_SHARED", ROOT.parent / "shared"))
+SHARED = Path(Settings.load().shared_dir or ROOT.parent / "shared")
 PAPERS = SHARED / "corpus" / "papers"
 DEV = SHARED / "eval" / "dev.jsonl"
 

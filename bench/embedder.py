@@ -3,7 +3,7 @@ corpus: each fold's embedder trains (build/embedder.py) on the inverse-cloze pai
 half's papers (plus a dataset's question pairs with --data), and is scored on the dev questions
 about its held-out half. Every dev question is thus answered by an embedder that never saw its paper.
 
-    .venv/bin/python bench/embedder.py --index /tmp/corpus-index [--out /tmp/embedder-folds]
+    .venv/bin/python -m bench.embedder --index .rqa/corpus [--out .rqa/embedder-folds]
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import dev_questions  # noqa: E402
-from build.embedder import EmbedderRecipe, train_embedder, training_triples  # noqa: E402
-from rqa.config import Settings  # noqa: E402
-from rqa.index import Index, load_index  # noqa: E402
-from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
-from rqa.search import retrieve  # noqa: E402
+from bench.common import dev_questions
+from build.embedder import EmbedderRecipe, train_embedder, training_triples
+from rqa.config import Settings
+from rqa.index import Index, load_index
+from rqa.metrics import first_hit_rank, retrieval_scores
+from rqa.search import retrieve
 
 
 def fold_of(paper: str) -> int:

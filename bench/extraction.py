@@ -25,10 +25,9 @@ import re
 import time
 from pathlib import Path
 
+from bench.common import PAPERS
 from rqa.ingest import MATH_CHARS, _pdf_pages
 
-ROOT = Path(__file__).resolve().parent.parent
-PAPERS = ROOT.parent / "shared" / "corpus" / "papers"
 GREEK = set("αβγδεϵζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩ∞∇∂∑∏√≤≥≈∈×·−")
 NUMBER_RE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?%?(?![\w])")
 # "· 10^6" read as "· 106": a power of ten whose exponent is glued to it

@@ -7,7 +7,7 @@
    session's first update (the sources, or the notice that another user's answer is generating),
    until its first token (queue wait + retrieval + prefill) and total, p50/p95.
 
-    .venv/bin/python bench/generation.py
+    .venv/bin/python -m bench.generation
 """
 
 from __future__ import annotations
@@ -23,18 +23,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from bench.common import ROOT, percentile  # noqa: E402
-from rqa.answer import answer_stream  # noqa: E402
-from rqa.config import PRIMER_DIR, Settings  # noqa: E402
-from rqa.corpus import ingest_paths  # noqa: E402
-from rqa.search import retrieve  # noqa: E402
-from rqa.index import load_index  # noqa: E402
-from rqa.llm import ModelPool  # noqa: E402
-from rqa.prompt import build_messages  # noqa: E402
+from bench.common import ROOT, percentile
+from rqa.answer import answer_stream
+from rqa.config import PRIMER_DIR, Settings
+from rqa.collection import ingest_paths
+from rqa.search import retrieve
+from rqa.index import load_index
+from rqa.llm import ModelPool
+from rqa.prompt import build_messages
 
 QUESTIONS = ["Why are dot products scaled in scaled dot-product attention?",
              "How does LoRA initialise its low-rank matrices?",

@@ -7,7 +7,7 @@ scaled to [0, 1] as rqa.search.fuse_convex does (chunk BM25, chunk cosine, best 
 window cosine), are weighted and summed; every weighting on a small grid is scored on all the dev
 questions (recall@5, MRR), next to the chunk scores alone (the default's two).
 
-    .venv/bin/python bench/passages.py --index DIR [--window 3]
+    .venv/bin/python -m bench.passages --index DIR [--window 3]
 
 Embedding the windows of the shared corpus (about 8,400) takes minutes; they are cached in
 DIR/../passages-W.npy.
@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.common import DEV, dev_questions  # noqa: E402
-from rqa.embed import embed  # noqa: E402
-from rqa.index import build_bm25, load_index, tokenize  # noqa: E402
-from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
-from rqa.support import sentence_spans  # noqa: E402
-from rqa.types import Chunk  # noqa: E402
+from bench.common import DEV, dev_questions
+from rqa.config import Settings
+from rqa.embed import embed
+from rqa.index import build_bm25, load_index
+from rqa.metrics import first_hit_rank, retrieval_scores
+from rqa.text import sentence_spans, tokenize
+from rqa.types import Chunk
 
 
 def windows(index, width: int) -> tuple[np.ndarray, list[str]]:
@@ -55,7 +54,7 @@ def main() -> None:
     vectors = np.load(cache) if cache.exists() else embed(index.embedder, titled, progress=True)
     np.save(cache, vectors)
     bm25 = build_bm25([Chunk("", "", index.chunks[o].title, index.chunks[o].section, 0, 0, 0, 0, t)
-                       for o, t in zip(owner, texts)])
+                       for o, t in zip(owner, texts)], Settings())
     n = len(index.chunks)
     features = []
     for q, v in zip(questions, embed(index.embedder, [q["question"] for q in questions])):

@@ -4,20 +4,18 @@ that cannot download the real weights (and cannot receive the 1 GB GGUF: bench/t
 Throughput and memory depend on the shapes, not on the values, so a model built from the real config
 with random weights trains at the speed and in the memory of the real one (its loss means nothing).
 
-    python bench/random_base.py shape OUT/coder-1.5b --gguf qwen2.5-coder-1.5b-instruct   # here: config + tokenizer
-    python bench/random_base.py shape OUT/qwen2.5-3b --qwen25-3b --tokenizer OUT/coder-1.5b
-    python bench/random_base.py long-data DATA OUT/long --tokenizer OUT/coder-1.5b         # prompts near 4096 tokens
-    python bench/random_base.py weights OUT/coder-1.5b /tmp/base-1.5b                     # there: fp16 random weights
+    python -m bench.random_base shape OUT/coder-1.5b --gguf qwen2.5-coder-1.5b-instruct   # here: config + tokenizer
+    python -m bench.random_base shape OUT/qwen2.5-3b --qwen25-3b --tokenizer OUT/coder-1.5b
+    python -m bench.random_base long-data DATA OUT/long --tokenizer OUT/coder-1.5b         # prompts near 4096 tokens
+    python -m bench.random_base weights OUT/coder-1.5b /tmp/base-1.5b                     # there: fp16 random weights
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Qwen/Qwen2.5-3B-Instruct's config.json (the t4 preset's base), the fields that set shapes
 QWEN25_3B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,

@@ -9,7 +9,7 @@ Prints Markdown tables:
     disk, RSS of a fresh process that loads it (memory-mapped where FAISS allows), query p50/p95
     and recall@5 against flat.
 
-    .venv/bin/python bench/retrieval.py [--index DIR] [--extra-index LABEL=DIR ...] [--scale 1000000]
+    .venv/bin/python -m bench.retrieval [--index DIR] [--extra-index LABEL=DIR ...] [--scale 1000000]
 """
 
 from __future__ import annotations
@@ -24,17 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.common import DEV, PAPERS, dev_questions, percentile  # noqa: E402
-from rqa.config import Settings  # noqa: E402
-from rqa.corpus import ingest_paths  # noqa: E402
-from rqa.embed import embed  # noqa: E402
-from rqa.index import Index, build_bm25, build_faiss, index_text, load_index  # noqa: E402
-from rqa.metrics import first_hit_rank, retrieval_scores  # noqa: E402
-from rqa.search import retrieve  # noqa: E402
+from bench.common import DEV, PAPERS, dev_questions, percentile
+from rqa.config import Settings
+from rqa.collection import ingest_paths
+from rqa.embed import embed
+from rqa.index import Index, build_bm25, build_faiss, index_text, load_index
+from rqa.metrics import first_hit_rank, retrieval_scores
+from rqa.search import retrieve
 
 
 def score(index: Index, questions: list[dict], settings: Settings, mode: str,
@@ -76,9 +75,9 @@ def expansions(questions: list[dict], settings: Settings, tokens: int) -> Expans
     return Expansions(f"{settings.expand_with or settings.model}, {tokens} tokens", texts, seconds)
 
 
-def with_bm25(index: Index, **how) -> Index:
-    """The same index with BM25 rebuilt another way (text only, other k1/b): rqa.index.build_bm25's arguments."""
-    return dataclasses.replace(index, bm25=build_bm25(index.chunks, **how))
+def with_bm25(index: Index, text=index_text, **how) -> Index:
+    """The same index with BM25 rebuilt another way: other text, or other settings (bm25_k1=, bm25_b=)."""
+    return dataclasses.replace(index, bm25=build_bm25(index.chunks, dataclasses.replace(Settings(), **how), text))
 
 
 def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], questions: list[dict],
@@ -99,7 +98,7 @@ def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], qu
         rows.append((f"hybrid, convex, dense weight {w}", index, dataclasses.replace(s, fusion="convex", dense_weight=w), "hybrid"))
     rows.append(("hybrid, convex, fusion depth 50", index, dataclasses.replace(s, fusion="convex", fusion_depth=50), "hybrid"))
     for k1, b in ((0.82, 0.68), (0.9, 0.9), (1.2, 0.75), (2.0, 0.75)):  # 0.82/0.68: Anserini's MS MARCO passage values
-        rows.append((f"hybrid, BM25 k1 {k1} b {b} (default 1.5/0.75)", with_bm25(index, k1=k1, b=b), s, "hybrid"))
+        rows.append((f"hybrid, BM25 k1 {k1} b {b} (default 1.5/0.75)", with_bm25(index, bm25_k1=k1, bm25_b=b), s, "hybrid"))
     for w, rrf_k in ((0.3, 60), (0.1, 60), (0.3, 10)):
         r = dataclasses.replace(s, fusion="rrf", dense_weight=w, rrf_k=rrf_k)
         rows.append((f"hybrid, RRF, dense weight {w}, rrf_k {rrf_k}", index, r, "hybrid"))
@@ -131,7 +130,7 @@ def replicate(index: Index, target: int, ann: str) -> Index:
     reps = -(-target // len(index.chunks))
     chunks = (index.chunks * reps)[:target]
     vectors = np.vstack([index.embeddings] * reps)[:target]
-    return Index.from_chunks(chunks, index.embedder, ann, embeddings=vectors)
+    return Index.from_chunks(chunks, index.embedder, embeddings=vectors, settings=Settings(ann=ann))
 
 
 # --- scale: the dense index alone at N vectors ------------------------------------------------
@@ -195,7 +194,7 @@ def scale(base: np.ndarray, n: int, queries: np.ndarray, folder: Path, chunks: l
         path, build_s = folder / f"{ann}.faiss", float("nan")
         if not path.exists():
             t = time.perf_counter()
-            faiss.write_index(build_faiss(vectors, ann), str(path))
+            faiss.write_index(build_faiss(vectors, Settings(ann=ann)), str(path))
             build_s = time.perf_counter() - t
         out = json.loads(subprocess.run([sys.executable, "-c", SERVE, str(path), str(qfile), ann, str(knob)],
                                         capture_output=True, text=True, check=True).stdout)

@@ -21,9 +21,9 @@ if [ "${1:-}" = prepare ]; then
     PY=${PY_HERE:-.venv/bin/python}
     mkdir -p .gpu/data .whl
     cp "$DATA/train.jsonl" "$DATA/val.jsonl" .gpu/data/
-    $PY bench/random_base.py shape .gpu/coder-1.5b --gguf qwen2.5-coder-1.5b-instruct
-    $PY bench/random_base.py shape .gpu/qwen2.5-3b --qwen25-3b --tokenizer .gpu/coder-1.5b
-    $PY bench/random_base.py long-data .gpu/data .gpu/long --tokenizer .gpu/coder-1.5b
+    $PY -m bench.random_base shape .gpu/coder-1.5b --gguf qwen2.5-coder-1.5b-instruct
+    $PY -m bench.random_base shape .gpu/qwen2.5-3b --qwen25-3b --tokenizer .gpu/coder-1.5b
+    $PY -m bench.random_base long-data .gpu/data .gpu/long --tokenizer .gpu/coder-1.5b
     # the versions requirements.txt pins; bitsandbytes unpacked with only its CUDA 13.0 library (size)
     plat="--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64
           --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
@@ -64,7 +64,7 @@ transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__, 'bit
 stage() {
     local name=$1 shape=$2 data=$3 steps=$4 limit=$5 t0=$SECONDS
     echo "== $name"
-    $PY bench/random_base.py weights "$shape" "/tmp/base-$name" &&
+    $PY -m bench.random_base weights "$shape" "/tmp/base-$name" &&
     timeout "$limit" $PY -m build train --preset t4 --base "/tmp/base-$name" --data "$data" --out "/tmp/run-$name" \
         --max-steps "$steps" 2>&1 | tr '\r' '\n' | grep -vE "it/s\]|s/it\]|examples/s\]|^ *$" | tail -n 8
     cp "/tmp/run-$name/train_metrics.json" "$OUT/$name.json" 2>/dev/null

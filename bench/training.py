@@ -1,7 +1,7 @@
 """Training throughput: TRL's SFTTrainer (rqa's `build train`) vs a plain transformers + peft loop,
 same model (the cpu preset's Qwen2.5-Coder-0.5B from the offline GGUF), same LoRA, same data, same batch and length.
 
-    .venv/bin/python bench/training.py --data OUT/data [--steps 8]
+    .venv/bin/python -m bench.training --data OUT/data [--steps 8]
 
 Each loop's first step is left out of its timing (one-time kernel and allocator warm-up).
 """
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from build.models import load_base_model, load_tokenizer  # noqa: E402
-from build.train import PRESETS, preset_with, train  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from build.models import load_base_model, load_tokenizer
+from build.presets import PRESETS, preset_with
+from build.train import train
+from transformers import TrainerCallback
 
 
 class AfterFirstStep(TrainerCallback):

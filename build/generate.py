@@ -14,12 +14,14 @@ generator was not chosen: the only offline model, Gemma 3 270M base, writes unus
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from rqa.types import Chunk
+from rqa.errors import UserError
 
 SEED_PROMPT = """You write training data for a research assistant. From the context below (an excerpt of
 the paper "{title}", section "{section}"), write ONE technical question that references the specific
@@ -148,6 +150,19 @@ def openai_generator(base_url: str, model: str, api_key: str = "not-needed", tim
 
     client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout)
     return ApiGenerator(client, model, f"openai:{model}@{base_url}", **kw)
+
+
+def choose_generator(kind: str | None, base_url: str | None = None, model: str | None = None) -> Generator:
+    """The generator `build dataset --generator` names, the offline teacher aside (build.teacher):
+    by default groq when GROQ_API_KEY is set, else the offline extractive one."""
+    kind = kind or ("groq" if os.environ.get("GROQ_API_KEY") else "offline")
+    if kind == "groq":
+        return groq_generator(os.environ.get("GROQ_API_KEY", ""), base_url=base_url, **({"model": model} if model else {}))
+    if kind == "openai":
+        if not base_url or not model:
+            raise UserError("--generator openai needs --base-url and --model")
+        return openai_generator(base_url, model, os.environ.get("OPENAI_API_KEY", ""))
+    return ExtractiveGenerator()
 
 
 # --- offline --------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def judge(data_dir: Path, model: Path, index_dir: Path, db_path: Path, samples: 
     from build.evaluate import reference_facts
     from rqa.answer import answer_stream
     from rqa.config import Settings
-    from rqa.corpus import open_index
+    from rqa.collection import open_index
     from rqa.llm import ModelFiles, ModelPool
     from rqa.metrics import fact_in
     from rqa.ratings import RatingsDB
@@ -89,3 +89,11 @@ def judge(data_dir: Path, model: Path, index_dir: Path, db_path: Path, samples: 
             report.correctness[correctness] = report.correctness.get(correctness, 0) + 1
         log(f"judge: {report.questions} questions, {report.answers} answers {report.correctness}")
     return report
+
+
+def cli(args) -> dict:
+    """`python -m build judge`."""
+    report = judge(args.data, args.model, args.index, args.db, args.samples, args.temperature, args.limit)
+    print(f"judge -> {args.db}: {report.answers} answers to {report.questions} train questions rated "
+          f"{report.correctness} ({report.skipped_no_facts} questions without checkable facts skipped)")
+    return report.__dict__

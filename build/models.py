@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rqa.models import OFFLINE_MODELS, offline_model_path
+from rqa.errors import UserError
 
 # The base of the tiny preset's random model: its tokenizer and chat template are the real ones.
 TINY_TOKENIZER = "qwen2.5-coder-0.5b-instruct"
@@ -26,7 +27,7 @@ def load_tokenizer(base: str):
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name) if path \
         else AutoTokenizer.from_pretrained(base)
     if not tok.chat_template:
-        raise ValueError(f"base {base} has no chat template: the fine-tune is trained and served in chat turns")
+        raise UserError(f"base {base} has no chat template: the fine-tune is trained and served in chat turns")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -91,7 +91,7 @@ def preference_pairs(items: list[dict], report: PreferenceReport) -> list[tuple[
 
 def build_preferences(db_path: Path, out: Path, index_dir: Path) -> PreferenceReport:
     from rqa.config import Settings
-    from rqa.corpus import open_index
+    from rqa.collection import open_index
     from rqa.prompt import build_messages
     from rqa.search import retrieve
 
@@ -125,3 +125,11 @@ def card(r: PreferenceReport) -> str:
         f"| ties (dropped) | {r.ties} |", f"| ratings vs votes only (dropped) | {r.incomparable} |",
         f"| pairs | {r.pairs} ({', '.join(f'{k}: {v}' for k, v in r.by_kind.items()) or 'none'}) |",
         "", "Rules:", "", rules, ""])
+
+
+def cli(args) -> dict:
+    """`python -m build preferences`."""
+    report = build_preferences(args.db, args.out, args.index)
+    print(f"preferences -> {args.out}: {report.pairs} pairs from {report.questions} questions "
+          f"({report.single_answer_questions} with a single answer, {report.ties} ties dropped)")
+    return report.__dict__

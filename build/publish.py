@@ -7,6 +7,7 @@ the repo names filled in) and pushes nothing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -97,3 +98,28 @@ def push(model_dir: Path, index_dir: Path, model_repo: str, index_repo: str, tok
     api.create_repo(index_repo, repo_type="dataset", exist_ok=True)
     api.upload_folder(repo_id=index_repo, folder_path=str(index_dir), repo_type="dataset",
                       commit_message="rqa: retrieval index")
+
+
+def _text(folder: Path | None, name: str) -> str:
+    path = Path(folder) / name if folder else None
+    return path.read_text() if path and path.exists() else ""
+
+
+def cli(args) -> dict:
+    """`python -m build publish`: stage the model, index and Space folders, choose the Space's lookup
+    GGUF from the evaluation, and push (or with --dry-run, say what would be pushed)."""
+    recipe = json.loads((Path(args.run) / "train_metrics.json").read_text())["preset"] if args.run else {}
+    model_dir, index_dir = stage_folders(Path(args.out), args.model_repo, Path(args.export), Path(args.index),
+                                         recipe.get("base", ""), _text(args.data, "README.md"), recipe,
+                                         _text(args.eval, "evaluation.md"))
+    scores = _text(args.eval, "evaluation.json")
+    lookup, why = lookup_file(json.loads(scores)) if scores else ("model-q4_0.gguf", "no evaluation given")
+    print(f"the Space answers lookup questions with {lookup} ({why})")
+    space = stage_space(Path(args.out), args.model_repo, args.index_repo, lookup)
+    if args.dry_run:
+        print(f"dry run: would push {model_dir} -> {args.model_repo}, {index_dir} -> {args.index_repo}; "
+              f"Space app staged in {space}")
+    else:
+        push(model_dir, index_dir, args.model_repo, args.index_repo, os.environ.get("HF_TOKEN"))
+    return {"model_dir": str(model_dir), "index_dir": str(index_dir), "space": str(space), "dry_run": args.dry_run,
+            "lookup_file": lookup, "lookup_why": why}

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from build.generate import GenerationFailed
+from build.generate import TEACHER_PROMPT, ApiGenerator, GenerationFailed, openai_generator
 from rqa.models import offline_model_path
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"
@@ -74,3 +74,14 @@ def local_teacher(model: str = TEACHER, n_ctx: int = 2048, log: Path | None = No
             proc.kill()
         if log:
             out.close()
+
+
+@contextmanager
+def teacher_generator(model: str = TEACHER, log: Path | None = None) -> Iterator[ApiGenerator]:
+    """The dataset stage's generator for `--generator teacher`: the offline model served by
+    local_teacher, asked with TEACHER_PROMPT (concise answers, 300 tokens at most)."""
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+    name = Path(model).stem if model.endswith(".gguf") else model
+    with local_teacher(model, log=log) as base_url:
+        yield openai_generator(base_url, name, prompt=TEACHER_PROMPT, max_tokens=300)

@@ -1,4 +1,4 @@
-"""Command line: `python -m rqa ingest|search|ask ...`."""
+"""Command line: `rqa ingest|search|ask|serve ...` (or `python -m rqa ...`)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     _expansion(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("serve", help="the web app and its OpenAI-compatible API (as `python app.py`)")
+    p.add_argument("--papers", help="a folder of papers to ingest at start (papers already indexed are skipped)")
+    p.add_argument("--index", dest="index_dir", type=Path, help="index directory (default .rqa/index)")
+
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
                  if k in Settings.__dataclass_fields__ and v is not None}
     try:
         settings = Settings.load(**overrides)
-        return {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask}[args.command](args, settings)
+        return {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "serve": cmd_serve}[args.command](args, settings)
     except Exception as e:  # one clear line, not a traceback, for user errors
         from rqa.errors import USER_ERRORS
 
@@ -67,7 +71,7 @@ def _expansion(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ingest(args, settings: Settings) -> int:
-    from rqa.corpus import ingest_paths
+    from rqa.collection import ingest_paths
 
     report = ingest_paths(args.paths, settings)
     for path in report.same_content:
@@ -79,7 +83,7 @@ def cmd_ingest(args, settings: Settings) -> int:
 
 
 def cmd_search(args, settings: Settings) -> int:
-    from rqa.corpus import open_index
+    from rqa.collection import open_index
     from rqa.expand import expand
     from rqa.llm import ModelPool
     from rqa.search import retrieve
@@ -128,6 +132,12 @@ def _format(question: str, expansion: str, hits) -> str:
         lines.append(f"\n[{n}] {c.title} | {c.section} | p. {c.pages} | {c.paper} | score {h.score:.4f}")
         lines.append("    " + c.text[:400].replace("\n", " ") + ("..." if len(c.text) > 400 else ""))
     return "\n".join(lines)
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from rqa.server import serve
+
+    return serve(settings)
 
 
 def cmd_ask(args, settings: Settings) -> int:

@@ -29,21 +29,19 @@ from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.expand import expand
 from rqa.index import Index
-from rqa.llm import ModelPool
+from rqa.llm import Models
 from rqa.numbers import NumberCheck, check_numbers
 from rqa.prompt import build_messages
-from rqa.support import SUPPORT_EMBEDDER, SentenceSupport, check_support, cited_numbers, supporting_sentences
+from rqa.support import SUPPORT_EMBEDDER, SentenceSupport, check_support, supporting_sentences
+from rqa.text import cited_numbers
 from rqa.types import Hit
+from rqa.errors import QuestionError
 
 # "The sources do not say", "not mentioned in the provided sources", "cannot be determined from ..."
 ABSTAIN_RE = re.compile(r"(sources?|context|documents?|excerpts?|provided (text|information))\s+(do|does|did)\s+not\s+"
                         r"(say|contain|mention|provide|specify|state|include|give)|not (mentioned|stated|specified|"
                         r"provided|given|found) in the (provided )?(sources|context)|cannot be (determined|answered|found)",
                         re.I)
-
-
-class QuestionError(ValueError):
-    """A question that cannot be asked as it is (empty, say)."""
 
 
 @dataclass
@@ -119,16 +117,16 @@ def clean_question(question: str | bytes, max_chars: int) -> tuple[str, list[str
     question = re.sub(r"\s+", " ", question.replace("\x00", " ")).strip()
     if not question:
         raise QuestionError("Please type a question.")
-    if len(question) > max_chars:
-        notices.append(f"The question was {len(question):,} characters; only the first {max_chars:,} were used.")
-        question = question[:max_chars]
+    if len(question) > max_chars:  # refused, not cut: the cut-off part may be what was asked
+        raise QuestionError(f"The question is {len(question):,} characters; at most {max_chars:,} are answered. "
+                            "Please ask it in fewer words.")
     return question, notices
 
 
 class AnswerStream:
     """One question being answered: `hits` now, text pieces by iteration, then `answer`."""
 
-    def __init__(self, question: str, index: Index, models: ModelPool, settings: Settings,
+    def __init__(self, question: str, index: Index, models: Models, settings: Settings,
                  sympy: SympyWorker | None = None):
         self.question, self.notices = clean_question(question, settings.max_question_chars)
         self.settings, self.sympy, self.index = settings, sympy, index
@@ -178,7 +176,7 @@ def source_chars(settings: Settings, n_sources: int) -> int:
     return max(100, min(settings.source_chars, int(room / max(n_sources, 1)) - 80))
 
 
-def answer_stream(question: str, index: Index, models: ModelPool, settings: Settings,
+def answer_stream(question: str, index: Index, models: Models, settings: Settings,
                   sympy: SympyWorker | None = None) -> AnswerStream:
     return AnswerStream(question, index, models, settings, sympy)
 

@@ -12,20 +12,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from rqa.answer import Answer, QuestionError, answer_stream, clean_question, remove_links
-
-if TYPE_CHECKING:
-    from rqa.web import AppState
+from rqa.answer import Answer, answer_stream, remove_links
+from rqa.errors import QuestionError, RequestError
+from rqa.service import AppState, Refused, admit, client_id
 
 log = logging.getLogger("rqa.api")
 MODEL_ID = "rqa"
@@ -39,27 +36,27 @@ def error(status: int, message: str, type_: str = "invalid_request_error", param
 
 
 def parse_question(body) -> str:
-    """The last user message's text; raises ValueError with an OpenAI-style message."""
+    """The last user message's text; raises RequestError with an OpenAI-style message."""
     if not isinstance(body, dict):
-        raise ValueError("the request body must be a JSON object")
+        raise RequestError("the request body must be a JSON object")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty array")
+        raise RequestError("'messages' must be a non-empty array")
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ValueError("each message must be an object with a string 'role'")
+            raise RequestError("each message must be an object with a string 'role'")
     user = [m for m in messages if m["role"] == "user"]
     if not user:
-        raise ValueError("'messages' holds no user message to answer")
+        raise RequestError("'messages' holds no user message to answer")
     content = user[-1].get("content")
     if isinstance(content, list):  # content parts: keep the text ones
         if not all(isinstance(p, dict) for p in content):
-            raise ValueError("message content parts must be objects")
+            raise RequestError("message content parts must be objects")
         content = " ".join(p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
     if not isinstance(content, str):
-        raise ValueError("the user message's 'content' must be a string or an array of text parts")
+        raise RequestError("the user message's 'content' must be a string or an array of text parts")
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise ValueError("'stream' must be a boolean")
+        raise RequestError("'stream' must be a boolean")
     return content
 
 
@@ -81,23 +78,23 @@ def generation_settings(body: dict, settings):
     `temperature` applied; raises ValueError for what is out of range or not supported."""
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, [], "none", "auto"):
-            raise ValueError(f"'{name}' is not supported by rqa: it answers from the papers with text only")
+            raise RequestError(f"'{name}' is not supported by rqa: it answers from the papers with text only")
     n = body.get("n")
     if n is not None and (n != 1 or isinstance(n, bool)):
-        raise ValueError("'n' must be 1: rqa writes one answer per question")
+        raise RequestError("'n' must be 1: rqa writes one answer per question")
     changes = {}
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_CAP:
-            raise ValueError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}")
+            raise RequestError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}")
         changes["max_new_tokens"] = value
         break
     temperature = body.get("temperature")
     if temperature is not None:
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
-            raise ValueError("'temperature' must be a number from 0 to 2")
+            raise RequestError("'temperature' must be a number from 0 to 2")
         changes["temperature"] = float(temperature)
     if changes.get("max_new_tokens", 0) > settings.n_ctx - 256:
         changes["max_new_tokens"] = settings.n_ctx - 256
@@ -119,9 +116,9 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def add_openai_routes(server: FastAPI, app: "AppState") -> None:
-    from rqa.web import client_id
-
+def add_openai_routes(server: FastAPI, app: AppState) -> None:
+    # One function (76 lines): the routes close over the keys and the in-flight semaphore, and `chat`
+    # is the order of a request's checks (key, size, JSON, fields, slot, admission), best read in one piece.
     keys = {k.strip() for k in app.settings.api_keys.split(",") if k.strip()}
     in_flight = threading.BoundedSemaphore(app.settings.api_max_in_flight)
 
@@ -129,14 +126,6 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if keys and (scheme.lower() != "bearer" or key.strip() not in keys):  # the scheme is case-insensitive (RFC 7235)
             return error(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
-        return None
-
-    def admit(request: Request) -> JSONResponse | None:
-        wait = app.limiter.check(client_id(request, app.settings.trusted_proxies))
-        if wait:
-            return error(429, f"rate limit: {app.settings.rate_limit_per_minute} questions per minute; retry in "
-                         f"{math.ceil(wait)} s", "rate_limit_error", code="rate_limit_exceeded",
-                         headers={"Retry-After": str(math.ceil(wait))})
         return None
 
     @server.get("/v1/models")
@@ -162,23 +151,19 @@ def add_openai_routes(server: FastAPI, app: "AppState") -> None:
         try:
             question = parse_question(body)
             settings = generation_settings(body, app.settings)
-        except ValueError as e:
-            return error(400, str(e), param="messages")
-        if len(question) > app.settings.max_question_chars:
-            return error(400, f"the question is {len(question):,} characters; at most "
-                         f"{app.settings.max_question_chars:,} are answered", param="messages",
-                         code="context_length_exceeded")
-        try:
-            clean_question(question, app.settings.max_question_chars)
-        except QuestionError as e:  # refused before the rate limit: only questions asked are counted
+        except RequestError as e:
             return error(400, str(e), param="messages")
         if not in_flight.acquire(blocking=False):  # before the rate limit: a refused question is not charged
             return error(503, f"the server is answering {app.settings.api_max_in_flight} API questions; retry shortly",
                          "server_error", code="overloaded", headers={"Retry-After": "10"})
         release = release_once(in_flight)
-        if refused := admit(request):
+        try:
+            question = admit(app, question, client_id(request, app.settings.trusted_proxies))
+        except Refused as e:
             release()
-            return refused
+            return error(e.status, str(e), "rate_limit_error" if e.status == 429 else "invalid_request_error",
+                         param="messages" if e.status == 400 else None, code=e.code,
+                         headers={"Retry-After": str(e.retry_after)} if e.retry_after else None)
         try:
             # expansion, retrieval and a first embedder load block for seconds: never on the event loop
             stream = await run_in_threadpool(answer_stream, question, app.index, app.models, settings, app.sympy)

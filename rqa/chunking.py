@@ -14,7 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from rqa.sentences import split_spans, train_tokenizer
+from rqa.text import split_spans, train_tokenizer
 from rqa.types import Chunk, Document
 
 METHOD_SECTION_RE = re.compile(r"method|approach|model|architecture|algorithm|training|proposed|our ", re.I)

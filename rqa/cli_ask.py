@@ -7,7 +7,7 @@ import sys
 
 from rqa.answer import answer_stream
 from rqa.config import Settings
-from rqa.corpus import open_index
+from rqa.collection import open_index
 from rqa.equations import SympyWorker
 from rqa.llm import ModelPool
 

@@ -1,111 +1,170 @@
-"""All settings in one typed place.
+"""All settings in one typed place, grouped by concern, each with its description and range.
 
-Every field can be overridden by an environment variable `RQA_<FIELD>` (upper case) and most by a
-CLI flag of the same name. Precedence: CLI flag > environment > default.
+Every field can be set by an environment variable `RQA_<FIELD>` (upper case) and many by a CLI
+flag of the same name. Precedence: CLI flag > environment > default. No other rqa module reads an
+`RQA_*` variable. The README's settings table is generated from these fields
+(`python -m rqa.config`), and a test checks that it is current.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from rqa.errors import SettingsError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PRIMER_DIR = PACKAGE_DIR / "primer"
 
+GROUPS = {
+    "files": "Where things live",
+    "chunking": "Chunking (docs/DESIGN.md, \"Chunking\"; an index keeps the values it was built with)",
+    "index": "Index building (applied when an index is written)",
+    "retrieval": "Retrieval",
+    "expansion": "Query expansion (rqa.expand)",
+    "model": "The model",
+    "generation": "Generation and the prompt",
+    "checks": "Checks of the answer",
+    "limits": "Bounds on what users send",
+    "app": "The app and its API",
+}
+
+
+def setting(default, group: str, help: str, bounds: tuple | None = None, choices: tuple | None = None):
+    """A field of Settings: its default, its concern, what it does, and its range or choices."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, "bounds": bounds,
+                                                        "choices": choices})
+
 
 @dataclass
 class Settings:
-    # where things live
-    index_dir: Path = Path(".rqa/index")
-    # chunking (docs/DESIGN.md, "Chunking")
-    chunk_size: int = 1000
-    overlap: int = 200
-    method_chunk_factor: float = 1.5  # methods sections get larger chunks
-    # retrieval
-    # "" = the embedder the index was built with (all-MiniLM-L6-v2 for a new one); a name or
-    # folder asks for that one, and an index built with another is refused
-    embedder: str = ""
-    ann: str = "flat"  # flat | hnsw | ivf
-    k: int = 5
-    fusion_depth: int = 100  # candidates taken from each retriever before fusion
-    # convex: BM25 and cosine scores scaled to [0, 1] from their theoretical floors (0 and -1) and
-    # added, dense times dense_weight; rrf: reciprocal-rank fusion (ranks only, rrf_k smooths)
-    fusion: str = "convex"
-    rrf_k: int = 60
-    dense_weight: float = 0.5  # weight of the dense retriever against BM25's 1 (docs/BENCHMARKS.md)
-    reranker: str = ""  # second stage over the fused top rerank_depth ("" = none; see rqa.rerank)
-    rerank_depth: int = 20
-    rerank_weight: float = 1.0  # weight of the reranker's rank against the fused rank
-    # query expansion (rqa.expand): a model writes the passage it expects the papers to contain and
-    # BM25 searches with the question and that passage. 0 tokens: the question alone.
-    expand_tokens: int = 32
-    expand_with: str = ""  # offline model name or GGUF path; "" = the offline model `model`
+    # --- where things live
+    index_dir: Path = setting(Path(".rqa/index"), "files", "index directory (built from the primer on first use "
+                              "when it is the default)")
+    db_path: Path = setting(Path(".rqa/ratings.sqlite"), "files", "SQLite file for ratings and feedback")
+    papers: str = setting("", "files", "a folder ingested into the index when the app starts (papers already "
+                          "there are skipped)")
+    model_cache: str = setting("", "files", "where offline models are assembled; empty: "
+                               "$XDG_CACHE_HOME/rqa/models (~/.cache/rqa/models)")
+    shared_dir: str = setting("", "files", "the shared corpus and dev set that tests and benchmarks read; "
+                              "empty: ../shared beside the repository")
+    # --- chunking
+    chunk_size: int = setting(1000, "chunking", "characters per chunk", (100, 20_000))
+    overlap: int = setting(200, "chunking", "characters shared by neighbouring chunks", (0, 10_000))
+    method_chunk_factor: float = setting(1.5, "chunking", "methods sections get chunks this many times larger",
+                                         (1.0, 4.0))
+    # --- index building
+    ann: str = setting("flat", "index", "dense index kind", choices=("flat", "hnsw", "ivf"))
+    hnsw_m: int = setting(32, "index", "HNSW graph degree (ann hnsw)", (4, 256))
+    hnsw_ef_search: int = setting(64, "index", "HNSW candidates per search (ann hnsw)", (8, 4096))
+    ivf_min_nprobe: int = setting(8, "index", "IVF lists searched at least (ann ivf; else a 16th of the lists)",
+                                  (1, 4096))
+    # BM25's usual 1.5 / 0.75: Anserini's passage values 0.82 / 0.68 found two paraphrased dev answers
+    # and lost a third (docs/HISTORY.md), no gain worth a tuned constant
+    bm25_k1: float = setting(1.5, "index", "BM25 term-frequency saturation (Okapi, Robertson's idf)", (0.0, 10.0))
+    bm25_b: float = setting(0.75, "index", "BM25 length normalisation", (0.0, 1.0))
+    # --- retrieval
+    embedder: str = setting("", "retrieval", "sentence-transformers model name or folder; empty: the index's "
+                            "own (all-MiniLM-L6-v2 for a new one). An index built with another is refused")
+    k: int = setting(5, "retrieval", "sources per question", (1, 50))
+    fusion_depth: int = setting(100, "retrieval", "candidates from each retriever before fusion", (1, 10_000))
+    fusion: str = setting("convex", "retrieval", "how BM25 and dense results combine: convex (scores scaled to "
+                          "[0, 1] from their floors and added, dense x dense_weight) or rrf (reciprocal rank)",
+                          choices=("convex", "rrf"))
+    rrf_k: int = setting(60, "retrieval", "reciprocal-rank smoothing (fusion rrf, and the reranker's fusion)",
+                         (1, 10_000))
+    dense_weight: float = setting(0.5, "retrieval", "weight of the dense retriever against BM25's 1 "
+                                  "(docs/BENCHMARKS.md)", (0.0, 10.0))
+    reranker: str = setting("", "retrieval", "second stage over the fused top rerank_depth: a cross-encoder or "
+                            "embedder folder; empty: none (rqa.rerank)")
+    rerank_depth: int = setting(20, "retrieval", "fused candidates the reranker reorders", (1, 200))
+    rerank_weight: float = setting(1.0, "retrieval", "weight of the reranker's rank against the fused rank",
+                                   (0.0, 100.0))
+    # --- query expansion
+    expand_tokens: int = setting(32, "expansion", "length of the passage a model writes for BM25 to search "
+                                 "with besides the question; 0: the question alone", (0, 512))
+    expand_with: str = setting("", "expansion", "offline model name or GGUF path that writes it; empty: the "
+                               "offline model `model`")
     # BM25 counts the question's words this many times against the passage's once, so that a wrong
     # guess cannot outweigh the question (query2doc repeats the query for the same reason)
-    expand_question_weight: int = 2
-    # generation
-    model: str = "qwen2.5-coder-1.5b-instruct"  # offline model (rqa.models) when no path or Hub repo is set
-    model_path: str = ""  # explicit GGUF path (q4 or only model)
-    model_path_q8: str = ""  # optional q8_0 GGUF used for reasoning-heavy questions
-    # the fine-tune applied to the offline base: "" = the LoRA adapter rqa ships for `model` (rqa.models
-    # ADAPTERS; none for a model without one, an explicit model_path or a Hub repo), "none" = the stock
-    # base, or the path of a GGUF LoRA adapter (build export writes adapter-f16.gguf)
-    adapter: str = ""
-    hub_repo: str = ""  # Hugging Face model repo holding GGUF files
-    hub_q4_file: str = "model-q4_0.gguf"
-    hub_q8_file: str = "model-q8_0.gguf"
-    hub_index_repo: str = ""  # Hugging Face dataset repo holding a built index (used instead of index_dir)
-    n_ctx: int = 2048  # the prompt is about 900 tokens with 5 excerpts of 600 characters
-    n_threads: int = 0  # 0: all cores
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # greedy: the answer restates facts, sampling only adds errors
-    source_chars: int = 600  # each source is trimmed to this many characters around the question's words
-    # how the sentence each excerpt centres on is found (rqa.prompt): "excerpts" counts the question's
-    # words; "sentences" adds the embedding cosine with the question
-    grounding: str = "excerpts"
-    answer_style: str = "direct"  # "direct" | "quote": copy the answering sentence first, then answer
-    max_question_chars: int = 2000
-    # checks
-    support_threshold: float = 0.45
-    sympy_timeout_s: float = 2.0
-    # ingestion bounds: a file past them is skipped with the reason (the longest shared paper has
-    # about 150,000 characters; a one-line 5 MB text once made 6,676 chunks and held the index for minutes)
-    max_chars_per_file: int = 2_000_000
-    max_chunks_per_upload: int = 3_000  # the app's papers panel: all files of one upload together
-    # app
-    rate_limit_per_minute: int = 5
-    # Addresses of reverse proxies whose X-Forwarded-For is believed ("*": any peer, as behind the
-    # Spaces proxy). Otherwise the client is the connection's own address, which a client cannot forge.
-    trusted_proxies: str = ""
-    annotators: str = ""  # "name:token,name2:token2"; or a path to such a file
-    papers: str = ""  # a folder ingested into the index when the app starts (papers already there are skipped)
-    api_keys: str = ""  # comma-separated keys for /v1/*; empty: the API is open like the chat
-    # API questions answered or waiting at once; one more gets 503 with Retry-After instead of an
-    # unbounded wait (answers are generated one at a time on a CPU)
-    api_max_in_flight: int = 8
-    db_path: Path = Path(".rqa/ratings.sqlite")
+    expand_question_weight: int = setting(2, "expansion", "times the question's words count against the "
+                                          "passage's once", (1, 20))
+    # --- the model
+    model: str = setting("qwen2.5-coder-1.5b-instruct", "model", "offline model (rqa.models) served when no "
+                         "path or Hub repo is set: qwen2.5-coder-1.5b-instruct, qwen2.5-coder-0.5b-instruct or "
+                         "smollm2-135m-instruct")
+    adapter: str = setting("", "model", "the fine-tune applied to the offline base at load: empty = the GGUF "
+                           "LoRA adapter rqa ships for `model` in rqa/adapters/ (sha256-pinned; none for an explicit "
+                           "model_path or a Hub repo), none = the stock base, or a GGUF LoRA adapter's path "
+                           "(`build export` writes adapter-f16.gguf)")
+    model_path: str = setting("", "model", "GGUF to serve (first in the resolution order)")
+    model_path_q8: str = setting("", "model", "a q8_0 GGUF for reasoning-heavy questions beside model_path")
+    hub_repo: str = setting("", "model", "Hugging Face model repo holding the GGUF files (falls back offline)")
+    hub_q4_file: str = setting("model-q4_0.gguf", "model", "the file of hub_repo that answers lookups")
+    hub_q8_file: str = setting("model-q8_0.gguf", "model", "the file of hub_repo for reasoning questions")
+    hub_index_repo: str = setting("", "model", "Hugging Face dataset repo holding a published index (used "
+                                  "instead of index_dir)")
+    n_ctx: int = setting(2048, "model", "context length; the prompt is about 900 tokens with 5 excerpts of "
+                         "600 characters", (512, 131_072))
+    n_threads: int = setting(0, "model", "threads for generation; 0: all cores", (0, 256))
+    # --- generation and the prompt
+    max_new_tokens: int = setting(256, "generation", "longest answer, in tokens", (1, 8192))
+    temperature: float = setting(0.0, "generation", "0: greedy (the answer restates facts; sampling only adds "
+                                 "errors)", (0.0, 2.0))
+    source_chars: int = setting(600, "generation", "characters of each source shown to the model, around the "
+                                "question's words", (100, 20_000))
+    grounding: str = setting("excerpts", "generation", "how each excerpt's centre sentence is found: excerpts "
+                             "(the question's words) or sentences (plus embedding cosine with the question)",
+                             choices=("excerpts", "sentences"))
+    answer_style: str = setting("direct", "generation", "direct, or quote: copy the answering sentence first, "
+                                "then answer", choices=("direct", "quote"))
+    # --- checks
+    support_threshold: float = setting(0.45, "checks", "support score from which an answer sentence counts "
+                                       "as supported (docs/BENCHMARKS.md)", (0.0, 1.0))
+    sympy_timeout_s: float = setting(2.0, "checks", "seconds one equation check may take", (0.1, 60.0))
+    # --- bounds on what users send
+    max_question_chars: int = setting(2000, "limits", "longest question answered, in characters (chat and API "
+                                      "refuse a longer one)", (10, 100_000))
+    # the longest shared paper has about 150,000 characters; a one-line 5 MB text once made 6,676
+    # chunks and held the index for minutes
+    max_chars_per_file: int = setting(2_000_000, "limits", "a paper with more text is skipped",
+                                      (1_000, 1_000_000_000))
+    max_chunks_per_upload: int = setting(3_000, "limits", "the papers panel skips files that would take one "
+                                         "upload past this many chunks", (1, 10_000_000))
+    max_upload_mb: int = setting(20, "limits", "largest uploaded file; the server refuses a larger request "
+                                 "before any handler reads it", (1, 2_000))
+    max_files_per_upload: int = setting(10, "limits", "files in one upload", (1, 1_000))
+    max_papers: int = setting(500, "limits", "papers one app serves; an upload past it is refused", (1, 100_000))
+    # --- the app and its API
+    rate_limit_per_minute: int = setting(5, "app", "questions per minute per client; 0: off", (0, 100_000))
+    # Otherwise the client is the connection's own address, which a client cannot forge.
+    trusted_proxies: str = setting("", "app", "addresses of reverse proxies whose X-Forwarded-For is believed "
+                                   "(*: any peer, as behind the Spaces proxy)")
+    annotators: str = setting("", "app", "name:token,name2:token2, or a file of such lines: who may rate in the "
+                              "annotator tab")
+    api_keys: str = setting("", "app", "comma-separated keys for /v1/*; empty: the API is open like the chat")
+    # answers are generated one at a time on a CPU: one more gets 503 instead of an unbounded wait
+    api_max_in_flight: int = setting(8, "app", "API questions answered or waiting at once; past it, 503 with "
+                                     "Retry-After", (1, 10_000))
 
     def __post_init__(self) -> None:
-        for name, (low, high) in BOUNDS.items():
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise SettingsError(f"setting {name}={value} is out of range: it must be between {low} and {high} "
-                                    f"(flag --{name.replace('_', '-')}, environment RQA_{name.upper()})")
+        for f in dataclasses.fields(self):
+            value, bounds, choices = getattr(self, f.name), f.metadata["bounds"], f.metadata["choices"]
+            flag = f"(flag --{f.name.replace('_', '-')}, environment RQA_{f.name.upper()})"
+            if bounds and not bounds[0] <= value <= bounds[1]:
+                raise SettingsError(f"setting {f.name}={value} is out of range: it must be between {bounds[0]} and "
+                                    f"{bounds[1]} {flag}")
+            if choices and value not in choices:
+                listed = ", ".join(choices[:-1]) + " or " + choices[-1]
+                raise SettingsError(f"setting {f.name}={value!r} must be {listed} {flag}")
         if self.overlap >= self.chunk_size:
             raise SettingsError(f"setting overlap={self.overlap} must be smaller than chunk_size={self.chunk_size}")
         if self.max_new_tokens > self.n_ctx - 256:
             raise SettingsError(f"setting max_new_tokens={self.max_new_tokens} leaves no room for the question "
                                 f"and sources in n_ctx={self.n_ctx}")
-        if self.fusion not in ("convex", "rrf"):
-            raise SettingsError(f"setting fusion={self.fusion!r} must be convex or rrf")
-        if self.grounding not in ("excerpts", "sentences"):
-            raise SettingsError(f"setting grounding={self.grounding!r} must be excerpts or sentences")
-        if self.answer_style not in ("direct", "quote"):
-            raise SettingsError(f"setting answer_style={self.answer_style!r} must be direct or quote")
-        if self.ann not in ("flat", "hnsw", "ivf"):
-            raise SettingsError(f"setting ann={self.ann!r} must be flat, hnsw or ivf")
 
     @classmethod
     def load(cls, **overrides) -> "Settings":
@@ -117,25 +176,6 @@ class Settings:
                 values[f.name] = _coerce(f, env, f"environment RQA_{f.name.upper()}")
         values.update({k: _coerce(_field(cls, k), v, f"setting {k}") for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-
-class SettingsError(ValueError):
-    """A setting with a value rqa cannot work with; the message names it and its range."""
-
-
-# Where each numeric setting may go: outside these, chunking never ends, searches return nothing,
-# or the context overflows.
-BOUNDS = {
-    "chunk_size": (100, 20_000), "overlap": (0, 10_000), "method_chunk_factor": (1.0, 4.0),
-    "k": (1, 50), "fusion_depth": (1, 10_000), "rrf_k": (1, 10_000), "dense_weight": (0.0, 10.0),
-    "rerank_depth": (1, 200), "rerank_weight": (0.0, 100.0), "expand_tokens": (0, 512),
-    "expand_question_weight": (1, 20),
-    "n_ctx": (512, 131_072), "source_chars": (100, 20_000), "n_threads": (0, 256), "max_new_tokens": (1, 8192),
-    "temperature": (0.0, 2.0),
-    "max_question_chars": (10, 100_000), "support_threshold": (0.0, 1.0), "sympy_timeout_s": (0.1, 60.0),
-    "rate_limit_per_minute": (0, 100_000), "api_max_in_flight": (1, 10_000),
-    "max_chars_per_file": (1_000, 1_000_000_000), "max_chunks_per_upload": (1, 10_000_000),
-}
 
 
 def _field(cls, name: str) -> dataclasses.Field:
@@ -154,3 +194,24 @@ def _coerce(f: dataclasses.Field, value, origin: str):
         return value if isinstance(value, kind) else kind(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{origin}={value!r} is not a valid {kind.__name__}") from None
+
+
+def markdown_table() -> str:
+    """The README's settings table: one section per concern."""
+    lines = []
+    for group, title in GROUPS.items():
+        lines += [f"**{title}**", "", "| variable | default | range | meaning |", "|---|---|---|---|"]
+        for f in dataclasses.fields(Settings):
+            if f.metadata["group"] != group:
+                continue
+            meta = f.metadata
+            allowed = " / ".join(f"`{c}`" for c in meta["choices"]) if meta["choices"] else \
+                f"{meta['bounds'][0]:,} to {meta['bounds'][1]:,}" if meta["bounds"] else ""
+            default = f"`{f.default}`" if f.default not in ("", None) else "(empty)"
+            lines.append(f"| `RQA_{f.name.upper()}` | {default} | {allowed} | {meta['help']} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table())

@@ -1,12 +1,44 @@
-"""Errors that are the user's to fix: the CLI prints them as one line, the app as a message."""
-
-from rqa.index import IndexError_
-from rqa.ingest import IngestError
+"""Errors that are the user's to fix: the CLI prints them as one line, the app and the API as a
+message. A leaf module: every rqa module may import it, it imports nothing."""
 
 
-class ModelError(Exception):
-    """A model file that is missing, corrupt, or cannot be loaded."""
+class UserError(Exception):
+    """Something the user can fix; the message says what, in one line, without server paths
+    where a remote user reads it. Errors about a value given (a setting, a question, a request, an
+    upload, a rating) are ValueErrors too."""
 
 
-USER_ERRORS = (IndexError_, IngestError, ModelError, FileNotFoundError, ValueError)
+class SettingsError(UserError, ValueError):
+    """A setting with a value rqa cannot work with; the message names it and its range."""
 
+
+class ModelError(UserError):
+    """A model or adapter file that is missing, changed, corrupt, or cannot be loaded."""
+
+
+class IndexError_(UserError):
+    """An index that cannot be used; the message says why and what to do."""
+
+
+class IngestError(UserError):
+    """A file that cannot be turned into a document; the message says why."""
+
+
+class StoreError(UserError, ValueError):
+    """An upload refused, or the papers store or the index cannot be written."""
+
+
+class QuestionError(UserError, ValueError):
+    """A question that cannot be asked as it is (empty, too long)."""
+
+
+class RequestError(UserError, ValueError):
+    """An API request rqa cannot answer as sent (bad body, unsupported parameter)."""
+
+
+class RatingError(UserError, ValueError):
+    """A rating or ratings file that cannot be stored."""
+
+
+# FileNotFoundError: a path the user named (papers, a queries file) is not there.
+USER_ERRORS = (UserError, FileNotFoundError)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 from rqa.config import Settings
-from rqa.llm import ModelPool
+from rqa.llm import Models
 from rqa.prompt import sanitize
 
 log = logging.getLogger("rqa.expand")
@@ -35,7 +35,7 @@ BUSY = ("The search used the question alone: the model was answering another que
         "the passage first would have queued this one behind it.")
 
 
-def expand(question: str, models: ModelPool, settings: Settings) -> tuple[str, str | None]:
+def expand(question: str, models: Models, settings: Settings) -> tuple[str, str | None]:
     """The passage to search with besides the question ("" when expansion is off), and a notice
     for the user when it failed: the search then uses the question alone."""
     if not settings.expand_tokens:

@@ -18,44 +18,21 @@ Loading verifies that the files agree with each other and names the one that doe
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nltk.stem.porter import PorterStemmer
 
-from rqa.embed import DEFAULT_EMBEDDER, dimension, embed, fingerprint, is_local_model
+from rqa.config import Settings
+from rqa.text import tokenize
+from rqa.embed import dimension, embed, fingerprint
 from rqa.types import Chunk
+from rqa.errors import IndexError_
 
 FORMAT_VERSION = 3
-STOPWORDS = set("""a an and are as at be been but by can could did do does for from had has have how i if in
-into is it its may might more most no not of on or our so such than that the their them then there these they
-this those to was we were what when where which while who why will with would you your""".split())
-
-
-class IndexError_(Exception):
-    """An index that cannot be used; the message says why and what to do."""
-
-
-@functools.lru_cache(maxsize=200_000)
-def _stem(word: str) -> str:
-    return _STEMMER.stem(word)
-
-
-_STEMMER = PorterStemmer()
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case alphanumeric words, stop words dropped, Porter-stemmed ("heads" matches "head")."""
-    return [_stem(t) for t in re.findall(r"[a-z0-9]+", text.lower()) if t not in STOPWORDS]
-
-
 def index_text(chunk: Chunk) -> str:
     """What both retrievers see: title and section give a chunk the context its text lacks."""
     return f"{chunk.title}. {chunk.section}.\n{chunk.text}"
@@ -96,17 +73,19 @@ class Index:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     @classmethod
-    def from_chunks(cls, chunks: list[Chunk], embedder: str, ann: str = "flat",
-                    embeddings: np.ndarray | None = None, settings: dict | None = None) -> "Index":
+    def from_chunks(cls, chunks: list[Chunk], embedder: str, embeddings: np.ndarray | None = None,
+                    settings: Settings | None = None) -> "Index":
         """An in-memory index over chunks (embedded here unless their vectors are given): what the
-        pipeline and benchmarks search, built exactly as an index on disk is."""
+        pipeline and benchmarks search, built exactly as an index on disk is (with `settings`'
+        index parameters, the defaults when none are given)."""
+        settings = settings or Settings()
         if embeddings is None:
             embeddings = embed(embedder, [index_text(c) for c in chunks]) if chunks \
                 else np.zeros((0, dimension(embedder)), dtype=np.float32)
         manifest = {"format_version": FORMAT_VERSION, "embedder": {"name": embedder, "dim": embeddings.shape[1]},
-                    "documents": {}, "settings": dict(settings or {}), "chunks": len(chunks), "ann": ann}
+                    "documents": {}, "settings": chunk_settings(settings), "chunks": len(chunks), "ann": settings.ann}
         return cls(path=Path("."), manifest=manifest, chunks=chunks, embeddings=embeddings,
-                   dense=build_faiss(embeddings, ann), bm25=build_bm25(chunks))
+                   dense=build_faiss(embeddings, settings), bm25=build_bm25(chunks, settings))
 
 
 # --- build / load ----------------------------------------------------------------------------
@@ -115,18 +94,23 @@ class Index:
 CHUNK_SETTINGS = ("chunk_size", "overlap", "method_chunk_factor")
 
 
-def build_faiss(embeddings: np.ndarray, ann: str = "flat"):
+def chunk_settings(settings: Settings) -> dict:
+    return {k: getattr(settings, k) for k in CHUNK_SETTINGS}
+
+
+def build_faiss(embeddings: np.ndarray, settings: Settings):
     import faiss
 
     n, dim = embeddings.shape
+    ann = settings.ann
     if ann == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 64
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = settings.hnsw_ef_search
     elif ann == "ivf" and n >= 1000:
         nlist = int(4 * np.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(embeddings)
-        index.nprobe = max(8, nlist // 16)
+        index.nprobe = max(settings.ivf_min_nprobe, nlist // 16)
     else:  # exact search; also IVF on corpora too small to train clusters
         index = faiss.IndexFlatIP(dim)
     if n:
@@ -134,21 +118,19 @@ def build_faiss(embeddings: np.ndarray, ann: str = "flat"):
     return index
 
 
-def build_bm25(chunks: list[Chunk], text=index_text, k1: float = 1.5, b: float = 0.75):
+def build_bm25(chunks: list[Chunk], settings: Settings, text=index_text):
     import bm25s
 
-    # Okapi BM25 with Robertson's idf: the scoring rank_bm25's BM25Okapi uses (the test reference).
-    # k1 and b stay at the usual 1.5/0.75: lower k1 (Anserini's passage values 0.82/0.68) found two
-    # paraphrased dev answers and lost a third (docs/BENCHMARKS.md), no gain worth a tuned constant.
-    bm25 = bm25s.BM25(k1=k1, b=b, method="robertson")
+    # Okapi BM25 with Robertson's idf: the scoring rank_bm25's BM25Okapi uses (the test reference)
+    bm25 = bm25s.BM25(k1=settings.bm25_k1, b=settings.bm25_b, method="robertson")
     bm25.index([tokenize(text(c)) for c in chunks] or [["_"]], show_progress=False)
     return bm25
 
 
-def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.ndarray, ann: str,
+def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.ndarray, settings: Settings,
                 embedder_dir: Path | None = None) -> None:
     """Write every file into a temporary sibling, then swap it in by rename (embedder_dir: a
-    local embedder folder to bundle)."""
+    local embedder folder to bundle). Only rqa.collection calls this."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(f"{path.name}.tmp-*"):  # from a write that was killed
@@ -162,11 +144,11 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
             for c in chunks:
                 f.write(json.dumps(c.to_json(), ensure_ascii=False) + "\n")
         np.save(tmp / "embeddings.npy", embeddings)
-        faiss.write_index(build_faiss(embeddings, ann), str(tmp / "dense.faiss"))
-        build_bm25(chunks).save(str(tmp / "bm25"), show_progress=False)
+        faiss.write_index(build_faiss(embeddings, settings), str(tmp / "dense.faiss"))
+        build_bm25(chunks, settings).save(str(tmp / "bm25"), show_progress=False)
         if embedder_dir is not None:
             shutil.copytree(embedder_dir, tmp / "embedder", ignore=shutil.ignore_patterns("checkpoints"))
-        manifest = {**manifest, "format_version": FORMAT_VERSION, "chunks": len(chunks), "ann": ann}
+        manifest = {**manifest, "format_version": FORMAT_VERSION, "chunks": len(chunks), "ann": settings.ann}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -191,7 +173,8 @@ def index_exists(path: Path) -> bool:
 
 def load_index(path: Path, embedder: str | None = None) -> Index:
     """Load and verify an index; `embedder`, when given, must be the one it was built with.
-    Every inconsistency is one IndexError_ line naming the file and how to rebuild."""
+    Every inconsistency is one IndexError_ line naming the file and how to rebuild. One function
+    (72 lines): the checks run in the order the files depend on each other, which it shows."""
     import bm25s
     import faiss
 
@@ -263,26 +246,6 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
                  dense=dense, bm25=bm25)
 
 
-@dataclass
-class Incoming:
-    """One file to add: where it was read from, its content hash, its chunks and metadata."""
-
-    path: str
-    sha256: str
-    chunks: list[Chunk]
-    paper: str
-    title: str
-    pages: int
-
-
-@dataclass
-class ExtendResult:
-    added_paths: list[str] = field(default_factory=list)  # files whose chunks were embedded and added
-    same_content: list[str] = field(default_factory=list)  # files whose content was stored already
-    chunks_added: int = 0
-    removed: int = 0  # documents no path points at any more (an updated file's old content)
-
-
 def check_chunk_settings(manifest: dict, chunk_settings: dict, path: Path) -> None:
     """An index is searched and extended only with the chunk settings it was built with (the
     embedder is checked by load_index): mixing two chunkings would go unnoticed otherwise."""
@@ -294,102 +257,3 @@ def check_chunk_settings(manifest: dict, chunk_settings: dict, path: Path) -> No
                           + "; the settings ask for " + ", ".join(f"{k}={asked[k]}" for k in differ)
                           + ": use the index's settings (" + ", ".join(f"--{k.replace('_', '-')} {built[k]}" for k in differ)
                           + ") or ingest into a new --index")
-
-
-def without_documents(chunks: list[Chunk], vectors: np.ndarray, shas: set[str]) -> tuple[list[Chunk], np.ndarray]:
-    keep = [i for i, c in enumerate(chunks) if c.doc not in shas]
-    return [chunks[i] for i in keep], vectors[keep]
-
-
-@contextlib.contextmanager
-def write_lock(path: Path):
-    """One writer per index folder across processes (two apps, or the app and `rqa ingest`): a lock
-    file beside the folder (the folder itself is swapped by rename). Writers re-read the index from
-    disk once they hold it, so nobody's papers are lost."""
-    import portalocker
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as f:
-        portalocker.lock(f, portalocker.LOCK_EX)
-        try:
-            yield
-        finally:
-            portalocker.unlock(f)
-
-
-def build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: str = "flat",
-                    chunk_settings: dict | None = None, progress: bool = True) -> ExtendResult:
-    """Add files to the index at path (created if missing). A path whose content is unchanged is
-    skipped; content already stored under another path gains that path; a path whose content
-    changed moves to the new content, and old content that no path points at any more is removed."""
-    with write_lock(path):
-        return _build_or_extend(Path(path), incoming, embedder, ann, chunk_settings, progress)
-
-
-def _build_or_extend(path: Path, incoming: list[Incoming], embedder: str, ann: str,
-                     chunk_settings: dict | None, progress: bool) -> ExtendResult:
-    chunk_settings = chunk_settings or {}
-    if index_exists(path):
-        old = load_index(path, embedder)
-        check_chunk_settings(old.manifest, chunk_settings, path)
-        manifest, chunks, vectors = old.manifest, old.chunks, old.embeddings
-        embedder = old.embedder
-        bundle = Path(embedder) if manifest["embedder"].get("bundled") else None
-    else:
-        embedder = embedder or DEFAULT_EMBEDDER
-        bundle = Path(embedder) if is_local_model(embedder) else None
-        manifest = {"embedder": {"name": embedder, "dim": dimension(embedder), "fingerprint": fingerprint(embedder),
-                                 "bundled": bundle is not None}, "documents": {}, "settings": dict(chunk_settings)}
-        chunks, vectors = [], np.zeros((0, dimension(embedder)), dtype=np.float32)
-    docs: dict[str, dict] = manifest["documents"]
-    result = ExtendResult()
-    new_chunks: list[Chunk] = []
-    for item in incoming:
-        owner = next((sha for sha, d in docs.items() if item.path in d["paths"]), None)
-        if owner == item.sha256:
-            continue
-        if owner:
-            docs[owner]["paths"].remove(item.path)
-        if item.sha256 in docs:
-            docs[item.sha256]["paths"].append(item.path)
-            result.same_content.append(item.path)
-            continue
-        docs[item.sha256] = {"paper": item.paper, "title": item.title, "pages": item.pages,
-                             "chunks": len(item.chunks), "paths": [item.path]}
-        new_chunks.extend(item.chunks)
-        result.added_paths.append(item.path)
-    orphans = {sha for sha, d in docs.items() if not d["paths"]}
-    for sha in orphans:
-        del docs[sha]
-    result.removed = len(orphans)
-    if not new_chunks and not orphans:
-        if result.same_content:  # only paths were added: no chunk changes, just the manifest
-            write_index(path, manifest, chunks, vectors, manifest.get("ann", ann), bundle)
-        return result
-    chunks, vectors = without_documents(chunks, vectors, orphans)
-    new_vectors = embed(embedder, [index_text(c) for c in new_chunks], progress=progress) if new_chunks \
-        else np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    write_index(path, manifest, chunks + new_chunks, np.vstack([vectors, new_vectors]), ann, bundle)
-    result.chunks_added = len(new_chunks)
-    return result
-
-
-def remove_documents(path: Path, shas: set[str]) -> int:
-    """Remove papers (by content hash) from the index at path, atomically; returns how many."""
-    path = Path(path)
-    with write_lock(path):
-        return _remove_documents(path, shas)
-
-
-def _remove_documents(path: Path, shas: set[str]) -> int:
-    index = load_index(path)
-    docs = index.manifest["documents"]
-    gone = {sha for sha in shas if sha in docs}
-    if not gone:
-        return 0
-    for sha in gone:
-        del docs[sha]
-    write_index(path, index.manifest, *without_documents(index.chunks, index.embeddings, gone),
-                index.manifest.get("ann", "flat"), Path(index.embedder) if index.manifest["embedder"].get("bundled") else None)
-    return len(gone)

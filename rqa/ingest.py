@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 from rqa.pdfbounds import PdfRefused, check_pdf_content
 from rqa.text import sha256_file
 from rqa.types import Block, Document, Section
+from rqa.errors import IngestError
 
 SUFFIXES = {".pdf", ".md", ".markdown", ".txt", ".tex"}
 
@@ -31,10 +32,6 @@ REFERENCE_HEADINGS = {"references", "bibliography", "reference"}
 EQ_NUMBER_RE = re.compile(r"\(\d{1,3}[a-z]?\)\s*$")
 MAX_PDF_PAGES = 1_000  # the longest shared paper has 83
 MATH_CHARS = set("=∑∏∫√±×·≤≥≈∈∀∃∂∇αβγδεϵζηθλμνπρστφψωΣΠΩ^_{}|‖")
-
-
-class IngestError(Exception):
-    """A file that cannot be turned into a document; the message says why."""
 
 
 def find_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -196,6 +193,8 @@ def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
 
 
 def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw) -> str:
+    # One function (69 lines): the body size, the script runs and their marks are one pass over one
+    # line's characters; split, each part would need the others' intermediate lists.
     counts = Counter(round(sizes[i], 1) for i in range(a, b) if text[i].isalnum())
     if not counts:
         return text[a:b]

@@ -15,7 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from rqa.config import Settings
 from rqa.errors import ModelError
@@ -223,6 +223,30 @@ def needs_reasoning(question: str) -> bool:
     score += min(2, sum(1 for _ in WHY_HOW.finditer(question))) + bool(MATH_TERMS.search(question))
     score += question.count("?") >= 2
     return score >= 2
+
+
+# --- what the answer path needs of a model, and of the pool that holds them -----------------------
+# The scripted fakes of the tests implement these too; tests/test_llm.py checks that their methods
+# keep these signatures.
+
+@runtime_checkable
+class ChatModel(Protocol):
+    name: str  # the GGUF file's name
+    adapter_name: str | None  # the LoRA adapter applied to it, if any
+    busy: bool  # generating for someone else: a new question waits
+
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class Models(Protocol):
+    files: ModelFiles
+
+    def get(self, which: str = "q4") -> ChatModel: ...
+
+    def expander(self) -> ChatModel: ...
+
+    def for_question(self, question: str) -> ChatModel: ...
 
 
 # --- the loaded model --------------------------------------------------------------------------

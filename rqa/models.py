@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rqa.config import Settings
 from rqa.errors import ModelError
 from rqa.text import sha256_file
 
@@ -85,8 +86,8 @@ def packaged_adapter(base: str) -> Path | None:
 
 
 def cache_dir() -> Path:
-    if os.environ.get("RQA_MODEL_CACHE"):
-        return Path(os.environ["RQA_MODEL_CACHE"])
+    if configured := Settings.load().model_cache:
+        return Path(configured)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rqa" / "models"
 
 

@@ -17,7 +17,8 @@ import re
 from dataclasses import asdict, dataclass
 
 from rqa.equations import LATEX_RE
-from rqa.support import CITATION, answer_sentences, cited_numbers, instruction_sentences
+from rqa.support import answer_sentences, instruction_sentences
+from rqa.text import CITATION, cited_numbers
 
 _CITATIONS = re.compile(CITATION)
 _PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equations?|eqs?\.|appendix|algorithm|"

@@ -33,8 +33,6 @@ class _TooBig(Exception):
 def check_pdf_content(path: Path) -> None:
     """Raise PdfRefused if a page's content decodes to more than MAX_PAGE_CONTENT bytes, or the
     file's pages to more than MAX_PDF_CONTENT together. Checked with pypdf before pdfium decodes."""
-    import logging
-
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, LimitReachedError
 

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from rqa.errors import RatingError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -52,10 +53,6 @@ RUBRIC = """**Technical depth (1-5)**
 **Factual correctness**: *correct* (every claim matches the sources), *partly* (a claim is wrong or
 unsupported), *wrong* (the main claim is wrong).
 """
-
-
-class RatingError(ValueError):
-    pass
 
 
 def parse_annotators(spec: str) -> dict[str, str]:

@@ -22,9 +22,6 @@ import numpy as np
 from rqa.index import index_text
 from rqa.types import Hit
 
-RRF_K = 60
-
-
 @functools.lru_cache(maxsize=2)
 def _load(name: str):
     from rqa.embed import load_embedder, resolve_model
@@ -47,13 +44,13 @@ def scores(name: str, question: str, texts: list[str]) -> np.ndarray:
     return vecs[1:] @ vecs[0]
 
 
-def rerank(name: str, question: str, hits: list[Hit], weight: float = 1.0) -> list[Hit]:
+def rerank(name: str, question: str, hits: list[Hit], weight: float, rrf_k: int) -> list[Hit]:
     if len(hits) < 2:
         return hits
     s = scores(name, question, [index_text(h.chunk) for h in hits])
     order = np.argsort(-s, kind="stable")
-    fused = {i: 1.0 / (RRF_K + i + 1) for i in range(len(hits))}
+    fused = {i: 1.0 / (rrf_k + i + 1) for i in range(len(hits))}
     for rank, i in enumerate(order, start=1):
-        fused[int(i)] += weight / (RRF_K + rank)
+        fused[int(i)] += weight / (rrf_k + rank)
     ranked = sorted(range(len(hits)), key=lambda i: -fused[i])
     return [Hit(hits[i].chunk, fused[i], row=hits[i].row) for i in ranked]

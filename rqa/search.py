@@ -34,7 +34,8 @@ def retrieve(index: Index, question: str, settings: Settings, k: int | None = No
     if rerank:
         from rqa.rerank import rerank as rerank_hits
 
-        ranked = rerank_hits(settings.reranker, question, ranked[:settings.rerank_depth], settings.rerank_weight)
+        ranked = rerank_hits(settings.reranker, question, ranked[:settings.rerank_depth], settings.rerank_weight,
+                             settings.rrf_k)
     return ranked[:k]
 
 

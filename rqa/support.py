@@ -15,25 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rqa.embed import embed
-from rqa.index import tokenize
-
-# One citation marker: [2], [1, 3], [2-4], [7;8]. The answer path parses the numbers with it too.
-CITATION = r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]"
-_CITATION = re.compile(CITATION)
-
-
-def cited_numbers(text: str) -> list[int]:
-    out: list[int] = []
-    for group in _CITATION.findall(text):
-        for part in re.split(r"\s*[,;]\s*", group):
-            if "-" in part:
-                a, b = (int(x) for x in part.split("-")[:2])
-                nums = range(a, b + 1) if 0 < b - a < 20 else [a, b]
-            else:
-                nums = [int(part)]
-            out.extend(n for n in nums if n not in out)
-    return out
-
+from rqa.text import CITATION, CITATION_RE, sentence_spans, tokenize
 
 # A source line that speaks to the model instead of about the work: planted instructions.
 _INSTRUCTION = re.compile(
@@ -63,21 +45,7 @@ class SentenceSupport:
 
 
 
-# A sentence ends at . ! ? before a capital, a bracket or math, not after a list number ("2. Next");
-# and always at a blank line.
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\s\d\.)(?<!^\d\.)\s+(?=[A-Z(\[$\\])|\s*\n\s*\n\s*")  # or a blank line
 _LEADING_CITATION = re.compile(rf"^((?:{CITATION}\s*)+)")
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of a text, by punctuation followed by a capital or math."""
-    spans, start = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        spans.append((start, m.start()))
-        start = m.end()
-    if start < len(text):
-        spans.append((start, len(text)))
-    return [(a, b) for a, b in spans if text[a:b].strip()]
 
 
 def answer_sentences(answer: str) -> list[str]:
@@ -88,12 +56,12 @@ def answer_sentences(answer: str) -> list[str]:
         if m:
             parts[i - 1] += " " + m.group(1).strip()
             parts[i] = parts[i][m.end():]
-    return [p.strip() for p in parts if len(tokenize(_CITATION.sub("", p))) >= 3]
+    return [p.strip() for p in parts if len(tokenize(CITATION_RE.sub("", p))) >= 3]
 
 
 def is_complete(sentence: str) -> bool:
     """Ends as a sentence does and has balanced math: not a fragment cut off by the token limit."""
-    core = _CITATION.sub("", sentence).rstrip()
+    core = CITATION_RE.sub("", sentence).rstrip()
     return core.endswith((".", "!", "?", ")", "$", ":")) and core.count("$") % 2 == 0
 
 
@@ -109,7 +77,7 @@ def support_scores(sentences: list[str], sources: list[str], embedder: str,
         return []
     if not sources:
         return [np.zeros(0) for _ in sentences]
-    clean = [_CITATION.sub("", s) for s in sentences]
+    clean = [CITATION_RE.sub("", s) for s in sentences]
     if source_vectors is None:
         source_vectors = embed(embedder, sources)
     cos = embed(embedder, clean) @ source_vectors.T
@@ -132,7 +100,7 @@ def check_support(answer: str, sources: list[str], embedder: str, threshold: flo
         complete = is_complete(s)
         j = int(np.argmax(by_source)) if len(by_source) else -1
         score = float(by_source[j]) if j >= 0 else 0.0
-        words = set(tokenize(_CITATION.sub("", s)))
+        words = set(tokenize(CITATION_RE.sub("", s)))
         # half its content words from one planted line: the sentence passes the line on, it is not backed by the paper
         repeats = any(len(words & line) >= 0.5 * max(len(words), 1) for line in planted if line)
         out.append(SentenceSupport(s, round(score, 4), j + 1 if j >= 0 else None,
@@ -148,7 +116,7 @@ def supporting_sentences(chunk_text: str, answer_sentences: list[str], min_share
     chunk_words = [set(tokenize(chunk_text[a:b])) for a, b in spans]
     out: list[str] = []
     for sentence in answer_sentences:
-        words = set(tokenize(_CITATION.sub("", sentence)))
+        words = set(tokenize(CITATION_RE.sub("", sentence)))
         if not words or not spans:
             continue
         shares = [len(words & cw) / len(words) for cw in chunk_words]

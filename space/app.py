@@ -5,9 +5,9 @@ import os
 import sys
 from pathlib import Path
 
+# A published Space has rqa/ beside this file (`build publish` copies it), which Python finds on its
+# own; in a checkout, rqa is installed (`pip install -e .`).
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # a repo checkout: rqa/ is one level up
-sys.path.insert(0, str(HERE))  # a published Space: `build publish` copies rqa/ beside this file
 
 
 def configure(config_file: Path = HERE / "rqa_space.json") -> None:
@@ -22,6 +22,6 @@ def configure(config_file: Path = HERE / "rqa_space.json") -> None:
 
 if __name__ == "__main__":
     configure()
-    from rqa.web import main
+    from rqa.__main__ import main
 
-    sys.exit(main())
+    sys.exit(main(["serve", *sys.argv[1:]]))

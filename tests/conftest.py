@@ -5,10 +5,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("RQA_SHARED", ROOT.parent / "shared"))
-PAPERS = SHARED / "corpus" / "papers"
-DEV = SHARED / "eval" / "dev.jsonl"
+from bench.common import DEV, PAPERS, ROOT  # noqa: F401 (the tests import them from here)
+
 # A few real papers keep the suite fast: Transformer, Adam, LoRA.
 FEW_PAPERS = ["1706.03762.pdf", "1412.6980.pdf", "2106.09685.pdf"]
 
@@ -25,7 +23,7 @@ def dev_questions(papers=None) -> list[dict]:
 def shared_index(tmp_path_factory):
     """Primer plus three real papers, built once through the real ingestion path."""
     from rqa.config import PRIMER_DIR, Settings
-    from rqa.corpus import ingest_paths
+    from rqa.collection import ingest_paths
 
     settings = Settings.load(index_dir=tmp_path_factory.mktemp("idx") / "index")
     report = ingest_paths([PRIMER_DIR] + [PAPERS / p for p in FEW_PAPERS], settings, progress=False)
@@ -116,7 +114,7 @@ def running_app(tmp: Path, **env: str):
     import urllib.request
 
     from rqa.config import PRIMER_DIR, Settings
-    from rqa.corpus import ingest_paths
+    from rqa.collection import ingest_paths
 
     ingest_paths([PRIMER_DIR], Settings.load(index_dir=tmp / "index"), progress=False)
     port = free_port()

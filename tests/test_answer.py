@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from rqa.answer import QuestionError, answer_stream, clean_question, cited_numbers, finish
+from rqa.answer import answer_stream, clean_question, cited_numbers, finish
+from rqa.errors import QuestionError
 from rqa.config import Settings
 from rqa.expand import expand
 from rqa.llm import FORMATS
@@ -26,8 +27,8 @@ def test_question_cleaning():
     for empty in ("", "   \n\t ", "\x00"):
         with pytest.raises(QuestionError, match="type a question"):
             clean_question(empty, 2000)
-    q, notes = clean_question("x" * 1_000_000, 2000)
-    assert len(q) == 2000 and "1,000,000 characters" in notes[0]
+    with pytest.raises(QuestionError, match="1,000,000 characters; at most 2,000 are answered"):
+        clean_question("x" * 1_000_000, 2000)  # refused, as the chat and the API refuse it, not cut
     q, notes = clean_question(b"caf\xe9 attention \xff?", 2000)
     assert "caf\ufffd attention \ufffd?" == q and "invalid UTF-8" in notes[0]
     q, notes = clean_question("lone \udcff surrogate", 2000)  # what argv gives for bad bytes
@@ -105,7 +106,7 @@ def test_fragments_and_empty_answers_are_never_supported():
 
 
 def test_answer_stream_with_a_scripted_model(shared_index):
-    from rqa.corpus import open_index
+    from rqa.collection import open_index
     from tests.conftest import ScriptedModel, ScriptedPool
 
     index = open_index(shared_index)
@@ -167,7 +168,7 @@ def test_a_closing_list_of_sources_is_dropped(tail):
 
 
 def test_the_search_uses_the_passage_the_expansion_model_expects(shared_index):
-    from rqa.corpus import open_index
+    from rqa.collection import open_index
     from tests.conftest import ScriptedModel, ScriptedPool
 
     index = open_index(shared_index)
@@ -197,7 +198,7 @@ def test_the_search_uses_the_passage_the_expansion_model_expects(shared_index):
 
 
 def test_a_failed_expansion_leaves_the_question_alone_and_says_so(shared_index):
-    from rqa.corpus import open_index
+    from rqa.collection import open_index
     from rqa.llm import ModelPool
     from tests.conftest import ScriptedModel, ScriptedPool
 
@@ -227,7 +228,7 @@ def test_a_huge_question_is_cut_to_fit_the_expansion_model():
 
 
 def test_the_app_starts_without_its_expansion_model_and_says_so(shared_index, tmp_path):
-    from rqa.web import AppState
+    from rqa.service import AppState
 
     settings = dataclasses.replace(shared_index, model="smollm2-135m-instruct", db_path=tmp_path / "r.sqlite",
                                    expand_with=str(tmp_path / "expander.gguf"))

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 
 from rqa.api import add_openai_routes
 from rqa.config import Settings
-from rqa.corpus import open_index
+from rqa.collection import Collection, open_index
 from rqa.ratelimit import RateLimiter
 from rqa.ratings import RatingsDB
-from rqa.web import AppState
+from rqa.service import AppState
 from tests.conftest import ScriptedModel, ScriptedPool, running_app
 
 
@@ -75,7 +75,7 @@ def test_malformed_json_body(api_app):
 def in_process(shared_index, tmp_path):
     def make(**settings):
         s = Settings.load(index_dir=shared_index.index_dir, **settings)
-        app = AppState(settings=s, index=open_index(s), models=ScriptedPool(ScriptedModel("Scripted [1].")),
+        app = AppState(settings=s, collection=Collection(s, open_index(s)), models=ScriptedPool(ScriptedModel("Scripted [1].")),
                        db=RatingsDB(tmp_path / "r.sqlite"), limiter=RateLimiter(s.rate_limit_per_minute), sympy=None)
         server = FastAPI()
         add_openai_routes(server, app)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from build.dataset import build_dataset, informative, names_its_subject, split_by_paper, token_entropy, with_subject
+from build.dataset import build_dataset, split_by_paper
+from build.filters import informative, names_its_subject, token_entropy, with_subject
 from build.generate import ExtractiveGenerator, GenerationFailed, groq_generator, openai_generator, parse_reply
 from build.train import MemoryError_, check_fits, preset_with
 from rqa.config import Settings

@@ -2,7 +2,7 @@ import re
 
 from rqa.chunking import Unit, chunk_document, pack_units
 from rqa.ingest import load_document
-from rqa.sentences import split_spans, train_tokenizer
+from rqa.text import split_spans, train_tokenizer
 from rqa.types import Block, Document, Section
 from tests.conftest import PAPERS
 

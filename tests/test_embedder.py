@@ -14,7 +14,8 @@ from build.dataset import build_dataset
 from build.embedder import EmbedderRecipe, hard_negative, inverse_cloze, training_triples
 from build.generate import ExtractiveGenerator
 from rqa.config import Settings
-from rqa.index import Index, IndexError_, load_index
+from rqa.index import Index, load_index
+from rqa.errors import IndexError_
 from rqa.search import _overlap
 from rqa.types import Chunk
 from tests.conftest import PAPERS, ROOT

@@ -14,12 +14,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rqa.config import PRIMER_DIR, Settings, SettingsError
-from rqa.corpus import ingest_paths
-from rqa.index import IndexError_, load_index
-from rqa.ingest import sha256_file
+from rqa.config import PRIMER_DIR, Settings
+from rqa.errors import IndexError_, SettingsError, StoreError
+from rqa.collection import ingest_paths
+from rqa.index import load_index
+from rqa.text import sha256_file
 from rqa.ratelimit import RateLimiter
-from rqa.web import client_id
+from rqa.service import client_id
 from tests.conftest import PAPERS, ROOT
 
 
@@ -368,25 +369,25 @@ def live(tmp_path):
 
 
 def test_a_half_copied_upload_is_not_trusted(live, tmp_path):
-    from rqa import library
+    from rqa import collection
 
     settings, index = live
     upload = tmp_path / "up" / "03-lora.md"
     upload.parent.mkdir()
     shutil.copy(PRIMER_DIR / "03-lora.md", upload)
-    stored = library.store_dir(settings) / sha256_file(upload)[:16] / upload.name
+    stored = collection.store_dir(settings) / sha256_file(upload)[:16] / upload.name
     stored.parent.mkdir(parents=True)
     stored.write_bytes(upload.read_bytes()[:300])  # a copy cut short by kill -9 or a full disk
-    report, index = library.add_files([upload], index, settings, progress=False)
+    report, index = collection.add_files([upload], index, settings, progress=False)
     assert report.per_file[0].status == "added"
     assert sha256_file(stored) == sha256_file(upload)
     whole = ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "ref"), progress=False)
     assert report.chunks_added == whole.chunks_added
-    assert not list(library.store_dir(settings).rglob("*.part"))
+    assert not list(collection.store_dir(settings).rglob("*.part"))
 
 
 def test_refused_uploads_are_not_kept(live, tmp_path):
-    from rqa import library
+    from rqa import collection
 
     settings, index = live
     (tmp_path / "up").mkdir()
@@ -394,29 +395,29 @@ def test_refused_uploads_are_not_kept(live, tmp_path):
     empty.write_text("")
     corrupt.write_bytes(b"%PDF-1.4\n" + b"\x00garbage" * 100)
     shutil.copy(PRIMER_DIR / "03-lora.md", good)
-    report, index = library.add_files([empty, corrupt, good], index, settings, progress=False)
+    report, index = collection.add_files([empty, corrupt, good], index, settings, progress=False)
     assert {Path(f.path).name: f.status for f in report.per_file} == \
         {"empty.md": "skipped", "broken.pdf": "skipped", "03-lora.md": "added"}
-    kept = sorted(p.name for p in library.store_dir(settings).rglob("*") if p.is_file())
+    kept = sorted(p.name for p in collection.store_dir(settings).rglob("*") if p.is_file())
     assert kept == ["03-lora.md"]
 
 
 def test_a_deleted_index_folder_is_not_silently_replaced(live, tmp_path):
-    from rqa import library
+    from rqa import collection
 
     settings, index = live
     shutil.rmtree(settings.index_dir)
     upload = tmp_path / "03-lora.md"
     shutil.copy(PRIMER_DIR / "03-lora.md", upload)
-    with pytest.raises(library.StoreError, match="the index folder has gone"):
-        library.add_files([upload], index, settings, progress=False)
+    with pytest.raises(StoreError, match="the index folder has gone"):
+        collection.add_files([upload], index, settings, progress=False)
     assert not settings.index_dir.exists()
 
 
 def test_an_unwritable_store_gives_one_line_without_server_paths(live, tmp_path, monkeypatch):
     import errno
 
-    from rqa import library
+    from rqa import collection
 
     settings, index = live
     upload = tmp_path / "03-lora.md"
@@ -426,15 +427,15 @@ def test_an_unwritable_store_gives_one_line_without_server_paths(live, tmp_path,
         raise OSError(errno.EROFS, "Read-only file system", str(dst))
 
     monkeypatch.setattr(shutil, "copyfile", read_only)
-    with pytest.raises(library.StoreError) as err:
-        library.add_files([upload], index, settings, progress=False)
+    with pytest.raises(StoreError) as err:
+        collection.add_files([upload], index, settings, progress=False)
     assert str(err.value) == ("the server cannot write its papers store or index (Read-only file system); "
                               "nothing was added")
     assert str(tmp_path) not in str(err.value)
 
 
 def test_ingestion_is_bounded_per_file_and_per_upload(live, tmp_path):
-    from rqa import library
+    from rqa import collection
 
     settings, index = live
     (tmp_path / "up").mkdir()
@@ -443,12 +444,12 @@ def test_ingestion_is_bounded_per_file_and_per_upload(live, tmp_path):
     small = tmp_path / "up" / "03-lora.md"
     shutil.copy(PRIMER_DIR / "03-lora.md", small)
     bounded = Settings.load(index_dir=settings.index_dir, max_chars_per_file=100_000)
-    report, index = library.add_files([huge, small], index, bounded, progress=False)
+    report, index = collection.add_files([huge, small], index, bounded, progress=False)
     status = {Path(f.path).name: f for f in report.per_file}
     assert status["one-line.md"].status == "skipped" and "over the 100,000 a file may hold" in status["one-line.md"].reason
     assert status["03-lora.md"].status == "added"
     few = Settings.load(index_dir=settings.index_dir, max_chunks_per_upload=2)
     other = tmp_path / "up" / "12-adam.md"
     shutil.copy(PRIMER_DIR / "12-adam.md", other)
-    report, index = library.add_files([other], index, few, progress=False)
+    report, index = collection.add_files([other], index, few, progress=False)
     assert report.per_file[0].status == "skipped" and "would take this upload past 2" in report.per_file[0].reason

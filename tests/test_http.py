@@ -13,10 +13,11 @@ import httpx
 import pytest
 
 from rqa.config import PRIMER_DIR, Settings
-from rqa.corpus import ingest_paths, open_index
+from rqa.collection import Collection, ingest_paths, open_index
 from rqa.ratelimit import RateLimiter
 from rqa.ratings import RatingsDB
-from rqa.web import AppState, create_server
+from rqa.service import AppState
+from rqa.server import create_server
 from tests.conftest import ScriptedModel, ScriptedPool, free_port
 
 
@@ -26,7 +27,7 @@ def live_server(tmp_path, model=None, **settings):
 
     s = Settings.load(index_dir=tmp_path / "index", db_path=tmp_path / "ratings.sqlite", **settings)
     ingest_paths([PRIMER_DIR / "06-bm25.md"], s, progress=False)
-    app = AppState(settings=s, index=open_index(s), models=ScriptedPool(model or ScriptedModel("BM25 ranks [1].")),
+    app = AppState(settings=s, collection=Collection(s, open_index(s)), models=ScriptedPool(model or ScriptedModel("BM25 ranks [1].")),
                    db=RatingsDB(s.db_path), limiter=RateLimiter(s.rate_limit_per_minute), sympy=None,
                    annotators={"tok-ann": "ann"})
     port = free_port()
@@ -91,7 +92,7 @@ def test_papers_panel_reads_only_uploaded_files(tmp_path):
         assert "zebra-quartz" not in json.dumps(reply["rqa"])
 
         # a symlink inside the upload folder that points out of it is refused too
-        from rqa.web import upload_folder
+        from rqa.annotate import upload_folder
 
         link = upload_folder() / f"rqa-test-{time.time_ns()}" / "notes.md"
         link.parent.mkdir(parents=True)
@@ -121,7 +122,7 @@ def test_ratings_import_reads_only_uploaded_files(tmp_path):
 
 def test_upload_check_refuses_paths_outside_the_upload_folder(tmp_path):
     """The handlers' own check, behind Gradio's: a path outside the folder, a link out of it."""
-    from rqa.library import uploaded_files
+    from rqa.uploads import uploaded_files
 
     root, outside = tmp_path / "uploads", tmp_path / "notes.md"
     (root / "abc").mkdir(parents=True)
@@ -277,7 +278,7 @@ def test_max_tokens_and_temperature_are_honoured_and_any_bearer_case_is_accepted
 
 
 def test_annotator_view_renders_planted_markdown_as_text():
-    from rqa.web import render_item
+    from rqa.render import render_item
 
     row = {"id": 7, "model": "m", "origin": "chat", "question": "Why? ![t](http://evil.example/x.png) [click](http://evil.example)",
            "answer": "<img src=http://evil.example/y.png> **bold**",
@@ -314,8 +315,8 @@ def test_a_waiting_upload_is_told_another_is_being_indexed(tmp_path):
     (a notice on the page while it waits, and a line in its report)."""
     with live_server(tmp_path) as (url, app):
         stored = upload(url, PRIMER_DIR / "03-lora.md")
-        app.write_lock.acquire()  # another upload is being indexed
-        threading.Timer(3, app.write_lock.release).start()
+        app.collection.lock.acquire()  # another upload is being indexed
+        threading.Timer(3, app.collection.lock.release).start()
         report = gradio_call(url, "add_papers", [[file_data(stored)]], timeout=120)[0]
         assert report.startswith("Another upload was being indexed; yours waited for it.")
         assert "added" in report and "03-lora" in {d["paper"] for d in app.index.manifest["documents"].values()}

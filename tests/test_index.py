@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
+import rqa.collection as collection_mod
 import rqa.index as index_mod
 from rqa.config import PRIMER_DIR, Settings
-from rqa.corpus import ingest_paths
-from rqa.index import IndexError_, index_text, load_index, tokenize
+from rqa.collection import ingest_paths
+from rqa.index import index_text, load_index
+from rqa.errors import IndexError_
+from rqa.text import tokenize
 from rqa.metrics import first_hit_rank
 from rqa.search import fuse_convex, fuse_rrf, retrieve
 from tests.conftest import FEW_PAPERS, PAPERS, ROOT, dev_questions
@@ -72,8 +75,8 @@ def test_extend_embeds_only_new_papers_and_reingest_is_stable(tmp_path, monkeypa
     ingest_paths([PRIMER_DIR / "06-bm25.md"], settings, progress=False)
     first = load_index(settings.index_dir)
     embedded = []
-    real_embed = index_mod.embed
-    monkeypatch.setattr(index_mod, "embed", lambda name, texts, **kw: embedded.append(len(texts)) or real_embed(name, texts))
+    real_embed = collection_mod.embed  # new papers are embedded where the collection extends its index
+    monkeypatch.setattr(collection_mod, "embed", lambda name, texts, **kw: embedded.append(len(texts)) or real_embed(name, texts))
     report = ingest_paths([PRIMER_DIR / "06-bm25.md", PRIMER_DIR / "03-lora.md"], settings, progress=False)
     second = load_index(settings.index_dir)
     new = [c for c in second.chunks if c.paper == "03-lora"]
@@ -91,7 +94,7 @@ def test_killed_build_leaves_previous_index(tmp_path, monkeypatch):
     ingest_paths([PRIMER_DIR / "06-bm25.md"], settings, progress=False)
     before = load_index(settings.index_dir)
 
-    def die(chunks):
+    def die(chunks, settings):
         raise KeyboardInterrupt  # as if the process were killed during the write
 
     monkeypatch.setattr(index_mod, "build_bm25", die)
@@ -154,7 +157,7 @@ def test_cli_ingest_search_and_batch(tmp_path):
 
 
 def test_an_index_is_searched_only_with_the_chunking_it_was_built_with(shared_index):
-    from rqa.corpus import open_index
+    from rqa.collection import open_index
 
     assert open_index(shared_index).chunks
     other = Settings.load(index_dir=shared_index.index_dir, chunk_size=800)

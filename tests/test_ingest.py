@@ -5,8 +5,9 @@ import pytest
 
 from rqa.config import PRIMER_DIR, Settings
 from rqa import pdfbounds
-from rqa.corpus import ingest_paths
-from rqa.ingest import IngestError, load_document
+from rqa.collection import ingest_paths
+from rqa.ingest import load_document
+from rqa.errors import IngestError
 from tests.conftest import PAPERS
 
 

@@ -168,7 +168,7 @@ def test_hub_download_checks_sha256(monkeypatch, tmp_path, default_gguf):
     from huggingface_hub import HfApi
 
     snap = fake_hub_cache(monkeypatch, tmp_path / "hub", default_gguf)
-    from rqa.ingest import sha256_file
+    from rqa.text import sha256_file
 
     digest = {"value": "0" * 64}
     monkeypatch.setattr(HfApi, "get_paths_info", lambda self, repo, paths, repo_type=None: [
@@ -223,3 +223,26 @@ def test_an_adapter_path_must_be_a_gguf_lora_adapter(tmp_path, default_gguf):
         resolve_model(Settings.load(model=TEST_MODEL, adapter=str(default_gguf)))
     lora = write_gguf(tmp_path / "lora.gguf", "adapter")
     assert resolve_model(Settings.load(model=TEST_MODEL, adapter=str(lora))).adapter == lora
+
+
+def test_the_scripted_fakes_keep_the_model_and_pool_protocols():
+    """The tests' fakes stand in for Model and ModelPool: they must keep the methods the answer path
+    calls, with the same parameters, or the fast tests would test something else."""
+    import inspect
+
+    from rqa.llm import ChatModel, Model, Models
+    from tests.conftest import ScriptedModel, ScriptedPool
+    from tests.test_http import SlowModel
+
+    def same_methods(cls, protocol):
+        for name, member in vars(protocol).items():
+            if callable(member) and not name.startswith("_"):
+                assert list(inspect.signature(getattr(cls, name)).parameters) == \
+                    list(inspect.signature(member).parameters), f"{cls.__name__}.{name}"
+
+    for cls in (Model, ScriptedModel, SlowModel):
+        same_methods(cls, ChatModel)
+    for cls in (ModelPool, ScriptedPool):
+        same_methods(cls, Models)
+    pool = ScriptedPool(ScriptedModel("x"))
+    assert isinstance(pool, Models) and isinstance(pool.get(), ChatModel) and isinstance(pool.expander(), ChatModel)

@@ -1,14 +1,15 @@
 """Papers in the live index: upload, list, remove, examples, `app.py --papers`; and the browser flow."""
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from rqa import library
+from rqa import collection
 from rqa.config import PRIMER_DIR, Settings
-from rqa.corpus import ingest_paths, open_index
+from rqa.collection import ingest_paths, open_index
 from rqa.search import retrieve
 from rqa.index import load_index
 from tests.conftest import PAPERS, browser_page, needs_chromium, running_app
@@ -26,48 +27,47 @@ def test_add_list_and_remove_a_paper(live, tmp_path):
     upload = tmp_path / "gradio-tmp" / "1503.02531.pdf"
     upload.parent.mkdir()
     shutil.copy(PAPERS / "1503.02531.pdf", upload)
-    report, index = library.add_files([upload], index, settings, progress=False)
+    report, index = collection.add_files([upload], index, settings, progress=False)
     (result,) = report.per_file
     assert result.status == "added" and result.title.startswith("Distilling the Knowledge") and result.chunks > 5
     assert result.pages == 9
-    listed = {p.paper: p for p in library.papers(index)}
+    listed = {p.paper: p for p in collection.papers(index)}
     assert set(listed) == {"06-bm25", "1503.02531"}
     assert listed["1503.02531"].arxiv_url == "https://arxiv.org/abs/1503.02531"
     stored = Path(listed["1503.02531"].paths[0])
-    assert stored.is_file() and library.store_dir(settings) in stored.parents  # kept after the upload's temp file
+    assert stored.is_file() and collection.store_dir(settings) in stored.parents  # kept after the upload's temp file
     assert any(h.chunk.paper == "1503.02531" for h in retrieve(index, "soft targets high temperature distillation", settings))
-    assert "Distilling the Knowledge" in library.example_questions(index)[0]
+    assert "Distilling the Knowledge" in collection.example_questions(index)[0]
 
     upload.unlink()  # the same paper again, from another temporary upload folder
     shutil.copy(PAPERS / "1503.02531.pdf", upload)
-    report, index = library.add_files([upload], index, settings, progress=False)
+    report, index = collection.add_files([upload], index, settings, progress=False)
     assert report.per_file[0].status == "already indexed" and report.papers_added == 0
 
     sha = listed["1503.02531"].sha256
-    index = library.remove(sha, index, settings)
-    assert {p.paper for p in library.papers(index)} == {"06-bm25"}
+    index = collection.remove(sha, index, settings)
+    assert {p.paper for p in collection.papers(index)} == {"06-bm25"}
     assert not any(h.chunk.paper == "1503.02531" for h in retrieve(index, "soft targets distillation", settings, k=10))
     assert not stored.exists()
-    assert load_index(settings.index_dir).manifest["documents"].keys() == {p.sha256 for p in library.papers(index)}
+    assert load_index(settings.index_dir).manifest["documents"].keys() == {p.sha256 for p in collection.papers(index)}
     with pytest.raises(ValueError, match="not in the index"):
-        library.remove(sha, index, settings)
+        collection.remove(sha, index, settings)
 
 
-def test_upload_limits(live, tmp_path, monkeypatch):
-    _, index = live
+def test_upload_limits(live, tmp_path):
+    settings, index = live
     files = []
     for name in ("a.pdf", "b.docx", "c.md"):
-        (tmp_path / name).write_bytes(b"x" * 100)
+        (tmp_path / name).write_bytes(b"x" * (3 << 19))  # 1.5 MB
         files.append(tmp_path / name)
-    monkeypatch.setattr(library, "MAX_FILE_BYTES", 50)
-    refused = dict(library.check_uploads(files, index))
+    small = dataclasses.replace(settings, max_upload_mb=1)
+    refused = dict(collection.check_uploads(files, index, small))
     assert "unsupported file type .docx" in refused[tmp_path / "b.docx"]
     assert "over the" in refused[tmp_path / "a.pdf"] and "over the" in refused[tmp_path / "c.md"]
     with pytest.raises(ValueError, match="at most 10 at a time"):
-        library.check_uploads(files * 4, index)
-    monkeypatch.setattr(library, "MAX_PAPERS", 2)
+        collection.check_uploads(files * 4, index, small)
     with pytest.raises(ValueError, match="at most 2 are served"):
-        library.check_uploads(files[:2], index)
+        collection.check_uploads(files[:2], index, dataclasses.replace(settings, max_papers=2))
 
 
 def test_app_papers_flag_ingests_a_folder_once(tmp_path):
@@ -75,11 +75,11 @@ def test_app_papers_flag_ingests_a_folder_once(tmp_path):
     papers.mkdir()
     shutil.copy(PRIMER_DIR / "03-lora.md", papers)
     shutil.copy(PRIMER_DIR / "12-adam.md", papers)
-    from rqa.web import AppState
+    from rqa.service import AppState
 
     settings = Settings.load(index_dir=tmp_path / "index", papers=str(papers), model="smollm2-135m-instruct")
     first = AppState.start(settings)
-    assert {p.paper for p in library.papers(first.index)} == {"03-lora", "12-adam"}
+    assert {p.paper for p in collection.papers(first.index)} == {"03-lora", "12-adam"}
     embedded_before = load_index(settings.index_dir).embeddings.copy()
     second = AppState.start(settings)  # a restart: nothing new, nothing re-embedded
     assert len(second.index.chunks) == len(first.index.chunks)

@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from rqa.ratings import RatingError, RatingsDB, parse_annotators
+from rqa.ratings import RatingsDB, parse_annotators
+from rqa.errors import RatingError
 
 
 def _rate_many(path, annotator, item_ids):

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from rqa.config import PRIMER_DIR, Settings
-from rqa.corpus import ingest_paths, open_index
+from rqa.collection import ingest_paths, open_index
 from rqa.llm import resolve_model
 from tests.conftest import ROOT
 from tests.test_llm import fake_hub_cache
@@ -53,7 +53,8 @@ def test_space_downloads_model_and_index_from_the_hub_cache(tmp_path, monkeypatc
 
 
 def test_space_with_missing_repos_still_serves_with_a_notice(tmp_path, monkeypatch):
-    from rqa.web import AppState, build_app
+    from rqa.service import AppState
+    from rqa.web import build_app
     from tests.test_llm import use_hf_cache
 
     use_hf_cache(monkeypatch, tmp_path / "empty-hub-cache")  # offline: neither repo can be had
@@ -102,7 +103,7 @@ def test_space_with_an_index_of_an_older_format_serves_the_local_one_with_a_noti
     """An index published before format 3 must be republished; meanwhile the Space stays up."""
     import json
 
-    from rqa.web import AppState
+    from rqa.service import AppState
     from tests.test_llm import use_hf_cache
 
     cache = tmp_path / "hub"

@@ -5,10 +5,12 @@ from types import SimpleNamespace
 import pytest
 
 from rqa.config import Settings
-from rqa.corpus import open_index
+from rqa.collection import Collection, open_index
 from rqa.ratelimit import RateLimiter
 from rqa.ratings import RatingsDB
-from rqa.web import AppState, make_respond, render_checks
+from rqa.service import AppState
+from rqa.web import make_respond
+from rqa.render import render_checks
 from tests.conftest import ScriptedModel, ScriptedPool
 
 
@@ -16,7 +18,7 @@ from tests.conftest import ScriptedModel, ScriptedPool
 def make_app(shared_index, tmp_path):
     def make(reply, rate_limit=0):
         model = ScriptedModel(reply)
-        return AppState(settings=shared_index, index=open_index(shared_index), models=ScriptedPool(model),
+        return AppState(settings=shared_index, collection=Collection(shared_index, open_index(shared_index)), models=ScriptedPool(model),
                         db=RatingsDB(tmp_path / "r.sqlite"), limiter=RateLimiter(rate_limit), sympy=None), model
     return make
 
@@ -92,7 +94,7 @@ def test_the_page_names_the_base_and_its_adapter():
     from pathlib import Path
 
     from rqa.llm import ModelFiles
-    from rqa.web import model_line
+    from rqa.render import model_line
 
     assert model_line(ModelFiles(Path("/m/base.gguf"), None, "offline:b", Path("/a/rqa-lora.gguf"))) == \
         "Model: `base.gguf`, fine-tuned by rqa: adapter `rqa-lora.gguf`."

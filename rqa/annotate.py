@@ -1,0 +1,109 @@
+"""The annotator tab: experts log in with a token and rate answers' technical depth (1-5)."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from rqa.errors import RatingError, StoreError
+from rqa.ratings import RUBRIC
+from rqa.render import render_item
+from rqa.service import AppState, client_id
+from rqa.uploads import uploaded_files
+
+
+def upload_folder() -> Path:
+    """Where Gradio's upload route writes (GRADIO_TEMP_DIR, else the system temp folder's gradio/)."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder())
+
+
+def build_annotator_tab(app: AppState) -> None:
+    # One function (83 lines): the layout and the handlers that read and update its components share
+    # them in one closure, read top to bottom as the tab appears; split, they would be passed around.
+    annotator = gr.State("")
+    item = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                token = gr.Textbox(label="Annotator token", type="password", elem_id="rqa-token")
+                login = gr.Button("Log in", elem_id="rqa-login")
+            status = gr.Markdown("Log in with your annotator token to rate answers.", elem_id="rqa-annot-status")
+            item_view = gr.HTML("", elem_id="rqa-item")
+            depth = gr.Radio([1, 2, 3, 4, 5], label="Technical depth", elem_id="rqa-depth")
+            correctness = gr.Radio(["correct", "partly", "wrong"], label="Factual correctness", elem_id="rqa-correct")
+            comment = gr.Textbox(label="Comment", lines=2, elem_id="rqa-comment")
+            submit = gr.Button("Submit rating", variant="primary", elem_id="rqa-submit")
+            with gr.Accordion("Import items and export ratings", open=False):
+                upload = gr.File(label="Import JSONL of {question, answer, model}", file_types=[".jsonl"])
+                with gr.Row():
+                    export_csv = gr.Button("Export CSV")
+                    export_jsonl = gr.Button("Export JSONL")
+                download = gr.File(label="Download")
+            stats = gr.Markdown("", elem_id="rqa-stats")
+        with gr.Column(scale=2):
+            gr.Markdown(RUBRIC)
+
+    def render_stats() -> str:
+        s = app.db.summary()
+        fb = app.db.feedback_counts()
+        lines = [f"**{s['ratings']} ratings.** Chat feedback: helpful {fb['up']} · not helpful {fb['down']}",
+                 "", "| model | ratings | mean depth | correct | partly | wrong |", "|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {v['n']} | {v['mean_depth']:.2f} | {v['correct']} | {v['partly']} | {v['wrong']} |"
+                  for m, v in s["models"].items()]
+        alpha = s["alpha"]
+        lines.append(f"\nKrippendorff's alpha (ordinal, depth): {alpha if alpha is not None else 'n/a (needs two annotators on one item)'}")
+        return "\n".join(lines)
+
+    def do_login(tok: str, request: gr.Request):
+        client = client_id(request, app.settings.trusted_proxies)
+        if wait := app.login_failures.wait(client):
+            return "", None, f"**Too many failed logins:** try again in {math.ceil(wait)} seconds.", "", ""
+        name = app.annotators.get((tok or "").strip())
+        if not name:
+            app.login_failures.record(client)
+            return "", None, "**Unknown token:** chat users cannot rate.", "", ""
+        row = app.db.next_item(name)
+        return name, row["id"] if row else None, f"Logged in as **{name}**.", render_item(row), render_stats()
+
+    def do_submit(name: str, item_id, d, corr, text):
+        if not name:
+            return item_id, "**Log in as an annotator first.**", gr.update(), gr.update()
+        if item_id is None:
+            return None, "Nothing to rate.", gr.update(), render_stats()
+        try:
+            app.db.rate(int(item_id), name, int(d) if d else 0, corr or "", text or "")
+        except (RatingError, ValueError) as e:  # a tampered item id or depth fails int()
+            return item_id, f"**Not saved:** {e}", gr.update(), gr.update()
+        row = app.db.next_item(name)
+        return (row["id"] if row else None, f"Saved rating of item {item_id} as **{name}**.",
+                render_item(row), render_stats())
+
+    def do_import(name: str, file):
+        if not name:
+            return "**Log in as an annotator first.**", gr.update()
+        if file is None:
+            return "Choose a JSONL file first.", gr.update()
+        try:
+            (path,) = uploaded_files([file if isinstance(file, str) else file.name], upload_folder())
+            n = app.db.import_jsonl(path.read_text(encoding="utf-8"))
+        except (RatingError, StoreError, UnicodeDecodeError, ValueError) as e:
+            return f"**Import failed:** {e}", gr.update()
+        return f"Imported {n} items.", render_stats()
+
+    def do_export(name: str, fmt: str):
+        if not name:
+            return None
+        out = Path(tempfile.mkdtemp()) / f"ratings.{fmt}"
+        out.write_text(app.db.export(fmt), encoding="utf-8")
+        return str(out)
+
+    login.click(do_login, [token], [annotator, item, status, item_view, stats])
+    submit.click(do_submit, [annotator, item, depth, correctness, comment], [item, status, item_view, stats])
+    upload.upload(do_import, [annotator, upload], [status, stats])
+    export_csv.click(lambda n: do_export(n, "csv"), [annotator], [download])
+    export_jsonl.click(lambda n: do_export(n, "jsonl"), [annotator], [download])

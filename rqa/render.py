@@ -1,0 +1,126 @@
+"""HTML and Markdown for the page: sources, checks, the annotator's item, names users chose.
+
+Everything that comes from users or papers is escaped here. Plain text marks instead of emoji:
+they render in every browser font, emoji often as boxes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+from rqa.answer import Answer, Citation, remove_links
+from rqa.text import STOPWORDS
+
+def mark_text(text: str, highlights: list[str], question: str) -> str:
+    """The chunk's text, escaped, with the sentences that support the answer highlighted; before
+    an answer exists, the question's words are."""
+    escaped = html.escape(text)
+    if highlights:
+        for sentence in sorted(highlights, key=len, reverse=True):
+            escaped = escaped.replace(html.escape(sentence), f'<mark class="rqa-support">{html.escape(sentence)}</mark>', 1)
+        return escaped
+    words = {w for w in re.findall(r"[A-Za-z0-9]{3,}", question.lower()) if w not in STOPWORDS}
+    if not words:
+        return escaped
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")\w*", re.I)
+    return pattern.sub(lambda m: f"<mark>{m.group(0)}</mark>", escaped)
+
+
+def render_source(c: Citation, question: str) -> str:
+    ch = c.hit.chunk
+    link = f' · <a href="{c.arxiv_url}" target="_blank">arXiv:{ch.arxiv_id}</a>' if c.arxiv_url else ""
+    origin = ' · <i>cited by rqa (the model did not cite it)</i>' if c.origin == "attributed" else ""
+    return (f'<div class="rqa-source" id="source-{c.n}"><b>[{c.n}] {html.escape(ch.title)}</b><br>'
+            f'<small>{html.escape(ch.section)} · p. {ch.pages} · {html.escape(ch.paper)}{link}{origin}</small>'
+            f'<p>{mark_text(ch.text, c.highlights, question)}</p></div>')
+
+
+def render_retrieved(question: str, hits) -> str:
+    """The sources as soon as retrieval ends, before the model has written anything."""
+    parts = ["<h4>Sources (the model is reading them)</h4>"]
+    parts += [render_source(Citation(n, h), question) for n, h in enumerate(hits, start=1)] or \
+        ["<p><i>No source matched the question.</i></p>"]
+    return "\n".join(parts)
+
+
+def render_sources(answer: Answer) -> str:
+    parts = ["<h4>Cited sources</h4>"]
+    parts += [render_source(c, answer.question) for c in answer.citations] or ["<p><i>The answer cites no source.</i></p>"]
+    if answer.invalid_citations:
+        parts.append(f'<p class="rqa-warning"><b>Warning:</b> citations to sources that do not exist: '
+                     f'{", ".join(f"[{n}]" for n in answer.invalid_citations)}</p>')
+    if answer.uncited:
+        parts.append("<details><summary>Retrieved but not cited</summary>")
+        parts += [render_source(c, answer.question) for c in answer.uncited]
+        parts.append("</details>")
+    return "\n".join(parts)
+
+
+STATUS_MARK = {"matches source": "✓", "unverified": "?", "malformed": "✗"}
+
+
+def render_checks(answer: Answer) -> str:
+    lines = [f"**Model:** `{answer.model}`"]
+    lines += [f"**Note:** {n}" for n in answer.notices]
+    if answer.expansion:
+        guess = remove_links(answer.expansion, [])[0]
+        lines.append(f"**Searched with** the question and the passage the model expected to find (a guess that "
+                     f"steers the search, not an answer): *{guess}*")
+    attributed = [c.n for c in answer.citations if c.origin == "attributed"]
+    if attributed:
+        lines.append("**Citations added by rqa** (the support check found these sources hold sentences the model "
+                     "left uncited or cited elsewhere): " + ", ".join(f"[{n}]" for n in attributed))
+    if answer.support:
+        unsupported = [s for s in answer.support if not s.supported]
+        lines.append(f"**Support:** {len(answer.support) - len(unsupported)}/{len(answer.support)} sentences supported "
+                     "by the retrieved sources.")
+        lines += [f"- unsupported ({s.score:.2f}{', incomplete sentence' if not s.complete else ''}): {s.sentence}"
+                  for s in unsupported]
+    else:
+        lines.append("**Support:** no complete sentence to check.")
+    if answer.numbers:
+        unsourced = [n for n in answer.numbers if not n.found]
+        lines.append(f"**Numbers:** {len(answer.numbers) - len(unsourced)}/{len(answer.numbers)} found in the sources "
+                     "their sentence cites.")
+        lines += [f"- ✗ not in {', '.join(f'[{i}]' for i in n.sources) or 'any cited source'}: **{n.number}** "
+                  f"in “{n.sentence}”" for n in unsourced]
+    if answer.equations:
+        lines.append("**Equations:**")
+        lines += [f"- {STATUS_MARK[e.status]} {e.status}: `{e.latex}` {('— ' + e.detail) if e.detail else ''}"
+                  for e in answer.equations]
+    if answer.invalid_citations:
+        lines.append("**Invalid citations:** " + ", ".join(f"[{n}]" for n in answer.invalid_citations))
+    return "\n".join(lines)
+
+
+def render_item(row: dict | None) -> str:
+    """The item as escaped text: question, answer and sources come from anonymous chat users
+    and from uploaded papers, so nothing of theirs is rendered as Markdown or HTML (a planted
+    image would be fetched by the annotator's browser, a planted link offered inside the rating view)."""
+    if row is None:
+        return "<p><i>Nothing left to rate. Thank you!</i></p>"
+    e = html.escape
+    srcs = json.loads(row["sources"] or "[]")
+    src = "".join(f"<li>[{e(str(s.get('n')))}] <b>{e(str(s.get('title')))}</b>, {e(str(s.get('section')))}, "
+                  f"p. {e(str(s.get('pages')))}: {e(str(s.get('text', ''))[:300])}</li>" for s in srcs)
+    text = 'style="white-space: pre-wrap"'
+    return (f"<p><b>Item {row['id']}</b> · model <code>{e(row['model'])}</code> · from {e(row['origin'])}</p>"
+            f"<p><b>Question:</b></p><p {text}>{e(row['question'])}</p>"
+            f"<p><b>Answer:</b></p><p {text}>{e(row['answer'])}</p>"
+            f"<p><b>Sources:</b></p>" + (f"<ul>{src}</ul>" if src else "<p>(none)</p>"))
+
+
+# Bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE...) make "report\u202Efdp.exe" show as
+# "reportexe.pdf": in names that users chose, they are shown as escapes.
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
+
+
+def shown(name: str) -> str:
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group(0)):04x}", name)
+
+
+def model_line(files) -> str:
+    line = f"Model: `{files.q4.name}`" + (f" (reasoning questions: `{files.q8.name}`)" if files.q8 else "")
+    return line + (f", fine-tuned by rqa: adapter `{files.adapter.name}`." if files.adapter else ", stock.")
