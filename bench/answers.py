@@ -112,7 +112,7 @@ def main() -> None:
     results = {}
     for model, tokens in [(m, t) for m in args.models.split(",") for t in args.expand_tokens.split(",")]:
         label = f"{model}, " + (f"expansion {tokens} tokens" if int(tokens) else "question alone")
-        cmd = [sys.executable, __file__, "--one", model, "--expand-tokens", tokens, "--index", args.index,
+        cmd = [sys.executable, "-m", "bench.answers", "--one", model, "--expand-tokens", tokens, "--index", args.index,
                "--set", args.set,
                "--source-chars", str(args.source_chars), "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens)]
         cmd += (["--limit", str(args.limit)] if args.limit else []) + (["--answers", args.answers] if args.answers else [])
