@@ -37,8 +37,8 @@ def test_browser_ask_then_rate(app):
         expect(page.locator("#rqa-checks")).to_contain_text("sentences supported", timeout=60_000)
         bot = page.locator("#rqa-chat .bot, #rqa-chat [data-testid='bot']").last
         assert bot.inner_text().strip()
-        # test output stays out of the work tree; `RQA_SCREENSHOTS=docs` refreshes the docs' pictures on purpose
-        shots = Path(os.environ.get("RQA_SCREENSHOTS", app["tmp"]))
+        # test output stays out of the work tree; `TEST_SCREENSHOTS=docs` refreshes the docs' pictures on purpose
+        shots = Path(os.environ.get("TEST_SCREENSHOTS", app["tmp"]))
         page.screenshot(path=str(shots / "screenshot-chat.png"), full_page=True)
 
         page.get_by_role("tab", name="Annotate").click()

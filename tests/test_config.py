@@ -20,7 +20,8 @@ def test_only_the_settings_read_rqa_environment_variables():
         return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("RQA_")
 
     readers = []
-    for path in [*PACKAGE.glob("*.py"), *(ROOT / "build").glob("*.py"), *(ROOT / "bench").glob("*.py"), ROOT / "app.py"]:
+    for path in [*PACKAGE.glob("*.py"), *(ROOT / "build").glob("*.py"), *(ROOT / "bench").glob("*.py"),
+                 *(ROOT / "tests").glob("*.py"), ROOT / "app.py", ROOT / "space" / "app.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             read = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
                     and node.func.attr in ("get", "getenv") and rqa_name(node.args[0])) or \

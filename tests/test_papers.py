@@ -116,7 +116,7 @@ def test_browser_upload_ask_and_remove(default_app):
         expect(page.locator("#rqa-sources")).to_contain_text("Cited sources", timeout=240_000)
         cited = page.locator("#rqa-sources .rqa-source").first
         expect(cited).to_contain_text("Distilling the Knowledge")
-        shots = Path(os.environ.get("RQA_SCREENSHOTS", default_app["tmp"]))
+        shots = Path(os.environ.get("TEST_SCREENSHOTS", default_app["tmp"]))
         page.screenshot(path=str(shots / "screenshot-upload.png"), full_page=True)
 
         page.locator("#rqa-paper-choice input").click()
