@@ -84,4 +84,6 @@ def teacher_generator(model: str = TEACHER, log: Path | None = None) -> Iterator
         Path(log).parent.mkdir(parents=True, exist_ok=True)
     name = Path(model).stem if model.endswith(".gguf") else model
     with local_teacher(model, log=log) as base_url:
-        yield openai_generator(base_url, name, prompt=TEACHER_PROMPT, max_tokens=300)
+        generator = openai_generator(base_url, name, prompt=TEACHER_PROMPT, max_tokens=300)
+        generator.name = f"teacher:{name}"  # not the server's passing port: cards and rows name the model
+        yield generator
