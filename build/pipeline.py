@@ -48,7 +48,8 @@ def stages(args) -> list[tuple[str, Callable[[Namespace], dict], Callable[[], Na
         ("train", train.cli, lambda: Namespace(
             method="sft", data=out / "data", out=out / "run", preset=args.preset, base=None, max_steps=None,
             batch_size=None, max_length=None, epochs=None)),
-        # merge, convert, quantize to q4_0 (LoRA-adapted tensors kept at q8_0) and q8_0 (the app serves both)
+        # the GGUF LoRA adapter (adapter-f16.gguf: what the app applies to the offline base), and the
+        # merged model quantized to q4_0 (LoRA-adapted tensors kept at q8_0) and q8_0 (for the Hub)
         ("export", export.cli, lambda: Namespace(run=out / "run", out=out / "export", preset=args.preset,
                                                  data=out / "data")),
         # base vs tuned at the same quantization, through the app's answer path, on the unseen-paper test
