@@ -67,7 +67,11 @@ class PackagedAdapter:
 
 ADAPTER_DIR = Path(__file__).resolve().parent / "adapters"
 # offline base -> the adapter the app applies to it unless the `adapter` setting says otherwise
-ADAPTERS: dict[str, PackagedAdapter] = {}
+ADAPTERS: dict[str, PackagedAdapter] = {a.base: a for a in (
+    # the cpu preset on the committed teacher data (data/qa: 108 train examples); model card beside it
+    PackagedAdapter("qwen2.5-coder-0.5b-instruct-rqa.gguf", "qwen2.5-coder-0.5b-instruct", 4_339_040,
+                    "6f74c9ce1939e5694ea9f14dc629a146ab993c90edff31640e80dd535a42da04"),
+)}
 
 
 def packaged_adapter(base: str) -> Path | None:

@@ -246,3 +246,18 @@ def test_the_scripted_fakes_keep_the_model_and_pool_protocols():
         same_methods(cls, Models)
     pool = ScriptedPool(ScriptedModel("x"))
     assert isinstance(pool, Models) and isinstance(pool.get(), ChatModel) and isinstance(pool.expander(), ChatModel)
+
+
+def test_the_packaged_adapters_are_intact_fit_their_base_and_have_a_card():
+    from rqa.llm import check_adapter_fits
+    from rqa.models import ADAPTERS, packaged_adapter
+
+    assert ADAPTERS, "rqa ships the pipeline's fine-tune"
+    for base, adapter in ADAPTERS.items():
+        path = packaged_adapter(base)  # refuses a changed or missing file
+        check_adapter_fits(path, offline_model_path(base))
+        card = path.with_suffix(".md").read_text()
+        assert adapter.sha256 in card and base in card
+    files = resolve_model(Settings.load(model="qwen2.5-coder-0.5b-instruct"))
+    assert files.adapter == ADAPTERS["qwen2.5-coder-0.5b-instruct"].path  # applied by default to its base
+    assert resolve_model(Settings.load(model=TEST_MODEL)).adapter is None  # no adapter ships for this one
