@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="the web app and its OpenAI-compatible API (as `python app.py`)")
     p.add_argument("--papers", help="a folder of papers to ingest at start (papers already indexed are skipped)")
     p.add_argument("--index", dest="index_dir", type=Path, help="index directory (default .rqa/index)")
+    p.add_argument("--index-uri", dest="index_uri", help="the index on Milvus: a Milvus Lite file (*.db) or http://host:19530")
 
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=Path, dest="index_dir", help="index directory (default .rqa/index)")
+    p.add_argument("--index-uri", dest="index_uri", help="the index on Milvus: a Milvus Lite file (*.db) or http://host:19530")
     # an index is searched with the embedder and chunking it was built with; others are refused
     p.add_argument("--embedder", help="sentence-transformers model name or folder")
     p.add_argument("--chunk-size", type=int, dest="chunk_size")
@@ -78,7 +80,7 @@ def cmd_ingest(args, settings: Settings) -> int:
         print(f"{path}: same content as a paper already indexed; stored once", file=sys.stderr)
     replaced = f", {report.papers_removed} old versions removed" if report.papers_removed else ""
     print(f"{report.files} files, {report.papers_added} papers added ({report.pages} pages, "
-          f"{report.chunks_added} chunks){replaced}, {len(report.skipped)} skipped -> {settings.index_dir}")
+          f"{report.chunks_added} chunks){replaced}, {len(report.skipped)} skipped -> {settings.index_uri or settings.index_dir}")
     return 0 if report.files > len(report.skipped) or report.files == 0 else 1
 
 

@@ -30,6 +30,8 @@ from rqa.embed import DEFAULT_EMBEDDER, dimension, embed, fingerprint, is_local_
 from rqa.errors import IndexError_, StoreError
 from rqa.index import Index, check_chunk_settings, chunk_settings, index_exists, index_text, load_index, write_index
 from rqa.ingest import find_files, load_documents
+from rqa import milvus
+from rqa.milvus import MilvusIndex, is_milvus_uri
 from rqa.types import Chunk
 from rqa.ingest import SUFFIXES
 from rqa.uploads import store_dir, store_upload
@@ -64,16 +66,37 @@ def without_documents(chunks: list[Chunk], vectors: np.ndarray, shas: set[str]) 
     return [chunks[i] for i in keep], vectors[keep]
 
 
+def location(settings: Settings) -> str | Path:
+    """Where the index lives: `index_uri` (Milvus) when set, else the index_dir folder."""
+    return settings.index_uri or Path(settings.index_dir)
+
+
+def exists_at(where: str | Path) -> bool:
+    return milvus.exists(str(where)) if is_milvus_uri(str(where)) else index_exists(Path(where))
+
+
+def load_at(where: str | Path, embedder: str | None = None) -> Index | MilvusIndex:
+    return MilvusIndex.open(str(where)) if is_milvus_uri(str(where)) else load_index(Path(where), embedder)
+
+
 @contextlib.contextmanager
-def write_lock(path: Path):
-    """One writer per index folder across processes (two apps, or the app and `rqa ingest`): a lock
-    file beside the folder (the folder itself is swapped by rename). Writers re-read the index from
-    disk once they hold it, so nobody's papers are lost."""
+def write_lock(path: str | Path):
+    """One writer per index across processes (two apps, or the app and `rqa ingest`): a lock file
+    beside the folder or Milvus Lite file (a folder is swapped by rename); for a Milvus server, one
+    in the temporary folder, which serialises the writers of this machine. Writers re-read the
+    index once they hold it, so nobody's papers are lost."""
+    import hashlib
+    import tempfile
+
     import portalocker
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+    if str(path).startswith(("http://", "https://", "tcp://")):
+        lock = Path(tempfile.gettempdir()) / f"rqa-{hashlib.sha1(str(path).encode()).hexdigest()[:16]}.lock"
+    else:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a") as f:
         portalocker.lock(f, portalocker.LOCK_EX)
         try:
             yield
@@ -87,16 +110,18 @@ def build_or_extend(path: Path, incoming: list[Incoming], settings: Settings, pr
     changed moves to the new content, and old content that no path points at any more is removed.
     The index's own embedder and dense index kind are kept; a new index takes `settings`'."""
     with write_lock(path):
-        return _build_or_extend(Path(path), incoming, settings, progress)
+        return _build_or_extend(path if is_milvus_uri(str(path)) else Path(path), incoming, settings, progress)
 
 
-def _build_or_extend(path: Path, incoming: list[Incoming], settings: Settings, progress: bool) -> ExtendResult:
+def _build_or_extend(path: str | Path, incoming: list[Incoming], settings: Settings, progress: bool) -> ExtendResult:
     embedder = settings.embedder
-    if index_exists(path):
-        old = load_index(path, embedder)
+    on_milvus = is_milvus_uri(str(path))
+    if exists_at(path):
+        old = load_at(path, embedder)
         check_chunk_settings(old.manifest, chunk_settings(settings), path)
         settings = dataclasses.replace(settings, ann=old.manifest.get("ann", settings.ann))
-        manifest, chunks, vectors = old.manifest, old.chunks, old.embeddings
+        manifest = old.manifest
+        chunks, vectors = ([], None) if on_milvus else (old.chunks, old.embeddings)
         embedder = old.embedder
         bundle = Path(embedder) if manifest["embedder"].get("bundled") else None
     else:
@@ -105,13 +130,17 @@ def _build_or_extend(path: Path, incoming: list[Incoming], settings: Settings, p
         manifest = {"embedder": {"name": embedder, "dim": dimension(embedder), "fingerprint": fingerprint(embedder),
                                  "bundled": bundle is not None}, "documents": {}, "settings": chunk_settings(settings)}
         chunks, vectors = [], np.zeros((0, dimension(embedder)), dtype=np.float32)
+    if on_milvus and bundle:
+        raise StoreError("a Milvus index cannot carry a local embedder folder; use a named embedder")
     docs: dict[str, dict] = manifest["documents"]
     result = ExtendResult()
     new_chunks: list[Chunk] = []
+    touched: set[str] = set()  # documents whose entry changed
     for item in incoming:
         owner = next((sha for sha, d in docs.items() if item.path in d["paths"]), None)
         if owner == item.sha256:
             continue
+        touched |= {owner, item.sha256} - {None}
         if owner:
             docs[owner]["paths"].remove(item.path)
         if item.sha256 in docs:
@@ -119,13 +148,20 @@ def _build_or_extend(path: Path, incoming: list[Incoming], settings: Settings, p
             result.same_content.append(item.path)
             continue
         docs[item.sha256] = {"paper": item.paper, "title": item.title, "pages": item.pages,
-                             "chunks": len(item.chunks), "paths": [item.path]}
+                             "chunks": len(item.chunks), "paths": [item.path],
+                             "arxiv_id": next((c.arxiv_id for c in item.chunks if c.arxiv_id), None)}
         new_chunks.extend(item.chunks)
         result.added_paths.append(item.path)
     orphans = {sha for sha, d in docs.items() if not d["paths"]}
     for sha in orphans:
         del docs[sha]
     result.removed = len(orphans)
+    if on_milvus:  # rows change in place: no rebuild
+        new_vectors = embed(embedder, [index_text(c) for c in new_chunks], progress=progress) if new_chunks \
+            else np.zeros((0, manifest["embedder"]["dim"]), dtype=np.float32)
+        milvus.write(str(path), manifest, new_chunks, new_vectors, orphans, touched - orphans, settings)
+        result.chunks_added = len(new_chunks)
+        return result
     if not new_chunks and not orphans:
         if result.same_content:  # only paths were added: no chunk changes, just the manifest
             write_index(path, manifest, chunks, vectors, settings, bundle)
@@ -138,21 +174,23 @@ def _build_or_extend(path: Path, incoming: list[Incoming], settings: Settings, p
     return result
 
 
-def remove_documents(path: Path, shas: set[str], settings: Settings) -> int:
+def remove_documents(path: str | Path, shas: set[str], settings: Settings) -> int:
     """Remove papers (by content hash) from the index at path, atomically; returns how many."""
-    path = Path(path)
     with write_lock(path):
         return _remove_documents(path, shas, settings)
 
 
-def _remove_documents(path: Path, shas: set[str], settings: Settings) -> int:
-    index = load_index(path)
+def _remove_documents(path: str | Path, shas: set[str], settings: Settings) -> int:
+    index = load_at(path)
     docs = index.manifest["documents"]
     gone = {sha for sha in shas if sha in docs}
     if not gone:
         return 0
     for sha in gone:
         del docs[sha]
+    if isinstance(index, MilvusIndex):
+        milvus.write(str(path), index.manifest, [], np.zeros((0, 1), np.float32), gone, set(), settings)
+        return len(gone)
     write_index(path, index.manifest, *without_documents(index.chunks, index.embeddings, gone),
                 dataclasses.replace(settings, ann=index.manifest.get("ann", "flat")),
                 Path(index.embedder) if index.manifest["embedder"].get("bundled") else None)
@@ -223,7 +261,7 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
         report.pages += doc.pages
         incoming.append(Incoming(str(Path(doc.path).resolve()), doc.sha256, chunks, doc.paper, doc.title, doc.pages))
     if incoming:
-        result = build_or_extend(settings.index_dir, incoming, settings, progress=progress)
+        result = build_or_extend(location(settings), incoming, settings, progress=progress)
         report.papers_added, report.chunks_added = len(result.added_paths), result.chunks_added
         report.papers_removed = result.removed
         for item in incoming:
@@ -248,6 +286,8 @@ def open_index(settings: Settings) -> Index:
     location is built from the primer on first use."""
     if settings.hub_index_repo:
         index = load_index(download_index(settings.hub_index_repo), settings.embedder)
+    elif settings.index_uri:
+        index = MilvusIndex.open(settings.index_uri)
     else:
         path = Path(settings.index_dir)
         if not index_exists(path) and path == Settings().index_dir:
@@ -290,8 +330,11 @@ class Paper:
         return f"https://arxiv.org/abs/{self.arxiv_id}" if self.arxiv_id else None
 
 
-def papers(index: Index) -> list[Paper]:
-    arxiv = {c.doc: c.arxiv_id for c in index.chunks if c.arxiv_id}
+def papers(index: Index | MilvusIndex) -> list[Paper]:
+    # a Milvus index holds no chunk list: its documents name their arXiv id (the chunks say it too)
+    arxiv = {sha: d["arxiv_id"] for sha, d in index.manifest["documents"].items() if d.get("arxiv_id")}
+    if isinstance(index, Index):
+        arxiv.update({c.doc: c.arxiv_id for c in index.chunks if c.arxiv_id})
     return [Paper(sha, d["paper"], d["title"], d["pages"], d["chunks"], arxiv.get(sha), list(d["paths"]))
             for sha, d in index.manifest["documents"].items()]
 
@@ -307,8 +350,11 @@ def example_questions(index: Index, n: int = 4) -> list[str]:
     return out
 
 
-def writable_index(index: Index, settings: Settings) -> Path:
-    """Where changes go: index_dir; an index served from elsewhere (a Hub download) is copied there first."""
+def writable_index(index: Index, settings: Settings) -> str | Path:
+    """Where changes go: index_uri (Milvus, written in place), else index_dir; an index served from
+    elsewhere (a Hub download) is copied there first."""
+    if settings.index_uri:
+        return settings.index_uri
     target = Path(settings.index_dir)
     if Path(index.path).resolve() == target.resolve() and index.manifest["documents"] and not index_exists(target):
         # a new index would hold only the new papers, and the app would switch to it
@@ -328,9 +374,9 @@ def add_files(files: list[Path], index: Index, settings: Settings,
     try:
         target = writable_index(index, settings)
         stored = [store_upload(f, settings) for f in files]
-        report = ingest_paths(stored, dataclasses.replace(settings, index_dir=target), progress=progress,
-                              max_chunks=settings.max_chunks_per_upload)
-        updated = load_index(target, settings.embedder)
+        report = ingest_paths(stored, settings if settings.index_uri else dataclasses.replace(settings, index_dir=target),
+                              progress=progress, max_chunks=settings.max_chunks_per_upload)
+        updated = load_at(target, settings.embedder)
         kept = {p for d in updated.manifest["documents"].values() for p in d["paths"]}
         for f in report.per_file:
             if f.status == "skipped" and str(Path(f.path).resolve()) not in kept:
@@ -345,7 +391,7 @@ def add_files(files: list[Path], index: Index, settings: Settings,
 
 def remove(sha256: str, index: Index, settings: Settings) -> Index:
     target = writable_index(index, settings)
-    docs = load_index(target).manifest["documents"]
+    docs = load_at(target).manifest["documents"]
     paths = docs.get(sha256, {}).get("paths", [])
     if not remove_documents(target, {sha256}, settings):
         raise StoreError("that paper is not in the index (removed already?)")
@@ -353,7 +399,7 @@ def remove(sha256: str, index: Index, settings: Settings) -> Index:
     for p in map(Path, paths):  # uploaded copies go too; the user's own files are never touched
         if store in p.resolve().parents:
             shutil.rmtree(p.parent, ignore_errors=True)
-    return load_index(target, settings.embedder)
+    return load_at(target, settings.embedder)
 
 
 @dataclass

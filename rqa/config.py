@@ -26,6 +26,7 @@ GROUPS = {
     "retrieval": "Retrieval",
     "expansion": "Query expansion (rqa.expand)",
     "model": "The model",
+    "serving": "Where generation runs (docs/SCALING.md)",
     "generation": "Generation and the prompt",
     "checks": "Checks of the answer",
     "limits": "Bounds on what users send",
@@ -44,6 +45,8 @@ class Settings:
     # --- where things live
     index_dir: Path = setting(Path(".rqa/index"), "files", "index directory (built from the primer on first use "
                               "when it is the default)")
+    index_uri: str = setting("", "files", "the index on Milvus instead of index_dir: a Milvus Lite file (*.db) or "
+                             "a Milvus server, http://host:19530 (docs/SCALING.md)")
     db_path: Path = setting(Path(".rqa/ratings.sqlite"), "files", "SQLite file for ratings and feedback")
     papers: str = setting("", "files", "a folder ingested into the index when the app starts (papers already "
                           "there are skipped)")
@@ -110,6 +113,19 @@ class Settings:
     n_ctx: int = setting(2048, "model", "context length; the prompt is about 900 tokens with 5 excerpts of "
                          "600 characters", (512, 131_072))
     n_threads: int = setting(0, "model", "threads for generation; 0: all cores", (0, 256))
+    # --- where generation runs
+    engine: str = setting("server", "serving", "where the app generates: server (llama.cpp's llama-server as a "
+                          "supervised child: parallel slots, continuous batching, cancellation) or in-process "
+                          "(llama-cpp-python, one answer at a time). The CLI and the pipeline generate in-process",
+                          choices=("server", "in-process"))
+    slots: int = setting(4, "serving", "answers llama-server generates at once; each slot holds n_ctx tokens of "
+                         "KV cache (docs/BENCHMARKS.md)", (1, 64))
+    llama_server: str = setting("", "serving", "the llama-server binary; empty: the one `make install` builds "
+                                "into the virtual environment, else one on PATH")
+    llm_url: str = setting("", "serving", "an OpenAI-compatible server that generates instead (another "
+                           "llama-server, vLLM), e.g. http://gpu-host:8000/v1; empty: this machine")
+    llm_model: str = setting("", "serving", "the model id sent to llm_url (its /v1/models lists them)")
+    llm_api_key: str = setting("", "serving", "bearer key for llm_url, if it asks for one")
     # --- generation and the prompt
     max_new_tokens: int = setting(256, "generation", "longest answer, in tokens", (1, 8192))
     temperature: float = setting(0.0, "generation", "0: greedy (the answer restates facts; sampling only adds "

@@ -19,6 +19,8 @@ from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from rqa.config import Settings
 from rqa.errors import ModelError
+from rqa.llama_server import LlamaServer, find_binary
+from rqa.remote import RemoteModel
 from rqa.text import sha256_file
 from rqa.models import offline_model_path, packaged_adapter
 
@@ -309,33 +311,82 @@ def load_model(path: Path, settings: Settings, adapter: Path | None = None) -> M
     return Model(path, llm, chat_format(llm.metadata), adapter)
 
 
+def gguf_metadata(path: Path) -> dict:
+    """The keys chat_format reads, from the file itself (a model served by llama-server is never
+    loaded here)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    return {key: fields[key].contents() for key in ("tokenizer.chat_template", "general.finetune",
+                                                     "general.architecture") if key in fields}
+
+
+def start_server_model(path: Path, settings: Settings, adapter: Path | None, binary: Path) -> RemoteModel:
+    """The GGUF served by a llama-server child; the prompt is rendered here in the file's own turn
+    format, exactly as the in-process model renders it."""
+    path = check_gguf(path)
+    if adapter:
+        check_adapter_fits(adapter, path)
+    fmt = chat_format(gguf_metadata(path))
+    server = LlamaServer(binary, path, adapter, settings.slots, settings.n_ctx, settings.n_threads).start()
+    return RemoteModel(server.url, path.name, settings.slots, adapter.name if adapter else None,
+                       render=fmt.render, stop=fmt.stop, on_failure=server.status, server=server)
+
+
 class ModelPool:
     """The q4 model, the q8 model when configured, and the query-expansion model, each loaded once
-    on first use. Memory stays bounded: at most these three files are ever mapped."""
+    on first use. Memory stays bounded: at most these three files are ever mapped.
 
-    def __init__(self, settings: Settings, files: ModelFiles | None = None):
+    `engine` says where a model runs: "in-process" (llama-cpp-python; the CLI, the benchmarks'
+    default, the pipeline) or "server" (a llama-server child per file; the app). With the `llm_url`
+    setting every model is that remote server's."""
+
+    def __init__(self, settings: Settings, files: ModelFiles | None = None, engine: str = "in-process"):
         self.settings = settings
+        self.engine = engine
         if files is not None:
             self.files = files
-        self._models: dict[str, Model] = {}
+        self._models: dict[str, ChatModel] = {}
         self._load_lock = threading.Lock()
+        self.notices: list[str] = []  # what the app's page should say about how it generates
 
     @functools.cached_property
     def files(self) -> ModelFiles:
         """Resolved on first use: `rqa search` needs only the expansion model."""
+        if self.settings.llm_url:
+            return ModelFiles(Path(self.settings.llm_model or "remote-model"), None, f"url:{self.settings.llm_url}")
         return resolve_model(self.settings)
 
-    def get(self, which: str = "q4") -> Model:
+    @functools.cached_property
+    def _remote(self) -> RemoteModel:
+        s = self.settings
+        return RemoteModel(s.llm_url, s.llm_model or "remote-model", s.slots, model_id=s.llm_model,
+                           api_key=s.llm_api_key)
+
+    @functools.cached_property
+    def _server_binary(self) -> Path | None:
+        binary = find_binary(self.settings.llama_server)
+        if binary is None:
+            self.notices.append("llama-server is not built (`make install` builds it): answers are generated "
+                                "one at a time, in-process.")
+            log.warning("llama-server not found; generating in-process")
+        return binary
+
+    def get(self, which: str = "q4") -> ChatModel:
+        if self.settings.llm_url:
+            return self._remote
         return self._load(self.files.q8 if which == "q8" and self.files.q8 else self.files.q4, self.files.adapter)
 
-    def expander(self) -> Model:
+    def expander(self) -> ChatModel:
         """The model that writes query expansions (rqa.expand): `expand_with`, else the offline
         default model. When it is the file that answers, both use one loaded copy: a second copy
         raised peak RSS by 1.7 GB (docs/BENCHMARKS.md)."""
         return self._expander
 
     @functools.cached_property
-    def _expander(self) -> Model:  # resolved once, not at every question (a failure is not cached)
+    def _expander(self) -> ChatModel:  # resolved once, not at every question (a failure is not cached)
+        if self.settings.llm_url and not self.settings.expand_with:
+            return self._remote
         name = self.settings.expand_with or self.settings.model
         path = Path(name) if name.endswith(".gguf") or os.sep in name else offline_model_path(name)
         # the offline base that answers keeps its adapter here too, so that one loaded copy serves both
@@ -343,12 +394,20 @@ class ModelPool:
         offline_answers = not (self.settings.expand_with or self.settings.model_path or self.settings.hub_repo)
         return self._load(check_gguf(path), self.files.adapter if offline_answers else None)
 
-    def _load(self, path: Path, adapter: Path | None = None) -> Model:
+    def _load(self, path: Path, adapter: Path | None = None) -> ChatModel:
         key = f"{Path(path).resolve()}+{Path(adapter).resolve() if adapter else ''}"
         with self._load_lock:
             if key not in self._models:
-                self._models[key] = load_model(path, self.settings, adapter)
+                binary = self._server_binary if self.engine == "server" else None
+                self._models[key] = start_server_model(path, self.settings, adapter, binary) if binary \
+                    else load_model(path, self.settings, adapter)
             return self._models[key]
 
-    def for_question(self, question: str) -> Model:
+    def close(self) -> None:
+        """Stop the llama-server children (they also stop when this process exits)."""
+        for model in self._models.values():
+            if getattr(model, "server", None):
+                model.server.stop()
+
+    def for_question(self, question: str) -> ChatModel:
         return self.get("q8" if self.files.q8 and needs_reasoning(question) else "q4")

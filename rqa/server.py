@@ -22,8 +22,9 @@ log = logging.getLogger("rqa.server")
 def create_server(app: AppState):
     """The FastAPI server: the OpenAI-compatible routes and the Gradio UI mounted at /."""
     demo = build_app(app)
-    # Generation is serialised on the model's lock, not by Gradio's queue: every waiting user's
-    # handler runs, shows its sources at once and says that another user's answer is generating.
+    # Generation is bounded by the model (llama-server's slots, or the in-process model's lock), not by
+    # Gradio's queue: every waiting user's handler runs, shows its sources at once and says that
+    # other users' answers are generating.
     demo.queue(default_concurrency_limit=16)
     server = FastAPI(title="rqa")
     add_openai_routes(server, app)

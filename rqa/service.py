@@ -45,11 +45,12 @@ class AppState:
     def start(cls, settings: Settings) -> "AppState":
         collection = Collection.open(settings)  # a corrupt index fails first, before minutes of model loading
         notices = list(collection.notices)
-        models = ModelPool(settings)
+        models = ModelPool(settings, engine=settings.engine)
         if settings.hub_repo and not models.files.source.startswith("hub:"):
             notices.append(f"The model repo {settings.hub_repo} could not be reached; serving the offline model "
                            f"{models.files.q4.name} instead.")
         models.get("q4")  # load now: a missing or corrupt model fails at start, not at the first question
+        notices += models.notices
         if settings.adapter.lower() == "none" and models.files.source == f"offline:{settings.model}" \
                 and settings.model in ADAPTERS:
             notices.append(f"Serving the stock {settings.model} without rqa's fine-tune (adapter setting: none).")

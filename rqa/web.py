@@ -43,7 +43,7 @@ def make_respond(app: AppState):
             yield say("*Searching the papers...*")
             stream = answer_stream(question, app.index, app.models, app.settings, app.sympy)
             sources = render_retrieved(stream.question, stream.hits)
-            waiting = "*Generating an answer for another user; yours starts when it is done...*" \
+            waiting = "*Generating answers for other users; yours starts when one is done...*" \
                 if stream.model.busy else "*Reading the sources...*"
             yield say(waiting, sources, "")
             partial = ""

@@ -47,7 +47,7 @@ def test_queued_user_is_told_another_answer_is_generating(make_app):
     model.busy = True
     events = make_respond(app)("What is BM25?", [], REQUEST)
     assert next(events)[0][-1]["content"] == "*Searching the papers...*"  # the expansion model is free
-    assert "another user" in next(events)[0][-1]["content"]
+    assert "other users" in next(events)[0][-1]["content"]
 
     app.models.expander_model = ScriptedModel("BM25 scores term frequency and inverse document frequency.")
     app.models.expander_model.busy = True  # under load: no queue of guesses, the question alone at once

@@ -1,0 +1,192 @@
+"""llama.cpp's own server (`llama-server`) as a supervised child process of the app.
+
+Why: llama-cpp-python runs one generation at a time per loaded model, so concurrent users queue
+behind a lock. llama-server answers several at once (parallel slots, continuous batching), keeps
+each slot's prompt cache, cancels a generation when its client disconnects, and is built at
+install with runtime CPU dispatch (each machine loads its best kernels; the wheel is an AVX2 floor).
+
+The child listens on loopback only, dies with the app (PR_SET_PDEATHSIG on Linux, and at exit), and
+is restarted when it crashes; the crash is logged and named to the user whose answer it cut.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from rqa.errors import ModelError
+
+log = logging.getLogger("rqa.llama_server")
+
+START_TIMEOUT_S = 300.0  # loading a 1 GB model from a cold disk
+RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
+
+
+def find_binary(configured: str = "") -> Path | None:
+    """The `llama_server` setting, else the one `make install` builds into the virtual
+    environment, else one on PATH."""
+    if configured:
+        return Path(configured) if Path(configured).is_file() else None
+    built = Path(sys.prefix) / "llama-server" / "llama-server"
+    if built.is_file():
+        return built
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """One llama-server child serving one GGUF (and adapter) on 127.0.0.1:`port`."""
+
+    def __init__(self, binary: Path, model: Path, adapter: Path | None = None, slots: int = 4,
+                 n_ctx: int = 2048, threads: int = 0):
+        self.binary, self.model, self.adapter, self.slots = Path(binary), Path(model), adapter, slots
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        threads = threads or os.cpu_count() or 1
+        # -c is the context of all slots together: each slot gets n_ctx, as in-process.
+        self.args = [str(self.binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+                     "--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--threads", str(threads),
+                     "--threads-batch", str(threads), "--flash-attn", "on", "--no-webui", "--slots"]
+        if adapter:
+            self.args += ["--lora", str(adapter)]
+        self.crashes = 0
+        self.last_crash = ""
+        self._proc: subprocess.Popen | None = None
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=30)
+        self._ready = threading.Event()
+        self._started = threading.Event()
+        self._start_error: ModelError | None = None
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> "LlamaServer":
+        """Start the child and wait until it answers /health; ModelError (with the end of its log)
+        if it cannot start. Every spawn happens on the supervising thread: the kernel's parent-death
+        signal follows the thread that forked, so a request thread must never be the parent."""
+        threading.Thread(target=self._supervise, name=f"llama-server:{self.port}", daemon=True).start()
+        self._started.wait()
+        if self._start_error:
+            raise self._start_error
+        atexit.register(self.stop)
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def status(self) -> str:
+        """Why answers are failing right now, or "" when the server is up."""
+        proc = self._proc
+        if proc is not None and proc.poll() is not None:  # before the supervising thread has noticed
+            return f"llama-server exited with code {proc.returncode}; it is being restarted"
+        if self._ready.is_set():
+            return ""
+        return f"{self.last_crash or 'llama-server is not running'}; it is being restarted"
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    # --- the supervising thread ----------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        first = True
+        while not self._stopping:
+            try:
+                proc = self._spawn()
+                self._wait_healthy(proc)
+            except ModelError as e:
+                if first:
+                    self._start_error = e
+                    self._started.set()
+                    return
+                log.error("llama-server could not be restarted: %s", e)
+                self._backoff()
+                continue
+            first = False
+            self._ready.set()
+            self._started.set()
+            code = proc.wait()
+            self._ready.clear()
+            if self._stopping:
+                return
+            self.crashes += 1
+            self.last_crash = f"llama-server exited with code {code}"
+            log.error("%s (crash %d); restarting. Its last lines:\n%s", self.last_crash, self.crashes,
+                      "\n".join(self._log_tail))
+            self._backoff()
+
+    def _backoff(self) -> None:
+        time.sleep(RESTART_BACKOFF_S[min(self.crashes, len(RESTART_BACKOFF_S)) - 1] if self.crashes else 1)
+
+    def _spawn(self) -> subprocess.Popen:
+        # the CPU-variant kernels (libggml-cpu-*.so) and shared libraries sit beside the binary
+        env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(
+            p for p in (str(self.binary.parent), os.environ.get("LD_LIBRARY_PATH", "")) if p)}
+        try:
+            proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, env=env, text=True, errors="replace",
+                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        except OSError as e:
+            raise ModelError(f"cannot start llama-server ({e.strerror}); rebuild it with `make install`, "
+                             "or set RQA_ENGINE=in-process") from None
+        self._proc = proc
+        threading.Thread(target=self._read_log, args=(proc,), daemon=True).start()
+        return proc
+
+    def _read_log(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self._log_tail.append(line.rstrip())
+            log.debug("%s", line.rstrip())
+
+    def _wait_healthy(self, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                time.sleep(0.2)  # let the log reader catch the last lines
+                tail = " | ".join(line for line in list(self._log_tail)[-3:] if line)
+                raise ModelError(f"llama-server exited at start (code {proc.returncode}): {tail[-300:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        proc.kill()
+        raise ModelError(f"llama-server did not become ready in {START_TIMEOUT_S:.0f} s")

@@ -1,0 +1,211 @@
+"""The index on Milvus: a Milvus Lite file (`*.db`, embedded, no server) or a Milvus server or
+cluster (`http://host:19530`), named by the `index_uri` setting. The same client calls serve both.
+
+Milvus holds what the local index folder holds: each chunk with its metadata, its embedding and
+its text, over which Milvus's own BM25 function builds the sparse vectors; the papers (the local
+manifest's documents) and the index's embedder and chunk settings. rqa.search fuses the two result
+lists exactly as it fuses the local index's, so the answer path cannot tell the two apart; only
+what a search returns is fetched, so the app never holds the corpus in memory.
+
+Three collections: rqa_chunks, rqa_documents (one row per paper content hash) and rqa_meta (the
+embedder and chunk settings the index was built with).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rqa.errors import IndexError_
+from rqa.index import index_text
+from rqa.types import Chunk
+
+CHUNKS, DOCUMENTS, META = "rqa_chunks", "rqa_documents", "rqa_meta"
+TEXT_MAX = 65_535  # Milvus's longest VARCHAR; a chunk is about 1,000 characters
+# Milvus's analyzer, as close as it offers to rqa.text.tokenize: lower case, English stop words,
+# Snowball stemming.
+ANALYZER = {"tokenizer": "standard",
+            "filter": ["lowercase", {"type": "stop", "stop_words": ["_english_"]}, {"type": "stemmer", "language": "english"}]}
+DENSE_INDEX = {"flat": ("FLAT", {}), "hnsw": ("HNSW", {"M": 32, "efConstruction": 200}), "ivf": ("IVF_FLAT", {"nlist": 1024})}
+CHUNK_FIELDS = ["chunk_id", "doc", "paper", "title", "section", "page_start", "page_end", "char_start", "char_end",
+                "arxiv_id", "text"]
+
+
+def is_milvus_uri(location: str) -> bool:
+    return str(location).endswith(".db") or str(location).startswith(("http://", "https://", "tcp://"))
+
+
+def connect(uri: str):
+    from pymilvus import MilvusClient
+
+    try:
+        return MilvusClient(uri)
+    except Exception as e:  # unreachable server, unwritable file, a file that is no Milvus Lite database
+        raise IndexError_(f"cannot open the Milvus index {uri} ({type(e).__name__}: {str(e)[:160]})") from None
+
+
+def create(client, dim: int, settings) -> None:
+    """The three collections of a new index."""
+    from pymilvus import DataType, Function, FunctionType
+
+    schema = client.create_schema(auto_id=True)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    for name in ("chunk_id", "doc", "paper", "arxiv_id"):
+        schema.add_field(name, DataType.VARCHAR, max_length=512)
+    for name in ("title", "section"):
+        schema.add_field(name, DataType.VARCHAR, max_length=2048)
+    for name in ("page_start", "page_end", "char_start", "char_end"):
+        schema.add_field(name, DataType.INT64)
+    schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
+    # what BM25 reads, as in the local index: title and section give a chunk the context its text lacks
+    schema.add_field("index_text", DataType.VARCHAR, max_length=TEXT_MAX, enable_analyzer=True,
+                     analyzer_params=ANALYZER)
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["index_text"],
+                                 output_field_names=["sparse"]))
+    params = client.prepare_index_params()
+    params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                     params={"bm25_k1": settings.bm25_k1, "bm25_b": settings.bm25_b})
+    kind, extra = DENSE_INDEX[settings.ann]
+    params.add_index("dense", index_type=kind, metric_type="IP", params=extra)
+    params.add_index("doc", index_type="INVERTED")
+    client.create_collection(CHUNKS, schema=schema, index_params=params)
+
+    for name in (DOCUMENTS, META):
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("value", DataType.JSON)
+        schema.add_field("pad", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires a vector field
+        params = client.prepare_index_params()
+        params.add_index("pad", index_type="FLAT", metric_type="L2")
+        client.create_collection(name, schema=schema, index_params=params)
+
+
+def exists(uri: str) -> bool:
+    if uri.endswith(".db") and not Path(uri).exists():  # (Milvus Lite 3 keeps a folder of that name)
+        return False
+    return connect(uri).has_collection(META)
+
+
+@dataclass
+class MilvusIndex:
+    """The search side of rqa.index.Index over Milvus: `search_bm25`, `search_dense`, `chunks[i]`,
+    `embeddings[rows]`, `manifest` and `embedder`. Row numbers are Milvus's chunk ids; `chunks`
+    and `embeddings` hold what searches returned (a bounded cache), not the corpus."""
+
+    path: str  # the URI
+    client: object
+    manifest: dict
+    chunks: dict = field(default_factory=dict)
+    _vectors: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    CACHE = 20_000  # chunks kept from earlier searches
+
+    @classmethod
+    def open(cls, uri: str) -> "MilvusIndex":
+        client = connect(uri)
+        if not client.has_collection(META):
+            raise IndexError_(f"no rqa index at {uri}; build one with `rqa ingest PAPERS --index-uri {uri}`")
+        for name in (CHUNKS, DOCUMENTS, META):
+            client.load_collection(name)
+        meta = client.query(META, filter='key == "index"', output_fields=["value"])[0]["value"]
+        documents = {row["key"]: row["value"] for row in
+                     client.query(DOCUMENTS, filter='key != ""', output_fields=["key", "value"], limit=16_384)}
+        return cls(uri, client, {"format": "milvus", "embedder": meta["embedder"], "settings": meta["settings"],
+                                 "ann": meta.get("ann", "flat"), "documents": documents})
+
+    @property
+    def embedder(self) -> str:
+        return self.manifest["embedder"]["name"]
+
+    @property
+    def embeddings(self) -> "_Vectors":
+        return _Vectors(self._vectors)
+
+    def search_bm25(self, question: str, k: int) -> list[tuple[int, float]]:
+        if not question.strip():
+            return []
+        found = self.client.search(CHUNKS, data=[question], anns_field="sparse", limit=k,
+                                   output_fields=CHUNK_FIELDS + ["dense"], search_params={"metric_type": "BM25"})
+        # Milvus Lite reports BM25 as a negative distance, a server as a positive score: the score is
+        # its magnitude either way (BM25 is never negative), the order the same.
+        return self._keep(found[0], abs)
+
+    def search_dense(self, question: str, k: int) -> list[tuple[int, float]]:
+        from rqa.embed import embed
+
+        query = embed(self.embedder, [question], progress=False)[0]
+        found = self.client.search(CHUNKS, data=[query.tolist()], anns_field="dense", limit=k,
+                                   output_fields=CHUNK_FIELDS + ["dense"], search_params={"metric_type": "IP"})
+        return self._keep(found[0], float)
+
+    def _keep(self, hits, score) -> list[tuple[int, float]]:
+        with self._lock:
+            if len(self.chunks) > self.CACHE:
+                self.chunks.clear()
+                self._vectors.clear()
+            for hit in hits:
+                entity = hit["entity"]
+                self.chunks[hit["id"]] = Chunk(**{name: entity.get(name) for name in CHUNK_FIELDS})
+                self.chunks[hit["id"]].arxiv_id = entity.get("arxiv_id") or None
+                self._vectors[hit["id"]] = np.asarray(entity["dense"], dtype=np.float32)
+        return [(hit["id"], score(hit["distance"])) for hit in hits]
+
+    def all_chunks(self, doc: str | None = None) -> list[Chunk]:
+        """Every chunk (of one paper): the pipeline's and the benchmarks' view, not the app's."""
+        filter_ = f'doc == "{doc}"' if doc else "id >= 0"
+        rows = self.client.query_iterator(CHUNKS, filter=filter_, output_fields=CHUNK_FIELDS, batch_size=1000)
+        out = []
+        while batch := rows.next():
+            out += [Chunk(**{name: row.get(name) for name in CHUNK_FIELDS}) for row in batch]
+        rows.close()
+        return out
+
+
+class _Vectors:
+    """`index.embeddings[rows]` for rows a search returned (the answer path reuses them)."""
+
+    def __init__(self, vectors: dict):
+        self.vectors = vectors
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return np.stack([self.vectors[r] for r in rows])
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+def write(uri: str, manifest: dict, new_chunks: list[Chunk], new_vectors: np.ndarray, removed: set[str],
+          changed_docs: set[str], settings) -> None:
+    """Apply one change: chunks of removed papers deleted, new chunks inserted, the documents
+    table updated. Called under the collection's write lock."""
+    client = connect(uri)
+    if not client.has_collection(META):
+        create(client, int(manifest["embedder"]["dim"]), settings)
+        client.insert(META, [{"key": "index", "pad": [0.0, 0.0], "value": {
+            "embedder": manifest["embedder"], "settings": manifest["settings"], "ann": settings.ann}}])
+    for sha in removed:
+        client.delete(CHUNKS, filter=f'doc == "{sha}"')
+        client.delete(DOCUMENTS, ids=[sha])
+    for start in range(0, len(new_chunks), 1000):
+        rows = []
+        for c, v in zip(new_chunks[start:start + 1000], new_vectors[start:start + 1000]):
+            row = {name: getattr(c, name) for name in CHUNK_FIELDS}
+            row["arxiv_id"] = c.arxiv_id or ""
+            row["index_text"] = index_text(c)
+            row["dense"] = v.tolist()
+            rows.append(row)
+        client.insert(CHUNKS, rows)
+    # delete, then insert: Milvus Lite has no upsert
+    docs = manifest["documents"]
+    if changed_docs:
+        client.delete(DOCUMENTS, ids=sorted(changed_docs))
+    updates = [{"key": sha, "value": docs[sha], "pad": [0.0, 0.0]} for sha in sorted(changed_docs) if sha in docs]
+    if updates:
+        client.insert(DOCUMENTS, updates)
+    client.flush(CHUNKS)
+

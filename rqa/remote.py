@@ -1,0 +1,102 @@
+"""A model behind HTTP: llama.cpp's llama-server (started by rqa.llama_server, or anyone's) or any
+OpenAI-compatible server (vLLM, another llama-server) named by the `llm_url` setting.
+
+It streams like the in-process model (rqa.llm.Model) and satisfies the same ChatModel protocol, so
+the answer path does not know which one it reads. Two differences matter to users: questions run
+in parallel up to the server's slots, and closing the stream (a client that disconnects) closes
+the HTTP response, which makes llama-server cancel the generation and free its slot at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import httpx
+
+from rqa.errors import ModelError
+
+# A request may wait for a free slot behind other users' answers before its first byte arrives.
+READ_TIMEOUT_S = 600.0
+
+
+@dataclass
+class RemoteModel:
+    url: str  # the server's base URL, without /v1
+    name: str  # what the page and the API name: the GGUF file, or the remote model's id
+    slots: int = 1  # questions the server answers at once; past them a question waits
+    adapter_name: str | None = None
+    # Our own turn format, rendered here and sent to /v1/completions, when we know the GGUF (the
+    # server we started): the prompt is then the very text the in-process model reads. None: the
+    # server applies its own template to /v1/chat/completions (any OpenAI-compatible server).
+    render: Callable[[list[dict]], str] | None = None
+    stop: tuple[str, ...] = ()
+    model_id: str = ""  # the `model` field sent to a chat-completions server
+    api_key: str = ""
+    on_failure: Callable[[], str] | None = None  # why the server is gone (the supervisor knows), if it is
+    server: object = None  # the rqa.llama_server.LlamaServer child behind `url`, when rqa started it
+    _in_flight: int = field(default=0, init=False, repr=False)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _client: httpx.Client = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.url = self.url.rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(10.0, read=READ_TIMEOUT_S),
+                                    limits=httpx.Limits(max_connections=max(8, 2 * self.slots)))
+
+    @property
+    def busy(self) -> bool:
+        """Every slot is generating for someone: a new question waits for one."""
+        return self._in_flight >= self.slots
+
+    def request(self, messages: list[dict], max_tokens: int, temperature: float) -> tuple[str, dict]:
+        # No repeat penalty (llama-server's default is 1.0 too): answers repeat the sources' numbers.
+        body = {"max_tokens": max_tokens, "temperature": temperature, "stream": True}
+        if self.render is None:
+            return "/v1/chat/completions", {**body, "model": self.model_id or self.name, "messages": messages}
+        # cache_prompt: each slot keeps the previous prompt's KV cache and evaluates only what differs
+        return "/v1/completions", {**body, "prompt": self.render(messages), "stop": list(self.stop),
+                                   "repeat_penalty": 1.0, "cache_prompt": True}
+
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+        path, body = self.request(messages, max_tokens, temperature)
+        with self._count_lock:
+            self._in_flight += 1
+        try:
+            # Leaving this `with` early (the consumer closed the generator) closes the connection:
+            # llama-server notices and cancels the task.
+            with self._client.stream("POST", self.url + path, json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
+                                     f"{_error_message(response.text)})")
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise ModelError(f"the model server failed mid-answer: {_error_message(data)}")
+                    choice = (event.get("choices") or [{}])[0]
+                    text = choice.get("text") if self.render else (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield text
+        except httpx.TransportError as e:
+            why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__}"
+            raise ModelError(f"the model server stopped answering ({why}); ask again in a moment") from None
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
+
+
+def _error_message(text: str) -> str:
+    try:
+        error = json.loads(text).get("error")
+        return (error.get("message") if isinstance(error, dict) else str(error))[:200]
+    except (ValueError, AttributeError, TypeError):
+        return text[:200]

@@ -1,0 +1,127 @@
+"""Generation on llama.cpp's own server, built at install (`make install`), with the small test
+model: parallel slots, cancellation on disconnect, a crash restarted, and the app's API on it."""
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from rqa.config import Settings
+from rqa.errors import ModelError
+from rqa.llama_server import find_binary
+from rqa.llm import ModelPool
+from rqa.remote import RemoteModel
+
+TEST_MODEL = "smollm2-135m-instruct"
+LONG = [{"role": "user", "content": "Count from 1 to 500, one number per line, and say nothing else."}]
+SHORT = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    assert find_binary(), "llama-server is not built: `make install` builds it into .venv/llama-server"
+    pool = ModelPool(Settings.load(model=TEST_MODEL, slots=2, n_ctx=1024), engine="server")
+    yield pool
+    pool.close()
+
+
+def first_piece(stream, out: dict, key: str, done: dict):
+    """Consume a stream, recording when its first piece and its end arrive."""
+    for piece in stream:
+        out.setdefault(key, time.monotonic())
+    done[key] = time.monotonic()
+
+
+def slot_busy(model: RemoteModel) -> list[bool]:
+    return [s["is_processing"] for s in httpx.get(model.url + "/slots", timeout=5).json()]
+
+
+def test_the_server_serves_the_model_with_its_own_turn_format(pool):
+    model = pool.get()
+    assert isinstance(model, RemoteModel) and model.name == "smollm2-135m-instruct.gguf" and model.slots == 2
+    text = "".join(model.stream(SHORT, 16, 0.0))
+    assert text.strip() and "<|im_" not in text  # the chat turn ended at its own stop token
+    assert pool.expander() is model  # expansion and answers share the server
+
+
+def test_two_questions_stream_at_once(pool):
+    model = pool.get()
+    first, done = {}, {}
+    threads = [threading.Thread(target=first_piece, args=(model.stream(LONG, 200, 0.0), first, key, done))
+               for key in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(done) == {"a", "b"}
+    # both had their first piece before either had finished: generated side by side, not queued
+    assert max(first.values()) < min(done.values())
+
+
+def test_a_closed_stream_frees_its_slot_at_once(pool):
+    model = pool.get()
+    stream = model.stream(LONG, 2000, 0.0)
+    next(stream)
+    assert any(slot_busy(model))
+    stream.close()  # what the app does when its client disconnects
+    deadline = time.monotonic() + 5
+    while any(slot_busy(model)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(slot_busy(model)), "the cancelled generation still holds its slot"
+    assert not model.busy and "".join(model.stream(SHORT, 8, 0.0)).strip()
+
+
+def test_a_server_killed_mid_answer_gives_one_line_and_comes_back(pool):
+    model = pool.get()
+    stream = model.stream(LONG, 2000, 0.0)
+    next(stream)
+    os.kill(model.server.pid, signal.SIGKILL)
+    with pytest.raises(ModelError, match="stopped answering .*exited with code -9.*restarted.*ask again"):
+        for _ in stream:
+            pass
+    assert model.server.wait_ready(120) and model.server.crashes == 1
+    assert "".join(model.stream(SHORT, 8, 0.0)).strip()
+
+
+def test_a_missing_binary_falls_back_in_process_with_a_notice(tmp_path):
+    pool = ModelPool(Settings.load(model=TEST_MODEL, llama_server=str(tmp_path / "nothing")), engine="server")
+    model = pool.get()
+    assert not isinstance(model, RemoteModel) and "not built" in pool.notices[0]
+
+
+def test_the_app_answers_two_api_streams_at_once_and_a_dropped_one_frees_its_slot(tmp_path):
+    from tests.conftest import running_app
+
+    question = {"model": "rqa", "stream": True, "messages": [{"role": "user", "content": "What does LoRA train?"}]}
+    with running_app(tmp_path, RQA_RATE_LIMIT_PER_MINUTE="0", RQA_SLOTS="2", RQA_MAX_NEW_TOKENS="120",
+                     RQA_EXPAND_TOKENS="0") as url:
+        first, done = {}, {}
+
+        def ask(key):
+            with httpx.stream("POST", url + "/v1/chat/completions", json=question, timeout=120) as r:
+                for line in r.iter_lines():
+                    if '"content": "' in line and '"content": ""' not in line:
+                        first.setdefault(key, time.monotonic())
+            done[key] = time.monotonic()
+
+        threads = [threading.Thread(target=ask, args=(key,)) for key in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        assert set(first) == {"a", "b"} and max(first.values()) < min(done.values())
+
+        # a client that goes after its first words: the next two questions are both answered at once
+        with httpx.stream("POST", url + "/v1/chat/completions", json=question, timeout=120) as r:
+            next(line for line in r.iter_lines() if '"content": "' in line and '"content": ""' not in line)
+        first.clear(), done.clear()
+        threads = [threading.Thread(target=ask, args=(key,)) for key in ("c", "d")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        assert set(first) == {"c", "d"} and max(first.values()) < min(done.values())
+        assert "Traceback" not in (tmp_path / "app.log").read_text()
