@@ -3,11 +3,13 @@
 1. Time to first token and decode rate through rqa's answer path vs the same prompt through raw
    llama-cpp-python, in the same run on the same loaded model.
 2. Peak RSS of `python app.py` (process tree) while it answers.
-3. 8 concurrent chat sessions through gradio_client on loopback: answered/failed, time until each
-   session's first update (the sources, or the notice that another user's answer is generating),
-   until its first token (queue wait + retrieval + prefill) and total, p50/p95.
+3. 1 and 8 concurrent chat sessions through gradio_client on loopback, for each engine (in-process
+   llama-cpp-python, llama-server): answered/failed, time until each session's sources are shown,
+   until its first token (queue wait + expansion + retrieval + prefill) and total, p50/p95; the
+   aggregate decode rate; how many sessions saw their first token before any session had finished.
+   Peak RSS is of the app's whole process tree (llama-server included).
 
-    .venv/bin/python -m bench.generation
+    .venv/bin/python -m bench.generation [--part load] [--engines in-process,server] [--sessions 1,8]
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def message_text(message: dict) -> str:
     return " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in parts)
 
 
-def app_under_load(index_dir: Path, sessions: int = 8) -> None:
+def app_under_load(index_dir: Path, sessions: int, engine: str, count_tokens) -> None:
     from gradio_client import Client
 
     with socket.socket() as s:
@@ -104,7 +106,7 @@ def app_under_load(index_dir: Path, sessions: int = 8) -> None:
     tmp = Path(tempfile.mkdtemp())
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "RQA_INDEX_DIR": str(index_dir),
            "RQA_DB_PATH": str(tmp / "r.sqlite"), "RQA_RATE_LIMIT_PER_MINUTE": "0",
-           "RQA_MAX_NEW_TOKENS": str(TOKENS), "GRADIO_ANALYTICS_ENABLED": "False"}
+           "RQA_MAX_NEW_TOKENS": str(TOKENS), "GRADIO_ANALYTICS_ENABLED": "False", "RQA_ENGINE": engine}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
@@ -149,9 +151,10 @@ def app_under_load(index_dir: Path, sessions: int = 8) -> None:
             try:
                 out = job.result()
                 ok = bool(out[0]) and "failed" not in str(out[0][-1]["content"])
+                tokens = count_tokens(message_text(out[0][-1]))
             except Exception:
-                ok = False
-            results.append((ok, first or end, shown or end, token or end, end))
+                ok, tokens = False, 0
+            results.append((ok, first or end, shown or end, token or end, end, tokens, t0))
 
         threads = [threading.Thread(target=session, args=(i,)) for i in range(sessions)]
         for t in threads:
@@ -164,13 +167,16 @@ def app_under_load(index_dir: Path, sessions: int = 8) -> None:
         proc.wait(timeout=30)
     ok = sum(r[0] for r in results)
     firsts, shown, tokens, totals = ([r[i] for r in results] for i in (1, 2, 3, 4))
-    print(f"\n### App under {sessions} concurrent sessions (gradio_client, loopback, {TOKENS} new tokens)\n")
-    print("| answered | failed | first update p50 s | p95 s | sources shown p50 s | p95 s | first token p50 s | p95 s "
-          "| total p50 s | p95 s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {ok} | {len(results) - ok} | {percentile(firsts, 50):.1f} | {percentile(firsts, 95):.1f} | "
-          f"{percentile(shown, 50):.1f} | {percentile(shown, 95):.1f} | "
-          f"{percentile(tokens, 50):.1f} | {percentile(tokens, 95):.1f} | "
-          f"{percentile(totals, 50):.1f} | {percentile(totals, 95):.1f} | {peak[0] / 2**20:.0f} |")
+    # aggregate decode rate: answer tokens of all sessions over the span from the first session's
+    # first token to the last session's end (answers stream while others still prefill)
+    start = min(r[6] + r[3] for r in results)
+    span = max(r[6] + r[4] for r in results) - start
+    first_end = min(r[6] + r[4] for r in results)
+    early = sum(r[6] + r[3] < first_end for r in results)
+    print(f"| {engine} | {sessions} | {ok} | {len(results) - ok} | {percentile(shown, 50):.1f} | "
+          f"{percentile(tokens, 50):.1f} | {percentile(tokens, 95):.1f} | {percentile(totals, 50):.1f} | "
+          f"{percentile(totals, 95):.1f} | {sum(r[5] for r in results) / span:.1f} | {early} | {peak[0] / 2**20:.0f} |",
+          flush=True)
 
 
 def main() -> None:
@@ -178,14 +184,27 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=["all", "streaming", "load"], default="all")
-    part = parser.parse_args().part
+    parser.add_argument("--engines", default="in-process,server", help="engines the load part compares")
+    parser.add_argument("--sessions", default="1,8", help="concurrent sessions, one row each")
+    args = parser.parse_args()
+    part = args.part
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.load(index_dir=Path(tmp) / "index", max_new_tokens=TOKENS, temperature=0.0)
         ingest_paths([PRIMER_DIR], settings, progress=False)
         if part in ("all", "streaming"):
             raw_vs_rqa(settings)
         if part in ("all", "load"):
-            app_under_load(settings.index_dir)
+            from llama_cpp import Llama
+
+            vocab = Llama(model_path=str(ModelPool(settings).files.q4), vocab_only=True, verbose=False)
+            count = lambda text: len(vocab.tokenize(text.encode(), add_bos=False))  # noqa: E731
+            print(f"\n### The app under concurrent sessions (gradio_client, loopback, {TOKENS} new tokens at most)\n")
+            print("| engine | sessions | answered | failed | sources shown p50 s | first token p50 s | p95 s | "
+                  "total p50 s | p95 s | aggregate decode tokens/s | first token before any session ended | "
+                  "peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for n in map(int, args.sessions.split(",")):
+                for engine in args.engines.split(","):
+                    app_under_load(settings.index_dir, n, engine, count)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""What runtime CPU dispatch buys: llama-bench (built with llama-server at install) on the default
+model, once with each CPU-variant kernel library alone beside it, so that the same build is timed
+with the AVX2 floor (haswell) and with what this machine supports best.
+
+    .venv/bin/python -m bench.kernels [--model qwen2.5-coder-1.5b-instruct] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from rqa.llama_server import find_binary
+from rqa.models import offline_model_path
+
+
+def run(folder: Path, variant: str, model: Path, threads: int) -> dict:
+    """llama-bench with only `variant`'s kernels visible (or all of them: dispatch picks)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in folder.iterdir():
+            if not f.name.startswith("libggml-cpu-") or variant in ("dispatch", f.name[len("libggml-cpu-"):-3]):
+                (Path(tmp) / f.name).symlink_to(f)
+        # a copy, not a link: ggml looks for kernels beside the executable's real path
+        (Path(tmp) / "llama-bench").unlink()
+        shutil.copy2(folder / "llama-bench", Path(tmp) / "llama-bench")
+        out = subprocess.run([str(Path(tmp) / "llama-bench"), "-m", str(model), "-p", "512", "-n", "64",
+                              "-t", str(threads), "-o", "json"], capture_output=True, text=True, check=True,
+                             env={**os.environ, "LD_LIBRARY_PATH": tmp})
+    rows = json.loads(out.stdout)
+    speed = {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in rows}
+    return {"variant": variant, **speed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    server = find_binary()
+    if server is None:
+        raise SystemExit("llama-server is not built: run `make install`")
+    model = offline_model_path(args.model)
+    variants = sorted(f.name[len("libggml-cpu-"):-3] for f in server.parent.glob("libggml-cpu-*.so"))
+    print(f"\n### llama-bench -p 512 -n 64, {args.threads} threads, {model.name}\n")
+    print("| kernels | prefill tokens/s | decode tokens/s |\n|---|---|---|")
+    for variant in variants + ["dispatch"]:
+        try:
+            r = run(server.parent, variant, model, args.threads)
+        except subprocess.CalledProcessError as e:  # a variant this CPU cannot run
+            print(f"| {variant} | – | – (not runnable here: {e.stderr.strip().splitlines()[-1][:60]}) |")
+            continue
+        print(f"| {variant}{' (what the app loads)' if variant == 'dispatch' else ''} | {r['prefill']:.1f} | "
+              f"{r['decode']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
