@@ -399,8 +399,16 @@ class ModelPool:
         with self._load_lock:
             if key not in self._models:
                 binary = self._server_binary if self.engine == "server" else None
-                self._models[key] = start_server_model(path, self.settings, adapter, binary) if binary \
-                    else load_model(path, self.settings, adapter)
+                try:
+                    self._models[key] = start_server_model(path, self.settings, adapter, binary) if binary \
+                        else load_model(path, self.settings, adapter)
+                except ModelError as e:  # llama-server cannot start here (no kernels for this CPU?)
+                    if not binary or "llama-server" not in str(e):
+                        raise
+                    log.error("%s; generating in-process", e)
+                    self.notices.append("llama-server could not start on this machine: answers are generated "
+                                        "one at a time, in-process.")
+                    self._models[key] = load_model(path, self.settings, adapter)
             return self._models[key]
 
     def close(self) -> None:

@@ -125,3 +125,13 @@ def test_the_app_answers_two_api_streams_at_once_and_a_dropped_one_frees_its_slo
             t.join(180)
         assert set(first) == {"c", "d"} and max(first.values()) < min(done.values())
         assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
+def test_a_server_that_cannot_start_falls_back_in_process_with_a_notice(tmp_path):
+    broken = tmp_path / "llama-server"
+    broken.write_text("#!/bin/sh\necho 'no CPU backend found' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    pool = ModelPool(Settings.load(model=TEST_MODEL, llama_server=str(broken)), engine="server")
+    model = pool.get()
+    assert not isinstance(model, RemoteModel) and "could not start" in pool.notices[0]
+    assert "".join(model.stream(SHORT, 8, 0.0)).strip()
