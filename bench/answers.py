@@ -4,7 +4,9 @@ Every candidate model answers every question through `answer_stream` (the app's 
 retrieval, prompt, decoding, attribution and checks) over an index of the shared corpus. Each model
 runs in its own process, so its peak RSS is its own. Metrics as ../shared/eval/README.md defines
 them (rqa.metrics): fact accuracy and recall, answers citing, citation precision, evidence cited,
-abstention; plus time to first token p50, decode tokens/s and peak RSS.
+abstention; plus time to first token p50, decode tokens/s and peak RSS (of the benchmark's own
+process: with the app's engine, llama-server, the model lives in a child not counted there). The
+model generates as in the app: on llama-server, or in-process with `--setting engine=in-process`.
 
     .venv/bin/python -m rqa ingest ../shared/corpus/papers --index .rqa/corpus
     .venv/bin/python -m bench.answers --index .rqa/corpus \
@@ -48,7 +50,7 @@ def run_one(args) -> dict:
                              max_new_tokens=args.max_new_tokens, expand_tokens=int(args.expand_tokens),
                              expand_with=args.expand_with, **overrides)
     index = load_index(settings.index_dir, settings.embedder)
-    pool = ModelPool(settings)
+    pool = ModelPool(settings, engine=settings.engine)  # the app's: llama-server unless --setting engine=in-process
     pool.get()
     if settings.expand_tokens:
         pool.expander()  # loaded before the first question, as the app does at start
@@ -81,6 +83,7 @@ def run_one(args) -> dict:
             print(f"{q['id']}: correct={row['correct']} cites={row['cites']} ttft={ttft[-1]:.1f}s", file=sys.stderr)
     finally:
         sympy.close()
+        pool.close()
         if out:
             out.close()
     summary = summarize_answers(rows)
