@@ -62,6 +62,7 @@ def stage_space(out: Path, model_repo: str, index_repo: str, lookup: str | None 
     space = out / "space"
     shutil.copytree(ROOT / "space", space)
     shutil.copytree(ROOT / "rqa", space / "rqa", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "scripts" / "build-llama-server.sh", space)  # the Dockerfile builds llama-server with it
     config = {"model_repo": model_repo, "index_repo": index_repo, **({"lookup_file": lookup} if lookup else {})}
     (space / "rqa_space.json").write_text(json.dumps(config))
     return space

@@ -125,3 +125,24 @@ def test_space_with_an_index_of_an_older_format_serves_the_local_one_with_a_noti
         assert not any(str(tmp_path) in n for n in app.notices)  # no server paths on the page
     finally:
         app.sympy.close()
+
+
+def test_the_staged_space_builds_its_image_as_make_install_builds_a_checkout(tmp_path):
+    """A Docker Space: the same portable llama-cpp-python flags and llama-cpp-python version as the
+    Makefile, and llama-server built by the same script, which is staged beside the Dockerfile."""
+    import re
+
+    from build.publish import stage_space
+
+    space = stage_space(tmp_path, "someone/rqa-model", "someone/rqa-index")
+    makefile = (ROOT / "Makefile").read_text()
+    dockerfile = (space / "Dockerfile").read_text()
+    assert (space / "build-llama-server.sh").read_bytes() == (ROOT / "scripts" / "build-llama-server.sh").read_bytes()
+    assert "sdk: docker" in (space / "README.md").read_text() and "app_port: 7860" in (space / "README.md").read_text()
+    version = re.search(r"^LLAMA_VERSION := (\S+)", makefile, re.M).group(1)
+    portable = re.search(r"^LLAMA_CMAKE := (.+)$", makefile, re.M).group(1).strip()
+    assert f'CMAKE_ARGS="{portable}"' in dockerfile
+    assert f"llama-cpp-python=={version}" in dockerfile and f"llama-cpp-python=={version}" in \
+        (space / "requirements.txt").read_text()
+    assert f"bash build-llama-server.sh /tmp/sdist/llama_cpp_python-{version}.tar.gz" in dockerfile
+    assert "RQA_LLAMA_SERVER=/home/user/llama-server/llama-server" in dockerfile
