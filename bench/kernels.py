@@ -1,6 +1,11 @@
-"""What runtime CPU dispatch buys: llama-bench (built with llama-server at install) on the default
-model, once with each CPU-variant kernel library alone beside it, so that the same build is timed
-with the AVX2 floor (haswell) and with what this machine supports best.
+"""What runtime CPU dispatch buys, and what batching buys: llama.cpp's own benchmarks (built with
+llama-server at install) on the default model.
+
+1. llama-bench, once with each CPU-variant kernel library alone beside it, so that the same build
+   is timed with the AVX2 kernels (haswell) and with what this machine supports best.
+2. llama-batched-bench with the kernels the server loads: aggregate decode and prompt processing
+   for 1, 2, 4 and 8 parallel sequences (256-token prompts, 64 new tokens each), which is what
+   the `slots` setting trades.
 
     .venv/bin/python -m bench.kernels [--model qwen2.5-coder-1.5b-instruct] [--threads 2]
 """
@@ -36,6 +41,13 @@ def run(folder: Path, variant: str, model: Path, threads: int) -> dict:
     return {"variant": variant, **speed}
 
 
+def batched(folder: Path, model: Path, threads: int) -> list[dict]:
+    out = subprocess.run([str(folder / "llama-batched-bench"), "-m", str(model), "-c", "4096", "-npp", "256",
+                          "-ntg", "64", "-npl", "1,2,4,8", "-t", str(threads), "--output-format", "jsonl"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "LD_LIBRARY_PATH": str(folder)})
+    return [json.loads(line) for line in (out.stdout + out.stderr).splitlines() if line.startswith("{\"pp\"")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
@@ -58,6 +70,10 @@ def main() -> None:
             continue
         print(f"| {variant}{' (what the app loads)' if variant == 'dispatch' else ''} | {r['prefill']:.1f} | "
               f"{r['decode']:.1f} |", flush=True)
+    print(f"\n### llama-batched-bench -npp 256 -ntg 64, {args.threads} threads\n")
+    print("| parallel sequences | prompt processing tokens/s | aggregate decode tokens/s |\n|---|---|---|")
+    for row in batched(server.parent, model, args.threads):
+        print(f"| {row['pl']} | {row['speed_pp']:.1f} | {row['speed_tg']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,9 @@ def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], qu
                 r = dataclasses.replace(s, reranker=name, rerank_depth=depth, rerank_weight=w)
                 how = "alone" if w >= 100 else f"weight {w}"
                 rows.append((f"hybrid + rerank top {depth} by {Path(name).name} ({how})", index, r, "hybrid"))
+                if expanded:
+                    rows.append((f"hybrid + query expansion ({expanded[0].label}) + rerank top {depth} by "
+                                 f"{Path(name).name} ({how})", index, r, "hybrid", expanded[0]))
     for label, index_, settings_, mode, *expansion in rows:
         yield label, score(index_, questions, settings_, mode, *expansion)
 

@@ -360,8 +360,12 @@ class ModelPool:
     @functools.cached_property
     def _remote(self) -> RemoteModel:
         s = self.settings
-        return RemoteModel(s.llm_url, s.llm_model or "remote-model", s.slots, model_id=s.llm_model,
-                           api_key=s.llm_api_key)
+        model = RemoteModel(s.llm_url, s.llm_model or "remote-model", s.slots, model_id=s.llm_model,
+                            api_key=s.llm_api_key)
+        if why := model.unreachable():  # the app still starts: the server may come up later
+            self.notices.append(f"The model server at {model.url} does not answer ({why}): questions fail until it does.")
+            log.warning("model server %s does not answer: %s", model.url, why)
+        return model
 
     @functools.cached_property
     def _server_binary(self) -> Path | None:

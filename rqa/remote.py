@@ -52,6 +52,14 @@ class RemoteModel:
         """Every slot is generating for someone: a new question waits for one."""
         return self._in_flight >= self.slots
 
+    def unreachable(self) -> str:
+        """Why the server cannot be reached now, or "" (its model list answers)."""
+        try:
+            response = self._client.get(self.url + "/v1/models", timeout=5)
+            return "" if response.status_code == 200 else f"HTTP {response.status_code}"
+        except httpx.TransportError as e:
+            return type(e).__name__
+
     def request(self, messages: list[dict], max_tokens: int, temperature: float) -> tuple[str, dict]:
         # No repeat penalty (llama-server's default is 1.0 too): answers repeat the sources' numbers.
         body = {"max_tokens": max_tokens, "temperature": temperature, "stream": True}
@@ -87,7 +95,7 @@ class RemoteModel:
                     if text:
                         yield text
         except httpx.TransportError as e:
-            why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__}"
+            why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__} from {self.url}"
             raise ModelError(f"the model server stopped answering ({why}); ask again in a moment") from None
         finally:
             with self._count_lock:

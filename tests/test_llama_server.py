@@ -131,3 +131,17 @@ def test_a_server_that_cannot_start_falls_back_in_process_with_a_notice(tmp_path
     model = pool.get()
     assert not isinstance(model, RemoteModel) and "could not start" in pool.notices[0]
     assert "".join(model.stream(SHORT, 8, 0.0)).strip()
+
+
+def test_llm_url_sends_answers_to_an_openai_compatible_server_and_an_unreachable_one_is_named(pool):
+    served = pool.get()  # the child started above stands in for any OpenAI-compatible server
+    remote = ModelPool(Settings.load(llm_url=served.url + "/v1", llm_model="any", slots=2))
+    model = remote.get()
+    assert model.render is None and remote.expander() is model and not remote.notices
+    assert "".join(model.stream(SHORT, 16, 0.0)).strip()  # through /v1/chat/completions
+
+    gone = ModelPool(Settings.load(llm_url="http://127.0.0.1:9/v1"))
+    model = gone.get()
+    assert "does not answer" in gone.notices[0]
+    with pytest.raises(ModelError, match="stopped answering .*ConnectError from http://127.0.0.1:9"):
+        list(model.stream(SHORT, 8, 0.0))
