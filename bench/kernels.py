@@ -45,7 +45,7 @@ def batched(folder: Path, model: Path, threads: int) -> list[dict]:
     out = subprocess.run([str(folder / "llama-batched-bench"), "-m", str(model), "-c", "4096", "-npp", "256",
                           "-ntg", "64", "-npl", "1,2,4,8", "-t", str(threads), "--output-format", "jsonl"],
                          capture_output=True, text=True, check=True, env={**os.environ, "LD_LIBRARY_PATH": str(folder)})
-    return [json.loads(line) for line in (out.stdout + out.stderr).splitlines() if line.startswith("{\"pp\"")]
+    return [json.loads(line) for line in (out.stdout + out.stderr).splitlines() if line.startswith("{") and "speed_tg" in line]
 
 
 def main() -> None:

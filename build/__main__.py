@@ -36,6 +36,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-chunks", type=int, help="inverse-cloze pairs from at most this many chunks")
 
+    s = sub.add_parser("reranker", help="train a cross-encoder reranker from MiniLM-L6 on the dataset's train papers")
+    s.add_argument("--data", type=Path, required=True, help="the dataset --out folder")
+    s.add_argument("--index", type=Path, required=True, help="an index of the papers (hard negatives come from it)")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--base", help="encoder to start from (default all-MiniLM-L6-v2)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--negatives", type=int, help="hard negatives per positive (default 3)")
+    s.add_argument("--max-chunks", type=int, help="inverse-cloze pairs from at most this many chunks (default 400)")
+
     s = sub.add_parser("train", help="LoRA/QLoRA SFT (or DPO on top of it) with TRL")
     s.add_argument("--method", choices=["sft", "dpo"], default="sft")
     s.add_argument("--data", type=Path, help="dataset folder (sft)")
