@@ -14,6 +14,7 @@ embedder and chunk settings the index was built with).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from dataclasses import dataclass, field
 
@@ -105,11 +106,13 @@ class MilvusIndex:
     path: str  # the URI
     client: object
     manifest: dict
-    chunks: dict = field(default_factory=dict)
+    chunks: OrderedDict = field(default_factory=OrderedDict)
     _vectors: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    CACHE = 20_000  # chunks kept from earlier searches
+    # chunks kept from earlier searches, the oldest dropped first: a search adds at most
+    # 2 x fusion_depth, so a question's own hits are still there when rqa.search reads them
+    CACHE = 20_000
 
     @classmethod
     def open(cls, uri: str) -> "MilvusIndex":
@@ -119,8 +122,11 @@ class MilvusIndex:
         for name in (CHUNKS, DOCUMENTS, META):
             client.load_collection(name)
         meta = client.query(META, filter='key == "index"', output_fields=["value"])[0]["value"]
-        documents = {row["key"]: row["value"] for row in
-                     client.query(DOCUMENTS, filter='key != ""', output_fields=["key", "value"], limit=16_384)}
+        rows = client.query_iterator(DOCUMENTS, filter='key != ""', output_fields=["key", "value"], batch_size=1000)
+        documents = {}
+        while batch := rows.next():
+            documents.update((row["key"], row["value"]) for row in batch)
+        rows.close()
         return cls(uri, client, {"format": "milvus", "embedder": meta["embedder"], "settings": meta["settings"],
                                  "ann": meta.get("ann", "flat"), "documents": documents})
 
@@ -152,25 +158,16 @@ class MilvusIndex:
 
     def _keep(self, hits, score) -> list[tuple[int, float]]:
         with self._lock:
-            if len(self.chunks) > self.CACHE:
-                self.chunks.clear()
-                self._vectors.clear()
             for hit in hits:
                 entity = hit["entity"]
                 self.chunks[hit["id"]] = Chunk(**{name: entity.get(name) for name in CHUNK_FIELDS})
                 self.chunks[hit["id"]].arxiv_id = entity.get("arxiv_id") or None
+                self.chunks.move_to_end(hit["id"])
                 self._vectors[hit["id"]] = np.asarray(entity["dense"], dtype=np.float32)
+            while len(self.chunks) > self.CACHE:
+                old, _ = self.chunks.popitem(last=False)
+                self._vectors.pop(old, None)
         return [(hit["id"], score(hit["distance"])) for hit in hits]
-
-    def all_chunks(self, doc: str | None = None) -> list[Chunk]:
-        """Every chunk (of one paper): the pipeline's and the benchmarks' view, not the app's."""
-        filter_ = f'doc == "{doc}"' if doc else "id >= 0"
-        rows = self.client.query_iterator(CHUNKS, filter=filter_, output_fields=CHUNK_FIELDS, batch_size=1000)
-        out = []
-        while batch := rows.next():
-            out += [Chunk(**{name: row.get(name) for name in CHUNK_FIELDS}) for row in batch]
-        rows.close()
-        return out
 
 
 class _Vectors:
