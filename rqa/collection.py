@@ -71,12 +71,18 @@ def location(settings: Settings) -> str | Path:
     return settings.index_uri or Path(settings.index_dir)
 
 
+def on_milvus(where: str | Path) -> bool:
+    """A location is Milvus only as the index_uri setting names it (a str), never a folder path
+    that happens to end in .db."""
+    return isinstance(where, str) and is_milvus_uri(where)
+
+
 def exists_at(where: str | Path) -> bool:
-    return milvus.exists(str(where)) if is_milvus_uri(str(where)) else index_exists(Path(where))
+    return milvus.exists(where) if on_milvus(where) else index_exists(Path(where))
 
 
 def load_at(where: str | Path, embedder: str | None = None) -> Index | MilvusIndex:
-    return MilvusIndex.open(str(where)) if is_milvus_uri(str(where)) else load_index(Path(where), embedder)
+    return MilvusIndex.open(where) if on_milvus(where) else load_index(Path(where), embedder)
 
 
 @contextlib.contextmanager
@@ -110,18 +116,18 @@ def build_or_extend(path: Path, incoming: list[Incoming], settings: Settings, pr
     changed moves to the new content, and old content that no path points at any more is removed.
     The index's own embedder and dense index kind are kept; a new index takes `settings`'."""
     with write_lock(path):
-        return _build_or_extend(path if is_milvus_uri(str(path)) else Path(path), incoming, settings, progress)
+        return _build_or_extend(path, incoming, settings, progress)
 
 
 def _build_or_extend(path: str | Path, incoming: list[Incoming], settings: Settings, progress: bool) -> ExtendResult:
     embedder = settings.embedder
-    on_milvus = is_milvus_uri(str(path))
+    milvus_index = on_milvus(path)
     if exists_at(path):
         old = load_at(path, embedder)
         check_chunk_settings(old.manifest, chunk_settings(settings), path)
         settings = dataclasses.replace(settings, ann=old.manifest.get("ann", settings.ann))
         manifest = old.manifest
-        chunks, vectors = ([], None) if on_milvus else (old.chunks, old.embeddings)
+        chunks, vectors = ([], None) if milvus_index else (old.chunks, old.embeddings)
         embedder = old.embedder
         bundle = Path(embedder) if manifest["embedder"].get("bundled") else None
     else:
@@ -130,7 +136,7 @@ def _build_or_extend(path: str | Path, incoming: list[Incoming], settings: Setti
         manifest = {"embedder": {"name": embedder, "dim": dimension(embedder), "fingerprint": fingerprint(embedder),
                                  "bundled": bundle is not None}, "documents": {}, "settings": chunk_settings(settings)}
         chunks, vectors = [], np.zeros((0, dimension(embedder)), dtype=np.float32)
-    if on_milvus and bundle:
+    if milvus_index and bundle:
         raise StoreError("a Milvus index cannot carry a local embedder folder; use a named embedder")
     docs: dict[str, dict] = manifest["documents"]
     result = ExtendResult()
@@ -156,10 +162,10 @@ def _build_or_extend(path: str | Path, incoming: list[Incoming], settings: Setti
     for sha in orphans:
         del docs[sha]
     result.removed = len(orphans)
-    if on_milvus:  # rows change in place: no rebuild
+    if milvus_index:  # rows change in place: no rebuild
         new_vectors = embed(embedder, [index_text(c) for c in new_chunks], progress=progress) if new_chunks \
             else np.zeros((0, manifest["embedder"]["dim"]), dtype=np.float32)
-        milvus.write(str(path), manifest, new_chunks, new_vectors, orphans, touched - orphans, settings)
+        milvus.write(path, manifest, new_chunks, new_vectors, orphans, touched - orphans, settings)
         result.chunks_added = len(new_chunks)
         return result
     if not new_chunks and not orphans:
@@ -189,7 +195,7 @@ def _remove_documents(path: str | Path, shas: set[str], settings: Settings) -> i
     for sha in gone:
         del docs[sha]
     if isinstance(index, MilvusIndex):
-        milvus.write(str(path), index.manifest, [], np.zeros((0, 1), np.float32), gone, set(), settings)
+        milvus.write(path, index.manifest, [], np.zeros((0, 1), np.float32), gone, set(), settings)
         return len(gone)
     write_index(path, index.manifest, *without_documents(index.chunks, index.embeddings, gone),
                 dataclasses.replace(settings, ann=index.manifest.get("ann", "flat")),

@@ -181,6 +181,8 @@ class Settings:
         if self.max_new_tokens > self.n_ctx - 256:
             raise SettingsError(f"setting max_new_tokens={self.max_new_tokens} leaves no room for the question "
                                 f"and sources in n_ctx={self.n_ctx}")
+        if self.index_uri and self.hub_index_repo:
+            raise SettingsError("settings index_uri and hub_index_repo both name the index: set one of them")
 
     @classmethod
     def load(cls, **overrides) -> "Settings":

@@ -16,6 +16,10 @@ class ModelError(UserError):
     """A model or adapter file that is missing, changed, corrupt, or cannot be loaded."""
 
 
+class ServerError(ModelError):
+    """llama-server could not be started (the app then generates in-process)."""
+
+
 class IndexError_(UserError):
     """An index that cannot be used; the message says why and what to do."""
 

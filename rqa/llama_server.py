@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from rqa.errors import ModelError
+from rqa.errors import ServerError
 
 log = logging.getLogger("rqa.llama_server")
 
@@ -47,11 +47,16 @@ def find_binary(configured: str = "") -> Path | None:
     return Path(found) if found else None
 
 
+# Resolved here, once: the child between fork and exec must not load a library (in a threaded
+# parent that can deadlock on the loader's lock).
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -81,13 +86,13 @@ class LlamaServer:
         self._log_tail: collections.deque[str] = collections.deque(maxlen=30)
         self._ready = threading.Event()
         self._started = threading.Event()
-        self._start_error: ModelError | None = None
+        self._start_error: ServerError | None = None
         self._stopping = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> "LlamaServer":
-        """Start the child and wait until it answers /health; ModelError (with the end of its log)
+        """Start the child and wait until it answers /health; ServerError (with the end of its log)
         if it cannot start. Every spawn happens on the supervising thread: the kernel's parent-death
         signal follows the thread that forked, so a request thread must never be the parent."""
         threading.Thread(target=self._supervise, name=f"llama-server:{self.port}", daemon=True).start()
@@ -114,8 +119,13 @@ class LlamaServer:
     def status(self) -> str:
         """Why answers are failing right now, or "" when the server is up."""
         proc = self._proc
-        if proc is not None and proc.poll() is not None:  # before the supervising thread has noticed
-            return f"llama-server exited with code {proc.returncode}; it is being restarted"
+        if proc is not None:
+            # Called when a request failed: the dropped connection may come before the supervising
+            # thread has reaped the child (and holds its lock meanwhile), so give it a moment.
+            try:
+                return f"llama-server exited with code {proc.wait(timeout=2)}; it is being restarted"
+            except subprocess.TimeoutExpired:
+                pass
         if self._ready.is_set():
             return ""
         return f"{self.last_crash or 'llama-server is not running'}; it is being restarted"
@@ -126,17 +136,26 @@ class LlamaServer:
     # --- the supervising thread ----------------------------------------------------------------
 
     def _supervise(self) -> None:
+        try:
+            self._run()
+        finally:  # whatever happened, start() must not wait for ever
+            if not self._started.is_set() and self._start_error is None:
+                self._start_error = ServerError("llama-server's supervisor stopped (the log says why)")
+            self._started.set()
+
+    def _run(self) -> None:
         first = True
         while not self._stopping:
             try:
                 proc = self._spawn()
                 self._wait_healthy(proc)
-            except ModelError as e:
+            except Exception as e:  # noqa: BLE001 (a supervisor that dies would leave the app waiting)
+                error = e if isinstance(e, ServerError) else ServerError(f"llama-server: {type(e).__name__}: {e}")
                 if first:
-                    self._start_error = e
-                    self._started.set()
+                    self._start_error = error
                     return
-                log.error("llama-server could not be restarted: %s", e)
+                self.crashes += 1
+                log.error("llama-server could not be restarted: %s", error)
                 self._backoff()
                 continue
             first = False
@@ -162,9 +181,9 @@ class LlamaServer:
         try:
             proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, env=env, text=True, errors="replace",
-                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                    preexec_fn=_die_with_parent if _PRCTL else None)
         except OSError as e:
-            raise ModelError(f"cannot start llama-server ({e.strerror}); rebuild it with `make install`, "
+            raise ServerError(f"cannot start llama-server ({e.strerror}); rebuild it with `make install`, "
                              "or set RQA_ENGINE=in-process") from None
         self._proc = proc
         threading.Thread(target=self._read_log, args=(proc,), daemon=True).start()
@@ -181,12 +200,13 @@ class LlamaServer:
             if proc.poll() is not None:
                 time.sleep(0.2)  # let the log reader catch the last lines
                 tail = " | ".join(line for line in list(self._log_tail)[-3:] if line)
-                raise ModelError(f"llama-server exited at start (code {proc.returncode}): {tail[-300:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                raise ServerError(f"llama-server exited at start (code {proc.returncode}): {tail[-300:]}")
+            try:  # never through a proxy the environment names: this is our own loopback child
+                if httpx.get(self.url + "/health", timeout=2, trust_env=False).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.25)
         proc.kill()
-        raise ModelError(f"llama-server did not become ready in {START_TIMEOUT_S:.0f} s")
+        proc.wait()
+        raise ServerError(f"llama-server did not become ready in {START_TIMEOUT_S:.0f} s")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from rqa.config import Settings
-from rqa.errors import ModelError
+from rqa.errors import ModelError, ServerError
 from rqa.llama_server import LlamaServer, find_binary
 from rqa.remote import RemoteModel
 from rqa.text import sha256_file
@@ -314,8 +314,10 @@ def load_model(path: Path, settings: Settings, adapter: Path | None = None) -> M
 def gguf_metadata(path: Path) -> dict:
     """The keys chat_format reads, from the file itself (a model served by llama-server is never
     loaded here)."""
-    from gguf import GGUFReader
-
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise ServerError("llama-server needs the gguf package to read the model's turn format") from None
     fields = GGUFReader(path).fields
     return {key: fields[key].contents() for key in ("tokenizer.chat_template", "general.finetune",
                                                      "general.architecture") if key in fields}
@@ -330,7 +332,7 @@ def start_server_model(path: Path, settings: Settings, adapter: Path | None, bin
     fmt = chat_format(gguf_metadata(path))
     server = LlamaServer(binary, path, adapter, settings.slots, settings.n_ctx, settings.n_threads).start()
     return RemoteModel(server.url, path.name, settings.slots, adapter.name if adapter else None,
-                       render=fmt.render, stop=fmt.stop, on_failure=server.status, server=server)
+                       render=fmt.render, stop=fmt.stop, on_failure=server.status, server=server, trust_env=False)
 
 
 class ModelPool:
@@ -406,9 +408,7 @@ class ModelPool:
                 try:
                     self._models[key] = start_server_model(path, self.settings, adapter, binary) if binary \
                         else load_model(path, self.settings, adapter)
-                except ModelError as e:  # llama-server cannot start here (no kernels for this CPU?)
-                    if not binary or "llama-server" not in str(e):
-                        raise
+                except ServerError as e:  # llama-server cannot start here (no kernels for this CPU?)
                     log.error("%s; generating in-process", e)
                     self.notices.append("llama-server could not start on this machine: answers are generated "
                                         "one at a time, in-process.")

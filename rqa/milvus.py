@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rqa.errors import IndexError_
+from rqa.errors import IndexError_, StoreError
 from rqa.index import index_text
 from rqa.text import tokenize
 from rqa.types import Chunk
 
 CHUNKS, DOCUMENTS, META = "rqa_chunks", "rqa_documents", "rqa_meta"
 TEXT_MAX = 65_535  # Milvus's longest VARCHAR; a chunk is about 1,000 characters
+LABEL_MAX = 1_000  # characters of a title or section heading kept
 # BM25 reads rqa's own terms (rqa.text.tokenize: lower case, rqa's stop words, Porter stems), written
 # space-separated, so that Milvus's standard tokenizer only splits them: with Milvus's own English
 # filters instead (its stop list, Snowball stems) dev-100 recall@5 was 0.83 against the local 0.87.
@@ -62,7 +63,7 @@ def create(client, dim: int, settings) -> None:
     for name in ("chunk_id", "doc", "paper", "arxiv_id"):
         schema.add_field(name, DataType.VARCHAR, max_length=512)
     for name in ("title", "section"):
-        schema.add_field(name, DataType.VARCHAR, max_length=2048)
+        schema.add_field(name, DataType.VARCHAR, max_length=4 * LABEL_MAX)  # bytes; a character takes up to 4
     for name in ("page_start", "page_end", "char_start", "char_end"):
         schema.add_field(name, DataType.INT64)
     schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
@@ -79,7 +80,8 @@ def create(client, dim: int, settings) -> None:
     kind, extra = DENSE_INDEX[settings.ann]
     params.add_index("dense", index_type=kind, metric_type="IP", params=extra)
     params.add_index("doc", index_type="INVERTED")
-    client.create_collection(CHUNKS, schema=schema, index_params=params)
+    # Strong: a read right after a write sees it (a server's default, Bounded, may not)
+    client.create_collection(CHUNKS, schema=schema, index_params=params, consistency_level="Strong")
 
     for name in (DOCUMENTS, META):
         schema = client.create_schema(auto_id=False)
@@ -88,7 +90,7 @@ def create(client, dim: int, settings) -> None:
         schema.add_field("pad", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires a vector field
         params = client.prepare_index_params()
         params.add_index("pad", index_type="FLAT", metric_type="L2")
-        client.create_collection(name, schema=schema, index_params=params)
+        client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
 
 
 def exists(uri: str) -> bool:
@@ -121,8 +123,13 @@ class MilvusIndex:
             raise IndexError_(f"no rqa index at {uri}; build one with `rqa ingest PAPERS --index-uri {uri}`")
         for name in (CHUNKS, DOCUMENTS, META):
             client.load_collection(name)
-        meta = client.query(META, filter='key == "index"', output_fields=["value"])[0]["value"]
-        rows = client.query_iterator(DOCUMENTS, filter='key != ""', output_fields=["key", "value"], batch_size=1000)
+        meta = client.query(META, filter='key == "index"', output_fields=["value"], consistency_level="Strong")
+        if not meta:
+            raise IndexError_(f"the rqa index at {uri} is incomplete (its first write did not finish); "
+                              f"build it again with `rqa ingest PAPERS --index-uri {uri}`")
+        meta = meta[0]["value"]
+        rows = client.query_iterator(DOCUMENTS, filter='key != ""', output_fields=["key", "value"], batch_size=1000,
+                                     consistency_level="Strong")
         documents = {}
         while batch := rows.next():
             documents.update((row["key"], row["value"]) for row in batch)
@@ -186,19 +193,31 @@ def write(uri: str, manifest: dict, new_chunks: list[Chunk], new_vectors: np.nda
           changed_docs: set[str], settings) -> None:
     """Apply one change: chunks of removed papers deleted, new chunks inserted, the documents
     table updated. Called under the collection's write lock."""
-    client = connect(uri)
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        _write(connect(uri), manifest, new_chunks, new_vectors, removed, changed_docs, settings)
+    except MilvusException as e:
+        raise StoreError(f"the Milvus index could not be written ({str(e)[:160]}); the papers it held are "
+                         "unchanged or can be added again") from None
+
+
+def _write(client, manifest, new_chunks, new_vectors, removed, changed_docs, settings) -> None:
     if not client.has_collection(META):
         create(client, int(manifest["embedder"]["dim"]), settings)
         client.insert(META, [{"key": "index", "pad": [0.0, 0.0], "value": {
             "embedder": manifest["embedder"], "settings": manifest["settings"], "ann": settings.ann}}])
+    # A retried write must not add a paper's chunks twice: the incoming papers' rows go first too.
+    for sha in set(removed) | {c.doc for c in new_chunks}:
+        client.delete(CHUNKS, filter=f'doc == "{sha}"')  # a content hash: hex digits only
     for sha in removed:
-        client.delete(CHUNKS, filter=f'doc == "{sha}"')
         client.delete(DOCUMENTS, ids=[sha])
     for start in range(0, len(new_chunks), 1000):
         rows = []
         for c, v in zip(new_chunks[start:start + 1000], new_vectors[start:start + 1000]):
             row = {name: getattr(c, name) for name in CHUNK_FIELDS}
             row["arxiv_id"] = c.arxiv_id or ""
+            row["title"], row["section"] = c.title[:LABEL_MAX], c.section[:LABEL_MAX]  # Milvus bounds every string
             row["terms"] = terms(index_text(c))
             row["dense"] = v.tolist()
             rows.append(row)

@@ -37,6 +37,7 @@ class RemoteModel:
     api_key: str = ""
     on_failure: Callable[[], str] | None = None  # why the server is gone (the supervisor knows), if it is
     server: object = None  # the rqa.llama_server.LlamaServer child behind `url`, when rqa started it
+    trust_env: bool = True  # proxies from the environment; never for rqa's own loopback child
     _in_flight: int = field(default=0, init=False, repr=False)
     _count_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _client: httpx.Client = field(init=False, repr=False)
@@ -44,8 +45,10 @@ class RemoteModel:
     def __post_init__(self):
         self.url = self.url.rstrip("/").removesuffix("/v1")
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(10.0, read=READ_TIMEOUT_S),
-                                    limits=httpx.Limits(max_connections=max(8, 2 * self.slots)))
+        # Waiting for a connection is waiting for a slot like any other: as long as a read may take.
+        self._client = httpx.Client(headers=headers, trust_env=self.trust_env,
+                                    timeout=httpx.Timeout(10.0, read=READ_TIMEOUT_S, pool=READ_TIMEOUT_S),
+                                    limits=httpx.Limits(max_connections=None))
 
     @property
     def busy(self) -> bool:

@@ -24,7 +24,8 @@ sed -i -E '/ggml_add_cpu_backend_variant\((sse42|sandybridge|ivybridge|piledrive
 python3 -m venv "$work/tools"
 "$work/tools/bin/pip" install -q cmake ninja
 export PATH="$work/tools/bin:$PATH"
-cmake -S "$work/src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+# no run path into the build folder, which is deleted: rqa starts the server with LD_LIBRARY_PATH set
+cmake -S "$work/src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_SKIP_BUILD_RPATH=ON \
     -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_NATIVE=OFF -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >/dev/null

@@ -60,3 +60,21 @@ def test_the_app_collection_writes_milvus_and_a_missing_index_is_one_line(milvus
     assert len(collection.papers()) == 2
     with pytest.raises(IndexError_, match="no rqa index at .*rqa ingest"):
         open_index(Settings.load(index_uri=str(tmp_path / "missing.db")))
+
+
+def test_a_retried_write_adds_a_papers_chunks_once(milvus_settings):
+    from rqa import milvus
+
+    index = open_index(milvus_settings)
+    sha, doc = next(iter(index.manifest["documents"].items()))
+    count = lambda: len(index.client.query(milvus.CHUNKS, filter=f'doc == "{sha}"', output_fields=["id"],  # noqa: E731
+                                           consistency_level="Strong"))
+    before = count()
+    hits = [h for h in retrieve(index, doc["title"], milvus_settings, k=50) if h.chunk.doc == sha]
+    chunks = [h.chunk for h in hits]
+    vectors = index.embeddings[[h.row for h in hits]]
+    # a write of the paper's chunks that had gone in before (an interrupted write, retried): the
+    # paper then holds exactly these chunks, not these beside its earlier ones
+    milvus.write(milvus_settings.index_uri, index.manifest, chunks, vectors, set(), {sha}, milvus_settings)
+    assert before >= len(chunks) > 0 and count() == len(chunks)
+    assert len(open_index(milvus_settings).manifest["documents"]) == len(index.manifest["documents"])
