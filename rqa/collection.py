@@ -96,7 +96,7 @@ def write_lock(path: str | Path):
 
     import portalocker
 
-    if str(path).startswith(("http://", "https://", "tcp://")):
+    if milvus.is_milvus_server(str(path)):
         lock = Path(tempfile.gettempdir()) / f"rqa-{hashlib.sha1(str(path).encode()).hexdigest()[:16]}.lock"
     else:
         path = Path(path)

@@ -144,21 +144,19 @@ class LlamaServer:
             self._started.set()
 
     def _run(self) -> None:
-        first = True
         while not self._stopping:
             try:
                 proc = self._spawn()
                 self._wait_healthy(proc)
             except Exception as e:  # noqa: BLE001 (a supervisor that dies would leave the app waiting)
                 error = e if isinstance(e, ServerError) else ServerError(f"llama-server: {type(e).__name__}: {e}")
-                if first:
+                if not self._started.is_set():  # the first start: start() reports it
                     self._start_error = error
                     return
                 self.crashes += 1
                 log.error("llama-server could not be restarted: %s", error)
                 self._backoff()
                 continue
-            first = False
             self._ready.set()
             self._started.set()
             code = proc.wait()
@@ -171,8 +169,8 @@ class LlamaServer:
                       "\n".join(self._log_tail))
             self._backoff()
 
-    def _backoff(self) -> None:
-        time.sleep(RESTART_BACKOFF_S[min(self.crashes, len(RESTART_BACKOFF_S)) - 1] if self.crashes else 1)
+    def _backoff(self) -> None:  # after the crashes-th failure (1, 2, ...)
+        time.sleep(RESTART_BACKOFF_S[min(self.crashes, len(RESTART_BACKOFF_S)) - 1])
 
     def _spawn(self) -> subprocess.Popen:
         # the CPU-variant kernels (libggml-cpu-*.so) and shared libraries sit beside the binary

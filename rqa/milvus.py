@@ -41,8 +41,12 @@ def terms(text: str) -> str:
     return " ".join(tokenize(text))[:TEXT_MAX]
 
 
+def is_milvus_server(location: str) -> bool:
+    return str(location).startswith(("http://", "https://", "tcp://"))
+
+
 def is_milvus_uri(location: str) -> bool:
-    return str(location).endswith(".db") or str(location).startswith(("http://", "https://", "tcp://"))
+    return str(location).endswith(".db") or is_milvus_server(location)
 
 
 def connect(uri: str):
