@@ -79,6 +79,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--preset", choices=["t4", "cpu", "tiny"], default="cpu")
     s.add_argument("--data", type=Path, help="dataset folder: its test split is the perplexity text")
+    s.add_argument("--adapter-only", action="store_true",
+                   help="write only the GGUF LoRA adapter the app serves (no merged or quantized models)")
 
     s = sub.add_parser("evaluate", help="base vs fine-tuned through rqa's retrieval")
     s.add_argument("--export", type=Path, help="export folder: compares base-Q vs model-Q for each of --quants")

@@ -127,14 +127,14 @@ def cite(answer: str, n: int) -> str:
     return " ".join(out)
 
 
-def to_example(row: dict, source_chars: int) -> dict:
-    """The app's own prompt (system text, the sources retrieval returned for the question, trimmed
-    as the app trims them) and the answer citing the position of the chunk it was written from.
+def to_example(row: dict, source_chars: int, k: int = 5) -> dict:
+    """The app's own prompt (system text, the first `k` sources retrieval returned for the question,
+    trimmed as the app trims them) and the answer citing the position of the chunk it was written from.
     Validation stage 1 keeps only questions whose chunk is among those sources; should it be
     missing (hits computed elsewhere), it replaces the last source, so that every example teaches
     answering from what is shown rather than from memory."""
     chunk: Chunk = row["chunk"]
-    hits: list[Hit] = list(row.get("hits") or [Hit(chunk, 1.0)])
+    hits: list[Hit] = list(row.get("hits") or [Hit(chunk, 1.0)])[:k]
     ids = [h.chunk.chunk_id for h in hits]
     if chunk.chunk_id not in ids:
         hits[-1] = Hit(chunk, 1.0)
@@ -145,7 +145,7 @@ def to_example(row: dict, source_chars: int) -> dict:
 
 
 def write_dataset(splits: dict[str, list[dict]], out: Path, report: Report, generator: str, filters: Filters,
-                  chunks: list[Chunk], source_chars: int) -> None:
+                  chunks: list[Chunk], source_chars: int, k: int) -> None:
     # the embedder stage trains on these: every chunk, and each validated question with its chunk
     with open(out / "chunks.jsonl", "w", encoding="utf-8") as f:
         for c in chunks:
@@ -158,7 +158,7 @@ def write_dataset(splits: dict[str, list[dict]], out: Path, report: Report, gene
     for name, rows in splits.items():
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
-                example = to_example(r, source_chars)
+                example = to_example(r, source_chars, k)
                 n = int(re.search(r"\[(\d+)\]", example["messages"][-1]["content"]).group(1))
                 report.cited_position[n] = report.cited_position.get(n, 0) + 1
                 if name == "test":  # evaluation needs the reference and where it came from
@@ -219,7 +219,7 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
         return report
     records, report.titled = with_subjects(records, chunks)
     rows = validate(records, chunks, settings, filters, report.stages)
-    write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks, settings.source_chars)
+    write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks, settings.source_chars, settings.k)
     return report
 
 

@@ -197,6 +197,29 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, target_mo
     return report
 
 
+def export_adapter(run_dir: Path, out_dir: Path, base: str) -> dict:
+    """Only the GGUF LoRA adapter, what the app serves. The converter reads the base's config, not its
+    weights, so for an offline base only its config and tokenizer are written (a dequantized 1.5B
+    would be 6 GB on disk and minutes of work for nothing)."""
+    from build.models import base_config, load_tokenizer
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = next((d for d in (run_dir / "sft-merged", run_dir / "tiny-base") if d.exists()), None)
+    before = start
+    if before is None:
+        before = out_dir / "base-config"
+        base_config(base).save_pretrained(str(before))
+        load_tokenizer(base).save_pretrained(str(before))
+    lora = convert_adapter(run_dir / "adapter", before, out_dir / "adapter-f16.gguf")
+    if start is None:
+        shutil.rmtree(before, ignore_errors=True)
+    report = {"adapter": {"path": lora.name, "bytes": lora.stat().st_size, "sha256": sha256_file(lora),
+                          "base": "the SFT model (sft-merged)" if start and start.name == "sft-merged" else base}}
+    (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
 def trained_base(run_dir: Path, default: str) -> str:
     """The base the run was trained on (train --base may have replaced the preset's `default`)."""
     recorded = Path(run_dir) / "train_metrics.json"
@@ -208,5 +231,7 @@ def cli(args) -> dict:
     from build.dataset import heldout_text
 
     preset = PRESETS[args.preset]
+    if args.adapter_only:
+        return export_adapter(args.run, args.out, trained_base(args.run, preset.base))
     heldout = heldout_text(args.data) if args.data else ""
     return export(args.run, args.out, trained_base(args.run, preset.base), heldout, preset.target_modules)

@@ -317,6 +317,14 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     from rqa.llm import ModelPool
 
     assert report["adapter"]["path"] == "adapter-f16.gguf" and report["adapter"]["bytes"] < 1_000_000
+    # --adapter-only writes the same adapter and nothing else
+    only = subprocess.run([sys.executable, "-m", "build", "export", "--run", str(out / "run"), "--out",
+                           str(tmp_path / "only"), "--preset", "tiny", "--adapter-only"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert only.returncode == 0, only.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["adapter-f16.gguf", "export_report.json"]
+    assert json.loads((tmp_path / "only" / "export_report.json").read_text())["adapter"]["sha256"] \
+        == report["adapter"]["sha256"]
     msgs = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is attention?"}]
 
     def greedy(model_path, adapter="none"):
