@@ -72,7 +72,8 @@ class Settings:
     # --- retrieval
     embedder: str = setting("", "retrieval", "sentence-transformers model name or folder; empty: the index's "
                             "own (all-MiniLM-L6-v2 for a new one). An index built with another is refused")
-    k: int = setting(5, "retrieval", "sources per question", (1, 50))
+    k: int = setting(4, "retrieval", "sources per question (4 longer excerpts beat 5 shorter ones in the same prompt "
+                     "length: docs/BENCHMARKS.md)", (1, 50))
     fusion_depth: int = setting(100, "retrieval", "candidates from each retriever before fusion", (1, 10_000))
     fusion: str = setting("convex", "retrieval", "how BM25 and dense results combine: convex (scores scaled to "
                           "[0, 1] from their floors and added, dense x dense_weight) or rrf (reciprocal rank)",
@@ -110,8 +111,8 @@ class Settings:
     hub_q8_file: str = setting("model-q8_0.gguf", "model", "the file of hub_repo for reasoning questions")
     hub_index_repo: str = setting("", "model", "Hugging Face dataset repo holding a published index (used "
                                   "instead of index_dir)")
-    n_ctx: int = setting(2048, "model", "context length; the prompt is about 900 tokens with 5 excerpts of "
-                         "600 characters", (512, 131_072))
+    n_ctx: int = setting(2048, "model", "context length; the prompt is about 950 tokens with 4 excerpts of "
+                         "800 characters", (512, 131_072))
     n_threads: int = setting(0, "model", "threads for generation; 0: all cores", (0, 256))
     # --- where generation runs
     engine: str = setting("server", "serving", "where the app generates: server (llama.cpp's llama-server as a "
@@ -130,7 +131,7 @@ class Settings:
     max_new_tokens: int = setting(256, "generation", "longest answer, in tokens", (1, 8192))
     temperature: float = setting(0.0, "generation", "0: greedy (the answer restates facts; sampling only adds "
                                  "errors)", (0.0, 2.0))
-    source_chars: int = setting(600, "generation", "characters of each source shown to the model, around the "
+    source_chars: int = setting(800, "generation", "characters of each source shown to the model, around the "
                                 "question's words", (100, 20_000))
     grounding: str = setting("excerpts", "generation", "how each excerpt's centre sentence is found: excerpts "
                              "(the question's words) or sentences (plus embedding cosine with the question)",

@@ -100,7 +100,7 @@ def format_source(n: int, hit: Hit, question: str, budget: int, scorer=word_scor
     return f"[{n}] {sanitize(c.title)} - {sanitize(c.section)} (p. {c.pages})\n{body}"
 
 
-def build_messages(question: str, hits: list[Hit], source_chars: int = 600, grounding: str = "excerpts",
+def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grounding: str = "excerpts",
                    style: str = "direct") -> list[dict]:
     scorer = semantic_scores if grounding == "sentences" else word_scores
     sources = "\n\n".join(format_source(n, h, question, source_chars, scorer) for n, h in enumerate(hits, start=1))
