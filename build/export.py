@@ -208,8 +208,13 @@ def export_adapter(run_dir: Path, out_dir: Path, base: str) -> dict:
     start = next((d for d in (run_dir / "sft-merged", run_dir / "tiny-base") if d.exists()), None)
     before = start
     if before is None:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
         before = out_dir / "base-config"
-        base_config(base).save_pretrained(str(before))
+        config = base_config(base)
+        # a config read from a GGUF names no architecture, which the converter picks its tensor map by
+        config.architectures = config.architectures or [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
+        config.save_pretrained(str(before))
         load_tokenizer(base).save_pretrained(str(before))
     lora = convert_adapter(run_dir / "adapter", before, out_dir / "adapter-f16.gguf")
     if start is None:
