@@ -30,6 +30,7 @@ from pathlib import Path
 
 
 from bench.common import DEV, percentile
+from rqa.config import Settings
 
 COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
            "abstention", "unsourced_numbers", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]
@@ -37,7 +38,6 @@ COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "ci
 
 def run_one(args) -> dict:
     from rqa.answer import answer_stream
-    from rqa.config import Settings
     from rqa.equations import SympyWorker
     from rqa.index import load_index
     from rqa.llm import ModelPool
@@ -98,8 +98,8 @@ def main() -> None:
     p.add_argument("--index", required=True)
     p.add_argument("--models", default="qwen2.5-coder-1.5b-instruct")
     p.add_argument("--set", default=str(DEV))
-    p.add_argument("--source-chars", type=int, default=600)
-    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--source-chars", type=int, default=Settings().source_chars, help="default: the app's")
+    p.add_argument("--k", type=int, default=Settings().k, help="sources shown; default: the app's")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--limit", type=int)
     p.add_argument("--answers", help="append every answer to this JSONL file")

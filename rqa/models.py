@@ -59,6 +59,7 @@ class PackagedAdapter:
     base: str  # the OFFLINE_MODELS entry it was trained on and applies to
     size: int
     sha256: str
+    applied: bool = True  # served by default on its base
 
     @property
     def path(self) -> Path:
@@ -66,27 +67,37 @@ class PackagedAdapter:
 
 
 ADAPTER_DIR = Path(__file__).resolve().parent / "adapters"
-# offline base -> the adapter the app applies to it unless the `adapter` setting says otherwise
-ADAPTERS: dict[str, PackagedAdapter] = {a.base: a for a in (
-    # the cpu preset on the committed teacher data (data/qa: 108 train examples); model card beside it
+# Every adapter rqa ships, each with its model card; `applied` ones are what the app serves on their
+# base unless the `adapter` setting says otherwise, the rest are there to be chosen by path.
+PACKAGED_ADAPTERS = (
+    # the cpu preset on the committed teacher data (data/qa: 108 train examples)
     PackagedAdapter("qwen2.5-coder-0.5b-instruct-rqa.gguf", "qwen2.5-coder-0.5b-instruct", 4_339_040,
                     "6f74c9ce1939e5694ea9f14dc629a146ab993c90edff31640e80dd535a42da04"),
-)}
+    # the same recipe and data on the default model, one pass: it answers fewer dev questions than
+    # the stock model, so it is not applied (its model card has the figures)
+    PackagedAdapter("qwen2.5-coder-1.5b-instruct-rqa.gguf", "qwen2.5-coder-1.5b-instruct", 8_732_128,
+                    "d32c7bf7398824df700351c168a8590efd008b73e5769f91f3cd97f85b91b217", applied=False),
+)
+# offline base -> the adapter the app applies to it unless the `adapter` setting says otherwise
+ADAPTERS: dict[str, PackagedAdapter] = {a.base: a for a in PACKAGED_ADAPTERS if a.applied}
 
 
-def packaged_adapter(base: str) -> Path | None:
-    """The verified adapter registered for an offline base, or None when rqa ships none for it."""
-    adapter = ADAPTERS.get(base)
-    if adapter is None:
-        return None
+def verified_adapter(adapter: PackagedAdapter) -> Path:
+    """The adapter's path once its size and sha256 are the pinned ones."""
     path = adapter.path
     if not path.is_file():
-        raise ModelError(f"the fine-tune adapter {adapter.filename} for {base} is missing from {ADAPTER_DIR.name}/; "
-                         "restore it (git checkout) or serve the stock base with RQA_ADAPTER=none")
+        raise ModelError(f"the fine-tune adapter {adapter.filename} for {adapter.base} is missing from "
+                         f"{ADAPTER_DIR.name}/; restore it (git checkout) or serve the stock base with RQA_ADAPTER=none")
     if path.stat().st_size != adapter.size or sha256_file(path) != adapter.sha256:
         raise ModelError(f"the fine-tune adapter {adapter.filename} was changed (its sha256 is not the pinned one); "
                          "restore it (git checkout) or serve the stock base with RQA_ADAPTER=none")
     return path
+
+
+def packaged_adapter(base: str) -> Path | None:
+    """The verified adapter registered for an offline base, or None when rqa applies none to it."""
+    adapter = ADAPTERS.get(base)
+    return verified_adapter(adapter) if adapter else None
 
 
 def cache_dir() -> Path:

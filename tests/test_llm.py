@@ -250,14 +250,15 @@ def test_the_scripted_fakes_keep_the_model_and_pool_protocols():
 
 def test_the_packaged_adapters_are_intact_fit_their_base_and_have_a_card():
     from rqa.llm import check_adapter_fits
-    from rqa.models import ADAPTERS, packaged_adapter
+    from rqa.models import ADAPTER_DIR, ADAPTERS, PACKAGED_ADAPTERS, verified_adapter
 
     assert ADAPTERS, "rqa ships the pipeline's fine-tune"
-    for base, adapter in ADAPTERS.items():
-        path = packaged_adapter(base)  # refuses a changed or missing file
-        check_adapter_fits(path, offline_model_path(base))
+    assert {a.filename for a in PACKAGED_ADAPTERS} == {p.name for p in ADAPTER_DIR.glob("*.gguf")}
+    for adapter in PACKAGED_ADAPTERS:
+        path = verified_adapter(adapter)  # refuses a changed or missing file
+        check_adapter_fits(path, offline_model_path(adapter.base))
         card = path.with_suffix(".md").read_text()
-        assert adapter.sha256 in card and base in card
+        assert adapter.sha256 in card and adapter.base in card
     files = resolve_model(Settings.load(model="qwen2.5-coder-0.5b-instruct"))
     assert files.adapter == ADAPTERS["qwen2.5-coder-0.5b-instruct"].path  # applied by default to its base
     assert resolve_model(Settings.load(model=TEST_MODEL)).adapter is None  # no adapter ships for this one
