@@ -168,7 +168,7 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, target_mo
     out_dir.mkdir(parents=True, exist_ok=True)
     # the model the adapter was trained on: the tiny random base, the SFT model under a DPO adapter,
     # or (None) the preset's base; the first two are also exported as the baseline to compare with
-    start = next((d for d in (run_dir / "sft-merged", run_dir / "tiny-base") if d.exists()), None)
+    start = trained_from(run_dir)
     merged = merge(run_dir / "adapter", start, base, out_dir / "merged")
     log(f"merged model -> {merged}")
     f16 = convert(merged, out_dir / "model-f16.gguf")
@@ -185,8 +185,7 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, target_mo
     # compared at the same quantization (q4_0 vs q4_0, q8_0 vs q8_0)
     before = start or save_base(base, out_dir / "base-hf")
     lora = convert_adapter(run_dir / "adapter", before, out_dir / "adapter-f16.gguf")
-    report["adapter"] = {"path": lora.name, "bytes": lora.stat().st_size, "sha256": sha256_file(lora),
-                         "base": "the SFT model (sft-merged)" if start and start.name == "sft-merged" else base}
+    report["adapter"] = adapter_entry(lora, start, base)
     log(f"adapter: {lora.stat().st_size / 2**20:.1f} MiB -> {lora}")
     base_f16 = convert(before, out_dir / "base-f16.gguf")
     report["base"] = {kind: quantize(base_f16, out_dir / f"base-{kind}.gguf", kind, keep_q8).name for kind in QUANTS}
@@ -197,30 +196,39 @@ def export(run_dir: Path, out_dir: Path, base: str, heldout_text: str, target_mo
     return report
 
 
+def trained_from(run_dir: Path) -> Path | None:
+    """The model folder the adapter was trained on when it is not the preset's base: the tiny random
+    base, or the SFT model under a DPO adapter."""
+    return next((d for d in (run_dir / "sft-merged", run_dir / "tiny-base") if d.exists()), None)
+
+
+def adapter_entry(lora: Path, start: Path | None, base: str) -> dict:
+    return {"path": lora.name, "bytes": lora.stat().st_size, "sha256": sha256_file(lora),
+            "base": "the SFT model (sft-merged)" if start and start.name == "sft-merged" else base}
+
+
 def export_adapter(run_dir: Path, out_dir: Path, base: str) -> dict:
     """Only the GGUF LoRA adapter, what the app serves. The converter reads the base's config, not its
     weights, so for an offline base only its config and tokenizer are written (a dequantized 1.5B
     would be 6 GB on disk and minutes of work for nothing)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
     from build.models import base_config, load_tokenizer
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = next((d for d in (run_dir / "sft-merged", run_dir / "tiny-base") if d.exists()), None)
-    before = start
-    if before is None:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-        before = out_dir / "base-config"
+    start = trained_from(run_dir)
+    config_dir = start or out_dir / "base-config"
+    if start is None:
         config = base_config(base)
         # a config read from a GGUF names no architecture, which the converter picks its tensor map by
         config.architectures = config.architectures or [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
-        config.save_pretrained(str(before))
-        load_tokenizer(base).save_pretrained(str(before))
-    lora = convert_adapter(run_dir / "adapter", before, out_dir / "adapter-f16.gguf")
+        config.save_pretrained(str(config_dir))
+        load_tokenizer(base).save_pretrained(str(config_dir))
+    lora = convert_adapter(run_dir / "adapter", config_dir, out_dir / "adapter-f16.gguf")
     if start is None:
-        shutil.rmtree(before, ignore_errors=True)
-    report = {"adapter": {"path": lora.name, "bytes": lora.stat().st_size, "sha256": sha256_file(lora),
-                          "base": "the SFT model (sft-merged)" if start and start.name == "sft-merged" else base}}
+        shutil.rmtree(config_dir, ignore_errors=True)
+    report = {"adapter": adapter_entry(lora, start, base)}
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
     return report
 
