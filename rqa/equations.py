@@ -20,10 +20,25 @@ from dataclasses import asdict, dataclass
 LATEX_RE = re.compile(
     r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\\begin\{(equation|align|gather)\*?\}(.+?)\\end\{\4\*?\}"
     r"|(?<![\\$])\$([^$\n]+?)\$", re.S)
-# Multi-letter operator names that non-strict parsing would turn into products of letters.
-_NAMED = re.compile(r"\\(mathrm|operatorname|text|mathit|textrm)\{([A-Za-z]{2,})\}")
+# \mathrm{softmax} and the like stand for the bare name; a name then becomes a function symbol or is refused
+_NAMED = re.compile(r"\\(mathrm|operatorname|text|mathit|textrm|mathbf|boldsymbol)\{([A-Za-z]+)\}")
 MAX_LATEX_CHARS = 500
-KNOWN_FUNCTIONS = {"sin", "cos", "tan", "log", "exp", "max", "min", "sqrt", "frac", "cdot", "times"}
+# read as themselves; any other name of two or more letters called on arguments becomes one function symbol
+KNOWN_FUNCTIONS = {"sin", "cos", "tan", "tanh", "log", "exp", "max", "min"}
+_LATEX_WORDS = KNOWN_FUNCTIONS | {"sqrt", "frac", "cdot", "times", "sum", "prod", "partial", "nabla", "infty",
+                                  "binom", "le", "ge", "neq"}
+_GREEK = dict(zip("αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩϵϕϑ",
+                  "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau "
+                  "upsilon phi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Phi Psi Omega epsilon phi "
+                  "theta".split()))
+_SYMBOLS = {"−": "-", "–": "-", "·": r" \cdot ", "×": r" \times ", "∗": "*", "≈": "=", "←": "=", "≤": r" \le ",
+            "≥": r" \ge ", "∑": r"\sum ", "∂": r"\partial ", "∇": r"\nabla ", "∞": r"\infty ", "′": "'"}
+_ACCENTS = (("hat|widehat", "'"), ("tilde|widetilde", "''"), ("bar|overline", "'''"))
+_RELATIONS = ("=", "≈", "←", "≤", "≥", "<", ">", ":=", "<=", ">=")
+# common short English words: where a plain-text equation ends, although they are one or two letters
+_STOP = {"is", "of", "to", "in", "by", "as", "at", "on", "or", "an", "be", "if", "we", "it", "so", "do", "no",
+         "and", "the", "for", "with", "where", "which", "when", "then", "that", "this", "are", "was"}
+_MATH_CHARS = set("_^{}()[]=+−-*/·×√∑∂∇|<>≤≥≈←′∗'0123456789\\") | set(_GREEK)
 
 
 @dataclass
@@ -42,20 +57,102 @@ def extract_latex(text: str) -> list[str]:
     for m in LATEX_RE.finditer(text):
         body = next(g for g in (m.group(1), m.group(2), m.group(3), m.group(5), m.group(6)) if g is not None)
         body = body.strip()
-        if body and any(c in body for c in "=\\^_+-*/") and body not in out:
+        if body and any(c in body for c in "=\\^_+-*/") and not _one_symbol(body) and body not in out:
             out.append(body)
     return out
 
 
+def _one_symbol(latex: str) -> bool:
+    """$W_{1}$, $\\alpha$: a symbol named in the prose, not an equation to check."""
+    return re.fullmatch(r"\\?[A-Za-z]+(_\{?[^{}=+*/ ]*\}?)?(\^\{?[^{}=+*/ ]*\}?)?", latex) is not None
+
+
+def _mathy(token: str) -> bool:
+    word = token.strip(",.;:")
+    if word.lower() in _STOP:
+        return False
+    if any(c in _MATH_CHARS for c in word):
+        return True
+    return word.isalpha() and (len(word) <= 2 or word in KNOWN_FUNCTIONS)
+
+
+def plain_equations(text: str) -> list[str]:
+    """Equations written without math delimiters, as PDF text and small models write them
+    ("FFN(x) = max(0, xW_{1} + b_{1})W_{2} + b_{2} (2)"): the run of math-like tokens around a
+    relation sign whose right side computes something (an operator or a call: not "K = 4"). The
+    paper's equation number is dropped."""
+    text = re.sub(r"\[\d+(?:,\s*\d+)*\]", " ", LATEX_RE.sub(" ", text))  # and citation markers
+    spaced = re.sub(r"(:=|<=|>=|[=≈←≤≥<>])", r" \1 ", text)
+    tokens = spaced.split()
+    out, i = [], 0
+    while i < len(tokens):
+        if tokens[i] not in _RELATIONS:
+            i += 1
+            continue
+        lo = i
+        while lo > 0 and i - lo < 6 and _mathy(tokens[lo - 1]) and tokens[lo - 1][-1] not in ".;:":
+            lo -= 1
+        hi = i + 1
+        while hi < len(tokens) and hi - i < 60 and _mathy(tokens[hi]):
+            hi += 1
+            if tokens[hi - 1][-1] in ",.;" and (hi == len(tokens) or not _mathy(tokens[hi])):
+                break  # "..., where": the sentence goes on in words
+        left, right = _balanced(tokens[lo:i], from_end=False), _balanced(tokens[i + 1:hi], from_end=True)
+        right = re.sub(r"\s*\(\d{1,3}\)$", "", right.rstrip(",.;: "))
+        if left and right and re.search(r"[-−+*/·×^√∑(\\]", right):
+            eq = f"{left} {tokens[i]} {right}"
+            if eq not in out:
+                out.append(eq)
+        i = hi
+    return out
+
+
+def _balanced(tokens: list[str], from_end: bool) -> str:
+    """The tokens, less those at the far end that leave a bracket open ("... g_t (Update")."""
+    tokens = list(tokens)
+    while tokens:
+        joined = " ".join(tokens)
+        if all(joined.count(a) == joined.count(b) for a, b in ("()", "{}", "[]")):
+            return joined
+        tokens.pop(-1 if from_end else 0)
+    return ""
+
+
+def find_equations(text: str) -> list[str]:
+    """Every equation in text: LaTeX between math delimiters, then plain-text ones."""
+    latex = extract_latex(text)
+    return latex + [e for e in plain_equations(text) if e not in latex]
+
+
 # --- worker-side functions (run in the child process) ----------------------------------------
 
+def _function(m: re.Match) -> str:
+    """FFN(x), softmax(...): one function symbol F_{<crc>} (not F*F*N); the same name gets the same
+    symbol in the answer and in the sources, so equations that use it still compare."""
+    word = m.group(1)
+    if word in KNOWN_FUNCTIONS:
+        return f"\\{word}("
+    return "F_{%d}(" % (zlib.crc32(word.lower().encode()) % 10**6)
+
+
 def _prepare(latex: str) -> str:
+    """LaTeX, or plain-text math, as the LaTeX SymPy reads; answers and sources go the same way."""
     latex = latex.strip().rstrip(".,;")
+    latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
+    latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat
+    latex = re.sub(r"\^\s*\{?\s*[∗*⋆]\s*\}?|\^\{\\ast\}", "''''", latex)  # D^{*}: a mark, as accents are
+    latex = re.sub(r"\.\s?\.\s?\.|…|\\[lc]?dots", r" \\omega_{00} ", latex)  # "+ ... +": the elided terms
+    latex = re.sub(r"(?<![A-Za-z\\])([A-Za-z%s])(\d+)(?![\d.])" % "".join(_GREEK), r"\1_{\2}", latex)  # β2, W1
+    latex = "".join(f"\\{_GREEK[c]} " if c in _GREEK else _SYMBOLS.get(c, c) for c in latex)
+    latex = latex.replace(":=", "=")
+    latex = re.sub(r"\\(leftarrow|gets|approx|coloneqq|simeq|triangleq)(?![a-zA-Z])", "=", latex)
     latex = re.sub(r"\\(left|right|big|Big|bigg|Bigg)(?![a-zA-Z])", "", latex)
     latex = re.sub(r"\\[,;!: ]|\\quad|\\qquad", " ", latex)
-    # \mathrm{softmax} -> one function symbol F_{<crc>} (not s*o*f*t*m*a*x); the same name gets the
-    # same symbol in the answer and in the sources, so equations that use it still compare
-    return _NAMED.sub(lambda m: "F_{%d}" % (zlib.crc32(m.group(2).lower().encode()) % 10**6), latex)
+    for accent, primes in _ACCENTS:  # one prime per kind: x-hat and x-tilde stay apart from x
+        latex = re.sub(r"\\(?:%s)\s*\{(\\?[A-Za-z]+)\s*\}" % accent, lambda m: m.group(1) + primes, latex)
+    latex = _NAMED.sub(lambda m: m.group(2), latex)
+    latex = re.sub(r"_\{([^{}]*)\}", lambda m: "_{" + m.group(1).replace(",", "") + "}", latex)  # s_{i,j}
+    return re.sub(r"(?<![\\A-Za-z])([A-Za-z]{2,})\s*\(", _function, latex)
 
 
 def _parse(latex: str):
@@ -63,8 +160,9 @@ def _parse(latex: str):
 
     prepared = _prepare(latex)
     expr = parse_latex(prepared, strict=True)
-    words = set(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}(?![a-zA-Z])", prepared)) - KNOWN_FUNCTIONS
-    if words:  # strict mode would still read "softmax" as s*o*f*t*m*a*x
+    outside = re.sub(r"[_^]\{[^{}]*\}", "", prepared)  # p_{data}: a subscript names, it does not multiply
+    words = set(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}(?![a-zA-Z])", outside)) - _LATEX_WORDS
+    if words:  # strict mode would still read "loss" as l*o*s*s
         raise ValueError(f"multi-letter name(s) {sorted(words)} would parse as products of letters")
     return expr
 
@@ -168,10 +266,10 @@ class SympyWorker:
 
 def check_equations(answer: str, sources: list[str], worker: SympyWorker) -> list[EquationCheck]:
     """Mark each answer equation: matches a source equation, parses but unverified, or malformed."""
-    source_eqs = [(n, eq) for n, text in enumerate(sources, start=1) for eq in extract_latex(text)]
+    source_eqs = [(n, eq) for n, text in enumerate(sources, start=1) for eq in find_equations(text)]
     parsed_sources: dict[str, bool] = {}
     checks = []
-    for latex in extract_latex(answer):
+    for latex in find_equations(answer):
         if len(latex) > MAX_LATEX_CHARS:
             checks.append(EquationCheck(latex[:80] + "...", "malformed", f"longer than {MAX_LATEX_CHARS} characters"))
             continue

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from rqa.equations import SympyWorker, check_equations, extract_latex
+from rqa.equations import SympyWorker, check_equations, extract_latex, find_equations
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +24,41 @@ def test_extract_all_delimiters():
 def test_statuses(worker):
     answer = (r"Attention is $$\mathrm{Attention}(Q,K,V) = \mathrm{softmax}(\frac{QK^T}{\sqrt{d_k}})V$$. "
               r"LoRA computes $y = W_0 z + \frac{\alpha}{r} B A z$. Wrong: $a = b +$. Other: $x = 2 + 3$. "
-              r"Bad name: $softmax(x) = 1$.")
+              r"Bad name: $loss = x + 1$.")
     checks = {c.latex: c for c in check_equations(answer, [SOURCE], worker)}
     attn = next(c for k, c in checks.items() if k.startswith(r"\mathrm{Attention}"))
     assert attn.status == "matches source" and attn.source == 1
     assert checks[r"y = W_0 z + \frac{\alpha}{r} B A z"].status == "matches source"  # renamed x -> z, h -> y
     assert checks["a = b +"].status == "malformed"
     assert checks["x = 2 + 3"].status == "unverified"
-    assert checks["softmax(x) = 1"].status == "malformed"  # not s*o*f*t*m*a*x
-    assert "products of letters" in checks["softmax(x) = 1"].detail
+    assert checks["loss = x + 1"].status == "malformed"  # not l*o*s*s
+    assert "products of letters" in checks["loss = x + 1"].detail
+
+
+# as the Transformer paper's text comes out of the PDF (index format 3), and as a small model copies it
+PDF_TEXT = ("This consists of two linear transformations with a ReLU activation in between.\n"
+            "FFN(x) = max(0, xW_{1} + b_{1})W_{2} + b_{2} (2)\nWhile the linear transformations are the same "
+            "across different positions. We used warmup_steps = 4000 and K = 4 heads. "
+            "m_t ← β_{1} · m_{t−1} + (1 − β_{1}) · g_t (Update biased first moment estimate)")
+
+
+def test_plain_text_equations_are_found():
+    assert find_equations(PDF_TEXT) == ["FFN(x) = max(0, xW_{1} + b_{1})W_{2} + b_{2}",  # number (2) dropped
+                                        "m_t ← β_{1} · m_{t−1} + (1 − β_{1}) · g_t"]  # not "K = 4", not "(Update"
+    assert find_equations(r"where $W_{1}$ and $\alpha$ are weights [2]") == []  # symbols, not equations
+    assert find_equations("the value, z_t = u_{t+1} + γ u_{t+2}. [3] Then") == ["z_t = u_{t+1} + γ u_{t+2}"]
+
+
+def test_plain_and_latex_answers_match_pdf_source(worker):
+    answer = ("It computes FFN(x) = max(0, x W_1 + b_1) W_2 + b_2 [1]. Adam keeps "
+              r"$m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t$ [1]. Not: FFN(x) = max(0, x W_1) W_2 [1].")
+    checks = {c.latex: c for c in check_equations(answer, [PDF_TEXT], worker)}
+    assert checks["FFN(x) = max(0, x W_1 + b_1) W_2 + b_2"].status == "matches source"
+    assert checks[r"m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t"].status == "matches source"
+    assert checks["FFN(x) = max(0, x W_1) W_2"].status == "unverified"
+    # a name keeps its meaning: a different function of the same arguments is not the same equation
+    other = check_equations("It computes GELU(x) = max(0, x W_1 + b_1) W_2 + b_2.", [PDF_TEXT], worker)
+    assert [c.status for c in other] == ["unverified"]
 
 
 def test_latex_bombs_time_out_and_worker_recovers(worker):

@@ -1,0 +1,66 @@
+"""The equation check over recorded answers: for each equation question of a bench.answers file, the
+equations its answer holds and what rqa.equations says of them, against the sources the app showed
+(searched again with the recorded expansion, k from the settings). No model runs, so a change to the
+check is measured on the same answers in seconds.
+
+Two counts over the equation questions: answers with an equation the check verifies against a
+source ("matches source", what the app shows), and answers with an equation SymPy finds equal to
+the question's reference `latex` (the eval README's key fact for equation questions).
+
+    .venv/bin/python -m bench.equation_checks --index DIR --answers FILE.jsonl [--show]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench.common import DEV, dev_questions
+from rqa.collection import load_at
+from rqa.config import Settings
+from rqa.equations import SympyWorker, check_equations
+from rqa.search import retrieve
+
+
+def equals_reference(checks, latex: str, worker: SympyWorker) -> bool:
+    """Whether one of the answer's equations is SymPy-equal to the reference."""
+    return any(c.status != "malformed" and worker.call("equal", c.latex, latex) == ("ok", True) for c in checks)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--answers", type=Path, required=True)
+    ap.add_argument("--set", type=Path, default=DEV)
+    ap.add_argument("--show", action="store_true", help="print every equation and its status")
+    args = ap.parse_args()
+    settings = Settings()
+    questions = {q["id"]: q for q in dev_questions(args.set) if q["type"] == "equation"}
+    rows = [r for r in map(json.loads, args.answers.read_text().splitlines()) if r["id"] in questions]
+    index, worker = load_at(args.index), SympyWorker(settings.sympy_timeout_s)
+    recorded = holding = verified = reference = 0
+    try:
+        for r in rows:
+            q = questions[r["id"]]
+            hits = retrieve(index, q["question"], settings, k=settings.k, expansion=r.get("expansion", ""))
+            checks = check_equations(r["answer"], [h.chunk.text for h in hits], worker)
+            recorded += any(e["status"] == "matches source" for e in r.get("equations", []))
+            holding += bool(checks)
+            verified += any(c.status == "matches source" for c in checks)
+            reference += equals_reference(checks, q["latex"], worker)
+            if args.show:
+                print(r["id"], *(f"\n    [{c.status}] {c.latex}" for c in checks))
+    finally:
+        worker.close()
+    n = len(rows)
+    print(f"\n{args.answers.name}: {n} equation questions\n")
+    print("| answers | with an equation | verified against a source | equal to the reference | "
+          "verified when answered (recorded) |")
+    print("|---|---|---|---|---|")
+    print(f"| {n} | {holding} | {verified} ({verified / max(n, 1):.2f}) | {reference} ({reference / max(n, 1):.2f}) "
+          f"| {recorded} |")
+
+
+if __name__ == "__main__":
+    main()
