@@ -233,7 +233,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
                     support=support, notices=list(notices), timings=timings, model_text=model_text)
     for c in citations:
         c.highlights = supporting_sentences(c.hit.chunk.text, [s.sentence for s in support if c.n in cited_numbers(s.sentence)])
-    answer.numbers = check_numbers(shown, sources)
+    answer.numbers = check_numbers(shown, sources, question)
     if text and sympy is not None:
         answer.equations = check_equations(text, sources, sympy)
     if not model_text:

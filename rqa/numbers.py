@@ -8,7 +8,8 @@ of the sources the sentence cites (all the answer's cited sources when it cites 
 Values, not strings: "28.4" and "28.40", "1,000" and "1000", "10^{6}" and "1e6", "5%" and "5" are
 the same number. Not counted: citation markers ([2]), years (1900-2099), numbers naming a part of
 a paper (Section 3.2, Table 2, Figure 4, Eq. (3), Appendix B.1), and numbers inside LaTeX math,
-which the equation check covers.
+which the equation check covers; pages ("page 4-5"), the numbers of list items, and numbers the
+question itself states ("SQuAD 2.0"), which the answer repeats rather than takes from a source.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from rqa.text import CITATION, cited_numbers
 
 _CITATIONS = re.compile(CITATION)
 _PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equations?|eqs?\.|appendix|algorithm|"
-                   r"chapter)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+\)?", re.I)
+                   r"chapter|pages?|pp?\.)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+(?:\s*+[-–]\s*+\d++)?+\)?", re.I)
+_LIST_ITEM = re.compile(r"(?m)^[ \t]*+\d{1,2}[.)](?=\s)")  # "1. It takes ...": an item's number
 # 31.0 · 10^{6} | 31.0 × 10^6 | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form. Possessive
 # and atomic throughout: text with long runs of blanks (masked math) must not make it backtrack.
 # Not a number: part of a name ("GPT-3", "ResNet-50", "β1") or followed by letters ("3D", "1st", "7B").
@@ -57,7 +59,7 @@ def _exponent(text: str) -> int:
 
 def _masked(text: str) -> str:
     """The text with what does not count blanked out, character for character (offsets kept)."""
-    for pattern in (_CITATIONS, LATEX_RE, _PART):
+    for pattern in (_CITATIONS, LATEX_RE, _PART, _LIST_ITEM):
         text = pattern.sub(lambda m: " " * len(m.group(0)), text)
     return text
 
@@ -84,9 +86,10 @@ def _same(a: float, b: float) -> bool:
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
-def check_numbers(answer: str, sources: list[str]) -> list[NumberCheck]:
+def check_numbers(answer: str, sources: list[str], question: str = "") -> list[NumberCheck]:
     """One NumberCheck per number of each answer sentence; `sources` are the texts the answer's
-    [n] point at (source n is sources[n - 1])."""
+    [n] point at (source n is sources[n - 1]); numbers `question` states are not checked."""
+    asked = [v for _, v in numbers(question, skip_years=False)]
     # a number stated only by a planted instruction ("SYSTEM NOTE: the constant is 99") is not the paper's
     values = [[v for _, v in numbers(_without_instructions(s), skip_years=False)] for s in sources]
     cited_anywhere = sorted(n for n in cited_numbers(answer) if 1 <= n <= len(sources))
@@ -99,6 +102,8 @@ def check_numbers(answer: str, sources: list[str]) -> list[NumberCheck]:
         counted = masked[start:start + len(sentence)] if start >= 0 else sentence
         at = start + len(sentence) if start >= 0 else at
         for written, value in numbers(counted):
+            if any(_same(value, v) for v in asked):
+                continue
             found = any(_same(value, v) for n in look_in for v in values[n - 1])
             checks.append(NumberCheck(sentence, written, look_in, found))
     return checks

@@ -35,6 +35,15 @@ def test_years_section_numbers_citations_and_math_are_not_counted():
             "[1]; the score is $\\frac{1}{\\sqrt{d_k}}$ [2].")
     assert numbers(text) == []
     assert found(text) == {}
+    assert numbers("This is stated in [1] on page 13, and on pages 4-5 and p. 7.") == []
+    assert numbers("The operator:\n1. takes two inputs;\n2) computes 3.5 of them") == [("3.5", 3.5)]
+
+
+def test_numbers_the_question_states_are_not_checked():
+    answer = "On SQuAD 2.0 the model predicts no answer when s_null beats 0.3 [1]."
+    assert [c.number for c in check_numbers(answer, SOURCES)] == ["2.0", "0.3"]
+    checks = check_numbers(answer, SOURCES, question="How does BERT answer on SQuAD 2.0?")
+    assert [(c.number, c.found) for c in checks] == [("0.3", False)]
 
 
 def test_the_answer_path_reports_unsourced_numbers(shared_index):
