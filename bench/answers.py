@@ -4,7 +4,8 @@ Every candidate model answers every question through `answer_stream` (the app's 
 retrieval, prompt, decoding, attribution and checks) over an index of the shared corpus. Each model
 runs in its own process, so its peak RSS is its own. Metrics as ../shared/eval/README.md defines
 them (rqa.metrics): fact accuracy and recall, answers citing, citation precision, evidence cited,
-abstention; plus time to first token p50, decode tokens/s and peak RSS (of the benchmark's own
+abstention; over the equation questions, the share whose answer holds an equation the app's check
+verifies against a source, and one SymPy finds equal to the reference `latex`; plus time to first token p50, decode tokens/s and peak RSS (of the benchmark's own
 process: with the app's engine, llama-server, the model lives in a child not counted there). The
 model generates as in the app: on llama-server, or in-process with `--setting engine=in-process`.
 
@@ -33,11 +34,12 @@ from bench.common import DEV, percentile
 from rqa.config import Settings
 
 COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
-           "abstention", "unsourced_numbers", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]
+           "abstention", "unsourced_numbers", "equations_verified", "equations_reference", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]
 
 
 def run_one(args) -> dict:
     from rqa.answer import answer_stream
+    from bench.equation_checks import equals_reference
     from rqa.equations import SympyWorker
     from rqa.index import load_index
     from rqa.llm import ModelPool
@@ -69,6 +71,9 @@ def run_one(args) -> dict:
             words.append(len(answer.text.split()))
             model_citing.append(any(c.origin == "model" for c in answer.citations))
             row = score_answer(q, answer)
+            if q.get("type") == "equation":  # an equation the app's check verifies; one equal to the reference
+                row["equation_verified"] = any(e.status == "matches source" for e in answer.equations)
+                row["equation_reference"] = equals_reference(answer.equations, q["latex"], sympy)
             rows.append(row)
             if out:
                 out.write(json.dumps({"model": model, "expand_tokens": settings.expand_tokens, "id": q["id"],
@@ -87,6 +92,9 @@ def run_one(args) -> dict:
         if out:
             out.close()
     summary = summarize_answers(rows)
+    eq = [r for r in rows if "equation_verified" in r]
+    summary.update(equations_verified=sum(r["equation_verified"] for r in eq) / len(eq) if eq else None,
+                   equations_reference=sum(r["equation_reference"] for r in eq) / len(eq) if eq else None)
     summary.update(model_citing=sum(model_citing) / max(len(rows), 1), ttft_p50_s=percentile(ttft, 50),
                    decode_tok_s=sum(rates) / max(len(rates), 1), words=sum(words) / max(len(words), 1),
                    peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
