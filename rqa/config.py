@@ -137,7 +137,7 @@ class Settings:
                              "(the question's words) or sentences (plus embedding cosine with the question)",
                              choices=("excerpts", "sentences"))
     answer_style: str = setting("direct", "generation", "direct, or quote: copy the answering sentence first, "
-                                "then answer", choices=("direct", "quote"))
+                                "then answer", choices=("direct", "quote", "parts"))
     # --- checks
     support_threshold: float = setting(0.45, "checks", "support score from which an answer sentence counts "
                                        "as supported (docs/BENCHMARKS.md)", (0.0, 1.0))

@@ -39,7 +39,16 @@ SYSTEM_QUOTE = (
     "question asks for, each ending with its source number in brackets. Do not list the sources at "
     "the end. If the sources do not contain the answer, say that the sources do not say. " + _DATA
 )
-STYLES = {"direct": SYSTEM, "quote": SYSTEM_QUOTE}
+SYSTEM_PARTS = (
+    "You are rqa, a research assistant. Answer the question using only the numbered sources. "
+    "Answer every part of the question: when it asks for two things, or compares two results, state "
+    "both. Start with the answer itself, not a restatement of the question, and give the exact facts "
+    "asked for: numbers copied exactly as the source writes them, names, equations in LaTeX between "
+    "$...$; one to four sentences. End each sentence with the number of the source it comes from in "
+    "brackets, like [1]; do not list the sources at the end. If the sources do not contain the "
+    "answer, say that the sources do not say. " + _DATA
+)
+STYLES = {"direct": SYSTEM, "quote": SYSTEM_QUOTE, "parts": SYSTEM_PARTS}
 # Anything that could open a new chat turn or close a data block is removed from source text.
 _CONTROL = re.compile(r"</?source[^>]*>|<\|[a-z_]+\|>|<(start|end)_of_turn>|<bos>|<eos>|</s>|<s>", re.I)
 _PAPER_REFS = re.compile(r"\s?\[\d+(?:\s*[,–-]\s*\d+)*\]")
@@ -104,5 +113,9 @@ def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grou
                    style: str = "direct") -> list[dict]:
     scorer = semantic_scores if grounding == "sentences" else word_scores
     sources = "\n\n".join(format_source(n, h, question, source_chars, scorer) for n, h in enumerate(hits, start=1))
-    user = f"Sources:\n\n{sources}\n\nQuestion: {sanitize(question)}"
+    q = sanitize(question)
+    if style == "parts":  # the question read before the sources as well as after them
+        user = f"Question: {q}\n\nSources:\n\n{sources}\n\nQuestion: {q}\nAnswer every part of it."
+    else:
+        user = f"Sources:\n\n{sources}\n\nQuestion: {q}"
     return [{"role": "system", "content": STYLES[style]}, {"role": "user", "content": user}]
