@@ -39,7 +39,7 @@ COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "ci
 
 def run_one(args) -> dict:
     from rqa.answer import answer_stream
-    from bench.equation_checks import equals_reference
+    from bench.checks import equals_reference
     from rqa.equations import SympyWorker
     from rqa.index import load_index
     from rqa.llm import ModelPool

@@ -14,6 +14,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from dataclasses import asdict, dataclass
 
@@ -64,13 +65,14 @@ def extract_latex(text: str) -> list[str]:
 
 def _one_symbol(latex: str) -> bool:
     """$W_{1}$, $\\alpha$: a symbol named in the prose, not an equation to check."""
-    return re.fullmatch(r"\\?[A-Za-z]+(_\{?[^{}=+*/ ]*\}?)?(\^\{?[^{}=+*/ ]*\}?)?", latex) is not None
+    return len(latex) < 40 and re.fullmatch(r"\\?+[A-Za-z]++(_\{?+[^{}=+*/ ]*+\}?+)?+(\^\{?+[^{}=+*/ ]*+\}?+)?+",
+                                            latex) is not None
 
 
 def _mathy(token: str) -> bool:
     word = token.strip(",.;:")
-    if word.lower() in _STOP:
-        return False
+    if word.lower() in _STOP or "://" in word or re.fullmatch(r"[A-Za-z]+(?:-[A-Za-z]+)+", word):
+        return False  # words, links, "state-of-the-art"
     if any(c in _MATH_CHARS for c in word):
         return True
     return word.isalpha() and (len(word) <= 2 or word in KNOWN_FUNCTIONS)
@@ -81,10 +83,18 @@ def plain_equations(text: str) -> list[str]:
     ("FFN(x) = max(0, xW_{1} + b_{1})W_{2} + b_{2} (2)"): the run of math-like tokens around a
     relation sign whose right side computes something (an operator or a call: not "K = 4"). The
     paper's equation number is dropped."""
-    text = re.sub(r"\[\d+(?:,\s*\d+)*\]", " ", LATEX_RE.sub(" ", text))  # and citation markers
-    spaced = re.sub(r"(:=|<=|>=|[=≈←≤≥<>])", r" \1 ", text)
-    tokens = spaced.split()
-    out, i = [], 0
+    text = re.sub(r"\[\d+(?:,\s*\d+)*\]|\*\*|`", " ", LATEX_RE.sub(" ", text))  # citations, Markdown
+    out: list[str] = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*[-*•]\s", " ", line)  # a bullet is not a minus sign
+        # "(2)" ends an equation: the next one in the text is another
+        for part in re.split(r"(?<=\S)\s\(\d{1,3}\)(?=\s|$)", line):
+            _line_equations(re.sub(r"(:=|<=|>=|[=≈←≤≥<>])", r" \1 ", part).split(), out)
+    return out
+
+
+def _line_equations(tokens: list[str], out: list[str]) -> None:
+    i = 0
     while i < len(tokens):
         if tokens[i] not in _RELATIONS:
             i += 1
@@ -98,13 +108,12 @@ def plain_equations(text: str) -> list[str]:
             if tokens[hi - 1][-1] in ",.;" and (hi == len(tokens) or not _mathy(tokens[hi])):
                 break  # "..., where": the sentence goes on in words
         left, right = _balanced(tokens[lo:i], from_end=False), _balanced(tokens[i + 1:hi], from_end=True)
-        right = re.sub(r"\s*\(\d{1,3}\)$", "", right.rstrip(",.;: "))
+        right = right.rstrip(",.;: ")
         if left and right and re.search(r"[-−+*/·×^√∑(\\]", right):
             eq = f"{left} {tokens[i]} {right}"
             if eq not in out:
                 out.append(eq)
         i = hi
-    return out
 
 
 def _balanced(tokens: list[str], from_end: bool) -> str:
@@ -135,6 +144,14 @@ def _function(m: re.Match) -> str:
     return "F_{%d}(" % (zlib.crc32(word.lower().encode()) % 10**6)
 
 
+def _named(m: re.Match) -> str:
+    """\\mathrm{softmax}(x): the bare name, which then becomes a function; \\text{KL} alone: one symbol
+    named after it (not K*L)."""
+    if m.string[m.end():].lstrip().startswith("("):
+        return m.group(2)
+    return "N_{%d}" % (zlib.crc32(m.group(2).lower().encode()) % 10**6)
+
+
 def _prepare(latex: str) -> str:
     """LaTeX, or plain-text math, as the LaTeX SymPy reads; answers and sources go the same way."""
     latex = latex.strip().rstrip(".,;")
@@ -150,7 +167,7 @@ def _prepare(latex: str) -> str:
     latex = re.sub(r"\\[,;!: ]|\\quad|\\qquad", " ", latex)
     for accent, primes in _ACCENTS:  # one prime per kind: x-hat and x-tilde stay apart from x
         latex = re.sub(r"\\(?:%s)\s*\{(\\?[A-Za-z]+)\s*\}" % accent, lambda m: m.group(1) + primes, latex)
-    latex = _NAMED.sub(lambda m: m.group(2), latex)
+    latex = _NAMED.sub(_named, latex)
     latex = re.sub(r"_\{([^{}]*)\}", lambda m: "_{" + m.group(1).replace(",", "") + "}", latex)  # s_{i,j}
     return re.sub(r"(?<![\\A-Za-z])([A-Za-z]{2,})\s*\(", _function, latex)
 
@@ -178,14 +195,19 @@ def _as_difference(expr):
 def _equal(a, b) -> bool:
     from sympy import simplify
 
+    from sympy.core.function import AppliedUndef
+
     da, db = _as_difference(a), _as_difference(b)
     if simplify(da - db) == 0 or simplify(da + db) == 0:
         return True
-    # equal up to renaming: symbols both sides use stay; the others are tried in every pairing
+    # equal up to renaming (the answer wrote z where the paper has x): symbols both sides use stay,
+    # at most two others are paired in every way. Only when the two share a symbol or a function:
+    # otherwise "i = j + 1" would equal "L = N + 1", and "v_t = ..." the paper's "m_t = ...".
     shared = da.free_symbols & db.free_symbols
+    functions = {f.func for f in da.atoms(AppliedUndef)} & {f.func for f in db.atoms(AppliedUndef)}
     sa = sorted(da.free_symbols - shared, key=str)
     sb = sorted(db.free_symbols - shared, key=str)
-    if len(sa) != len(sb) or not sa or len(sa) > 5:
+    if len(sa) != len(sb) or not sa or len(sa) > 2 or not (shared or functions):
         return False
     for perm in itertools.permutations(sb):
         mapped = da.xreplace(dict(zip(sa, perm)))
@@ -264,8 +286,12 @@ class SympyWorker:
             self._proc = None
 
 
-def check_equations(answer: str, sources: list[str], worker: SympyWorker) -> list[EquationCheck]:
-    """Mark each answer equation: matches a source equation, parses but unverified, or malformed."""
+def check_equations(answer: str, sources: list[str], worker: SympyWorker,
+                    budget_s: float = 10.0) -> list[EquationCheck]:
+    """Mark each answer equation: matches a source equation, parses but unverified, or malformed.
+    Comparisons stop after `budget_s` seconds in all (each may take the worker's time limit, and a
+    PDF page holds many equations); an equation not compared by then stays unverified and says so."""
+    deadline = time.monotonic() + budget_s
     source_eqs = [(n, eq) for n, text in enumerate(sources, start=1) for eq in find_equations(text)]
     parsed_sources: dict[str, bool] = {}
     checks = []
@@ -279,6 +305,9 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker) -> lis
             continue
         check = EquationCheck(latex, "unverified", "no source equation is equal to it")
         for n, eq in source_eqs:
+            if time.monotonic() > deadline:
+                check.detail = "not compared with every source equation: the check's time ran out"
+                break
             if parsed_sources.setdefault(eq, worker.call("parse", eq)[0] == "ok") is False:
                 continue
             status, same = worker.call("equal", latex, eq)

@@ -9,7 +9,8 @@ Values, not strings: "28.4" and "28.40", "1,000" and "1000", "10^{6}" and "1e6",
 the same number. Not counted: citation markers ([2]), years (1900-2099), numbers naming a part of
 a paper (Section 3.2, Table 2, Figure 4, Eq. (3), Appendix B.1), and numbers inside LaTeX math,
 which the equation check covers; pages ("page 4-5"), the numbers of list items, and numbers the
-question itself states ("SQuAD 2.0"), which the answer repeats rather than takes from a source.
+names with a number the question states ("SQuAD 2.0"), which the answer repeats rather than takes
+from a source.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from rqa.text import CITATION, cited_numbers
 
 _CITATIONS = re.compile(CITATION)
 _PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equations?|eqs?\.|appendix|algorithm|"
-                   r"chapter|pages?|pp?\.)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+(?:\s*+[-–]\s*+\d++)?+\)?", re.I)
+                   r"chapter)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+\)?|\b(?:pages?|pp?\.)\s*+\d++(?:[-–]\d++)?+(?!\d|\.\d)",
+                   re.I)
 _LIST_ITEM = re.compile(r"(?m)^[ \t]*+\d{1,2}[.)](?=\s)")  # "1. It takes ...": an item's number
 # 31.0 · 10^{6} | 31.0 × 10^6 | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form. Possessive
 # and atomic throughout: text with long runs of blanks (masked math) must not make it backtrack.
@@ -89,11 +91,14 @@ def _same(a: float, b: float) -> bool:
 def check_numbers(answer: str, sources: list[str], question: str = "") -> list[NumberCheck]:
     """One NumberCheck per number of each answer sentence; `sources` are the texts the answer's
     [n] point at (source n is sources[n - 1]); numbers `question` states are not checked."""
-    asked = [v for _, v in numbers(question, skip_years=False)]
+    named = _named_in(question)
     # a number stated only by a planted instruction ("SYSTEM NOTE: the constant is 99") is not the paper's
     values = [[v for _, v in numbers(_without_instructions(s), skip_years=False)] for s in sources]
     cited_anywhere = sorted(n for n in cited_numbers(answer) if 1 <= n <= len(sources))
-    checks, masked, at = [], _masked(answer), 0
+    masked = _masked(answer)
+    if named:
+        masked = named.sub(lambda m: " " * len(m.group(0)), masked)
+    checks, at = [], 0
     for sentence in answer_sentences(answer):
         own = sorted(n for n in cited_numbers(sentence) if 1 <= n <= len(sources))
         look_in = own or cited_anywhere
@@ -102,11 +107,18 @@ def check_numbers(answer: str, sources: list[str], question: str = "") -> list[N
         counted = masked[start:start + len(sentence)] if start >= 0 else sentence
         at = start + len(sentence) if start >= 0 else at
         for written, value in numbers(counted):
-            if any(_same(value, v) for v in asked):
-                continue
             found = any(_same(value, v) for n in look_in for v in values[n - 1])
             checks.append(NumberCheck(sentence, written, look_in, found))
     return checks
+
+
+def _named_in(question: str) -> re.Pattern | None:
+    """The names with a number the question states ("SQuAD 2.0", "Llama 2"): the answer repeats them,
+    they are not claims to source. Only after a capitalised word: "reach 41.8" is still checked."""
+    pairs = re.findall(r"\b([A-Z][A-Za-z0-9]*+)\s++(\d++(?:\.\d++)?+)(?![\d.])", question)
+    if not pairs:
+        return None
+    return re.compile("|".join(rf"\b{re.escape(w)}\s++{re.escape(n)}(?![\d.])" for w, n in pairs))
 
 
 def _without_instructions(text: str) -> str:

@@ -71,3 +71,20 @@ def test_latex_bombs_time_out_and_worker_recovers(worker):
     assert worker.call("parse", "a + b = c") == ("ok", "Eq(a + b, c)")  # still serving afterwards
     huge = check_equations("$" + "x+" * 2000 + "1$", [], worker)
     assert huge[0].status == "malformed" and "longer than" in huge[0].detail
+
+
+def test_equations_split_at_numbers_and_lines_and_skip_markdown():
+    assert find_equations("y_1 = a + b (1) y_2 = c + d (2)\ny_3 = e + f") == ["y_1 = a + b", "y_2 = c + d", "y_3 = e + f"]
+    assert find_equations("**Formula:** `FFN(x) = max(0, x W_1) W_2`\n- g(x) = x + 1") == \
+        ["FFN(x) = max(0, x W_1) W_2", "g(x) = x + 1"]  # the bullet is not a minus sign
+    assert find_equations("F1 = state-of-the-art, see https://x.org/a?b=c+d") == []
+
+
+def test_renaming_does_not_make_different_equations_equal(worker):
+    # the answer's v_t has the shape of the paper's m_t, but none of its symbols: not verified
+    wrong = check_equations(r"$v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t$ and $i = j + 1$", [PDF_TEXT + " L = N + 1."], worker)
+    assert [c.status for c in wrong] == ["unverified", "unverified"]
+    named = check_equations(r"$\text{score} = a + b$", [], worker)  # a wrapped name alone is one symbol
+    assert [c.status for c in named] == ["unverified"]
+    late = check_equations("FFN(x) = max(0, x W_1 + b_1) W_2 + b_2", [PDF_TEXT], worker, budget_s=0)
+    assert late[0].status == "unverified" and "time ran out" in late[0].detail

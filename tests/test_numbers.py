@@ -36,14 +36,18 @@ def test_years_section_numbers_citations_and_math_are_not_counted():
     assert numbers(text) == []
     assert found(text) == {}
     assert numbers("This is stated in [1] on page 13, and on pages 4-5 and p. 7.") == []
+    assert numbers("Table 2 – 28.4 BLEU; Figure 3 - 90% of tokens") == [("28.4", 28.4), ("90", 90.0)]
     assert numbers("The operator:\n1. takes two inputs;\n2) computes 3.5 of them") == [("3.5", 3.5)]
 
 
-def test_numbers_the_question_states_are_not_checked():
+def test_names_the_question_states_are_not_checked_its_numbers_are():
     answer = "On SQuAD 2.0 the model predicts no answer when s_null beats 0.3 [1]."
     assert [c.number for c in check_numbers(answer, SOURCES)] == ["2.0", "0.3"]
     checks = check_numbers(answer, SOURCES, question="How does BERT answer on SQuAD 2.0?")
     assert [(c.number, c.found) for c in checks] == [("0.3", False)]
+    # a number the question asks about is still a claim: "yes, 41.8" must be in the cited source
+    checks = check_numbers("Yes, it does reach 41.8 BLEU [2].", SOURCES, question="Does it reach 41.8 BLEU?")
+    assert [(c.number, c.found) for c in checks] == [("41.8", False)]
 
 
 def test_the_answer_path_reports_unsourced_numbers(shared_index):

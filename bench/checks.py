@@ -1,13 +1,15 @@
-"""The equation check over recorded answers: for each equation question of a bench.answers file, the
-equations its answer holds and what rqa.equations says of them, against the sources the app showed
-(searched again with the recorded expansion, k from the settings). No model runs, so a change to the
-check is measured on the same answers in seconds.
+"""The answer checks over recorded answers: a bench.answers file checked again with today's numbers
+and equation checks, so that a change to a check is measured on the same answers in seconds, and
+answer files written before it compare with those written after. No model runs.
 
-Two counts over the equation questions: answers with an equation the check verifies against a
-source ("matches source", what the app shows), and answers with an equation SymPy finds equal to
-the question's reference `latex` (the eval README's key fact for equation questions).
+- Numbers (rqa.numbers): answers with a number that no source it cites holds, over all questions.
+- Equations (rqa.equations), over the equation questions, against the sources the app showed
+  (searched again with the recorded expansion, k from the settings): answers holding an equation,
+  answers with an equation the check verifies against a source ("matches source", what the app
+  shows), and answers with an equation SymPy finds equal to the question's reference `latex` (the
+  eval README's key fact for equation questions).
 
-    .venv/bin/python -m bench.equation_checks --index DIR --answers FILE.jsonl [--show]
+    .venv/bin/python -m bench.checks --index DIR --answers FILE.jsonl [--show]
 """
 
 from __future__ import annotations
@@ -20,12 +22,21 @@ from bench.common import DEV, dev_questions
 from rqa.collection import load_at
 from rqa.config import Settings
 from rqa.equations import SympyWorker, check_equations
+from rqa.numbers import check_numbers
 from rqa.search import retrieve
 
 
 def equals_reference(checks, latex: str, worker: SympyWorker) -> bool:
     """Whether one of the answer's equations is SymPy-equal to the reference."""
     return any(c.status != "malformed" and worker.call("equal", c.latex, latex) == ("ok", True) for c in checks)
+
+
+def unsourced(row: dict) -> bool:
+    """Whether the recorded answer states a number no source it cites holds (the file records the
+    cited sources' texts, all the check reads)."""
+    cited = {c["n"]: c["text"] for c in row["cited"]}
+    sources = [cited.get(n, "") for n in range(1, max(cited, default=0) + 1)]
+    return any(not c.found for c in check_numbers(row["answer"], sources, row["question"]))
 
 
 def main() -> None:
@@ -37,7 +48,9 @@ def main() -> None:
     args = ap.parse_args()
     settings = Settings()
     questions = {q["id"]: q for q in dev_questions(args.set) if q["type"] == "equation"}
-    rows = [r for r in map(json.loads, args.answers.read_text().splitlines()) if r["id"] in questions]
+    every = [json.loads(line) for line in args.answers.read_text().splitlines() if line.strip()]
+    flagged = sum(map(unsourced, every))
+    rows = [r for r in every if r["id"] in questions]
     index, worker = load_at(args.index), SympyWorker(settings.sympy_timeout_s)
     recorded = holding = verified = reference = 0
     try:
@@ -54,7 +67,9 @@ def main() -> None:
     finally:
         worker.close()
     n = len(rows)
-    print(f"\n{args.answers.name}: {n} equation questions\n")
+    print(f"\n{args.answers.name}: {len(every)} answers, {flagged} ({flagged / max(len(every), 1):.2f}) with a "
+          f"number no cited source holds (recorded: {sum(r.get('unsourced_number', False) for r in every)})")
+    print(f"\n{n} equation questions\n")
     print("| answers | with an equation | verified against a source | equal to the reference | "
           "verified when answered (recorded) |")
     print("|---|---|---|---|---|")
