@@ -136,8 +136,11 @@ class Settings:
     grounding: str = setting("excerpts", "generation", "how each excerpt's centre sentence is found: excerpts "
                              "(the question's words) or sentences (plus embedding cosine with the question)",
                              choices=("excerpts", "sentences"))
-    answer_style: str = setting("direct", "generation", "direct, or quote: copy the answering sentence first, "
-                                "then answer", choices=("direct", "quote", "parts"))
+    answer_style: str = setting("direct", "generation", "direct; quote: copy the answering sentence first, then "
+                                "answer; parts: the question before and after the sources, every part answered",
+                                choices=("direct", "quote", "parts"))
+    demonstration: bool = setting(False, "generation", "show the model one worked example (another paper's "
+                                  "question, sources and a cited answer) before the question")
     # --- checks
     support_threshold: float = setting(0.45, "checks", "support score from which an answer sentence counts "
                                        "as supported (docs/BENCHMARKS.md)", (0.0, 1.0))

@@ -49,6 +49,25 @@ SYSTEM_PARTS = (
     "answer, say that the sources do not say. " + _DATA
 )
 STYLES = {"direct": SYSTEM, "quote": SYSTEM_QUOTE, "parts": SYSTEM_PARTS}
+# One worked example, shown before the question as an earlier turn when `demonstration` is on: a
+# two-part question, an equation and numbers copied exactly, each sentence citing its source. From a
+# paper outside the shared corpus (dropout, Srivastava et al. 2014), so that no dev question is
+# answered by it. The same every time, so llama-server's prompt cache keeps it: no cost per question.
+DEMO_QUESTION = ("How does a dropout network compute a layer's input during training, and with what "
+                 "probability are hidden units retained?")
+DEMO_SOURCES = [
+    ("Dropout: A Simple Way to Prevent Neural Networks from Overfitting", "Model Description", "5",
+     "... The feed-forward operation of a dropout network becomes r_j^{(l)} ∼ Bernoulli(p), ỹ^{(l)} = r^{(l)} ∗ "
+     "y^{(l)}, z_i^{(l+1)} = w_i^{(l+1)} ỹ^{(l)} + b_i^{(l+1)}. Here ∗ denotes an element-wise product. For any "
+     "layer l, r^{(l)} is a vector of independent Bernoulli random variables each of which has probability p of "
+     "being 1. ..."),
+    ("Dropout: A Simple Way to Prevent Neural Networks from Overfitting", "Experimental Results", "9",
+     "... All dropout nets use p = 0.5 for hidden units and p = 0.8 for input units. ..."),
+]
+DEMO_ANSWER = ("Each unit's output is multiplied by an independent Bernoulli variable, and the thinned outputs "
+               "feed the next layer: $\\tilde{y}^{(l)} = r^{(l)} * y^{(l)}$ and $z_i^{(l+1)} = w_i^{(l+1)} "
+               "\\tilde{y}^{(l)} + b_i^{(l+1)}$ [1]. Hidden units are retained with probability p = 0.5, input "
+               "units with p = 0.8 [2].")
 # Anything that could open a new chat turn or close a data block is removed from source text.
 _CONTROL = re.compile(r"</?source[^>]*>|<\|[a-z_]+\|>|<(start|end)_of_turn>|<bos>|<eos>|</s>|<s>", re.I)
 _PAPER_REFS = re.compile(r"\s?\[\d+(?:\s*[,–-]\s*\d+)*\]")
@@ -109,13 +128,21 @@ def format_source(n: int, hit: Hit, question: str, budget: int, scorer=word_scor
     return f"[{n}] {sanitize(c.title)} - {sanitize(c.section)} (p. {c.pages})\n{body}"
 
 
-def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grounding: str = "excerpts",
-                   style: str = "direct") -> list[dict]:
-    scorer = semantic_scores if grounding == "sentences" else word_scores
-    sources = "\n\n".join(format_source(n, h, question, source_chars, scorer) for n, h in enumerate(hits, start=1))
+def user_message(question: str, sources: str, style: str) -> str:
     q = sanitize(question)
     if style == "parts":  # the question read before the sources as well as after them
-        user = f"Question: {q}\n\nSources:\n\n{sources}\n\nQuestion: {q}\nAnswer every part of it."
-    else:
-        user = f"Sources:\n\n{sources}\n\nQuestion: {q}"
-    return [{"role": "system", "content": STYLES[style]}, {"role": "user", "content": user}]
+        return f"Question: {q}\n\nSources:\n\n{sources}\n\nQuestion: {q}\nAnswer every part of it."
+    return f"Sources:\n\n{sources}\n\nQuestion: {q}"
+
+
+def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grounding: str = "excerpts",
+                   style: str = "direct", demonstration: bool = False) -> list[dict]:
+    scorer = semantic_scores if grounding == "sentences" else word_scores
+    sources = "\n\n".join(format_source(n, h, question, source_chars, scorer) for n, h in enumerate(hits, start=1))
+    messages = [{"role": "system", "content": STYLES[style]}]
+    if demonstration:
+        demo = "\n\n".join(f"[{n}] {title} - {section} (p. {page})\n{text}"
+                            for n, (title, section, page, text) in enumerate(DEMO_SOURCES, start=1))
+        messages += [{"role": "user", "content": user_message(DEMO_QUESTION, demo, style)},
+                     {"role": "assistant", "content": DEMO_ANSWER}]
+    return messages + [{"role": "user", "content": user_message(question, sources, style)}]

@@ -7,7 +7,7 @@ from rqa.errors import QuestionError
 from rqa.config import Settings
 from rqa.expand import expand
 from rqa.llm import FORMATS
-from rqa.prompt import build_messages
+from rqa.prompt import STYLES, build_messages
 from rqa.ratelimit import RateLimiter
 from rqa.search import retrieve
 from rqa.types import Chunk, Hit
@@ -82,6 +82,20 @@ def test_sources_are_trimmed_around_the_question_words():
     # paper-internal reference markers are not offered as citations
     messages = build_messages("q", [hit(1, "Adam [21] works well [3, 4].")])
     assert "[21]" not in messages[1]["content"] and "[3, 4]" not in messages[1]["content"]
+
+
+def test_parts_style_and_the_demonstration_shape_the_prompt():
+    plain = build_messages("How many heads?", HITS[:1])
+    assert [m["role"] for m in plain] == ["system", "user"] and plain[1]["content"].startswith("Sources:")
+    parts = build_messages("How many heads?", HITS[:1], style="parts", demonstration=True)
+    assert [m["role"] for m in parts] == ["system", "user", "assistant", "user"]
+    assert parts[0]["content"] == STYLES["parts"]
+    # the worked example is an earlier turn, identical for every question (a cached prefix)
+    assert parts[1:3] == build_messages("Other?", HITS[1:], style="parts", demonstration=True)[1:3]
+    assert "[2]" in parts[2]["content"] and "$" in parts[2]["content"]
+    asked = parts[3]["content"]
+    assert asked.startswith("Question: How many heads?") and asked.count("How many heads?") == 2
+    assert "[1] Title 1" in asked and "Dropout" not in asked
 
 
 def test_attribution_cites_supported_sentences_the_model_left_uncited():
