@@ -39,8 +39,7 @@ COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "ci
 
 def run_one(args) -> dict:
     from rqa.answer import answer_stream
-    from bench.checks import equals_reference
-    from rqa.equations import SympyWorker
+    from rqa.equations import SympyWorker, equals_reference
     from rqa.index import load_index
     from rqa.llm import ModelPool
     from rqa.metrics import score_answer, summarize_answers
@@ -73,7 +72,7 @@ def run_one(args) -> dict:
             row = score_answer(q, answer)
             if q.get("type") == "equation":  # an equation the app's check verifies; one equal to the reference
                 row["equation_verified"] = any(e.status == "matches source" for e in answer.equations)
-                row["equation_reference"] = equals_reference(answer.equations, q["latex"], sympy)
+                row["equation_reference"] = equals_reference(answer.text, q["latex"], sympy)
             rows.append(row)
             if out:
                 out.write(json.dumps({"model": model, "expand_tokens": settings.expand_tokens, "id": q["id"],

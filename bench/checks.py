@@ -21,14 +21,9 @@ from pathlib import Path
 from bench.common import DEV, dev_questions
 from rqa.collection import load_at
 from rqa.config import Settings
-from rqa.equations import SympyWorker, check_equations
+from rqa.equations import SympyWorker, check_equations, equals_reference
 from rqa.numbers import check_numbers
 from rqa.search import retrieve
-
-
-def equals_reference(checks, latex: str, worker: SympyWorker) -> bool:
-    """Whether one of the answer's equations is SymPy-equal to the reference."""
-    return any(c.status != "malformed" and worker.call("equal", c.latex, latex) == ("ok", True) for c in checks)
 
 
 def unsourced(row: dict) -> bool:
@@ -61,7 +56,7 @@ def main() -> None:
             recorded += any(e["status"] == "matches source" for e in r.get("equations", []))
             holding += bool(checks)
             verified += any(c.status == "matches source" for c in checks)
-            reference += equals_reference(checks, q["latex"], worker)
+            reference += equals_reference(r["answer"], q["latex"], worker)
             if args.show:
                 print(r["id"], *(f"\n    [{c.status}] {c.latex}" for c in checks))
     finally:

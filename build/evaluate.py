@@ -27,7 +27,7 @@ from build.presets import PRESETS
 from rqa.answer import Answer, answer_stream
 from rqa.config import Settings
 from rqa.search import retrieve
-from rqa.equations import SympyWorker, extract_latex
+from rqa.equations import SympyWorker, equals_reference
 from rqa.index import Index
 from rqa.llm import ModelFiles, ModelPool
 from rqa.metrics import first_hit_rank, score_answer, summarize_answers
@@ -47,7 +47,7 @@ def key_fact_correct(q: dict, answer: str, sympy: SympyWorker) -> bool | None:
     if q.get("type") == "numeric":
         return all(n in NUMBER_RE.findall(answer) for n in NUMBER_RE.findall(q["answer"]))
     if q.get("type") == "equation" and q.get("latex"):
-        return any(sympy.call("equal", eq, q["latex"]) == ("ok", True) for eq in extract_latex(answer))
+        return equals_reference(answer, q["latex"], sympy)
     return None
 
 

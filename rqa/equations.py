@@ -286,6 +286,12 @@ class SympyWorker:
             self._proc = None
 
 
+def equals_reference(answer: str, latex: str, worker: SympyWorker) -> bool:
+    """Whether an equation of the answer is SymPy-equal to a reference: the key fact of an equation
+    question (../shared/eval/README.md)."""
+    return any(worker.call("equal", eq, latex) == ("ok", True) for eq in find_equations(answer)[:20])
+
+
 def check_equations(answer: str, sources: list[str], worker: SympyWorker,
                     budget_s: float = 10.0) -> list[EquationCheck]:
     """Mark each answer equation: matches a source equation, parses but unverified, or malformed.

@@ -88,3 +88,11 @@ def test_renaming_does_not_make_different_equations_equal(worker):
     assert [c.status for c in named] == ["unverified"]
     late = check_equations("FFN(x) = max(0, x W_1 + b_1) W_2 + b_2", [PDF_TEXT], worker, budget_s=0)
     assert late[0].status == "unverified" and "time ran out" in late[0].detail
+
+
+def test_a_plain_text_answer_equals_the_reference_latex(worker):
+    from rqa.equations import equals_reference
+
+    reference = r"\mathrm{FFN}(x) = \max(0, xW_1 + b_1)W_2 + b_2"  # as the dev set writes it
+    assert equals_reference("It computes FFN(x) = max(0, xW_{1} + b_{1})W_{2} + b_{2} [1].", reference, worker)
+    assert not equals_reference("It computes FFN(x) = max(0, xW_{1})W_{2} [1].", reference, worker)
