@@ -7,7 +7,7 @@ answer files written before it compare with those written after. No model runs.
   (searched again with the recorded expansion, k from the settings): answers holding an equation,
   answers with an equation the check verifies against a source ("matches source", what the app
   shows), and answers with an equation SymPy finds equal to the question's reference `latex` (the
-  eval README's key fact for equation questions).
+  eval README's key fact for equation questions); and the equation check's time an answer.
 
     .venv/bin/python -m bench.checks --index DIR --answers FILE.jsonl [--show]
 """
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
-from bench.common import DEV, dev_questions
+from bench.common import DEV, dev_questions, percentile
 from rqa.collection import load_at
 from rqa.config import Settings
 from rqa.equations import SympyWorker, check_equations, equals_reference
@@ -47,12 +48,18 @@ def main() -> None:
     flagged = sum(map(unsourced, every))
     rows = [r for r in every if r["id"] in questions]
     index, worker = load_at(args.index), SympyWorker(settings.sympy_timeout_s)
+    worker.call("parse", "a = b")  # started, so the times below are the check's own
     recorded = holding = verified = reference = 0
+    seconds = []
     try:
-        for r in rows:
-            q = questions[r["id"]]
-            hits = retrieve(index, q["question"], settings, k=settings.k, expansion=r.get("expansion", ""))
+        for r in every:  # every answer for the check's cost; the counts over the equation questions
+            hits = retrieve(index, r["question"], settings, k=settings.k, expansion=r.get("expansion", ""))
+            start = time.perf_counter()
             checks = check_equations(r["answer"], [h.chunk.text for h in hits], worker)
+            seconds.append(time.perf_counter() - start)
+            if r["id"] not in questions:
+                continue
+            q = questions[r["id"]]
             recorded += any(e["status"] == "matches source" for e in r.get("equations", []))
             holding += bool(checks)
             verified += any(c.status == "matches source" for c in checks)
@@ -70,6 +77,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(f"| {n} | {holding} | {verified} ({verified / max(n, 1):.2f}) | {reference} ({reference / max(n, 1):.2f}) "
           f"| {recorded} |")
+    print(f"\nThe equation check, every answer against its shown sources: p50 {percentile(seconds, 50) * 1000:.0f} ms, "
+          f"p90 {percentile(seconds, 90) * 1000:.0f} ms, max {max(seconds, default=0):.2f} s")
 
 
 if __name__ == "__main__":
