@@ -141,7 +141,8 @@ class AnswerStream:
 
     def __iter__(self) -> Iterator[str]:
         messages = build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)),
-                                  self.settings.grounding, self.settings.answer_style, self.settings.demonstration)
+                                  self.settings.grounding, self.settings.answer_style, self.settings.demonstration,
+                                  self.settings.equation_hint)
         pieces: list[str] = []
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now
         with contextlib.closing(self.model.stream(messages, self.settings.max_new_tokens,

@@ -141,6 +141,8 @@ class Settings:
                                 choices=("direct", "quote", "parts"))
     demonstration: bool = setting(False, "generation", "show the model one worked example (another paper's "
                                   "question, sources and a cited answer) before the question")
+    equation_hint: bool = setting(False, "generation", "where the excerpts hold an equation, ask the model to "
+                                  "copy the one that answers, in LaTeX (for the equation check)")
     # --- checks
     support_threshold: float = setting(0.45, "checks", "support score from which an answer sentence counts "
                                        "as supported (docs/BENCHMARKS.md)", (0.0, 1.0))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from rqa.equations import find_equations
 from rqa.text import tokenize
 from rqa.text import sentence_spans
 from rqa.types import Hit
@@ -128,15 +129,20 @@ def format_source(n: int, hit: Hit, question: str, budget: int, scorer=word_scor
     return f"[{n}] {sanitize(c.title)} - {sanitize(c.section)} (p. {c.pages})\n{body}"
 
 
-def user_message(question: str, sources: str, style: str) -> str:
+EQUATION_HINT = "If an equation in the sources answers it, copy that equation in LaTeX between $...$."
+
+
+def user_message(question: str, sources: str, style: str, equation_hint: bool = False) -> str:
     q = sanitize(question)
+    # only where the excerpts hold an equation (rqa.equations reads the plain-text ones PDFs have)
+    hint = "\n" + EQUATION_HINT if equation_hint and find_equations(sources) else ""
     if style == "parts":  # the question read before the sources as well as after them
-        return f"Question: {q}\n\nSources:\n\n{sources}\n\nQuestion: {q}\nAnswer every part of it."
-    return f"Sources:\n\n{sources}\n\nQuestion: {q}"
+        return f"Question: {q}\n\nSources:\n\n{sources}\n\nQuestion: {q}\nAnswer every part of it.{hint}"
+    return f"Sources:\n\n{sources}\n\nQuestion: {q}{hint}"
 
 
 def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grounding: str = "excerpts",
-                   style: str = "direct", demonstration: bool = False) -> list[dict]:
+                   style: str = "direct", demonstration: bool = False, equation_hint: bool = False) -> list[dict]:
     scorer = semantic_scores if grounding == "sentences" else word_scores
     sources = "\n\n".join(format_source(n, h, question, source_chars, scorer) for n, h in enumerate(hits, start=1))
     messages = [{"role": "system", "content": STYLES[style]}]
@@ -145,4 +151,4 @@ def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grou
                             for n, (title, section, page, text) in enumerate(DEMO_SOURCES, start=1))
         messages += [{"role": "user", "content": user_message(DEMO_QUESTION, demo, style)},
                      {"role": "assistant", "content": DEMO_ANSWER}]
-    return messages + [{"role": "user", "content": user_message(question, sources, style)}]
+    return messages + [{"role": "user", "content": user_message(question, sources, style, equation_hint)}]

@@ -261,3 +261,12 @@ def test_a_blank_line_always_ends_a_sentence():
 
     assert answer_sentences("The limit allowed by BM25 is 1.\n\nThe widget constant is 99 [1].") == \
         ["The limit allowed by BM25 is 1.", "The widget constant is 99 [1]."]
+
+
+def test_the_equation_hint_is_added_only_where_the_sources_hold_an_equation():
+    from rqa.prompt import EQUATION_HINT
+
+    with_eq = [hit(1, "This consists of two linear transformations.\nFFN(x) = max(0, xW_{1} + b_{1})W_{2} + b_{2} (2)")]
+    assert build_messages("What does it compute?", with_eq, equation_hint=True)[-1]["content"].endswith(EQUATION_HINT)
+    assert EQUATION_HINT not in build_messages("What does it compute?", with_eq)[-1]["content"]
+    assert EQUATION_HINT not in build_messages("What is it?", HITS[:1], equation_hint=True)[-1]["content"]
