@@ -5,8 +5,8 @@ retrieval, prompt, decoding, attribution and checks) over an index of the shared
 runs in its own process, so its peak RSS is its own. Metrics as ../shared/eval/README.md defines
 them (rqa.metrics): fact accuracy and recall, answers citing, citation precision, evidence cited,
 abstention; over the equation questions, the share whose answer holds an equation the app's check
-verifies against a source, and one SymPy finds equal to the reference `latex`; plus time to first token p50, decode tokens/s and peak RSS (of the benchmark's own
-process: with the app's engine, llama-server, the model lives in a child not counted there). The
+verifies against a source, and one SymPy finds equal to the reference `latex`; plus time to first
+token p50, decode tokens/s and peak RSS (of the benchmark's own process: with the app's engine, llama-server, the model lives in a child not counted there). The
 model generates as in the app: on llama-server, or in-process with `--setting engine=in-process`.
 
     .venv/bin/python -m rqa ingest ../shared/corpus/papers --index .rqa/corpus
@@ -34,7 +34,8 @@ from bench.common import DEV, percentile
 from rqa.config import Settings
 
 COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
-           "abstention", "unsourced_numbers", "equations_verified", "equations_reference", "ttft_p50_s", "decode_tok_s", "words", "peak_rss_mb"]
+           "abstention", "unsourced_numbers", "equations_verified", "equations_reference", "ttft_p50_s",
+           "decode_tok_s", "words", "peak_rss_mb"]
 
 
 def run_one(args) -> dict:

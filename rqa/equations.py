@@ -194,7 +194,6 @@ def _as_difference(expr):
 
 def _equal(a, b) -> bool:
     from sympy import simplify
-
     from sympy.core.function import AppliedUndef
 
     da, db = _as_difference(a), _as_difference(b)

@@ -8,9 +8,8 @@ of the sources the sentence cites (all the answer's cited sources when it cites 
 Values, not strings: "28.4" and "28.40", "1,000" and "1000", "10^{6}" and "1e6", "5%" and "5" are
 the same number. Not counted: citation markers ([2]), years (1900-2099), numbers naming a part of
 a paper (Section 3.2, Table 2, Figure 4, Eq. (3), Appendix B.1), and numbers inside LaTeX math,
-which the equation check covers; pages ("page 4-5"), the numbers of list items, and numbers the
-names with a number the question states ("SQuAD 2.0"), which the answer repeats rather than takes
-from a source.
+which the equation check covers; pages ("page 4-5"), the numbers of list items, and names with a
+number the question states ("SQuAD 2.0"), which the answer repeats rather than takes from a source.
 """
 
 from __future__ import annotations
