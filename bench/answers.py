@@ -6,8 +6,8 @@ runs in its own process, so its peak RSS is its own. Metrics as ../shared/eval/R
 them (rqa.metrics): fact accuracy and recall, answers citing, citation precision, evidence cited,
 abstention; over the equation questions, the share whose answer holds an equation the app's check
 verifies against a source, and one SymPy finds equal to the reference `latex`; plus time to first
-token p50, decode tokens/s and peak RSS (of the benchmark's own process: with the app's engine, llama-server, the model lives in a child not counted there). The
-model generates as in the app: on llama-server, or in-process with `--setting engine=in-process`.
+token p50, decode tokens/s and peak RSS (of the benchmark's own process: with the app's engine,
+llama-server, the model lives in a child not counted there). The model generates as in the app: on llama-server, or in-process with `--setting engine=in-process`.
 
     .venv/bin/python -m rqa ingest ../shared/corpus/papers --index .rqa/corpus
     .venv/bin/python -m bench.answers --index .rqa/corpus \
