@@ -33,7 +33,7 @@ from pathlib import Path
 from bench.common import DEV, percentile
 from rqa.config import Settings
 
-COLUMNS = ["fact_accuracy", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
+COLUMNS = ["fact_accuracy", "fact_accuracy_model", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
            "abstention", "unsourced_numbers", "equations_verified", "equations_reference", "ttft_p50_s",
            "decode_tok_s", "words", "peak_rss_mb"]
 

@@ -32,7 +32,7 @@ from rqa.index import Index
 from rqa.llm import Models
 from rqa.numbers import NumberCheck, check_numbers
 from rqa.prompt import build_messages
-from rqa.support import SUPPORT_EMBEDDER, SentenceSupport, check_support, supporting_sentences
+from rqa.support import SUPPORT_EMBEDDER, Quote, SentenceSupport, check_support, quote_sentences, supporting_sentences
 from rqa.text import cited_numbers
 from rqa.types import Hit
 from rqa.errors import QuestionError
@@ -78,10 +78,21 @@ class Answer:
     model_text: str = ""  # what the model wrote, before attributed citations were added
     expansion: str = ""  # the passage the search used besides the question (rqa.expand)
     adapter: str | None = None  # the fine-tune's LoRA adapter applied to `model`, if any
+    quotes: list[Quote] = field(default_factory=list)  # the cited sources' sentences shown under the answer
+
+    @property
+    def quote_text(self) -> str:
+        """The quotes as the end of `text` shows them (Markdown block quotes)."""
+        return "".join(f'\n\n> "{q.sentence}" [{q.n}]' for q in self.quotes)
+
+    @property
+    def body(self) -> str:
+        """The answer without its quotes: the model's words with rqa's citations."""
+        return self.text.removesuffix(self.quote_text)
 
     @property
     def abstained(self) -> bool:
-        return bool(ABSTAIN_RE.search(self.text))
+        return bool(ABSTAIN_RE.search(self.body))
 
     def checks(self) -> dict:
         return {
@@ -97,7 +108,7 @@ class Answer:
     def to_json(self) -> dict:
         return {"answer": self.text, "model_text": self.model_text, "citations": [c.to_json() for c in self.citations],
                 "checks": self.checks(), "uncited": [c.to_json() for c in self.uncited], "model": self.model,
-                "adapter": self.adapter, "expansion": self.expansion,
+                "adapter": self.adapter, "expansion": self.expansion, "quotes": [q.to_json() for q in self.quotes],
                 "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.timings.items()}}
 
 
@@ -239,6 +250,11 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
         answer.equations = check_equations(text, sources, sympy)
     if not model_text:
         answer.notices.append("The model returned an empty answer.")
+    # The paper's own sentences for the fact, after the checks: they judge what the model wrote.
+    answer.quotes = quote_sentences(question, {c.n: c.hit.chunk.text for c in citations}, SUPPORT_EMBEDDER,
+                                    settings.quotes)
+    answer.quotes = [Quote(q.n, remove_links(q.sentence, hits)[0], q.score) for q in answer.quotes]
+    answer.text += answer.quote_text
     return answer
 
 

@@ -62,9 +62,10 @@ def parse_question(body) -> str:
 
 def extra(answer: Answer) -> dict:
     """What an OpenAI response has no field for. `text` is the answer with the citations rqa
-    attributed (a stream carries the model's own text)."""
+    attributed and the quoted sentences (a stream carries the model's own text, then the quotes)."""
     return {"citations": [c.to_json() for c in answer.citations], "checks": answer.checks(),
-            "uncited": [c.to_json() for c in answer.uncited], "text": answer.text, "model_text": answer.model_text}
+            "uncited": [c.to_json() for c in answer.uncited], "text": answer.text, "model_text": answer.model_text,
+            "quotes": [q.to_json() for q in answer.quotes]}
 
 
 # OpenAI request fields rqa cannot honour: refused with a 400 rather than silently ignored.
@@ -257,6 +258,8 @@ async def sse(stream, base: dict):
                     sent = clean
             if piece is end:
                 break
+        if stream.answer.quote_text:  # the sources' sentences come after the model's last word
+            yield event({"content": stream.answer.quote_text})
         yield event({}, "stop", rqa=extra(stream.answer))
         yield "data: [DONE]\n\n"
     finally:

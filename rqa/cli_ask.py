@@ -27,8 +27,10 @@ def ask(args, settings: Settings) -> int:
     if args.json:
         print(json.dumps(answer.to_json(), ensure_ascii=False))
         return 0
-    if answer.text != answer.model_text:
-        print("\n\nWith the citations rqa attributed:\n" + answer.text)
+    if answer.body != answer.model_text:
+        print("\n\nWith the citations rqa attributed:\n" + answer.body)
+    if answer.quotes:
+        print("\n\nFrom the sources:" + answer.quote_text)
     print("\n\nSources:")
     for c in answer.citations:
         ch = c.hit.chunk

@@ -143,6 +143,8 @@ class Settings:
                                   "question, sources and a cited answer) before the question")
     equation_hint: bool = setting(False, "generation", "where the excerpts hold an equation, ask the model to "
                                   "copy the one that answers, in LaTeX (for the equation check)")
+    quotes: int = setting(2, "generation", "sentences of the cited sources quoted under the answer, those that best "
+                          "match the question (the paper's own words for the fact; 0: none)", (0, 10))
     # --- checks
     support_threshold: float = setting(0.45, "checks", "support score from which an answer sentence counts "
                                        "as supported (docs/BENCHMARKS.md)", (0.0, 1.0))

@@ -65,6 +65,8 @@ def score_answer(question: dict, answer) -> dict:
     row = answer_scores(question, answer.text, [(c.hit.chunk.paper, c.hit.chunk.text) for c in answer.citations],
                         [c.hit.chunk.text for c in answer.citations + answer.uncited], answer.abstained)
     row["unsourced_number"] = any(not n.found for n in answer.numbers)  # rqa.numbers
+    # the model's words alone, without the sources' sentences quoted under them (rqa.support.quote_sentences)
+    row["correct_model"] = bool(question.get("facts")) and all(fact_in(f, answer.body) for f in question["facts"])
     return row
 
 
@@ -74,6 +76,7 @@ def summarize_answers(rows: list[dict]) -> dict:
     return {
         "questions": len(rows),
         "fact_accuracy": sum(r["correct"] for r in rows) / n,
+        "fact_accuracy_model": sum(r.get("correct_model", r["correct"]) for r in rows) / n,
         "fact_recall": sum(r["fact_recall"] for r in rows) / n,
         "answers_citing": sum(r["cites"] for r in rows) / n,
         "citation_precision": sum(precisions) / len(precisions) if precisions else None,

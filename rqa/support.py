@@ -125,3 +125,42 @@ def supporting_sentences(chunk_text: str, answer_sentences: list[str], min_share
         if shares[best] >= min_share and text not in out:
             out.append(text)
     return out
+
+
+@dataclass
+class Quote:
+    """A sentence of a cited source shown under the answer: the paper's own words for the fact."""
+    n: int  # the source's number, as the answer cites it
+    sentence: str  # whitespace collapsed, the paper's own reference markers ("[36]") removed
+    score: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def quote_sentences(question: str, sources: dict[int, str], embedder: str, k: int) -> list[Quote]:
+    """The k sentences of the given sources (number -> text) that best match the question: the
+    support score read from the question's side, 0.5 x cosine + 0.5 x the share of the question's
+    content words the sentence holds. A sentence sharing no content word with the question is not
+    quoted, nor one that speaks to the model (planted instructions, URLs)."""
+    candidates = []
+    for n, text in sources.items():
+        for a, b in sentence_spans(text):
+            sentence = re.sub(r"\s+", " ", CITATION_RE.sub("", text[a:b])).strip()
+            sentence = re.sub(r"\s+([.,;:])", r"\1", sentence)  # "value 0.1 [36]." -> "value 0.1."
+            if len(tokenize(sentence)) >= 3 and not _INSTRUCTION.search(sentence):
+                candidates.append((n, sentence))
+    if k <= 0 or not candidates:
+        return []
+    cos = embed(embedder, [s for _, s in candidates]) @ embed(embedder, [question])[0]
+    words = set(tokenize(question))
+    shared = [len(words & set(tokenize(s))) for _, s in candidates]
+    scores = [0.5 * float(c) + 0.5 * m / max(len(words), 1) for c, m in zip(cos, shared)]
+    out: list[Quote] = []
+    for i in sorted(range(len(candidates)), key=scores.__getitem__, reverse=True):
+        n, sentence = candidates[i]
+        if shared[i] and all(q.sentence != sentence for q in out):  # chunks overlap: the same sentence twice
+            out.append(Quote(n, sentence, round(scores[i], 4)))
+        if len(out) == k:
+            break
+    return out

@@ -93,7 +93,13 @@ def test_api_keys(in_process):
         bad.models.list()
     good = openai.OpenAI(base_url="http://testserver/v1", api_key="k2", http_client=http)
     reply = good.chat.completions.create(model="rqa", messages=[{"role": "user", "content": "What is BM25?"}])
-    assert reply.choices[0].message.content == "Scripted [1]."
+    assert reply.choices[0].message.content.startswith('Scripted [1].\n\n> "BM25')
+    # a stream carries the model's words, then the cited sources' sentences quoted under them
+    chunks = list(good.chat.completions.create(model="rqa", stream=True,
+                                               messages=[{"role": "user", "content": "What is BM25?"}]))
+    quotes = chunks[-1].model_extra["rqa"]["quotes"]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply.choices[0].message.content
+    assert quotes and reply.choices[0].message.content.endswith(f'> "{quotes[-1]["sentence"]}" [{quotes[-1]["n"]}]')
 
 
 def test_api_shares_the_chat_rate_limit(in_process):
