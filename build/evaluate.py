@@ -124,8 +124,9 @@ def evaluate(models: dict[str, Path], question_sets: dict[str, list[dict]], inde
     out.mkdir(parents=True, exist_ok=True)
     # The fine-tune is judged as a generator: every model answers from the sources the question alone
     # retrieves. Query expansion (rqa.expand) would add a third model's guesses to the comparison;
-    # bench/retrieval.py and bench/answers.py measure it.
-    settings = dataclasses.replace(settings, expand_tokens=0)
+    # bench/retrieval.py and bench/answers.py measure it. Nor are the sources' sentences quoted under
+    # the answers (rqa.support.quote_sentences): the models are compared on their own words.
+    settings = dataclasses.replace(settings, expand_tokens=0, quotes=0)
     results: dict = {}
     for set_name, questions in question_sets.items():
         if not questions:

@@ -66,7 +66,7 @@ def judge(data_dir: Path, model: Path, index_dir: Path, db_path: Path, samples: 
 
     if not Path(model).is_file():
         raise FileNotFoundError(f"no model file {model}: run `python -m build export` first")
-    settings = Settings.load(index_dir=index_dir, temperature=0.0)
+    settings = Settings.load(index_dir=index_dir, temperature=0.0, quotes=0)  # the model's own words are judged
     index = open_index(settings)
     pool = ModelPool(settings, ModelFiles(Path(model), None, "judge"))
     db = RatingsDB(db_path)
