@@ -73,12 +73,13 @@ def run_one(args) -> dict:
             row = score_answer(q, answer)
             if q.get("type") == "equation":  # an equation the app's check verifies; one equal to the reference
                 row["equation_verified"] = any(e.status == "matches source" for e in answer.equations)
-                row["equation_reference"] = equals_reference(answer.text, q["latex"], sympy)
+                row["equation_reference"] = equals_reference(answer.body, q["latex"], sympy)  # not the quotes'
             rows.append(row)
             if out:
                 out.write(json.dumps({"model": model, "expand_tokens": settings.expand_tokens, "id": q["id"],
                                       "question": q["question"], "facts": q.get("facts"),
-                                      "answer": answer.text, "model_text": answer.model_text, **row,
+                                      "answer": answer.text, "body": answer.body, "model_text": answer.model_text,
+                                      **row,
                                       "equations": [e.to_json() for e in answer.equations],
                                       "expansion": answer.expansion, "ttft_s": round(ttft[-1], 2),
                                       "cited": [{"n": c.n, "paper": c.hit.chunk.paper, "text": c.hit.chunk.text}

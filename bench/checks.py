@@ -32,7 +32,12 @@ def unsourced(row: dict) -> bool:
     cited sources' texts, all the check reads)."""
     cited = {c["n"]: c["text"] for c in row["cited"]}
     sources = [cited.get(n, "") for n in range(1, max(cited, default=0) + 1)]
-    return any(not c.found for c in check_numbers(row["answer"], sources, row["question"]))
+    return any(not c.found for c in check_numbers(body(row), sources, row["question"]))
+
+
+def body(row: dict) -> str:
+    """The answer without the sources' sentences quoted under it: what the checks judge."""
+    return row.get("body", row["answer"])
 
 
 def main() -> None:
@@ -55,7 +60,7 @@ def main() -> None:
         for r in every:  # every answer for the check's cost; the counts over the equation questions
             hits = retrieve(index, r["question"], settings, k=settings.k, expansion=r.get("expansion", ""))
             start = time.perf_counter()
-            checks = check_equations(r["answer"], [h.chunk.text for h in hits], worker)
+            checks = check_equations(body(r), [h.chunk.text for h in hits], worker)
             seconds.append(time.perf_counter() - start)
             if r["id"] not in questions:
                 continue
@@ -63,7 +68,7 @@ def main() -> None:
             recorded += any(e["status"] == "matches source" for e in r.get("equations", []))
             holding += bool(checks)
             verified += any(c.status == "matches source" for c in checks)
-            reference += equals_reference(r["answer"], q["latex"], worker)
+            reference += equals_reference(body(r), q["latex"], worker)
             if args.show:
                 print(r["id"], *(f"\n    [{c.status}] {c.latex}" for c in checks))
     finally:

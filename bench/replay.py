@@ -60,7 +60,7 @@ def main() -> None:
     print("|---" * (len(COLUMNS) + 2) + "|")
     for value in values.split(","):
         fixed = dict(kv.split("=", 1) for kv in args.fixed)
-        summary = replay(rows, questions, index, Settings.load(**fixed, **{name: value}))
+        summary = replay(rows, questions, index, Settings.load(**{**fixed, name: value}))
         print(f"| {value} | " + " | ".join(f"{summary[c]:.2f}" for c in COLUMNS) + f" | {summary['by_type']} |",
               flush=True)
 

@@ -138,17 +138,35 @@ class Quote:
         return asdict(self)
 
 
-def quote_sentences(question: str, sources: dict[int, str], embedder: str, k: int) -> list[Quote]:
+# A paper's own reference marker, "value 0.1 [36]." or "[12, 13]" or "[2-4]": after a blank, before
+# punctuation or a blank; one starting at 0 is an interval ("[0, 1]"), one after a name an index (x[3]).
+_REFERENCE = re.compile(r"(?<=\s)\[[1-9]\d*(?:\s*[,;\-\u2013]\s*\d+)*\](?=[\s.,;:)]|$)")
+_BRACKETED_NUMBER = re.compile(r"\[(\d[^\[\]]*)\]")
+_MARKUP = re.compile(r"\]\(|<[!/a-zA-Z]")  # a Markdown link or an HTML tag: never shown as a quote
+
+
+def quote_text(sentence: str) -> str:
+    """A source sentence as a quote: whitespace collapsed, the paper's reference markers removed, and
+    any other bracketed number escaped (x\\[3\\] in Markdown) so that it never reads as a citation."""
+    sentence = re.sub(r"\s+", " ", _REFERENCE.sub("", sentence)).strip()
+    sentence = re.sub(r"\s+([.,;:])(?!\d)", r"\1", sentence)  # "value 0.1 [36]." -> "value 0.1."
+    return _BRACKETED_NUMBER.sub(r"\\[\1\\]", sentence)
+
+
+def quote_sentences(question: str, sources: dict[int, str], embedder: str, k: int, answer: str = "") -> list[Quote]:
     """The k sentences of the given sources (number -> text) that best match the question: the
     support score read from the question's side, 0.5 x cosine + 0.5 x the share of the question's
-    content words the sentence holds. A sentence sharing no content word with the question is not
-    quoted, nor one that speaks to the model (planted instructions, URLs)."""
+    content words the sentence holds. Not quoted: a sentence sharing no content word with the
+    question, one the answer already holds word for word, one that speaks to the model (planted
+    instructions, URLs) or carries markup."""
+    said = " ".join(tokenize(answer))
     candidates = []
     for n, text in sources.items():
         for a, b in sentence_spans(text):
-            sentence = re.sub(r"\s+", " ", CITATION_RE.sub("", text[a:b])).strip()
-            sentence = re.sub(r"\s+([.,;:])", r"\1", sentence)  # "value 0.1 [36]." -> "value 0.1."
-            if len(tokenize(sentence)) >= 3 and not _INSTRUCTION.search(sentence):
+            sentence = quote_text(text[a:b])
+            words = tokenize(sentence)
+            if len(words) >= 3 and not _INSTRUCTION.search(sentence) and not _MARKUP.search(sentence) \
+                    and " ".join(words) not in said:
                 candidates.append((n, sentence))
     if k <= 0 or not candidates:
         return []

@@ -51,7 +51,8 @@ def make_respond(app: AppState):
                 partial += piece
                 yield say(remove_links(partial, stream.hits)[0], gr.update(), gr.update())
             answer = stream.answer
-            item_id = app.db.add_item(answer.question, answer.text, answer.model,
+            # the model's answer is what is rated (and what preference data learns from), not the quotes
+            item_id = app.db.add_item(answer.question, answer.body, answer.model,
                                       [c.to_json() for c in answer.citations])
             yield say(answer.text or "(empty answer)", render_sources(answer), render_checks(answer), item_id)
         except QuestionError as e:
