@@ -159,16 +159,18 @@ def quote_sentences(question: str, sources: dict[int, str], embedder: str, k: in
     content words the sentence holds. Not quoted: a sentence sharing no content word with the
     question, one the answer already holds word for word, one that speaks to the model (planted
     instructions, URLs) or carries markup."""
-    said = " ".join(tokenize(answer))
+    if k <= 0:
+        return []
+    said = f" {' '.join(tokenize(answer))} "
     candidates = []
     for n, text in sources.items():
         for a, b in sentence_spans(text):
             sentence = quote_text(text[a:b])
             words = tokenize(sentence)
             if len(words) >= 3 and not _INSTRUCTION.search(sentence) and not _MARKUP.search(sentence) \
-                    and " ".join(words) not in said:
+                    and f" {' '.join(words)} " not in said:
                 candidates.append((n, sentence))
-    if k <= 0 or not candidates:
+    if not candidates:
         return []
     cos = embed(embedder, [s for _, s in candidates]) @ embed(embedder, [question])[0]
     words = set(tokenize(question))

@@ -79,7 +79,9 @@ def test_attributed_citations_are_shown_as_such(make_app):
                       "into each layer of the Transformer architecture.")
     *_, last = make_respond(app)("How does LoRA adapt a model?", [], REQUEST)
     chat, sources, checks, *_ = last
-    assert chat[-1]["content"].endswith("].")  # the model wrote no number; rqa appended one
+    body, *quotes = chat[-1]["content"].split('\n\n> "')
+    assert body.endswith("].")  # the model wrote no number; rqa appended one
+    assert quotes  # and the cited source's sentence is quoted under the answer
     assert "cited by rqa" in sources and "Citations added by rqa" in checks
 
 
