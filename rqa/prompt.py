@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from rqa.equations import find_equations
+from rqa.support import semantic_scores
 from rqa.text import tokenize
 from rqa.text import sentence_spans
 from rqa.types import Hit
@@ -82,21 +83,6 @@ def word_scores(question: str, sentences: list[str]) -> list[float]:
     """How many of the question's content words each sentence holds."""
     wanted = set(tokenize(question))
     return [float(len(wanted & set(tokenize(s)))) for s in sentences]
-
-
-def semantic_scores(question: str, sentences: list[str]) -> list[float]:
-    """0.5 x cosine with the question (the support check's embedder) + 0.5 x share of the
-    question's content words the sentence holds."""
-    from rqa.embed import embed
-    from rqa.support import SUPPORT_EMBEDDER
-
-    if not sentences:
-        return []
-    vectors = embed(SUPPORT_EMBEDDER, [question] + sentences)
-    cos = vectors[1:] @ vectors[0]
-    wanted = set(tokenize(question))
-    return [0.5 * max(float(c), 0.0) + 0.5 * len(wanted & set(tokenize(s))) / max(len(wanted), 1)
-            for c, s in zip(cos, sentences)]
 
 
 def excerpt(text: str, question: str, budget: int, scorer=word_scores) -> str:

@@ -153,33 +153,39 @@ def quote_text(sentence: str) -> str:
     return _BRACKETED_NUMBER.sub(r"\\[\1\\]", sentence)
 
 
-def quote_sentences(question: str, sources: dict[int, str], embedder: str, k: int, answer: str = "") -> list[Quote]:
-    """The k sentences of the given sources (number -> text) that best match the question: the
-    support score read from the question's side, 0.5 x cosine + 0.5 x the share of the question's
-    content words the sentence holds. Not quoted: a sentence sharing no content word with the
-    question, one the answer already holds word for word, one that speaks to the model (planted
-    instructions, URLs) or carries markup."""
+def semantic_scores(question: str, sentences: list[str]) -> list[float]:
+    """How well each sentence matches the question: 0.5 x cosine with it (the support check's
+    embedder) + 0.5 x the share of the question's content words the sentence holds."""
+    if not sentences:
+        return []
+    vectors = embed(SUPPORT_EMBEDDER, [question] + sentences)
+    cos = vectors[1:] @ vectors[0]
+    wanted = set(tokenize(question))
+    return [0.5 * max(float(c), 0.0) + 0.5 * len(wanted & set(tokenize(s))) / max(len(wanted), 1)
+            for c, s in zip(cos, sentences)]
+
+
+def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str = "") -> list[Quote]:
+    """The k sentences of the given sources (number -> text) that best match the question
+    (semantic_scores). Not quoted: a sentence sharing no content word with the question, one the
+    answer already holds word for word, one that speaks to the model (planted instructions, URLs)
+    or carries markup."""
     if k <= 0:
         return []
-    said = f" {' '.join(tokenize(answer))} "
+    wanted, said = set(tokenize(question)), f" {' '.join(tokenize(answer))} "
     candidates = []
     for n, text in sources.items():
         for a, b in sentence_spans(text):
             sentence = quote_text(text[a:b])
             words = tokenize(sentence)
-            if len(words) >= 3 and not _INSTRUCTION.search(sentence) and not _MARKUP.search(sentence) \
-                    and f" {' '.join(words)} " not in said:
+            if len(words) >= 3 and wanted & set(words) and not _INSTRUCTION.search(sentence) \
+                    and not _MARKUP.search(sentence) and f" {' '.join(words)} " not in said:
                 candidates.append((n, sentence))
-    if not candidates:
-        return []
-    cos = embed(embedder, [s for _, s in candidates]) @ embed(embedder, [question])[0]
-    words = set(tokenize(question))
-    shared = [len(words & set(tokenize(s))) for _, s in candidates]
-    scores = [0.5 * float(c) + 0.5 * m / max(len(words), 1) for c, m in zip(cos, shared)]
+    scores = semantic_scores(question, [s for _, s in candidates])
     out: list[Quote] = []
     for i in sorted(range(len(candidates)), key=scores.__getitem__, reverse=True):
         n, sentence = candidates[i]
-        if shared[i] and all(q.sentence != sentence for q in out):  # chunks overlap: the same sentence twice
+        if all(q.sentence != sentence for q in out):  # chunks overlap: the same sentence twice
             out.append(Quote(n, sentence, round(scores[i], 4)))
         if len(out) == k:
             break
