@@ -21,12 +21,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--generator", choices=["groq", "openai", "teacher", "offline"],
                    help="default: groq when GROQ_API_KEY is set, else offline (extractive). teacher: --teacher "
-                        "served on 127.0.0.1 by `python -m llama_cpp.server`")
+                        "served on 127.0.0.1 by the vendored llama-server (`make install` builds it)")
     s.add_argument("--teacher", default="qwen2.5-coder-1.5b-instruct", help="offline model name or GGUF path")
     s.add_argument("--base-url", help="OpenAI-compatible endpoint (Ollama, vLLM, llama-server) or a Groq base URL")
     s.add_argument("--model", help="generator model name")
     s.add_argument("--max-papers", type=int)
-    s.add_argument("--max-per-paper", type=int)
+    s.add_argument("--max-per-paper", type=int, help="chunks asked about per paper; a larger value extends an earlier run")
+    s.add_argument("--minutes", type=float, help="stop generating after this long and validate what is there; "
+                   "the same command continues")
 
     s = sub.add_parser("embedder", help="fine-tune the retrieval embedder on the dataset's train papers (MNRL)")
     s.add_argument("--data", type=Path, required=True, help="the dataset --out folder")

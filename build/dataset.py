@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from rqa.prompt import build_messages
 from rqa.text import CITATION, sentence_spans
 from rqa.types import Chunk, Hit
 from rqa.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,10 +58,27 @@ def load_chunks(papers: list[Path], settings: Settings, report: Report, max_pape
     return chunks
 
 
+def _pick(paper_chunks: list[Chunk], n: int | None, done: dict) -> list[Chunk]:
+    """A paper's n chunks to ask about, in reading order: those already generated count first (a
+    larger n extends an earlier run instead of starting again), the rest spread evenly over the paper
+    rather than taken from its first pages."""
+    if n is None or n >= len(paper_chunks):
+        return list(paper_chunks)
+    have = [c for c in paper_chunks if c.chunk_id in done][:n]
+    rest = [c for c in paper_chunks if c.chunk_id not in done]
+    need = n - len(have)
+    chosen = {c.chunk_id for c in have} | {rest[i * len(rest) // need].chunk_id for i in range(need)}
+    return [c for c in paper_chunks if c.chunk_id in chosen]
+
+
 def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report: Report,
-                 max_per_paper: int | None = None) -> list[dict]:
+                 max_per_paper: int | None = None, minutes: float | None = None) -> list[dict]:
     """Generate QA per chunk, appending to `cache` as it goes; chunks already there are skipped,
-    so an interrupted run resumes where it stopped."""
+    so an interrupted run resumes where it stopped. New chunks are asked for one paper after another
+    in turn, so that a run stopped early, or after `minutes`, leaves every paper its share; the pairs
+    written so far are returned either way."""
+    from itertools import zip_longest
+
     from tqdm import tqdm
 
     done: dict[str, dict] = {}
@@ -69,15 +90,17 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
     by_paper: dict[str, list[Chunk]] = {}
     for c in chunks:
         by_paper.setdefault(c.paper, []).append(c)
-    todo = []
-    for paper_chunks in by_paper.values():  # spread evenly over each paper, not only its first pages
-        n = len(paper_chunks) if max_per_paper is None else min(max_per_paper, len(paper_chunks))
-        todo += [paper_chunks[i * len(paper_chunks) // n] for i in range(n)]
+    picked = [_pick(paper_chunks, max_per_paper, done) for paper_chunks in by_paper.values()]
+    rng = random.Random(0)  # a paper's new chunks in a fixed order spread over the paper
+    queues = [rng.sample(q, len(q)) for q in ([c for c in p if c.chunk_id not in done] for p in picked)]
     started, fresh = time.perf_counter(), 0
     with open(cache, "a", encoding="utf-8") as out:
-        for chunk in tqdm(todo, desc=f"generate ({generator.name})", unit="chunk"):
-            if chunk.chunk_id in done:
-                continue
+        for chunk in tqdm([c for turn in zip_longest(*queues) for c in turn if c],
+                          desc=f"generate ({generator.name})", unit="chunk"):
+            if minutes is not None and time.perf_counter() - started >= 60 * minutes:
+                if minutes:
+                    log.warning("generation stopped after %s minutes; the same command continues it", minutes)
+                break
             fresh += 1
             rec = {"chunk_id": chunk.chunk_id, "paper": chunk.paper, "generator": generator.name}
             try:
@@ -96,7 +119,7 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
                                          "pairs_per_minute": report.pairs_per_minute}))
     elif rate_file.exists():
         report.pairs_per_minute = json.loads(rate_file.read_text())["pairs_per_minute"]
-    records = [done[c.chunk_id] for c in todo if c.chunk_id in done]
+    records = [done[c.chunk_id] for c in sum(picked, []) if c.chunk_id in done]
     report.malformed = sum(r.get("error", "").startswith("malformed") for r in records)
     report.failed = sum(r.get("error", "").startswith("failed") for r in records)
     good = [r for r in records if "error" not in r]
@@ -204,7 +227,8 @@ def dataset_card(report: Report, generator: str, filters: Filters) -> str:
 
 def build_dataset(papers: list[Path], out: Path, generator: Generator, settings: Settings,
                   filters: Filters | None = None, max_papers: int | None = None,
-                  max_per_paper: int | None = None, generate_only: bool = False) -> Report:
+                  max_per_paper: int | None = None, generate_only: bool = False,
+                  minutes: float | None = None) -> Report:
     """generate_only: stop once every chunk has its QA pair in out/generated.jsonl (so that a
     local teacher server can be stopped before validation needs the cores)."""
     out = Path(out)
@@ -214,7 +238,7 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
     chunks = load_chunks(papers, settings, report, max_papers)
     if not chunks:
         raise UserError("no chunks: every input file was skipped " + str(report.skipped_files))
-    records = generate_all(chunks, generator, out / "generated.jsonl", report, max_per_paper)
+    records = generate_all(chunks, generator, out / "generated.jsonl", report, max_per_paper, minutes)
     if generate_only:
         return report
     records, report.titled = with_subjects(records, chunks)
@@ -240,14 +264,14 @@ def heldout_text(data_dir: Path) -> str:
 def cli(args) -> dict:
     """`python -m build dataset`. With the offline teacher, generation runs while its server does and
     validation once it has stopped (validation needs the cores): every pair comes from generated.jsonl."""
-    def run(generator, generate_only=False):
+    def run(generator, generate_only=False, minutes=args.minutes):
         return build_dataset(args.papers, args.out, generator, Settings.load(), max_papers=args.max_papers,
-                             max_per_paper=args.max_per_paper, generate_only=generate_only)
+                             max_per_paper=args.max_per_paper, generate_only=generate_only, minutes=minutes)
 
     if args.generator == "teacher":
-        with teacher_generator(args.teacher, Path(args.out) / "teacher.log") as teacher:
+        with teacher_generator(args.teacher) as teacher:
             run(teacher, generate_only=True)
-        report = run(teacher)
+        report = run(teacher, minutes=0)  # the server has stopped: validate what was generated
     else:
         report = run(choose_generator(args.generator, args.base_url, args.model))
     print(f"dataset -> {args.out}: " + ", ".join(f"{k} {v['examples']}" for k, v in report.splits.items()))

@@ -28,7 +28,7 @@ def stages(args) -> list[tuple[str, Callable[[Namespace], dict], Callable[[], Na
         ("dataset", dataset.cli, lambda: Namespace(
             papers=args.papers, out=out / "data", generator=args.generator, teacher=args.teacher, base_url=None,
             model=None, max_papers=args.max_papers or (3 if tiny else None),
-            max_per_paper=args.max_per_paper or (40 if tiny else None))),
+            max_per_paper=args.max_per_paper or (40 if tiny else None), minutes=None)),
         # the retriever's own fine-tune; the evaluation index is built with it and carries it to the Hub.
         # Every train-paper chunk gives an inverse-cloze pair; one epoch of batch 32 (in-batch
         # negatives): 12 minutes for the cpu run. tiny: 24 chunks, batch 8: the code path in under a minute

@@ -8,7 +8,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-out/cpu}
 PAPERS=${PAPERS:-../shared/corpus/papers}
 
-# The teacher (Qwen2.5-Coder-1.5B-Instruct behind `python -m llama_cpp.server`) writes one QA pair
+# The teacher (Qwen2.5-Coder-1.5B-Instruct behind the vendored llama-server) writes one QA pair
 # per chunk at about 5.4 per minute on 2 cores, the largest stage: 8 chunks per paper (spread over
 # each paper) take 42 minutes and give about 110 train / 12 val / 35 test examples, which keeps the
 # whole run from PDFs to evaluation at 1 h 38 min, measured (10 per paper: 54 minutes, 141 / 16 / 42);

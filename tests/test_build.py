@@ -133,6 +133,12 @@ def test_dataset_with_api_generator_counts_malformed_and_resumes(server, tmp_pat
     build_dataset([papers], out, gen, Settings(), max_per_paper=6)  # resumed: nothing generated again
     assert len(FakeLLM.calls) == calls
     assert len((out / "generated.jsonl").read_text().splitlines()) == 6
+    first = [json.loads(line)["chunk_id"] for line in (out / "generated.jsonl").read_text().splitlines()]
+    report = build_dataset([papers], out, gen, Settings(), max_per_paper=9, minutes=0)  # out of time: no request
+    assert len(FakeLLM.calls) == calls and report.generated + report.malformed == 6
+    report = build_dataset([papers], out, gen, Settings(), max_per_paper=9)  # extended, not started again
+    assert len(FakeLLM.calls) == calls + 3 and report.generated + report.malformed == 9
+    assert [json.loads(line)["chunk_id"] for line in (out / "generated.jsonl").read_text().splitlines()][:6] == first
 
 
 def test_offline_dataset_is_validated_and_split_by_paper(tmp_path):
@@ -423,7 +429,7 @@ def test_training_examples_are_the_apps_prompt_citing_the_own_chunk(tmp_path):
     assert to_example(row, 600)["messages"][-1]["content"].endswith("[5].")
 
 
-def test_offline_teacher_writes_pairs_through_llama_cpp_server(tmp_path):
+def test_offline_teacher_writes_pairs_through_llama_server(tmp_path):
     """The teacher path end to end with the small test model: the server starts on 127.0.0.1, every
     chunk gets a request through the OpenAI client, replies are parsed or counted malformed, and
     the server is gone afterwards."""
@@ -437,7 +443,7 @@ def test_offline_teacher_writes_pairs_through_llama_cpp_server(tmp_path):
                     "Adam keeps exponential moving averages of the gradient and its square, with decay rates "
                     "beta1 = 0.9 and beta2 = 0.999, and corrects their initialization bias.") for i in range(2)]
     report = Report()
-    with local_teacher(str(offline_model_path("smollm2-135m-instruct")), log=tmp_path / "teacher.log") as base:
+    with local_teacher(str(offline_model_path("smollm2-135m-instruct"))) as base:
         assert base.startswith("http://127.0.0.1:")
         gen = openai_generator(base, "smollm2-135m-instruct", max_retries=0, max_tokens=120)
         good = generate_all(chunks, gen, tmp_path / "generated.jsonl", report)
