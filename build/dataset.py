@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -58,26 +57,39 @@ def load_chunks(papers: list[Path], settings: Settings, report: Report, max_pape
     return chunks
 
 
+def spread_order(n: int) -> list[int]:
+    """0..n-1 in an order whose every prefix is spread evenly over the range (the van der Corput
+    sequence, scaled): the first 8 chunks of a paper are 8 places across it, the next 8 fall between."""
+    order, seen, i = [], set(), 0
+    while len(order) < n:
+        v, f, k = 0.0, 0.5, i
+        while k:
+            v, f, k = v + f * (k & 1), f / 2, k >> 1
+        if (j := int(v * n)) not in seen:
+            seen.add(j)
+            order.append(j)
+        i += 1
+    return order
+
+
 def _pick(paper_chunks: list[Chunk], n: int | None, done: dict) -> list[Chunk]:
-    """A paper's n chunks to ask about, in reading order: those already generated count first (a
-    larger n extends an earlier run instead of starting again), the rest spread evenly over the paper
-    rather than taken from its first pages."""
-    if n is None or n >= len(paper_chunks):
-        return list(paper_chunks)
-    have = [c for c in paper_chunks if c.chunk_id in done][:n]
-    rest = [c for c in paper_chunks if c.chunk_id not in done]
-    need = n - len(have)
-    chosen = {c.chunk_id for c in have} | {rest[i * len(rest) // need].chunk_id for i in range(need)}
-    return [c for c in paper_chunks if c.chunk_id in chosen]
+    """A paper's n chunks to ask about, in spread order: those already generated count first, then
+    the next in spread_order. A run stopped early has generated a prefix of that order, so the same
+    command continues it to the same set, and a larger n extends an earlier run."""
+    order = [paper_chunks[j] for j in spread_order(len(paper_chunks))]
+    if n is None or n >= len(order):
+        return order
+    have = [c for c in order if c.chunk_id in done][:n]
+    return have + [c for c in order if c.chunk_id not in done][:n - len(have)]
 
 
 def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report: Report,
                  max_per_paper: int | None = None, minutes: float | None = None) -> list[dict]:
-    """Generate QA per chunk, appending to `cache` as it goes; chunks already there are skipped,
-    so an interrupted run resumes where it stopped. New chunks are asked for one paper after another
+    """Generate QA per chunk, appending to `cache` as it goes; chunks already there are skipped
+    (an endpoint's failure is asked again), so an interrupted run resumes where it stopped. New chunks are asked for one paper after another
     in turn, so that a run stopped early, or after `minutes`, leaves every paper its share; the pairs
     written so far are returned either way."""
-    from itertools import zip_longest
+    from itertools import chain, zip_longest
 
     from tqdm import tqdm
 
@@ -86,13 +98,15 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
         for line in cache.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 rec = json.loads(line)
-                done[rec["chunk_id"]] = rec
+                done[rec["chunk_id"]] = rec  # a later line (a chunk asked again) replaces an earlier one
     by_paper: dict[str, list[Chunk]] = {}
     for c in chunks:
         by_paper.setdefault(c.paper, []).append(c)
     picked = [_pick(paper_chunks, max_per_paper, done) for paper_chunks in by_paper.values()]
-    rng = random.Random(0)  # a paper's new chunks in a fixed order spread over the paper
-    queues = [rng.sample(q, len(q)) for q in ([c for c in p if c.chunk_id not in done] for p in picked)]
+    def pending(c: Chunk) -> bool:  # never asked, or the endpoint failed (a malformed reply stays)
+        return c.chunk_id not in done or done[c.chunk_id].get("error", "").startswith("failed")
+
+    queues = [[c for c in p if pending(c)] for p in picked]
     started, fresh = time.perf_counter(), 0
     with open(cache, "a", encoding="utf-8") as out:
         for chunk in tqdm([c for turn in zip_longest(*queues) for c in turn if c],
@@ -119,7 +133,7 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
                                          "pairs_per_minute": report.pairs_per_minute}))
     elif rate_file.exists():
         report.pairs_per_minute = json.loads(rate_file.read_text())["pairs_per_minute"]
-    records = [done[c.chunk_id] for c in sum(picked, []) if c.chunk_id in done]
+    records = [done[c.chunk_id] for c in chain(*picked) if c.chunk_id in done]
     report.malformed = sum(r.get("error", "").startswith("malformed") for r in records)
     report.failed = sum(r.get("error", "").startswith("failed") for r in records)
     good = [r for r in records if "error" not in r]

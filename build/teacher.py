@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from build.generate import TEACHER_PROMPT, ApiGenerator, GenerationFailed, openai_generator
+from rqa.config import Settings
 from rqa.errors import ServerError
 from rqa.llama_server import LlamaServer, find_binary
 from rqa.models import offline_model_path
@@ -26,7 +27,7 @@ def local_teacher(model: str = TEACHER, n_ctx: int = 2048) -> Iterator[str]:
     """Serve an offline model (a name in rqa.models or a GGUF path); yields the /v1 base URL once
     the server answers, and stops the server on exit (or when this process dies, however)."""
     path = Path(model) if Path(model).suffix == ".gguf" else offline_model_path(model)
-    binary = find_binary()
+    binary = find_binary(Settings.load().llama_server)
     if binary is None:
         raise GenerationFailed("the offline teacher needs llama-server: build it with `make install`")
     try:

@@ -133,12 +133,49 @@ def test_dataset_with_api_generator_counts_malformed_and_resumes(server, tmp_pat
     build_dataset([papers], out, gen, Settings(), max_per_paper=6)  # resumed: nothing generated again
     assert len(FakeLLM.calls) == calls
     assert len((out / "generated.jsonl").read_text().splitlines()) == 6
-    first = [json.loads(line)["chunk_id"] for line in (out / "generated.jsonl").read_text().splitlines()]
     report = build_dataset([papers], out, gen, Settings(), max_per_paper=9, minutes=0)  # out of time: no request
     assert len(FakeLLM.calls) == calls and report.generated + report.malformed == 6
     report = build_dataset([papers], out, gen, Settings(), max_per_paper=9)  # extended, not started again
     assert len(FakeLLM.calls) == calls + 3 and report.generated + report.malformed == 9
-    assert [json.loads(line)["chunk_id"] for line in (out / "generated.jsonl").read_text().splitlines()][:6] == first
+
+
+def test_generation_stopped_by_its_time_budget_continues_to_the_planned_chunks(tmp_path, monkeypatch):
+    """Papers are asked in turn, each paper's chunks spread over it; a run stopped by --minutes (or
+    killed) and continued, or extended with a larger --max-per-paper, ends with the chunks one
+    uninterrupted run would have asked about; a failed request is asked again."""
+    import build.dataset as dataset
+    from build.dataset import Report, generate_all, spread_order
+    from build.generate import GenerationFailed
+    from rqa.types import Chunk
+
+    chunks = [Chunk(f"{p}{i}", p, p, "s", 1, 1, 0, 1, f"text {p} {i}") for p in "ab" for i in range(10)]
+
+    class Gen:
+        name, asked, fail = "fake", [], set()
+
+        def __call__(self, chunk):
+            self.asked.append(chunk.chunk_id)
+            if chunk.chunk_id in self.fail:
+                raise GenerationFailed("503")
+            return f"What is {chunk.chunk_id}?", "It is."
+
+    gen, cache = Gen(), tmp_path / "generated.jsonl"
+    clock = iter(range(0, 10_000, 25))  # each look at the clock: 25 s later
+    monkeypatch.setattr(dataset.time, "perf_counter", lambda: next(clock))
+    gen.fail = {"a0"}
+    generate_all(chunks, gen, cache, Report(), max_per_paper=4, minutes=1)
+    assert gen.asked == ["a0", "b0"]  # stopped at the first look past 60 s; the papers took turns
+    monkeypatch.setattr(dataset.time, "perf_counter", time.perf_counter)
+    gen.fail = set()
+    report = Report()
+    generate_all(chunks, gen, cache, report, max_per_paper=4)
+    plan = [f"{p}{j}" for p in "ab" for j in spread_order(10)[:4]]
+    assert gen.asked[2] == "a0" and sorted(gen.asked) == sorted(plan + ["a0"])  # the failure asked again
+    assert report.generated == 8 and report.failed == 0
+    generate_all(chunks, gen, cache, Report(), max_per_paper=6)  # extended by two a paper
+    plan = [f"{p}{j}" for p in "ab" for j in spread_order(10)[:6]]
+    assert sorted(set(gen.asked)) == sorted(plan)
+    assert spread_order(10)[:4] == [0, 5, 2, 7]  # spread over the paper, not its first pages
 
 
 def test_offline_dataset_is_validated_and_split_by_paper(tmp_path):
