@@ -251,7 +251,8 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     if not model_text:
         answer.notices.append("The model returned an empty answer.")
     # The paper's own sentences for the fact, after the checks: they judge what the model wrote.
-    answer.quotes = quote_sentences(question, {c.n: c.hit.chunk.text for c in citations}, settings.quotes, shown)
+    answer.quotes = quote_sentences(question, {c.n: c.hit.chunk.text for c in citations}, settings.quotes, shown,
+                                    settings.quote_min_score)
     for q in answer.quotes:
         q.sentence = remove_links(q.sentence, hits)[0]
     answer.text += answer.quote_text

@@ -145,6 +145,9 @@ class Settings:
                                   "copy the one that answers, in LaTeX (for the equation check)")
     quotes: int = setting(2, "generation", "sentences of the cited sources quoted under the answer, those that best "
                           "match the question (the paper's own words for the fact; 0: none)", (0, 10))
+    quote_min_score: float = setting(0.0, "generation", "match with the question (0.5 x cosine + 0.5 x share of "
+                                     "its words) below which a sentence is not quoted, the best one excepted",
+                                     (0.0, 1.0))
     # --- checks
     support_threshold: float = setting(0.45, "checks", "support score from which an answer sentence counts "
                                        "as supported (docs/BENCHMARKS.md)", (0.0, 1.0))

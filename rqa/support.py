@@ -165,11 +165,13 @@ def semantic_scores(question: str, sentences: list[str]) -> list[float]:
             for c, s in zip(cos, sentences)]
 
 
-def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str = "") -> list[Quote]:
+def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str = "",
+                    min_score: float = 0.0) -> list[Quote]:
     """The k sentences of the given sources (number -> text) that best match the question
     (semantic_scores). Not quoted: a sentence sharing no content word with the question, one the
     answer already holds word for word, one that speaks to the model (planted instructions, URLs)
-    or carries markup."""
+    or carries markup, and after the best one, any scoring below min_score (a weak match is more
+    often another topic that shares a word than the fact)."""
     if k <= 0:
         return []
     wanted, said = set(tokenize(question)), f" {' '.join(tokenize(answer))} "
@@ -185,6 +187,8 @@ def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str 
     out: list[Quote] = []
     for i in sorted(range(len(candidates)), key=scores.__getitem__, reverse=True):
         n, sentence = candidates[i]
+        if out and scores[i] < min_score:
+            break
         if all(q.sentence != sentence for q in out):  # chunks overlap: the same sentence twice
             out.append(Quote(n, sentence, round(scores[i], 4)))
         if len(out) == k:

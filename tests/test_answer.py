@@ -293,6 +293,13 @@ def test_the_cited_sources_sentences_that_hold_the_fact_are_quoted_under_the_ans
     assert len(two.quotes) == 3 and not any("PWNED" in q.sentence or "javascript" in q.sentence for q in two.quotes)
     # only the cited sources are quoted; no quotes when the answer cites nothing, or with quotes=0
     assert all(q.n == 1 for q in two.quotes)
+    # a floor on the match keeps the best sentence and drops the weaker ones
+    scores = [q.score for q in two.quotes]
+    floored = finish(question, "Adam uses a small learning rate [1].", hits, "m",
+                     Settings(quotes=5, quote_min_score=(scores[0] + scores[1]) / 2), None, [], {})
+    assert floored.quotes == two.quotes[:1]
+    assert finish(question, "Adam uses a small learning rate [1].", hits, "m", Settings(quotes=5, quote_min_score=1.0),
+                  None, [], {}).quotes == two.quotes[:1]
     assert finish(question, "Adam is an optimizer.", hits[1:], "m", Settings(), None, [], {}).quotes == []
     assert finish(question, "Adam uses a small learning rate [1].", hits, "m", Settings(quotes=0), None, [],
                   {}).text == "Adam uses a small learning rate [1]."
