@@ -2,9 +2,9 @@
 app's own engine, built by `make install`) on 127.0.0.1, so that the dataset stage writes QA pairs
 offline through exactly the client path it uses for Groq or any other endpoint.
 
-One slot: on 2 cores llama-server wrote 7.8 pairs a minute with one and 6.6 with four parallel slots
-(batching buys nothing when the cores are the limit), against 2.75 through llama-cpp-python's own
-server.
+One slot: on 2 cores llama-server wrote 7.8 pairs a minute with one slot and 6.6 with four (8 chunks
+each; batching buys nothing when the cores are the limit); llama-cpp-python's own server, the teacher
+before, wrote 5.4 in the cpu pipeline's run (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
