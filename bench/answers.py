@@ -12,10 +12,10 @@ llama-server, the model lives in a child not counted there). The model generates
     .venv/bin/python -m rqa ingest ../shared/corpus/papers --index .rqa/corpus
     .venv/bin/python -m bench.answers --index .rqa/corpus \
         --models qwen2.5-coder-1.5b-instruct,qwen2.5-coder-0.5b-instruct [--source-chars 700] [--k 5] \
-        [--expand-tokens 32,0]
+        [--expand-tokens 0,32]
 
-`--expand-tokens 32,0` runs every model with query expansion (rqa.expand, the default) and with the
-question alone.
+`--expand-tokens 0,32` runs every model on the question alone (the default) and with 32 tokens of
+query expansion (rqa.expand).
 
 `--answers FILE.jsonl` keeps every answer for reading; `--set FILE.jsonl` runs another question set.
 """
@@ -112,7 +112,8 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--limit", type=int)
     p.add_argument("--answers", help="append every answer to this JSONL file")
-    p.add_argument("--expand-tokens", default="32", help="comma-separated; 0: the question alone")
+    p.add_argument("--expand-tokens", default=str(Settings().expand_tokens),
+                   help="comma-separated; 0: the question alone; default: the app's")
     p.add_argument("--expand-with", help="model writing the expansion (default: the offline default model)")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                    help="any other rqa setting, e.g. --setting grounding=sentences --setting answer_style=quote")

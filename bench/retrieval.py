@@ -223,8 +223,8 @@ def main() -> None:
     ap.add_argument("--scale", type=int, help="also benchmark the dense index alone at this many vectors")
     ap.add_argument("--scale-dir", type=Path, help="keep the scale benchmark's index files here")
     ap.add_argument("--scale-only", action="store_true", help="with --index: only the --scale benchmark")
-    ap.add_argument("--expand-tokens", default="32",
-                    help="comma-separated lengths of query expansion to compare (rqa.expand); 0: none")
+    ap.add_argument("--expand-tokens", default="0,32",
+                    help="comma-separated lengths of query expansion to compare (rqa.expand); 0: none, the app's default")
     ap.add_argument("--expand-with", help="the model writing them (default: the offline default model)")
     ap.add_argument("--set", type=Path, default=DEV, help="questions with evidence, in dev.jsonl's form")
     ap.add_argument("--quality-only", action="store_true", help="only the quality table")

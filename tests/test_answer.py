@@ -189,7 +189,8 @@ def test_the_search_uses_the_passage_the_expansion_model_expects(shared_index):
     question = "What default hyper-parameters does the Adam paper recommend?"
     guess = "Adam uses a learning rate of 0.001, beta1 = 0.9, beta2 = 0.999 and epsilon = 1e-8."
     expander = ScriptedModel(guess)
-    stream = answer_stream(question, index, ScriptedPool(ScriptedModel("Fine [1]."), expander), shared_index)
+    stream = answer_stream(question, index, ScriptedPool(ScriptedModel("Fine [1]."), expander),
+                           dataclasses.replace(shared_index, expand_tokens=32))
     system, user = expander.prompts[0]
     assert system["role"] == "system" and "passage" in system["content"] and user["content"] == question
     assert stream.expansion == guess and stream.timings["expansion_s"] >= 0
@@ -218,7 +219,7 @@ def test_a_failed_expansion_leaves_the_question_alone_and_says_so(shared_index):
 
     index = open_index(shared_index)
     question = "How does Adam correct its bias?"
-    settings = dataclasses.replace(shared_index, expand_with="/nowhere/model.gguf")
+    settings = dataclasses.replace(shared_index, expand_with="/nowhere/model.gguf", expand_tokens=32)
     expansion, notice = expand(question, ModelPool(settings), settings)
     assert expansion == "" and "question alone" in notice and "/nowhere/model.gguf" in notice
 
@@ -245,7 +246,7 @@ def test_the_app_starts_without_its_expansion_model_and_says_so(shared_index, tm
     from rqa.service import AppState
 
     settings = dataclasses.replace(shared_index, model="smollm2-135m-instruct", db_path=tmp_path / "r.sqlite",
-                                   expand_with=str(tmp_path / "expander.gguf"))
+                                   expand_with=str(tmp_path / "expander.gguf"), expand_tokens=32)
     app = AppState.start(settings)
     try:
         assert app.settings.expand_tokens == 0

@@ -226,7 +226,7 @@ def test_a_question_does_not_block_the_server(tmp_path):
             time.sleep(4)
             yield "a guess"
 
-    with live_server(tmp_path, rate_limit_per_minute=0) as (url, app):
+    with live_server(tmp_path, rate_limit_per_minute=0, expand_tokens=32) as (url, app):
         app.models.expander_model = SlowExpander("")
         asked = threading.Thread(target=ask, args=(url,))
         asked.start()
@@ -332,7 +332,7 @@ def test_a_client_gone_before_the_first_chunk_frees_its_slot(tmp_path):
 
     import gc
 
-    with live_server(tmp_path, rate_limit_per_minute=0, api_max_in_flight=1) as (url, app):
+    with live_server(tmp_path, rate_limit_per_minute=0, api_max_in_flight=1, expand_tokens=32) as (url, app):
         app.models.expander_model = SlowExpander("")
         gc.disable()  # nothing may depend on the garbage collector happening to run
         with pytest.raises(httpx.ReadTimeout):

@@ -148,7 +148,7 @@ def test_cli_ingest_search_and_batch(tmp_path):
 
     # a missing expansion model: a warning, and the search goes on with the question alone
     out = run_cli("search", "Adam update rule", "--index", str(idx), "--k", "10", "--json",
-                  "--expand-with", str(tmp_path / "missing.gguf"))
+                  "--expand-with", str(tmp_path / "missing.gguf"), "--expand-tokens", "32")
     assert out.returncode == 0 and "question alone" in out.stderr and "Traceback" not in out.stderr
     assert json.loads(out.stdout)["hits"] == lines[0]["hits"]
 

@@ -1,5 +1,6 @@
 """The chat handler in-process with a scripted model: event order, rendering, failures (milliseconds)."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +17,9 @@ from tests.conftest import ScriptedModel, ScriptedPool
 
 @pytest.fixture
 def make_app(shared_index, tmp_path):
-    def make(reply, rate_limit=0):
-        model = ScriptedModel(reply)
-        return AppState(settings=shared_index, collection=Collection(shared_index, open_index(shared_index)), models=ScriptedPool(model),
+    def make(reply, rate_limit=0, **changes):
+        model, settings = ScriptedModel(reply), dataclasses.replace(shared_index, **changes)
+        return AppState(settings=settings, collection=Collection(settings, open_index(settings)), models=ScriptedPool(model),
                         db=RatingsDB(tmp_path / "r.sqlite"), limiter=RateLimiter(rate_limit), sympy=None), model
     return make
 
@@ -43,7 +44,7 @@ def test_sources_appear_before_the_first_token(make_app):
 
 
 def test_queued_user_is_told_another_answer_is_generating(make_app):
-    app, model = make_app("An answer [1].")
+    app, model = make_app("An answer [1].", expand_tokens=32)
     model.busy = True
     events = make_respond(app)("What is BM25?", [], REQUEST)
     assert next(events)[0][-1]["content"] == "*Searching the papers...*"  # the expansion model is free
@@ -58,7 +59,7 @@ def test_queued_user_is_told_another_answer_is_generating(make_app):
 
 
 def test_the_passage_the_search_used_is_shown_with_the_checks(make_app):
-    app, model = make_app("Adam divides each moment estimate by one minus beta to the power t [1].")
+    app, model = make_app("Adam divides each moment estimate by one minus beta to the power t [1].", expand_tokens=32)
     guess = "Adam corrects the bias by dividing the moving averages by 1 - beta^t."
     app.models.expander_model = ScriptedModel(guess)
     checks = list(make_respond(app)("How does Adam correct its bias?", [], REQUEST))[-1][2]
