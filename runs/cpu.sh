@@ -9,10 +9,11 @@ OUT=${OUT:-out/cpu}
 PAPERS=${PAPERS:-../shared/corpus/papers}
 
 # The teacher (Qwen2.5-Coder-1.5B-Instruct behind the vendored llama-server) writes one QA pair
-# per chunk at about 5.4 per minute on 2 cores, the largest stage: 8 chunks per paper (spread over
-# each paper) take 42 minutes and give about 110 train / 12 val / 35 test examples, which keeps the
-# whole run from PDFs to evaluation at 1 h 38 min, measured (10 per paper: 54 minutes, 141 / 16 / 42);
-# the stage resumes where it stopped if interrupted. Publish is a dry run unless PUSH=1.
+# per chunk, the largest stage: 6.7 a minute on 2 cores shared with other work. Behind llama-cpp-
+# python's server (5.4 a minute) 8 chunks per paper, spread over each paper, took 42 minutes and gave
+# about 110 train / 12 val / 35 test examples, and the whole run from PDFs to evaluation 1 h 38 min
+# (10 per paper: 54 minutes, 141 / 16 / 42). The stage resumes where it stopped if interrupted, and
+# a larger --max-per-paper extends it (data/qa: 40 a paper). Publish is a dry run unless PUSH=1.
 $PY -m build all --preset cpu --papers "$PAPERS" --out "$OUT" --generator teacher --max-per-paper 8 \
     ${MODEL_REPO:+--model-repo "$MODEL_REPO"} ${INDEX_REPO:+--index-repo "$INDEX_REPO"} ${PUSH:+--push}
 # the preference loop, with the automatic annotator in place of experts (their ratings go into the same
