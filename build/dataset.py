@@ -86,9 +86,9 @@ def _pick(paper_chunks: list[Chunk], n: int | None, done: dict) -> list[Chunk]:
 def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report: Report,
                  max_per_paper: int | None = None, minutes: float | None = None) -> list[dict]:
     """Generate QA per chunk, appending to `cache` as it goes; chunks already there are skipped
-    (an endpoint's failure is asked again), so an interrupted run resumes where it stopped. New chunks are asked for one paper after another
-    in turn, so that a run stopped early, or after `minutes`, leaves every paper its share; the pairs
-    written so far are returned either way."""
+    (an endpoint's failure is asked again), so an interrupted run resumes where it stopped. New
+    chunks are asked for one paper after another in turn, so that a run stopped early, or after
+    `minutes`, leaves every paper its share; the pairs written so far are returned either way."""
     from itertools import chain, zip_longest
 
     from tqdm import tqdm
@@ -103,6 +103,7 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
     for c in chunks:
         by_paper.setdefault(c.paper, []).append(c)
     picked = [_pick(paper_chunks, max_per_paper, done) for paper_chunks in by_paper.values()]
+
     def pending(c: Chunk) -> bool:  # never asked, or the endpoint failed (a malformed reply stays)
         return c.chunk_id not in done or done[c.chunk_id].get("error", "").startswith("failed")
 

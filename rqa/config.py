@@ -145,7 +145,7 @@ class Settings:
                                   "question, sources and a cited answer) before the question")
     equation_hint: bool = setting(False, "generation", "where the excerpts hold an equation, ask the model to "
                                   "copy the one that answers, in LaTeX (for the equation check)")
-    # 3 with the floor answered 3 more dev-100 questions than 2 without, in 13 more words (BENCHMARKS)
+    # 3 with the floor answered 3 more dev-100 questions than 2 without, in 12 more words (BENCHMARKS)
     quotes: int = setting(3, "generation", "sentences of the cited sources quoted under the answer, those that best "
                           "match the question (the paper's own words for the fact; 0: none)", (0, 10))
     quote_min_score: float = setting(0.35, "generation", "match with the question (0.5 x cosine + 0.5 x share of "
