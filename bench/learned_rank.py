@@ -11,13 +11,14 @@ installs) learn "is the chunk the question was written from" on the teacher's tr
 questions (data/qa/pairs.jsonl); they are scored on the teacher's test papers and on all the dev
 questions (evidence as bench.retrieval counts it), next to the fused order.
 
-    .venv/bin/python -m bench.learned_rank --index DIR [--data data/qa]
+    .venv/bin/python -m bench.learned_rank --index DIR [--data data/qa] [--set DEV.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -71,7 +72,7 @@ class Features:
                          len(q_pairs & self.pairs[i]) / max(len(q_pairs), 1),
                          sum(w.isdigit() for w in self.words[i]) / max(len(self.words[i]), 1),
                          len(self.words[i]) / 150])
-        return [h.row for h in hits], np.array(rows)
+        return [h.row for h in hits], np.array(rows).reshape(-1, 10)
 
 
 def table(features: Features, items: list[tuple[str, set[int]]]):
@@ -103,7 +104,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("data/qa"))
     ap.add_argument("--set", type=Path, default=DEV)
     args = ap.parse_args()
-    index, settings = load_at(args.index), Settings()
+    index = load_at(args.index)
+    settings = dataclasses.replace(Settings(), reranker="")  # the fused order, whatever RQA_RERANKER says
     features = Features(index, settings)
     row = {c.chunk_id: i for i, c in enumerate(index.chunks)}
     pairs = [json.loads(line) for line in (args.data / "pairs.jsonl").read_text().splitlines() if line.strip()]
