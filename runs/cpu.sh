@@ -9,7 +9,7 @@ OUT=${OUT:-out/cpu}
 PAPERS=${PAPERS:-../shared/corpus/papers}
 
 # The teacher (Qwen2.5-Coder-1.5B-Instruct behind the vendored llama-server) writes one QA pair
-# per chunk, the largest stage: 6.7 a minute on 2 cores shared with other work. Behind llama-cpp-
+# per chunk, the largest stage: 7.4 a minute on 2 idle cores (data/qa's last run). Behind llama-cpp-
 # python's server (5.4 a minute) 8 chunks per paper, spread over each paper, took 42 minutes and gave
 # about 110 train / 12 val / 35 test examples, and the whole run from PDFs to evaluation 1 h 38 min
 # (10 per paper: 54 minutes, 141 / 16 / 42). The stage resumes where it stopped if interrupted, and
