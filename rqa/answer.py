@@ -252,7 +252,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
         answer.notices.append("The model returned an empty answer.")
     # The paper's own sentences for the fact, after the checks: they judge what the model wrote.
     answer.quotes = quote_sentences(question, {c.n: c.hit.chunk.text for c in citations}, settings.quotes, shown,
-                                    settings.quote_min_score)
+                                    settings.quote_min_score, settings.quote_answer_weight)
     for q in answer.quotes:
         q.sentence = remove_links(q.sentence, hits)[0]
     answer.text += answer.quote_text

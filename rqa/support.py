@@ -166,15 +166,19 @@ def semantic_scores(question: str, sentences: list[str]) -> list[float]:
 
 
 def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str = "",
-                    min_score: float = 0.0) -> list[Quote]:
+                    min_score: float = 0.0, answer_weight: float = 0.0) -> list[Quote]:
     """The k sentences of the given sources (number -> text) that best match the question
-    (semantic_scores). Not quoted: a sentence sharing no content word with the question, one the
-    answer already holds word for word, one that speaks to the model (planted instructions, URLs)
-    or carries markup, and after the best one, any scoring below min_score (a weak match is more
-    often another topic that shares a word than the fact)."""
+    (semantic_scores), plus answer_weight x the share of the answer's own content words (those not
+    in the question, citation markers aside) that a sentence holds: of two sentences matching the
+    question alike, the one that backs what the answer says (its numbers, its names) is quoted.
+    Not quoted: a sentence sharing no content word with the question, one the answer already holds
+    word for word, one that speaks to the model (planted instructions, URLs) or carries markup, and
+    after the best one, any scoring below min_score (a weak match is more often another topic that
+    shares a word than the fact)."""
     if k <= 0:
         return []
     wanted, said = set(tokenize(question)), f" {' '.join(tokenize(answer))} "
+    claimed = set(tokenize(CITATION_RE.sub(" ", answer))) - wanted
     candidates = []
     for n, text in sources.items():
         for a, b in sentence_spans(text):
@@ -184,11 +188,15 @@ def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str 
                     and not _MARKUP.search(sentence) and f" {' '.join(words)} " not in said:
                 candidates.append((n, sentence))
     scores = semantic_scores(question, [s for _, s in candidates])
+    ranking = scores  # the floor stays on the match with the question: the answer may be wrong
+    if claimed and answer_weight:
+        ranking = [score + answer_weight * len(claimed & set(tokenize(s))) / len(claimed)
+                   for score, (_, s) in zip(scores, candidates)]
     out: list[Quote] = []
-    for i in sorted(range(len(candidates)), key=scores.__getitem__, reverse=True):
+    for i in sorted(range(len(candidates)), key=ranking.__getitem__, reverse=True):
         n, sentence = candidates[i]
         if out and scores[i] < min_score:
-            break
+            continue
         if all(q.sentence != sentence for q in out):  # chunks overlap: the same sentence twice
             out.append(Quote(n, sentence, round(scores[i], 4)))
         if len(out) == k:

@@ -10,6 +10,7 @@ from rqa.llm import FORMATS
 from rqa.prompt import STYLES, build_messages
 from rqa.ratelimit import RateLimiter
 from rqa.search import retrieve
+from rqa.support import quote_sentences
 from rqa.types import Chunk, Hit
 
 
@@ -305,6 +306,20 @@ def test_the_cited_sources_sentences_that_hold_the_fact_are_quoted_under_the_ans
     assert finish(question, "Adam is an optimizer.", hits[1:], "m", Settings(), None, [], {}).quotes == []
     assert finish(question, "Adam uses a small learning rate [1].", hits, "m", Settings(quotes=0), None, [],
                   {}).text == "Adam uses a small learning rate [1]."
+
+
+def test_of_two_sentences_matching_the_question_the_one_backing_the_answer_is_quoted():
+    lora = hit(1, "LoRA performs well on WikiSQL compared with the adapter baselines on GPT-3. "
+                  "Table 4 reports WikiSQL accuracy of 73.4 for LoRA with 4.7M trainable parameters.", paper="2106.09685")
+    question = "What WikiSQL accuracy does LoRA reach on GPT-3?"
+    said = "LoRA reaches 73.4 with 4.7M trainable parameters [1]."
+    first = lambda weight: finish(question, said, [lora], "m", Settings(quotes=1, quote_answer_weight=weight),
+                                  None, [], {}).quotes[0].sentence
+    assert first(0.0).startswith("LoRA performs well")  # the question alone prefers the looser match
+    assert first(0.5).startswith("Table 4 reports")  # the sentence holding the answer's numbers
+    # the answer's citation markers are not its words: "[4]" does not pull the sentence holding "Table 4"
+    quoted = quote_sentences(question, {4: lora.chunk.text}, 1, "It is high [4].", answer_weight=0.5)
+    assert quoted[0].sentence.startswith("LoRA performs well")
 
 
 def test_a_quote_drops_the_papers_reference_markers_and_never_reads_as_a_citation():
