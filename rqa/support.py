@@ -173,8 +173,8 @@ def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str 
     question alike, the one that backs what the answer says (its numbers, its names) is quoted.
     Not quoted: a sentence sharing no content word with the question, one the answer already holds
     word for word, one that speaks to the model (planted instructions, URLs) or carries markup, and
-    after the best one, any scoring below min_score (a weak match is more often another topic that
-    shares a word than the fact)."""
+    but for the best match with the question, any matching it below min_score (a weak match is more
+    often another topic that shares a word than the fact)."""
     if k <= 0:
         return []
     wanted, said = set(tokenize(question)), f" {' '.join(tokenize(answer))} "
@@ -193,9 +193,10 @@ def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str 
         ranking = [score + answer_weight * len(claimed & set(tokenize(s))) / len(claimed)
                    for score, (_, s) in zip(scores, candidates)]
     out: list[Quote] = []
+    best = max(range(len(scores)), key=scores.__getitem__, default=-1)  # the one exempt from the floor
     for i in sorted(range(len(candidates)), key=ranking.__getitem__, reverse=True):
         n, sentence = candidates[i]
-        if out and scores[i] < min_score:
+        if scores[i] < min_score and i != best:
             continue
         if all(q.sentence != sentence for q in out):  # chunks overlap: the same sentence twice
             out.append(Quote(n, sentence, round(scores[i], 4)))

@@ -290,8 +290,8 @@ def test_the_cited_sources_sentences_that_hold_the_fact_are_quoted_under_the_ans
     # the checks judge the model's words: 0.001 is quoted, not claimed by the model
     assert [n.number for n in answer.numbers] == []
     assert answer.to_json()["quotes"][0]["n"] == 1
-    two = finish(question, "Adam uses a small learning rate [1].", hits, "m", Settings(quotes=5, quote_min_score=0),
-                 None, [], {})
+    two = finish(question, "Adam uses a small learning rate [1].", hits, "m",
+                 Settings(quotes=5, quote_min_score=0, quote_answer_weight=0), None, [], {})
     # planted instructions and markup share the question's words but are never quoted
     assert len(two.quotes) == 3 and not any("PWNED" in q.sentence or "javascript" in q.sentence for q in two.quotes)
     # only the cited sources are quoted; no quotes when the answer cites nothing, or with quotes=0
@@ -299,7 +299,7 @@ def test_the_cited_sources_sentences_that_hold_the_fact_are_quoted_under_the_ans
     # a floor on the match keeps the best sentence and drops the weaker ones
     scores = [q.score for q in two.quotes]
     floored = finish(question, "Adam uses a small learning rate [1].", hits, "m",
-                     Settings(quotes=5, quote_min_score=(scores[0] + scores[1]) / 2), None, [], {})
+                     Settings(quotes=5, quote_min_score=(scores[0] + scores[1]) / 2, quote_answer_weight=0), None, [], {})
     assert floored.quotes == two.quotes[:1]
     assert finish(question, "Adam uses a small learning rate [1].", hits, "m", Settings(quotes=5, quote_min_score=1.0),
                   None, [], {}).quotes == two.quotes[:1]
@@ -317,8 +317,11 @@ def test_of_two_sentences_matching_the_question_the_one_backing_the_answer_is_qu
                                   None, [], {}).quotes[0].sentence
     assert first(0.0).startswith("LoRA performs well")  # the question alone prefers the looser match
     assert first(0.5).startswith("Table 4 reports")  # the sentence holding the answer's numbers
+    # the floor stays on the match with the question: a sentence below it is not quoted for the answer's words
+    floor = max(q.score for q in quote_sentences(question, {1: lora.chunk.text}, 2, said))
+    assert [q.sentence[:5] for q in quote_sentences(question, {1: lora.chunk.text}, 2, said, floor, 1.0)] == ["LoRA "]
     # the answer's citation markers are not its words: "[4]" does not pull the sentence holding "Table 4"
-    quoted = quote_sentences(question, {4: lora.chunk.text}, 1, "It is high [4].", answer_weight=0.5)
+    quoted = quote_sentences(question, {4: lora.chunk.text}, 1, "It is high [4].", answer_weight=1.0)
     assert quoted[0].sentence.startswith("LoRA performs well")
 
 
