@@ -173,8 +173,8 @@ def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str 
     question alike, the one that backs what the answer says (its numbers, its names) is quoted.
     Not quoted: a sentence sharing no content word with the question, one the answer already holds
     word for word, one that speaks to the model (planted instructions, URLs) or carries markup, and
-    but for the best match with the question, any matching it below min_score (a weak match is more
-    often another topic that shares a word than the fact)."""
+    any matching the question below min_score, the best match excepted (a weak match is more often
+    another topic that shares a word than the fact)."""
     if k <= 0:
         return []
     wanted, said = set(tokenize(question)), f" {' '.join(tokenize(answer))} "
@@ -186,16 +186,16 @@ def quote_sentences(question: str, sources: dict[int, str], k: int, answer: str 
             words = tokenize(sentence)
             if len(words) >= 3 and wanted & set(words) and not _INSTRUCTION.search(sentence) \
                     and not _MARKUP.search(sentence) and f" {' '.join(words)} " not in said:
-                candidates.append((n, sentence))
-    scores = semantic_scores(question, [s for _, s in candidates])
+                candidates.append((n, sentence, set(words)))
+    scores = semantic_scores(question, [s for _, s, _ in candidates])
     ranking = scores  # the floor stays on the match with the question: the answer may be wrong
     if claimed and answer_weight:
-        ranking = [score + answer_weight * len(claimed & set(tokenize(s))) / len(claimed)
-                   for score, (_, s) in zip(scores, candidates)]
+        ranking = [score + answer_weight * len(claimed & words) / len(claimed)
+                   for score, (_, _, words) in zip(scores, candidates)]
     out: list[Quote] = []
     best = max(range(len(scores)), key=scores.__getitem__, default=-1)  # the one exempt from the floor
     for i in sorted(range(len(candidates)), key=ranking.__getitem__, reverse=True):
-        n, sentence = candidates[i]
+        n, sentence, _ = candidates[i]
         if scores[i] < min_score and i != best:
             continue
         if all(q.sentence != sentence for q in out):  # chunks overlap: the same sentence twice
