@@ -9,7 +9,9 @@ evaluation all go through it.
 
 Attribution: a sentence the model left without a citation, or citing only sources that support it
 clearly less than another one does, gets the number of its best-supporting source appended (the
-support check scores every sentence against every source; the source must pass the threshold). The Answer
+support check scores every sentence against every source; the source must pass the threshold); a
+sentence stating a number its cited sources do not hold also cites the retrieved source that does
+(the numbers check looks each number up; `attribute_numbers`). The Answer
 keeps what the model wrote (`model_text`) apart from what is shown (`text`), and each citation
 says whether the model wrote it or rqa attributed it.
 """
@@ -20,6 +22,7 @@ import contextlib
 import html
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -30,7 +33,7 @@ from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.expand import expand
 from rqa.index import Index
 from rqa.llm import Models
-from rqa.numbers import NumberCheck, check_numbers
+from rqa.numbers import NumberCheck, check_numbers, distinctive
 from rqa.prompt import build_messages
 from rqa.support import SUPPORT_EMBEDDER, Quote, SentenceSupport, check_support, quote_sentences, supporting_sentences
 from rqa.text import cited_numbers
@@ -235,6 +238,11 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     support = check_support(text, sources, SUPPORT_EMBEDDER, settings.support_threshold, source_vectors) \
         if text else []
     shown, attributed = attribute(text, support, len(hits))
+    checks = check_numbers(shown, sources, question)
+    if settings.attribute_numbers and any(not c.found for c in checks):
+        shown, more = attribute_numbers(shown, support, checks)
+        attributed |= more
+        checks = check_numbers(shown, sources, question)
     numbers = cited_numbers(shown)
     citations = [Citation(n, hits[n - 1], "attributed" if n in attributed else "model")
                  for n in numbers if 1 <= n <= len(hits)]
@@ -245,7 +253,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
                     support=support, notices=list(notices), timings=timings, model_text=model_text)
     for c in citations:
         c.highlights = supporting_sentences(c.hit.chunk.text, [s.sentence for s in support if c.n in cited_numbers(s.sentence)])
-    answer.numbers = check_numbers(shown, sources, question)
+    answer.numbers = checks
     if text and sympy is not None:
         answer.equations = check_equations(text, sources, sympy)
     if not model_text:
@@ -286,14 +294,44 @@ def attribute(text: str, support: list[SentenceSupport], n_sources: int) -> tupl
         own = [n for n in cited_numbers(s.sentence) if 1 <= n <= len(s.scores)]
         if s.source in own or (own and max(s.scores[n - 1] for n in own) >= s.score - ATTRIBUTION_MARGIN):
             continue
-        at = text.find(s.sentence)
-        if at < 0:
+        text, cited = _cite(text, s.sentence, s.source)
+        if cited is None:
             continue
-        core = s.sentence.rstrip()
-        cut = len(core) - 1 if core[-1] in ".!?" else len(core)
-        marker = f" [{s.source}]"
-        text = text[:at + cut] + marker + text[at + cut:]
-        s.sentence = core[:cut] + marker + core[cut:]
+        s.sentence = cited
         if s.source not in written:
             added.add(s.source)
     return text, added
+
+
+def attribute_numbers(text: str, support: list[SentenceSupport], checks: list[NumberCheck]) -> tuple[str, set[int]]:
+    """Append [n] to each sentence stating a distinctive number (rqa.numbers.distinctive) that none
+    of its cited sources holds and source n does: the source the number came from (of several, the
+    one holding most of the sentence's missing numbers, then the first retrieved; again while a
+    missing number is held by another). A number no source holds stays flagged. Returns the text
+    and the numbers only rqa cited."""
+    written = set(cited_numbers(text))
+    added: set[int] = set()
+    for s in support:
+        missing = [c for c in checks if c.sentence == s.sentence and not c.found and distinctive(c.number)]
+        while holders := Counter(n for c in missing for n in c.held_by):
+            best = min(holders, key=lambda n: (-holders[n], n))
+            text, cited = _cite(text, s.sentence, best)
+            if cited is None:
+                break
+            s.sentence = cited
+            missing = [c for c in missing if best not in c.held_by]
+            if best not in written:
+                added.add(best)
+    return text, added
+
+
+def _cite(text: str, sentence: str, n: int) -> tuple[str, str | None]:
+    """text with [n] appended to sentence (before its full stop), and the sentence as it now reads;
+    None when the sentence is not in text."""
+    at = text.find(sentence)
+    if at < 0:
+        return text, None
+    core = sentence.rstrip()
+    cut = len(core) - 1 if core[-1] in ".!?" else len(core)
+    marker = f" [{n}]"
+    return text[:at + cut] + marker + text[at + cut:], core[:cut] + marker + core[cut:]

@@ -15,7 +15,7 @@ number the question states ("SQuAD 2.0"), which the answer repeats rather than t
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from rqa.equations import LATEX_RE
 from rqa.support import answer_sentences, instruction_sentences
@@ -49,6 +49,7 @@ class NumberCheck:
     number: str  # as the answer wrote it
     sources: list[int]  # the sources it was looked up in (1-based)
     found: bool
+    held_by: list[int] = field(default_factory=list)  # every source that holds it, cited or not (1-based)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -106,9 +107,19 @@ def check_numbers(answer: str, sources: list[str], question: str = "") -> list[N
         counted = masked[start:start + len(sentence)] if start >= 0 else sentence
         at = start + len(sentence) if start >= 0 else at
         for written, value in numbers(counted):
-            found = any(_same(value, v) for n in look_in for v in values[n - 1])
-            checks.append(NumberCheck(sentence, written, look_in, found))
+            held_by = [n for n in range(1, len(sources) + 1) if any(_same(value, v) for v in values[n - 1])]
+            checks.append(NumberCheck(sentence, written, look_in, any(n in held_by for n in look_in), held_by))
     return checks
+
+
+def distinctive(written: str) -> bool:
+    """Two significant digits or more ("0.045", "192", "10,000"): a value that seldom occurs in a
+    source by chance, unlike "1", "0.5" or "2.0", so finding it there says where it came from."""
+    mantissa = re.split(r"[eE×x·*^]", written)[0]
+    digits = re.sub(r"\D", "", mantissa).lstrip("0")
+    if "." in mantissa:
+        digits = digits.rstrip("0")
+    return len(digits) >= 2
 
 
 def _named_in(question: str) -> re.Pattern | None:

@@ -70,8 +70,8 @@ def render_checks(answer: Answer) -> str:
                      f"steers the search, not an answer): *{guess}*")
     attributed = [c.n for c in answer.citations if c.origin == "attributed"]
     if attributed:
-        lines.append("**Citations added by rqa** (the support check found these sources hold sentences the model "
-                     "left uncited or cited elsewhere): " + ", ".join(f"[{n}]" for n in attributed))
+        lines.append("**Citations added by rqa** (these sources hold sentences, or numbers, the model left uncited "
+                     "or cited elsewhere): " + ", ".join(f"[{n}]" for n in attributed))
     if answer.support:
         unsupported = [s for s in answer.support if not s.supported]
         lines.append(f"**Support:** {len(answer.support) - len(unsupported)}/{len(answer.support)} sentences supported "

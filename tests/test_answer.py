@@ -112,6 +112,21 @@ def test_attribution_cites_supported_sentences_the_model_left_uncited():
     assert answer.citations[0].highlights == [HITS[0].chunk.text]
 
 
+def test_a_number_only_an_uncited_source_holds_gets_that_source_cited():
+    hits = [hit(1, "Table 2: 28.4 and 41.8."),
+            hit(2, "Optimizer: 4,000 steps; 6 layers."),
+            hit(3, "The big model reaches its best BLEU on EN-FR and on EN-DE after the warmup steps.")]
+    text = ("The big model reaches 41.8 BLEU on EN-FR after 4,000 warmup steps [3]. "
+            "The big model stacks 6 layers and reaches 40.2 BLEU on EN-DE [3].")
+    off = finish("q", text, hits, "m", Settings(attribute_numbers=False), None, [], {})
+    assert off.body == text and off.checks()["unsourced_numbers"] == ["41.8", "4,000", "6", "40.2"]
+    answer = finish("q", text, hits, "m", Settings(), None, [], {})
+    # each missing number's source is cited, by rqa; a "6" proves nothing; 40.2 is in no source
+    assert answer.body == text.replace("steps [3].", "steps [3] [1] [2].")
+    assert {c.n: c.origin for c in answer.citations} == {1: "attributed", 2: "attributed", 3: "model"}
+    assert answer.checks()["unsourced_numbers"] == ["6", "40.2"] and answer.model_text == text
+
+
 def test_fragments_and_empty_answers_are_never_supported():
     answer = finish("q", "The Transformer base model uses $h =", HITS, "m", Settings(), None, [], {})
     assert answer.support and not any(s.supported for s in answer.support)
