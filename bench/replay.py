@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from bench.common import DEV, dev_questions
-from rqa.answer import finish
+from rqa.answer import finish, stored_vectors
 from rqa.collection import load_at
 from rqa.config import Settings
 from rqa.metrics import score_answer, summarize_answers
@@ -34,7 +34,8 @@ def replay(rows: list[dict], questions: dict, index, settings: Settings) -> dict
     for r in rows:
         q = questions[r["id"]]
         hits = retrieve(index, r["question"], settings, expansion=r.get("expansion", ""))
-        answer = finish(r["question"], r["model_text"].strip(), hits, r["model"], settings, None, [], {})
+        answer = finish(r["question"], r["model_text"].strip(), hits, r["model"], settings, None, [], {},
+                        stored_vectors(index, hits))  # as the app's answer path: the same support scores
         scored.append(score_answer(q, answer))
         words.append(len(answer.text.split()))
         by_type.setdefault(q["type"], []).append(scored[-1]["correct"])

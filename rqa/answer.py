@@ -168,12 +168,8 @@ class AnswerStream:
                 yield piece
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)
-        # the stored vectors serve the support check only when they come from its calibrated embedder
-        reuse = self.hits and self.hits[0].row >= 0 and (self.index.embedder == SUPPORT_EMBEDDER or
-                                                          fingerprint(self.index.embedder) == fingerprint(SUPPORT_EMBEDDER))
-        vectors = self.index.embeddings[[h.row for h in self.hits]] if reuse else None
         self.answer = finish(self.question, "".join(pieces).strip(), self.hits, self.model.name, self.settings,
-                             self.sympy, self.notices, self.timings, vectors)
+                             self.sympy, self.notices, self.timings, stored_vectors(self.index, self.hits))
         self.answer.expansion = self.expansion
         self.answer.adapter = self.model.adapter_name
 
@@ -182,6 +178,14 @@ class AnswerStream:
         for _ in self:
             pass
         return self.answer
+
+
+def stored_vectors(index: Index, hits: list[Hit]):
+    """The hits' embeddings as the index stores them, for the support check, or None: they serve it
+    only when they come from its calibrated embedder (else finish encodes the sources itself)."""
+    reuse = hits and hits[0].row >= 0 and (index.embedder == SUPPORT_EMBEDDER or
+                                           fingerprint(index.embedder) == fingerprint(SUPPORT_EMBEDDER))
+    return index.embeddings[[h.row for h in hits]] if reuse else None
 
 
 def source_chars(settings: Settings, n_sources: int) -> int:
