@@ -51,7 +51,7 @@ ABSTAIN_RE = re.compile(r"(sources?|context|documents?|excerpts?|provided (text|
 class Citation:
     n: int
     hit: Hit
-    origin: str = "model"  # "model": written by the model; "attributed": added by rqa's support check
+    origin: str = "model"  # "model": written by the model; "attributed": added by rqa (support or numbers check)
     highlights: list[str] = field(default_factory=list)  # exact sentences of the chunk that support the answer
 
     def to_json(self) -> dict:
@@ -244,7 +244,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
     shown, attributed = attribute(text, support, len(hits))
     checks = check_numbers(shown, sources, question)
     if settings.attribute_numbers and any(not c.found for c in checks):
-        shown, more = attribute_numbers(shown, support, checks)
+        shown, more = attribute_numbers(shown, support, checks, len(hits))
         attributed |= more
         checks = check_numbers(shown, sources, question)
     numbers = cited_numbers(shown)
@@ -292,49 +292,60 @@ def attribute(text: str, support: list[SentenceSupport], n_sources: int) -> tupl
     ATTRIBUTION_MARGIN). Returns the text and the numbers only rqa cited."""
     written = set(cited_numbers(text))
     added: set[int] = set()
+    at = 0
     for s in support:
-        if not s.supported or s.source is None or not 1 <= s.source <= n_sources:
+        found = text.find(s.sentence, at)  # in order: a sentence may repeat an earlier one
+        if found < 0:
             continue
+        at = found
         own = [n for n in cited_numbers(s.sentence) if 1 <= n <= len(s.scores)]
-        if s.source in own or (own and max(s.scores[n - 1] for n in own) >= s.score - ATTRIBUTION_MARGIN):
-            continue
-        text, cited = _cite(text, s.sentence, s.source)
-        if cited is None:
-            continue
-        s.sentence = cited
-        if s.source not in written:
-            added.add(s.source)
+        if s.supported and s.source is not None and 1 <= s.source <= n_sources and s.source not in own and \
+                not (own and max(s.scores[n - 1] for n in own) >= s.score - ATTRIBUTION_MARGIN):
+            text, s.sentence = _cite(text, at, s.sentence, s.source)
+            if s.source not in written:
+                added.add(s.source)
+        at += len(s.sentence)
     return text, added
 
 
-def attribute_numbers(text: str, support: list[SentenceSupport], checks: list[NumberCheck]) -> tuple[str, set[int]]:
+def attribute_numbers(text: str, support: list[SentenceSupport], checks: list[NumberCheck],
+                      n_sources: int) -> tuple[str, set[int]]:
     """Append [n] to each sentence stating a distinctive number (rqa.numbers.distinctive) that none
     of its cited sources holds and source n does: the source the number came from (of several, the
     one holding most of the sentence's missing numbers, then the first retrieved; again while a
-    missing number is held by another). A number no source holds stays flagged. Returns the text
-    and the numbers only rqa cited."""
+    missing number is held by another). A number no source holds stays flagged. `checks` are
+    check_numbers' of `text`, in the order of `support`'s sentences. Returns the text and the
+    numbers only rqa cited."""
     written = set(cited_numbers(text))
     added: set[int] = set()
+    at, i = 0, 0
     for s in support:
-        missing = [c for c in checks if c.sentence == s.sentence and not c.found and distinctive(c.number)]
-        while holders := Counter(n for c in missing for n in c.held_by):
+        mine = []
+        while i < len(checks) and checks[i].sentence == s.sentence:
+            mine.append(checks[i])
+            i += 1
+        found = text.find(s.sentence, at)
+        if found < 0:
+            continue
+        at = found
+        need = [c.held_by for c in mine if not c.found and distinctive(c.number)]
+        if any(need) and not [n for n in cited_numbers(s.sentence) if 1 <= n <= n_sources]:
+            # It cites nothing itself, so its numbers were looked up in every source the answer cites;
+            # once it cites one, only that is: the sources that held its other numbers are cited too.
+            need += [[n for n in c.held_by if n in c.sources] for c in mine if c.found]
+        while holders := Counter(n for held in need for n in held):
             best = min(holders, key=lambda n: (-holders[n], n))
-            text, cited = _cite(text, s.sentence, best)
-            if cited is None:
-                break
-            s.sentence = cited
-            missing = [c for c in missing if best not in c.held_by]
+            text, s.sentence = _cite(text, at, s.sentence, best)
+            need = [held for held in need if best not in held]
             if best not in written:
                 added.add(best)
+        at += len(s.sentence)
     return text, added
 
 
-def _cite(text: str, sentence: str, n: int) -> tuple[str, str | None]:
-    """text with [n] appended to sentence (before its full stop), and the sentence as it now reads;
-    None when the sentence is not in text."""
-    at = text.find(sentence)
-    if at < 0:
-        return text, None
+def _cite(text: str, at: int, sentence: str, n: int) -> tuple[str, str]:
+    """text with [n] appended to the sentence that starts at `at` (before its full stop), and the
+    sentence as it now reads."""
     core = sentence.rstrip()
     cut = len(core) - 1 if core[-1] in ".!?" else len(core)
     marker = f" [{n}]"

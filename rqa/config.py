@@ -160,9 +160,9 @@ class Settings:
     # --- checks
     support_threshold: float = setting(0.45, "checks", "support score from which an answer sentence counts "
                                        "as supported (docs/BENCHMARKS.md)", (0.0, 1.0))
-    attribute_numbers: bool = setting(True, "checks", "a sentence stating a number (two significant digits or "
-                                      "more) that none of its cited sources holds also cites the retrieved source "
-                                      "that does; a number no source holds stays flagged")
+    attribute_numbers: bool = setting(True, "checks", "a sentence stating a number of two digits or more "
+                                      "(leading zeros aside: 0.045, 192) that none of its cited sources holds also "
+                                      "cites the retrieved source that does; a number no source holds stays flagged")
     sympy_timeout_s: float = setting(2.0, "checks", "seconds one equation check may take", (0.1, 60.0))
     # --- bounds on what users send
     max_question_chars: int = setting(2000, "limits", "longest question answered, in characters (chat and API "

@@ -113,8 +113,11 @@ def check_numbers(answer: str, sources: list[str], question: str = "") -> list[N
 
 
 def distinctive(written: str) -> bool:
-    """Two significant digits or more ("0.045", "192", "10,000"): a value that seldom occurs in a
-    source by chance, unlike "1", "0.5" or "2.0", so finding it there says where it came from."""
+    """Two digits or more once leading zeros, and a decimal's trailing zeros, are dropped ("0.045",
+    "192", "500", "4.82"): a value that seldom occurs in a source by chance, unlike "6", "0.5",
+    "2.0" or a bare power of ten, so finding it there says where it came from."""
+    if re.match(r"10\s*\^", written):
+        return False
     mantissa = re.split(r"[eE×x·*^]", written)[0]
     digits = re.sub(r"\D", "", mantissa).lstrip("0")
     if "." in mantissa:

@@ -127,6 +127,34 @@ def test_a_number_only_an_uncited_source_holds_gets_that_source_cited():
     assert answer.checks()["unsourced_numbers"] == ["6", "40.2"] and answer.model_text == text
 
 
+def test_numbers_are_attributed_sentence_by_sentence_in_order():
+    from rqa.answer import attribute_numbers
+    from rqa.numbers import check_numbers
+    from rqa.support import SentenceSupport, answer_sentences
+
+    def attributed(text, sources):
+        support = [SentenceSupport(s, 0.0, None, False) for s in answer_sentences(text)]
+        return attribute_numbers(text, support, check_numbers(text, sources), len(sources))
+
+    sources = ["Table: 28.4 BLEU.", "Other: 41.8 BLEU and 27.3 BLEU.", "Row: 41.8 BLEU."]
+    # a sentence citing nothing was looked up in every cited source; once it cites [2] it still
+    # cites the source of its other number, so nothing found before is lost
+    text = "The base model gets 28.4 BLEU [1]. The big model also gets 41.8 and 28.4 on the test sets."
+    shown, added = attributed(text, sources)
+    assert shown == "The base model gets 28.4 BLEU [1]. The big model also gets 41.8 and 28.4 on the test sets [1] [2]."
+    assert added == {2} and all(c.found for c in check_numbers(shown, sources))
+    # the source holding more of the missing numbers wins over the first retrieved
+    shown, _ = attributed("It gets 41.8 and 27.3 BLEU [1].", sources)
+    assert shown == "It gets 41.8 and 27.3 BLEU [1] [2]."
+    # a sentence repeating an earlier one, citations after the full stop: each gets its own marker
+    text = "In short, it gets 41.8 on the test set. [1] It gets 41.8 on the test set. [1]"
+    shown, added = attributed(text, sources)
+    assert shown == "In short, it gets 41.8 on the test set. [1] [2] It gets 41.8 on the test set. [1] [2]"
+    # a source the model cites elsewhere is not one rqa added
+    shown, added = attributed("It gets 41.8 BLEU [1]. The other row is 27.3 BLEU [2].", sources)
+    assert shown.startswith("It gets 41.8 BLEU [1] [2].") and added == set()
+
+
 def test_fragments_and_empty_answers_are_never_supported():
     answer = finish("q", "The Transformer base model uses $h =", HITS, "m", Settings(), None, [], {})
     assert answer.support and not any(s.supported for s in answer.support)
