@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from build.export import merge
-from build.presets import Preset, load_preset_tokenizer, lora_config
+from build.presets import Preset, bf16_autocast, load_preset_tokenizer, lora_config
 from rqa.errors import UserError
 
 
@@ -40,7 +40,7 @@ def train_dpo(preferences_dir: Path, sft_run: Path, out_dir: Path, preset: Prese
         adam_beta2=preset.betas[1], optim=preset.optim, warmup_steps=min(preset.warmup_steps, 2), lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": preset.min_lr}, num_train_epochs=1, max_steps=preset.max_steps,
         max_length=preset.max_length, fp16=preset.fp16, save_strategy="no", logging_steps=1, report_to=[],
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0)
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0, bf16=bf16_autocast(preset))
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=lora_config(preset))
     result = trainer.train()

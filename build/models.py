@@ -7,6 +7,8 @@ One place (rqa.models) resolves an offline model for the app and the pipeline al
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from rqa.models import OFFLINE_MODELS, offline_model_path
@@ -24,13 +26,28 @@ def load_tokenizer(base: str):
     from transformers import AutoTokenizer
 
     path = _gguf(base)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name) if path \
-        else AutoTokenizer.from_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(str(_tokenizer_folder(path))) if path else AutoTokenizer.from_pretrained(base)
     if not tok.chat_template:
         raise UserError(f"base {base} has no chat template: the fine-tune is trained and served in chat turns")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _tokenizer_folder(gguf: Path) -> Path:
+    """The GGUF's tokenizer saved as transformers' files beside it, once: reading a 151k-token
+    vocabulary out of the GGUF takes about 40 s on 2 cores, the saved files under a second."""
+    from transformers import AutoTokenizer
+
+    folder = gguf.with_name(f"{gguf.stem}-tokenizer")
+    if not (folder / "tokenizer_config.json").is_file():
+        partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))  # one per writer
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(partial))
+        try:
+            partial.rename(folder)
+        except OSError:  # another process saved it first
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def base_config(base: str):

@@ -12,9 +12,9 @@
         (docs/BENCHMARKS.md): the 3B shape at 4 x 4096 tokens peaks at 10.0 GiB reserved, inside a
         16 GB T4; the real 1.5B weights train 20 steps with finite fp16 losses.
   cpu   the same LoRA on the same model family: Qwen2.5-Coder-0.5B-Instruct from the offline GGUF
-        (dequantized to fp32 weights; TRL's SFTConfig computes in bf16 autocast by default, and
-        train_metrics.json records the mode that ran), so target modules, chat template and export
-        path are the t4 preset's.
+        (dequantized to fp32 weights; bf16 autocast where the CPU has bf16 instructions, fp32
+        where it would be emulated, and train_metrics.json records the mode that ran), so target
+        modules, chat template and export path are the t4 preset's.
         Dropout 0.1 and betas (0.9, 0.95) as the issue's recipe asks; lr 2e-4 because 2.5e-5 barely
         moves in a few dozen steps; batch 1 x 4 accumulation because the app's prompt with five sources is
         about 900 tokens (max length 1280 keeps the longest whole); two passes over the data with the
@@ -86,6 +86,19 @@ def lora_config(preset: Preset):
 
     return LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                       bias=preset.lora_bias, target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
+
+
+def bf16_autocast(preset: Preset) -> bool | None:
+    """The `bf16` argument of TRL's SFT and DPO configs. None on a GPU or under fp16: TRL's default
+    (bf16 autocast where fp16 is off). On a CPU, bf16 only where the CPU computes it in hardware
+    (AVX-512 BF16 or AMX); elsewhere it is emulated, and a tiny-preset step took 20 s against 1 s in
+    fp32 on an AVX2-only CPU."""
+    import torch
+
+    if torch.cuda.is_available() or preset.fp16:
+        return None
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 def load_preset_tokenizer(preset: Preset):

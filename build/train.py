@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from build.models import base_config, load_base_model, tiny_model
-from build.presets import Preset, load_preset_tokenizer, lora_config, preset_with
+from build.presets import Preset, bf16_autocast, load_preset_tokenizer, lora_config, preset_with
 from rqa.errors import UserError
 
 
@@ -180,7 +180,8 @@ def _sft_config(preset: Preset, out_dir: Path):
         save_total_limit=2, load_best_model_at_end=preset.checkpoints, metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=1, report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-        completion_only_loss=True, gradient_checkpointing=preset.gradient_checkpointing, seed=0)
+        completion_only_loss=True, gradient_checkpointing=preset.gradient_checkpointing, seed=0,
+        bf16=bf16_autocast(preset))
 
 
 def _run_metrics(preset: Preset, result, trainer) -> dict:

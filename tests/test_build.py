@@ -279,6 +279,21 @@ def test_interrupted_training_resumes(tmp_path):
     assert metrics["steps"] == 4 and (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
+def test_the_tokenizer_saved_from_the_gguf_is_the_gguf_s_own():
+    from transformers import AutoTokenizer
+
+    from build.models import TINY_TOKENIZER, _gguf, load_tokenizer
+
+    saved, gguf = load_tokenizer(TINY_TOKENIZER), _gguf(TINY_TOKENIZER)
+    own = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    msgs = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is d_k? 31.0·10^{6}, β₂ [1]"},
+            {"role": "assistant", "content": "It is √d [2]."}]
+    assert saved.apply_chat_template(msgs, add_generation_prompt=True) == own.apply_chat_template(msgs, add_generation_prompt=True)
+    text = (ROOT / "README.md").read_text()[:5000]
+    assert saved(text).input_ids == own(text).input_ids and len(saved) == len(own)
+    assert (saved.eos_token, saved.bos_token) == (own.eos_token, own.bos_token)
+
+
 def test_train_cli_takes_another_base_and_reports_the_loop_rate(tmp_path):
     from build.models import TINY_TOKENIZER, load_tokenizer, tiny_model
 
@@ -294,8 +309,10 @@ def test_train_cli_takes_another_base_and_reports_the_loop_rate(tmp_path):
     metrics = json.loads((tmp_path / "run" / "train_metrics.json").read_text())
     assert metrics["preset"]["base"] == str(base) and metrics["preset"]["lora_dropout"] == 0.1  # the cpu recipe
     assert metrics["steps"] == 2 and metrics["eval_runtime_s"] > 0
-    # TRL's SFTConfig turns bf16 autocast on by default where fp16 is off (fp32 weights either way)
-    assert metrics["mixed_precision"] in {"bf16", "no"}
+    # bf16 autocast where the CPU computes bf16 in hardware, else fp32 (fp32 weights either way)
+    from build.presets import PRESETS, bf16_autocast
+
+    assert metrics["mixed_precision"] == ("bf16" if bf16_autocast(PRESETS["cpu"]) else "no")
     assert metrics["loop_tokens_per_s"] > metrics["tokens_per_s"] > 0  # evaluation time left out of the loop rate
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
 
