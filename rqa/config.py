@@ -151,8 +151,8 @@ class Settings:
     quote_min_score: float = setting(0.35, "generation", "match with the question (0.5 x cosine + 0.5 x share of "
                                      "its words) below which a sentence is not quoted, the best one excepted",
                                      (0.0, 1.0))
-    # 0.1 to 0.3 each answered 2 more dev-100 questions than 0 (a table row or sentence backing the
-    # model's numbers, quoted instead of a looser match), none fewer; 0.1 adds the fewest words (BENCHMARKS)
+    # 0.1 answered one more dev-100 question than 0 (a table row backing the model's numbers, quoted
+    # instead of a looser match), none fewer; 0.2 and 0.3 tied 0.1; 0.1 adds the fewest words (BENCHMARKS)
     quote_answer_weight: float = setting(0.1, "generation", "weight of the share of the answer's own words (those "
                                          "not in the question) a sentence holds, added to its match with the "
                                          "question when quotes are chosen: quotes back what the answer says",
