@@ -59,11 +59,11 @@ def test_hard_negatives_never_overlap_the_positive(dataset):
 def test_embedder_stage_trains_and_the_index_keeps_its_embedder(dataset, tmp_path):
     tuned = tmp_path / "embedder"
     run = subprocess.run([sys.executable, "-m", "build", "embedder", "--data", str(dataset), "--out", str(tuned),
-                          "--batch-size", "8", "--max-chunks", "24"], cwd=ROOT, capture_output=True, text=True,
+                          "--batch-size", "8", "--max-chunks", "8"], cwd=ROOT, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tuned / "rqa_embedder.json").read_text())
-    assert metrics["triples"] >= 24 and metrics["question_pairs"] > 0 and metrics["train_loss"] > 0
+    assert metrics["triples"] >= 8 and metrics["question_pairs"] > 0 and metrics["train_loss"] > 0
     from rqa.embed import embed
 
     text = ["How does Adam correct the bias of its moment estimates?"]
