@@ -12,10 +12,11 @@ new extraction changed (or, where it changed none, the math-or-table line a thir
 Each pair was read by hand against the paper (VERDICTS below: did "before" and "after" read right?).
 "Reads right" means: every sub- and superscript of the printed line can be read from the text
 (d_k, not "dk"; 10^{6}, not "106"), and nothing that is not a script is marked as one (a footnote
-mark written as an exponent is wrong). A line whose scripts pdfium's layout cannot give (the
+mark written as an exponent is wrong), and no glyph is a control code or a private-use one (a
+math font's "\x0f" for ϵ). A line whose scripts pdfium's layout cannot give (the
 limits of a big operator, a radical's argument on its own line) reads wrong in both.
 Automatic checks over the whole corpus follow: powers of ten glued to their exponent
-("· 106", "× 1018") and a few known script patterns.
+("· 106", "× 1018"), math-font glyphs left as control codes, and a few known patterns.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ GLUED_POWER_RE = re.compile(r"[·×]\s?10(?:[−-]\d{1,2}|(?!24\b)[1-9]\d?)\b") 
 KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.03762.pdf", "W_i^Q"),
          ("1502.03167.pdf", "31.0 · 10^{6}"), ("1412.6980.pdf", "β_{1}"), ("1412.6980.pdf", "10^{−8}"),
          ("1512.03385.pdf", "11.3×10^{9}"), ("1810.04805.pdf", "BERT_{BASE}"), ("2106.09685.pdf", "W_q"),
-         ("1406.2661.pdf", "p_{data}"), ("2305.14314.pdf", "W^{NF4}")]
+         ("1406.2661.pdf", "p_{data}"), ("2305.14314.pdf", "W^{NF4}"), ("1412.6980.pdf", "ϵ = 10^{−8}"),
+         ("2106.09685.pdf", "|Θ| ≪ |Φ_{0}|")]
+# a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
+CONTROL_RE = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\uf8e5-\uf8fe]")
 
 # (paper, page, start of the "after" line) -> (before reads right, after reads right); read by hand
 # Wrong after: a nested script flattened (E_{z∼pz} for E_{z∼p_z}, V_{𝑇𝑐}, Ret(𝐶_{𝑢}−1) for C_{u−1}),
@@ -97,6 +101,20 @@ VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
     ('2305.14314.pdf', 5, 'data type by estimating the quantiles q_'): (False, True),
     ('alexnet-krizhevsky-2012.pdf', 5, '4This is the reason why the input images'): (True, True),
     ('alexnet-krizhevsky-2012.pdf', 6, 'w_i'): (False, True),
+    # lines the sample took in when math-font glyphs became characters (2026-12-03)
+    ('1406.2661.pdf', 4, '=E_{x∼pdata} [log D^{∗}'): (False, False),
+    ('1412.6980.pdf', 13, 'β_{2}'): (False, True),
+    ('1502.03167.pdf', 4, '∂xb_i'): (False, True),
+    ('1512.03385.pdf', 5, '['): (False, True),
+    ('1803.02999.pdf', 6, 'g_k (product notation, definition of g_k'): (False, True),
+    ('2002.08909.pdf', 4, 'score f(x, z) = Embed_{input}(x)'): (False, True),
+    ('2005.11401.pdf', 3, 'and q(x) a query representation produced'): (False, True),
+    ('2010.11929.pdf', 13, 'R50+ViT-L/32 JFT-300M 7 2 · 10^{−4}'): (False, True),
+    ('2112.04426.pdf', 15, 'Appendix E. For each chunk (the first on'): (False, True),
+    ('2203.02155.pdf', 9, 'r_{θ}(x, y) − β log ('): (False, True),
+    ('2205.14135.pdf', 21, ', . . . , dQ_{𝑇𝑟}'): (False, True),
+    ('2305.14314.pdf', 4, '('): (False, True),
+    ('alexnet-krizhevsky-2012.pdf', 6, 'is the aforementioned random variable. E'): (False, True),
 }
 
 
@@ -172,16 +190,19 @@ def main() -> None:
     changed = [(b, a) for _, _, b, a in rows if b != a]
     print(f"{len(changed)} of the {len(rows)} sampled lines changed")
 
-    glued_b = glued_a = 0
+    glued_b = glued_a = control_b = control_a = 0
     found = {k: [False, False] for k in KNOWN}
     for path in papers:
         b, a = "\n".join(plain_pages(path)), "\n".join(_pdf_pages(path))
         glued_b += len(GLUED_POWER_RE.findall(b))
         glued_a += len(GLUED_POWER_RE.findall(a))
+        control_b += len(CONTROL_RE.findall(b))
+        control_a += len(CONTROL_RE.findall(a))
         for paper, pattern in KNOWN:
             if paper == path.name:
                 found[(paper, pattern)] = [pattern in b, pattern in a]
     print(f"\nautomatic: powers of ten glued to their exponent ('· 106', '×1018'): before {glued_b}, after {glued_a}")
+    print(f"math-font glyphs left as control or private-use codes: before {control_b}, after {control_a}")
     print(f"known script patterns present: before {sum(v[0] for v in found.values())}/{len(found)}, "
           f"after {sum(v[1] for v in found.values())}/{len(found)}")
     for (paper, pattern), (b, a) in found.items():

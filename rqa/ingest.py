@@ -145,8 +145,56 @@ FOOTNOTE_SYMBOLS = set("*\u2217\u2020\u2021\u00a7\u00b6,")  # ∗ † ‡ § ¶
 FOOTNOTE_DIGITS = set("0123456789,")
 
 
+# TeX's math fonts carry no Unicode map for some glyphs, and pdfium then gives their font code as a
+# control character: Adam's "\x0f = 10^{−8}" is ϵ (Computer Modern math italic), LoRA's "|Θ| \x1c |Φ_0|"
+# is ≪ (math symbols), GAN's "E \x14 log D(x) \x15" holds big brackets (math extension). Each font
+# family's code table (TeX's OML, OMS, OMX and AMS-a encodings) gives the character back. The font
+# name, after its subset tag, selects the table: Computer Modern (CMMI10, ...) and the TX fonts
+# (txexs, txsys, ...) that copy its layout. Of a big bracket built from pieces (U+F8EB..F8FE, Adobe's
+# private codes) the top piece stands for the bracket and the others are dropped.
+_OML = dict(enumerate("ΓΔΘΛΞΠΣΥΦΨΩαβγδϵζηθικλμνξπρστυϕχ"))
+_OMS = dict(enumerate("−·×∗÷⋄±∓⊕⊖⊗⊘⊙○∘•≍≡⊆⊇≤≥⪯⪰∼≈⊂⊃≪≫≺≻"))
+_OMX = dict(enumerate("()[]⌊⌋⌈⌉{}⟨⟩|‖/\\()()[]⌊⌋⌈⌉{}⟨⟩/\\"))
+_MSAM = {0x03: "□"}
+_FONT_TABLES = (("CMMI", _OML), ("TXMI", _OML), ("CMSY", _OMS), ("TXSY", _OMS), ("CMEX", _OMX),
+                ("TXEX", _OMX), ("MSAM", _MSAM), ("TXSYA", _MSAM))
+_PIECES = {0xF8EB: "(", 0xF8EE: "[", 0xF8F1: "{", 0xF8F6: ")", 0xF8F9: "]", 0xF8FC: "}"}
+
+
+def _font_glyph(handle, i: int, code: int, raw, name, flags) -> str | None:
+    raw.FPDFText_GetFontInfo(handle, i, name, len(name), flags)
+    font = name.value.decode("latin-1").rsplit("+", 1)[-1].upper()
+    # the longest family prefix wins: TXSYA (AMS symbols) before TXSY
+    table = max((t for t in _FONT_TABLES if font.startswith(t[0])), key=lambda t: len(t[0]), default=None)
+    return table[1].get(code) if table else None
+
+
+def _font_glyphs(text: str, index: list[int], handle, raw) -> tuple[str, list[int]]:
+    """text and its character indices with math-font control codes and bracket pieces written as
+    the characters they draw; a code 0 glyph (a big "(", which the page text leaves out) put back."""
+    import ctypes
+
+    name, flags = ctypes.create_string_buffer(128), ctypes.c_int()
+    out, out_index, prev = [], [], -1
+    for ch, i in zip(text, index):
+        for j in range(prev + 1, i):  # characters the page text left out
+            if raw.FPDFText_GetUnicode(handle, j) == 0 and (g := _font_glyph(handle, j, 0, raw, name, flags)):
+                out.append(g)
+                out_index.append(j)
+        c = ord(ch)
+        if 0xF8EB <= c <= 0xF8FE:
+            ch = _PIECES.get(c, " ")
+        elif c < 0x20 and ch not in "\n\r\t":
+            ch = _font_glyph(handle, i, c, raw, name, flags) or ch
+        out.append(ch)
+        out_index.append(i)
+        prev = i + 1 if c > 0xFFFF else i
+    return "".join(out), out_index
+
+
 def _page_text(textpage) -> str:
-    """The page's text as pdfium lays it out, with scripts written `d_k`, `d_{model}`, `W^O`, `10^{6}`."""
+    """The page's text as pdfium lays it out, with scripts written `d_k`, `d_{model}`, `W^O`, `10^{6}`
+    and math-font glyphs without Unicode written as the characters they draw."""
     import pypdfium2.raw as raw
 
     text = textpage.get_text_range()
@@ -155,6 +203,8 @@ def _page_text(textpage) -> str:
     index = _char_indices(text, textpage.count_chars(), handle, raw)
     if not n or index is None:  # text and character boxes would not line up: keep the plain text
         return text
+    text, index = _font_glyphs(text, index, handle, raw)
+    n = len(text)
     font_size = raw.FPDFText_GetFontSize
     sizes = [font_size(handle, i) for i in index]
     out: list[str] = []

@@ -127,6 +127,20 @@ def test_footnote_marks_are_not_exponents(transformer):
     assert "√" in text and "ϵ_{ls}" in text  # math symbols and Greek survive normalisation
 
 
+def test_math_font_glyphs_are_characters():
+    """TeX math-font glyphs that pdfium gives as control codes come out as the characters drawn."""
+    from rqa.ingest import _pdf_pages
+
+    adam = "\n".join(_pdf_pages(PAPERS / "1412.6980.pdf")[:2])
+    assert "β_{2} = 0.999 and ϵ = 10^{−8}" in adam  # was "\x0f = 10−8"
+    assert "square g_t ⊙ g_t" in adam  # was "\x0c"
+    lora = "\n".join(_pdf_pages(PAPERS / "2106.09685.pdf")[:3])
+    assert "|Θ| ≪ |Φ_{0}|" in lora  # was "\x1c"
+    alexnet = "\n".join(_pdf_pages(PAPERS / "alexnet-krizhevsky-2012.pdf"))
+    assert "− 0.0005 · ϵ · w_i − ϵ ·" in alexnet and "⟨" in alexnet  # a big angle bracket
+    assert not any(c in alexnet + adam + lora for c in "\x0c\x0f\x1c\x1d")
+
+
 # --- decompression bombs and page counts ------------------------------------------------------
 
 def _bomb_pdf(path: Path, megabytes: int, in_form: bool = False) -> Path:

@@ -100,7 +100,7 @@ def test_space_config_names_the_file_for_lookup_questions(tmp_path, monkeypatch)
 
 
 def test_space_with_an_index_of_an_older_format_serves_the_local_one_with_a_notice(tmp_path, monkeypatch):
-    """An index published before format 3 must be republished; meanwhile the Space stays up."""
+    """An index published in an older format must be republished; meanwhile the Space stays up."""
     import json
 
     from rqa.service import AppState
