@@ -157,6 +157,8 @@ def _prepare(latex: str) -> str:
     latex = latex.strip().rstrip(".,;")
     latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
     latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat
+    # "s_null", "d_model" in a plain-text answer: the word is the subscript, as in the PDF's s_{null}
+    latex = re.sub(r"(?<=[A-Za-z0-9}])_([A-Za-z]{2,})(?![A-Za-z{(])", r"_{\1}", latex)
     latex = re.sub(r"\^\s*\{?\s*[∗*⋆]\s*\}?|\^\{\\ast\}", "''''", latex)  # D^{*}: a mark, as accents are
     latex = re.sub(r"\.\s?\.\s?\.|…|\\[lc]?dots", r" \\omega_{00} ", latex)  # "+ ... +": the elided terms
     latex = re.sub(r"(?<![A-Za-z\\])([A-Za-z%s])(\d+)(?![\d.])" % "".join(_GREEK), r"\1_{\2}", latex)  # β2, W1

@@ -61,6 +61,15 @@ def test_plain_and_latex_answers_match_pdf_source(worker):
     assert [c.status for c in other] == ["unverified"]
 
 
+def test_a_plain_word_subscript_is_one_subscript(worker):
+    """A small model writes the PDF's s_{null} as "s_null": the word is one subscript, not n*u*l*l."""
+    source = "we compare the score of the no-answer span: s_{null} = S·C + E·C to the score of the best"
+    (check,) = check_equations("BERT computes s_null = S·C + E·C [1].", [source], worker)
+    assert check.status == "matches source"
+    (other,) = check_equations("BERT computes s_null = S·C − E·C [1].", [source], worker)
+    assert other.status == "unverified"
+
+
 def test_latex_bombs_time_out_and_worker_recovers(worker):
     t = time.perf_counter()
     checks = check_equations("$" + "x" + "^{x" * 300 + "}" * 300 + " = (x+1)^{99999}$", [], worker)
