@@ -115,21 +115,6 @@ VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
     ('2205.14135.pdf', 21, ', . . . , dQ_{𝑇𝑟}'): (False, True),
     ('2305.14314.pdf', 4, '('): (False, True),
     ('alexnet-krizhevsky-2012.pdf', 6, 'is the aforementioned random variable. E'): (False, True),
-    # lines the sample took in when the extension font's sums, integrals and radicals became characters
-    ('1406.2661.pdf', 4, 'Note that the training objective for D c'): (False, True),
-    ('1412.6980.pdf', 13, 'tvˆ_{t,i}'): (False, True),
-    ('1502.03167.pdf', 4, 'the joint distribution of these normaliz'): (False, True),
-    ('1503.02531.pdf', 3, '1 + z_i/T'): (False, True),
-    ('1803.02999.pdf', 6, ''): (False, True),
-    ('1911.08265.pdf', 12, ') + G^k'): (False, True),
-    ('2002.08909.pdf', 5, ']'): (False, True),
-    ('2005.11401.pdf', 3, 'where d(z) is a dense representation of '): (False, True),
-    ('2107.05407.pdf', 4, 'the network is automatically halted and '): (False, True),
-    ('2109.08668.pdf', 29, '−k log c_{0} + log a_{0} = −k log c_{1} '): (False, True),
-    ('2204.10628.pdf', 4, 'symbol σ_{n−1} in F. The procedure can b'): (False, True),
-    ('2205.14135.pdf', 21, ', . . . , ℓ_{𝑇𝑟}'): (False, True),
-    ('2301.11305.pdf', 3, 'perturbation discrepancy d (x, p_{θ}, q)'): (False, True),
-    ('2305.13048.pdf', 14, 'k_t−q'): (False, True),
 }
 
 

@@ -158,29 +158,20 @@ _OMX = dict(enumerate("()[]⌊⌋⌈⌉{}⟨⟩|‖/\\()()[]⌊⌋⌈⌉{}⟨⟩
 _MSAM = {0x03: "□"}
 _FONT_TABLES = (("CMMI", _OML), ("TXMI", _OML), ("CMSY", _OMS), ("TXSY", _OMS), ("CMEX", _OMX),
                 ("TXEX", _OMX), ("MSAM", _MSAM), ("TXSYA", _MSAM))
-# The math extension font's printable codes are big operators and delimiters, which pdfium writes as
-# the letters of those codes: BatchNorm's mean "1/m X^m_{i=1} x_i" is a display ∑, GAN's "Z x" an ∫, "p"
-# a radical, Adam's "mb t" m with a wide hat. Pieces of tall delimiters and of radicals are dropped.
-_OMX_TEXT = dict(zip(range(0x20, 0x80),
-                     "()[]⌊⌋⌈⌉{}⟨⟩/\\/\\" "()[]    {}      " "    ⟨⟩⊔⊔∮∮⊙⊙⊕⊕⊗⊗" "∑∏∫⋃⋂⨄⋀⋁∑∏∫⋃⋂⨄⋀⋁"
-                     "∐∐ˆˆˆ˜˜˜[]⌊⌋⌈⌉{}" "√√√√√           "))
 _PIECES = {0xF8EB: "(", 0xF8EE: "[", 0xF8F1: "{", 0xF8F6: ")", 0xF8F9: "]", 0xF8FC: "}"}
 
 
 def _font_glyph(handle, i: int, code: int, raw, name, flags) -> str | None:
     raw.FPDFText_GetFontInfo(handle, i, name, len(name), flags)
     font = name.value.decode("latin-1").rsplit("+", 1)[-1].upper()
-    if code >= 0x20:  # a printable code stands for another glyph only in the extension font
-        return _OMX_TEXT.get(code) if font.startswith(("CMEX", "TXEX")) else None
     # the longest family prefix wins: TXSYA (AMS symbols) before TXSY
     table = max((t for t in _FONT_TABLES if font.startswith(t[0])), key=lambda t: len(t[0]), default=None)
     return table[1].get(code) if table else None
 
 
 def _font_glyphs(text: str, index: list[int], handle, raw) -> tuple[str, list[int]]:
-    """text and its character indices with math-font control codes, the extension font's letters and
-    bracket pieces written as the characters they draw; a code 0 glyph (a big "(", which the page
-    text leaves out) put back."""
+    """text and its character indices with math-font control codes and bracket pieces written as
+    the characters they draw; a code 0 glyph (a big "(", which the page text leaves out) put back."""
     import ctypes
 
     name, flags = ctypes.create_string_buffer(128), ctypes.c_int()
@@ -193,7 +184,7 @@ def _font_glyphs(text: str, index: list[int], handle, raw) -> tuple[str, list[in
         c = ord(ch)
         if 0xF8EB <= c <= 0xF8FE:
             ch = _PIECES.get(c, " ")
-        elif (c < 0x20 and ch not in "\n\r\t") or 0x21 <= c <= 0x7E:
+        elif c < 0x20 and ch not in "\n\r\t":
             ch = _font_glyph(handle, i, c, raw, name, flags) or ch
         out.append(ch)
         out_index.append(i)
