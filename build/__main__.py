@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=float, help="passes over the data (early stopping on validation loss still applies)")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--max-length", type=int)
+    s.add_argument("--save-every", type=int, help="optimizer steps between evaluation and checkpoint "
+                   "(default: each epoch); a stopped run resumes from its last checkpoint")
 
     s = sub.add_parser("preferences", help="chosen/rejected pairs for DPO from the app's ratings database")
     s.add_argument("--db", type=Path, required=True, help="the app's ratings SQLite file (read only)")

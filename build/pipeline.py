@@ -47,7 +47,7 @@ def stages(args) -> list[tuple[str, Callable[[Namespace], dict], Callable[[], Na
         # tiny: 12 steps of batch 2 at 1280 tokens (the app's prompt with five sources fits)
         ("train", train.cli, lambda: Namespace(
             method="sft", data=out / "data", out=out / "run", preset=args.preset, base=None, max_steps=None,
-            batch_size=None, max_length=None, epochs=None)),
+            batch_size=None, max_length=None, epochs=None, save_every=None)),
         # the GGUF LoRA adapter (adapter-f16.gguf: what the app applies to the offline base), and the
         # merged model quantized to q4_0 (LoRA-adapted tensors kept at q8_0) and q8_0 (for the Hub)
         ("export", export.cli, lambda: Namespace(run=out / "run", out=out / "export", preset=args.preset,

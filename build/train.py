@@ -167,8 +167,8 @@ def _sft_config(preset: Preset, out_dir: Path):
     from trl import SFTConfig
 
     # evaluation and checkpoints four times a run: on the cpu preset they cost a few % of its time
-    cadence = "epoch" if preset.max_steps < 0 else "steps"
-    every = None if preset.max_steps < 0 else max(1, preset.max_steps // 4)
+    cadence = "epoch" if preset.max_steps < 0 and not preset.save_every else "steps"
+    every = preset.save_every or (None if preset.max_steps < 0 else max(1, preset.max_steps // 4))
     return SFTConfig(
         output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=preset.batch_size,
         per_device_eval_batch_size=preset.batch_size, gradient_accumulation_steps=preset.grad_accum,
@@ -234,7 +234,7 @@ def plot_loss(history: list[dict], path: Path) -> None:
 def cli(args) -> dict:
     """`python -m build train`: SFT on a dataset, or with --method dpo, DPO on top of an SFT run (build/dpo.py)."""
     preset = preset_with(args.preset, base=args.base, max_steps=args.max_steps, batch_size=args.batch_size,
-                         max_length=args.max_length, epochs=args.epochs)
+                         max_length=args.max_length, epochs=args.epochs, save_every=args.save_every)
     if args.method == "dpo":
         from build.dpo import train_dpo
 

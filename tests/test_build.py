@@ -279,6 +279,18 @@ def test_interrupted_training_resumes(tmp_path):
     assert metrics["steps"] == 4 and (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
+def test_a_long_run_checkpoints_every_so_many_steps(tmp_path):
+    """--save-every: a run of several CPU hours evaluates and checkpoints every N optimizer steps, so a
+    stopped run loses at most N steps and each checkpoint is an adapter that can be measured."""
+    from build.train import _sft_config
+
+    default = _sft_config(preset_with("cpu"), tmp_path)
+    assert default.save_strategy == "epoch" and default.eval_strategy == "epoch"
+    every = _sft_config(preset_with("cpu", save_every=25), tmp_path)
+    assert (every.save_strategy, every.save_steps, every.eval_strategy, every.eval_steps) == ("steps", 25, "steps", 25)
+    assert _sft_config(preset_with("tiny", max_steps=12), tmp_path).save_steps == 3  # four times a run
+
+
 def test_the_tokenizer_saved_from_the_gguf_is_the_gguf_s_own():
     from transformers import AutoTokenizer
 
