@@ -513,7 +513,8 @@ def test_offline_teacher_writes_pairs_through_llama_server(tmp_path):
     report = Report()
     with local_teacher(str(offline_model_path("smollm2-135m-instruct"))) as base:
         assert base.startswith("http://127.0.0.1:")
-        gen = openai_generator(base, "smollm2-135m-instruct", max_retries=0, max_tokens=120)
+        # a loaded 2-core machine has made one 120-token reply take minutes: the test is not about speed
+        gen = openai_generator(base, "smollm2-135m-instruct", timeout=600, max_retries=0, max_tokens=120)
         good = generate_all(chunks, gen, tmp_path / "generated.jsonl", report)
     assert report.generated + report.malformed == 2 and report.failed == 0 and len(good) == report.generated
     assert report.pairs_per_minute > 0
