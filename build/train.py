@@ -166,7 +166,8 @@ def _sft_config(preset: Preset, out_dir: Path):
     import torch
     from trl import SFTConfig
 
-    # evaluation and checkpoints four times a run: on the cpu preset they cost a few % of its time
+    # evaluation and checkpoints each epoch, every save_every steps, or four times a run of max_steps:
+    # on the cpu preset they cost a few % of its time
     cadence = "epoch" if preset.max_steps < 0 and not preset.save_every else "steps"
     every = preset.save_every or (None if preset.max_steps < 0 else max(1, preset.max_steps // 4))
     return SFTConfig(
