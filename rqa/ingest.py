@@ -204,17 +204,98 @@ def _page_text(textpage) -> str:
     if not n or index is None:  # text and character boxes would not line up: keep the plain text
         return text
     text, index = _font_glyphs(text, index, handle, raw)
-    n = len(text)
     font_size = raw.FPDFText_GetFontSize
     sizes = [font_size(handle, i) for i in index]
+    text, index, sizes, bodies = _join_script_lines(text, index, sizes, handle, raw)
+    n = len(text)
     out: list[str] = []
     start = 0
     while start < n:
         end = text.find("\n", start)
         end = n if end < 0 else end + 1
-        out.append(_line_with_scripts(text, sizes, index, start, end, handle, raw))
+        out.append(_line_with_scripts(text, sizes, index, start, end, handle, raw, max(bodies[start:end])))
         start = end
     return "".join(out)
+
+
+def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, raw):
+    """Scripts pdfium put on lines of their own, joined back to their base's line. pdfium breaks the
+    line at a script stacked over another (Adam's "(1 − β", "t", "1", ")" for (1 − β_1^t)) and at
+    one beside a glyph whose baseline it reads as another line's ("g", "2", "t" for g_t^2). A line
+    break goes where the next glyph is script-sized, starts right of the base glyph and sits above or
+    below its baseline as a script does (within a body size); after such scripts, also where the base's line goes on (its baseline, a
+    body size to the right at most; a space where the gap is a word's). The base is a letter, digit
+    or closing bracket: a fraction's numerator and denominator after "−" stay apart. Returns text,
+    indices and sizes, and for each character the size of the base it was joined to (else 0), so
+    that a short line of a base and its scripts ("g^{2}_{t,i}") is not read as all body text."""
+    import ctypes
+
+    x, y, left, right, bottom, top = (ctypes.c_double() for _ in range(6))
+
+    def glyph(k: int) -> tuple[float, float, float]:  # baseline, left and right of pdfium's char k
+        raw.FPDFText_GetCharOrigin(handle, k, x, y)
+        raw.FPDFText_GetCharBox(handle, k, left, right, bottom, top)
+        return y.value, left.value, right.value
+
+    out, out_index, out_sizes, bodies = [], [], [], []
+
+    def keep(i: int, j: int, body: float = 0.0) -> None:
+        out.extend(text[i:j]), out_index.extend(index[i:j]), out_sizes.extend(sizes[i:j])
+        bodies.extend([body] * (j - i))
+
+    base = None  # (baseline, left, size) of the glyph the scripts being joined belong to
+    reach = 0.0  # right edge of the last glyph joined
+    i, n = 0, len(text)
+    while i < n:
+        end = i + 2 if text.startswith("\r\n", i) else i + 1 if text[i] == "\n" else i
+        if end == i:  # not a line break
+            if base and not text[i].isspace() and sizes[i] >= SCRIPT_SIZE_RATIO * base[2]:
+                base = None  # the base's line went on within pdfium's line
+            keep(i, i + 1, base[2] if base else 0.0)
+            i += 1
+            continue
+        if end >= n or not out or out[-1].isspace() or text[end].isspace():
+            base = None
+        elif base is None and (k := _script_base(out, out_sizes, sizes[end])) is not None:
+            by, bl, reach = glyph(out_index[k])
+            rights = [glyph(out_index[q]) for q in range(k + 1, len(out)) if out[q] != " "]
+            if len(rights) == len(out) - k - 1 or rights[0][1] - reach < 0.2 * out_sizes[k]:
+                reach = max([reach] + [r for _, _, r in rights])  # a space past the base must be tight
+                base = (by, bl, out_sizes[k])
+        if base is not None:
+            by, bl, size = base
+            ny, nl, nr = glyph(index[end])
+            script = sizes[end] < SCRIPT_SIZE_RATIO * size
+            if script and nl > bl and nl - reach < 0.5 * size and abs(ny - by) < size \
+                    and (ny - by > SUP_RISE * size or by - ny > SUB_DROP * size):
+                reach = max(reach, nr)  # a script: the line break goes
+                i = end
+                continue
+            if not script and out_sizes[-1] < SCRIPT_SIZE_RATIO * size and abs(ny - by) < 0.15 * size \
+                    and -0.2 * size < nl - reach < size:  # the base's line goes on after its scripts
+                if nl - reach > 0.2 * size:
+                    out.append(" "), out_index.append(index[i]), out_sizes.append(0.0), bodies.append(0.0)
+                base = None
+                i = end
+                continue
+            base = None
+        keep(i, end)
+        i = end
+    return "".join(out), out_index, out_sizes, bodies
+
+
+def _script_base(out: list[str], sizes: list[float], size: float) -> int | None:
+    """Where a script of this size would have its base at the end of `out`: the last character, or
+    the one before the scripts the text ends with ("W" of "QW^Q" for the "i" under its "Q"), past
+    a space pdfium sized far below the script's (one it put between a base and its script). The
+    base is a letter, digit or closing bracket."""
+    k = len(out) - 1
+    while k >= 0 and len(out) - k < 8 and (out[k] == " " and sizes[k] < 0.5 * size
+                                            or not out[k].isspace() and not size < SCRIPT_SIZE_RATIO * sizes[k]):
+        k -= 1
+    if k < 0 or not size < SCRIPT_SIZE_RATIO * sizes[k] or not (out[k].isalnum() or out[k] in ")]}|‖"):
+        return None
+    return k
 
 
 def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
@@ -242,7 +323,8 @@ def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
     return index
 
 
-def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw) -> str:
+def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw,
+                       min_body: float = 0.0) -> str:
     # One function (69 lines): the body size, the script runs and their marks are one pass over one
     # line's characters; split, each part would need the others' intermediate lists.
     counts = Counter(round(sizes[i], 1) for i in range(a, b) if text[i].isalnum())
@@ -255,7 +337,7 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
         covered += count
         if covered * 3 >= total:
             break
-    limit = SCRIPT_SIZE_RATIO * body
+    limit = SCRIPT_SIZE_RATIO * max(body, min_body)
     small = [not text[i].isspace() and 0 < sizes[i] < limit for i in range(a, b)]
     if not any(small):
         return text[a:b]
@@ -276,17 +358,51 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
         if text[i] == " " and small[i - a - 1] and small[i - a + 1] \
                 and box(i + 1)[0] - box(i - 1)[1] < 0.2 * sizes[i - 1]:
             small[i - a] = True
+    def tight_space(i: int) -> bool:
+        # a space pdfium put between a base and its script where their glyphs nearly touch (Adam's
+        # "mb t" for the hatted m_t) goes, if the script sits off the base's baseline
+        return text[i - 1] == " " and i - 2 >= a and not text[i - 2].isspace() and not small[i - a - 2] \
+            and box(i)[0] - box(i - 2)[1] < 0.2 * sizes[i - 2] \
+            and abs(baseline(i) - baseline(i - 2)) > SUB_DROP * sizes[i - 2]
+
+    def nested(k: int, m: int) -> str:
+        # a script's own scripts (d_{model} in R^{d_{model}×d_k}): glyphs smaller than the script's,
+        # off the baseline of the script glyph before them; spaces inside a script go
+        chars = [q for q in range(k, m) if not text[q].isspace()]
+        top = max(sizes[q] for q in chars)
+        parts, at, n = [], None, 0
+        while n < len(chars):
+            q = chars[n]
+            if sizes[q] >= SCRIPT_SIZE_RATIO * top or at is None:
+                parts.append(text[q])
+                at, n = q, n + 1
+                continue
+            r = n
+            while r < len(chars) and sizes[chars[r]] < SCRIPT_SIZE_RATIO * top:
+                r += 1
+            inner = "".join(text[c] for c in chars[n:r])
+            dy = baseline(q) - baseline(at)
+            mark = "^" if dy > SUP_RISE * sizes[at] else "_" if dy < -SUB_DROP * sizes[at] else ""
+            one = len(inner) == 1 and inner.isascii() and inner.isalpha()
+            parts.append(mark + (inner if not mark or one else "{" + inner + "}"))
+            n = r
+        return "".join(parts)
+
     out: list[str] = []
     i = a
     while i < b:
-        if not small[i - a] or i == a or small[i - a - 1] or text[i - 1].isspace():
+        if not small[i - a] or i == a or small[i - a - 1] or (text[i - 1].isspace() and not tight_space(i)):
             out.append(text[i])  # not a script, or one with no base character right before it
             i += 1
             continue
+        at = i - 1
+        if text[at] == " ":
+            out.pop()
+            at -= 1
         j = i
         while j < b and small[j - a]:
             j += 1
-        base_y, base_size = baseline(i - 1), sizes[i - 1]
+        base_y, base_size = baseline(at), sizes[at]
         kinds = []
         for k in range(i, j):
             dy = baseline(k) - base_y if text[k] != " " else 0.0
@@ -294,7 +410,7 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
             kinds.append(kinds[-1] if text[k] == " " and kinds else kind)
         # a footnote or citation mark after a word or punctuation stays as pdfium wrote it
         # (digits after a word or ".,;:%"; ∗ † ‡ after those or ")"); "D^{∗}", "x^{2}", "(x)^{2}" stay math
-        before = text[a:i]
+        before = text[a:at + 1]
         word = re.search(r"[^\W\d_]{2,}$|[.,;:%]$", before) is not None
         marks = FOOTNOTE_DIGITS if word else set()
         if word or before.endswith(")"):
@@ -305,7 +421,7 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
             while m < j and kinds[m - i] == kinds[k - i]:
                 m += 1
             kind = kinds[k - i]
-            run = text[k:m].replace(" ", "") if kind else text[k:m]
+            run = nested(k, m) if kind else text[k:m]
             if kind and not (kind == "^" and k == i and set(run) <= marks):
                 out.append(kind + (run if len(run) == 1 and run.isascii() and run.isalpha() else "{" + run + "}"))
             else:

@@ -114,6 +114,21 @@ def test_superscripts_are_kept_with_braces(batchnorm):
     assert "· 106" not in text
 
 
+def test_scripts_on_lines_of_their_own_join_their_base():
+    """pdfium puts stacked scripts (β^t_1) and some others on lines of their own; they come back to
+    their base, a script's own scripts kept (d_{model} inside R^{...})."""
+    from rqa.ingest import _pdf_pages
+
+    adam = _pdf_pages(PAPERS / "1412.6980.pdf")[1]
+    assert "mb_t ← m_t/(1 − β^t_{1}) (Compute bias-corrected first moment estimate)" in adam  # was "β\nt\n1\n)"
+    assert "(1 − β_{2}) · g^{2}_t (Update biased second raw moment estimate)" in adam
+    transformer = _pdf_pages(PAPERS / "1706.03762.pdf")[4]
+    assert "matrices W^Q_i ∈ R^{d_{model}×d_k} , W^K_i ∈ R^{d_{model}×d_k}" in transformer
+    assert "Attention(QW^Q_i, KW^K_i, V W^V_i)" in transformer
+    rwkv = _pdf_pages(PAPERS / "2305.13048.pdf")[2]
+    assert "scaling factor √\r\n1\r\nd_k" in rwkv  # a fraction's parts are no scripts of the word before
+
+
 def test_a_table_row_stays_on_one_line():
     from rqa.ingest import _pdf_pages
 
