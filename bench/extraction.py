@@ -197,7 +197,7 @@ def paired(before: list[str], after: list[str], line: int) -> tuple[str, str]:
     links = set()
     for m in difflib.SequenceMatcher(None, bs, as_, autojunk=False).get_matching_blocks():
         links.update((bo[m.a + k], ao[m.b + k]) for k in range(m.size))
-    if not any(b == line for b, _ in links):  # nothing matched (a lone glyph now mapped): same offset as the line above
+    if not any(b == line for b, _ in links):  # nothing matched (a lone glyph, now mapped): the offset above
         shift = max(((b, a - b) for b, a in links if b < line), default=(0, 0))[1]
         return before[line].strip(), after[min(line + shift, len(after) - 1)].strip()
     lines_b, lines_a = {line}, set()
@@ -224,7 +224,7 @@ def sample(papers: list[Path]) -> tuple[list[tuple[str, int, str, str]], dict]:
             if paper != path.name:
                 continue
             lines = before[page - 1].split("\n")
-            assert lines[line].strip().startswith(start), f"{paper} p{page}: line {line} is not the sampled one"
+            assert lines[line].strip().startswith(start), f"{paper} p{page}: line {line} is not the one sampled"
             b, a = paired(lines, after[page - 1].split("\n"), line)
             rows.append((paper, page, b, a))
     return rows, timing

@@ -222,12 +222,13 @@ def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, 
     """Scripts pdfium put on lines of their own, joined back to their base's line. pdfium breaks the
     line at a script stacked over another (Adam's "(1 − β", "t", "1", ")" for (1 − β_1^t)) and at
     one beside a glyph whose baseline it reads as another line's ("g", "2", "t" for g_t^2). A line
-    break goes where the next glyph is script-sized, starts right of the base glyph and sits above or
-    below its baseline as a script does (within a body size); after such scripts, also where the base's line goes on (its baseline, a
-    body size to the right at most; a space where the gap is a word's). The base is a letter, digit
-    or closing bracket: a fraction's numerator and denominator after "−" stay apart. Returns text,
-    indices and sizes, and for each character the size of the base it was joined to (else 0), so
-    that a short line of a base and its scripts ("g^{2}_{t,i}") is not read as all body text."""
+    break goes where the next glyph is script-sized, starts right of the base glyph and sits above
+    or below its baseline as a script does (within a body size); after such scripts, also where the
+    base's line goes on (its baseline, a body size to the right at most; a space where the gap is a
+    word's). The base is a letter, digit or closing bracket (see _script_base): a fraction's
+    numerator and denominator after "−" or "√" stay apart. Returns text, indices and sizes, and for
+    each character the size of the base it was joined to (else 0), so that a short line of a base
+    and its scripts ("g^{2}_{t,i}") is not read as all body text."""
     import ctypes
 
     x, y, left, right, bottom, top = (ctypes.c_double() for _ in range(6))
@@ -247,6 +248,13 @@ def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, 
     reach = 0.0  # right edge of the last glyph joined
     i, n = 0, len(text)
     while i < n:
+        if base is None:  # copy up to the next line break at once: no scripts are being joined
+            stop = text.find("\n", i)
+            stop = n if stop < 0 else stop - 1 if stop > i and text[stop - 1] == "\r" else stop
+            if stop > i:
+                keep(i, stop)
+                i = stop
+                continue
         end = i + 2 if text.startswith("\r\n", i) else i + 1 if text[i] == "\n" else i
         if end == i:  # not a line break
             if base and not text[i].isspace() and sizes[i] >= SCRIPT_SIZE_RATIO * base[2]:
@@ -290,8 +298,8 @@ def _script_base(out: list[str], sizes: list[float], size: float) -> int | None:
     a space pdfium sized far below the script's (one it put between a base and its script). The
     base is a letter, digit or closing bracket."""
     k = len(out) - 1
-    while k >= 0 and len(out) - k < 8 and (out[k] == " " and sizes[k] < 0.5 * size
-                                            or not out[k].isspace() and not size < SCRIPT_SIZE_RATIO * sizes[k]):
+    while k >= 0 and len(out) - k < 8 and (out[k] == " " and sizes[k] < 0.5 * size or not out[k].isspace()
+                                            and not size < SCRIPT_SIZE_RATIO * sizes[k]):
         k -= 1
     if k < 0 or not size < SCRIPT_SIZE_RATIO * sizes[k] or not (out[k].isalnum() or out[k] in ")]}|‖"):
         return None
@@ -325,8 +333,9 @@ def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
 
 def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw,
                        min_body: float = 0.0) -> str:
-    # One function (69 lines): the body size, the script runs and their marks are one pass over one
-    # line's characters; split, each part would need the others' intermediate lists.
+    # One function (about 100 lines): the body size, the script runs and their marks are one pass
+    # over one line's characters; split, each part would need the others' intermediate lists.
+    # `min_body`: the size of a base whose scripts were joined to this line (see _join_script_lines).
     counts = Counter(round(sizes[i], 1) for i in range(a, b) if text[i].isalnum())
     if not counts:
         return text[a:b]
