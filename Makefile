@@ -59,8 +59,10 @@ browser:
 run: install
 	$(PY) app.py
 
+# Two workers, each test file kept on one (its module fixtures built once): many tests wait on a
+# subprocess or a model load, and a second worker uses that core (docs/BENCHMARKS.md, the suite's time).
 test: install browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: install
 	$(PY) -m bench.retrieval
