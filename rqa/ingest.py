@@ -266,9 +266,9 @@ def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, 
             base = None
         elif base is None and (k := _script_base(out, out_sizes, sizes[end])) is not None:
             by, bl, reach = glyph(out_index[k])
-            rights = [glyph(out_index[q]) for q in range(k + 1, len(out)) if out[q] != " "]
-            if len(rights) == len(out) - k - 1 or rights[0][1] - reach < 0.2 * out_sizes[k]:
-                reach = max([reach] + [r for _, _, r in rights])  # a space past the base must be tight
+            after = [glyph(out_index[q]) for q in range(k + 1, len(out)) if out[q] != " "]
+            if len(after) == len(out) - k - 1 or after[0][1] - reach < 0.2 * out_sizes[k]:
+                reach = max([reach] + [r for _, _, r in after])  # a space past the base must be tight
                 base = (by, bl, out_sizes[k])
         if base is not None:
             by, bl, size = base
@@ -367,6 +367,7 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
         if text[i] == " " and small[i - a - 1] and small[i - a + 1] \
                 and box(i + 1)[0] - box(i - 1)[1] < 0.2 * sizes[i - 1]:
             small[i - a] = True
+
     def tight_space(i: int) -> bool:
         # a space pdfium put between a base and its script where their glyphs nearly touch (Adam's
         # "mb t" for the hatted m_t) goes, if the script sits off the base's baseline
