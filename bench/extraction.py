@@ -3,14 +3,14 @@
     .venv/bin/python -m bench.extraction [--papers DIR] [--show]
 
 "Before" is pdfium's plain page text (textpage.get_text_range(), what rqa.ingest read up to
-FORMAT_VERSION 2); "after" is rqa.ingest._pdf_pages. Scripts change text inside a line, and join
-to their base's line the scripts pdfium put on lines of their own: the two are paired line by line
-where they line up, and run by run where lines were joined (difflib).
+FORMAT_VERSION 2); "after" is rqa.ingest._pdf_pages. Scripts change text inside a line, and the
+scripts pdfium puts on lines of their own join their base's line, so a sampled line is paired with
+what it became by matching the characters of the two texts (difflib; see `paired`).
 
 Sample (fixed, so that every change to the extraction is judged on the same lines): SAMPLE's 56
 lines of pdfium's plain text, drawn on 2026-12-03 (a283058) by this rule: for each paper, the line
 in the middle of its math-or-table lines (a math character or Greek letter, or three or more
-numbers) and the line in the middle of the lines the extraction of then changed. A line whose
+numbers) and the line in the middle of the lines that day's extraction changed. A line whose
 scripts are now joined from lines of their own is shown with them.
 Each pair was read by hand against the paper (VERDICTS below: did "before" and "after" read right?).
 "Reads right" means: every sub- and superscript of the printed line can be read from the text
@@ -40,8 +40,8 @@ KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.0376
          ("1512.03385.pdf", "11.3×10^{9}"), ("1810.04805.pdf", "BERT_{BASE}"), ("2106.09685.pdf", "W_q"),
          ("1406.2661.pdf", "p_{data}"), ("2305.14314.pdf", "W^{NF4}"), ("1412.6980.pdf", "ϵ = 10^{−8}"),
          ("2106.09685.pdf", "|Θ| ≪ |Φ_{0}|")]
-# a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
 SKELETON_RE = re.compile(r"[\s^_{}]")  # what joining lines and marking scripts add or take away
+# a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
 CONTROL_RE = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\uf8e5-\uf8fe]")
 
 # (paper, page, line of the page's plain text, its start)
