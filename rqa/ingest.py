@@ -141,6 +141,7 @@ def _pdf_pages(path: Path) -> list[str]:
 SCRIPT_SIZE_RATIO = 0.85  # a script glyph is under this share of the line's body size
 SUP_RISE = 0.15           # ... and its baseline this many font sizes of its base above the base (superscript)
 SUB_DROP = 0.08           # ... or this many below (subscript)
+TOUCHING = 0.2            # glyphs closer than this many font sizes touch; a wider gap is a word space
 FOOTNOTE_SYMBOLS = set("*\u2217\u2020\u2021\u00a7\u00b6,")  # ∗ † ‡ § ¶
 FOOTNOTE_DIGITS = set("0123456789,")
 
@@ -267,7 +268,7 @@ def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, 
         elif base is None and (k := _script_base(out, out_sizes, sizes[end])) is not None:
             by, bl, reach = glyph(out_index[k])
             after = [glyph(out_index[q]) for q in range(k + 1, len(out)) if out[q] != " "]
-            if len(after) == len(out) - k - 1 or after[0][1] - reach < 0.2 * out_sizes[k]:
+            if len(after) == len(out) - k - 1 or after[0][1] - reach < TOUCHING * out_sizes[k]:
                 reach = max([reach] + [r for _, _, r in after])  # a space past the base must be tight
                 base = (by, bl, out_sizes[k])
         if base is not None:
@@ -281,7 +282,7 @@ def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, 
                 continue
             if not script and out_sizes[-1] < SCRIPT_SIZE_RATIO * size and abs(ny - by) < 0.15 * size \
                     and -0.2 * size < nl - reach < size:  # the base's line goes on after its scripts
-                if nl - reach > 0.2 * size:
+                if nl - reach > TOUCHING * size:
                     out.append(" "), out_index.append(index[i]), out_sizes.append(0.0), bodies.append(0.0)
                 base = None
                 i = end
@@ -365,14 +366,14 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
     # a space pdfium put inside a script ("d_{f f}") goes when the glyphs around it nearly touch
     for i in range(a + 1, b - 1):
         if text[i] == " " and small[i - a - 1] and small[i - a + 1] \
-                and box(i + 1)[0] - box(i - 1)[1] < 0.2 * sizes[i - 1]:
+                and box(i + 1)[0] - box(i - 1)[1] < TOUCHING * sizes[i - 1]:
             small[i - a] = True
 
     def tight_space(i: int) -> bool:
         # a space pdfium put between a base and its script where their glyphs nearly touch (Adam's
         # "mb t" for the hatted m_t) goes, if the script sits off the base's baseline
         return text[i - 1] == " " and i - 2 >= a and not text[i - 2].isspace() and not small[i - a - 2] \
-            and box(i)[0] - box(i - 2)[1] < 0.2 * sizes[i - 2] \
+            and box(i)[0] - box(i - 2)[1] < TOUCHING * sizes[i - 2] \
             and abs(baseline(i) - baseline(i - 2)) > SUB_DROP * sizes[i - 2]
 
     def nested(k: int, m: int) -> str:
