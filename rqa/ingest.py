@@ -144,22 +144,48 @@ SUB_DROP = 0.08           # ... or this many below (subscript)
 TOUCHING = 0.2            # glyphs closer than this many font sizes touch; a wider gap is a word space
 FOOTNOTE_SYMBOLS = set("*\u2217\u2020\u2021\u00a7\u00b6,")  # ∗ † ‡ § ¶
 FOOTNOTE_DIGITS = set("0123456789,")
+BIG_OPERATORS = set("∑∏∫∮⋃⋂⊎⋀⋁∐")  # bases of limits and scripts, like letters
+MATH_DELIMITERS = set("√‖⌊⌋⌈⌉⟨⟩")
 
 
-# TeX's math fonts carry no Unicode map for some glyphs, and pdfium then gives their font code as a
-# control character: Adam's "\x0f = 10^{−8}" is ϵ (Computer Modern math italic), LoRA's "|Θ| \x1c |Φ_0|"
-# is ≪ (math symbols), GAN's "E \x14 log D(x) \x15" holds big brackets (math extension). Each font
-# family's code table (TeX's OML, OMS, OMX and AMS-a encodings) gives the character back. The font
-# name, after its subset tag, selects the table: Computer Modern (CMMI10, ...) and the TX fonts
-# (txexs, txsys, ...) that copy its layout. Of a big bracket built from pieces (U+F8EB..F8FE, Adobe's
-# private codes) the top piece stands for the bracket and the others are dropped.
-_OML = dict(enumerate("ΓΔΘΛΞΠΣΥΦΨΩαβγδϵζηθικλμνξπρστυϕχ"))
-_OMS = dict(enumerate("−·×∗÷⋄±∓⊕⊖⊗⊘⊙○∘•≍≡⊆⊇≤≥⪯⪰∼≈⊂⊃≪≫≺≻"))
-_OMX = dict(enumerate("()[]⌊⌋⌈⌉{}⟨⟩|‖/\\()()[]⌊⌋⌈⌉{}⟨⟩/\\"))
-_MSAM = {0x03: "□"}
+def _is_body(ch: str) -> bool:
+    """Whether this glyph tells a line's body size: a letter, digit, big operator, math delimiter,
+    or a wide accent written over its base (m̂ of "m̂_t")."""
+    return ch.isalnum() or ch in BIG_OPERATORS or ch in MATH_DELIMITERS or unicodedata.combining(ch) > 0
+
+
+def _is_base(ch: str) -> bool:
+    """Whether a script can follow this glyph: a body glyph (above) or a closing bracket, not an
+    opening one or a radical (the numerator after ⌈ or √ is not its script)."""
+    return (_is_body(ch) or ch in ")]}|") and ch not in "√⌊⌈⟨"
+
+
+# TeX's math fonts carry no Unicode map for many glyphs, and pdfium then gives the glyph's font
+# code as its character (and flags it, FPDFText_HasUnicodeMapError): Adam's "\x0f = 10^{−8}" is ϵ
+# (Computer Modern math italic), RWKV's "b0_t" is b′_t and GAN's "pdata kpg" is p_data ‖ p_g (math
+# symbols), Adam's "mb_t ← ... p 1 − β^t_2" is m̂_t ← ... √(1 − β^t_2) and "Xm i=1" is ∑ (math
+# extension). Each font family's code table (TeX's OML, OMS, OMX and AMS-a encodings) gives the
+# character back. The font name, after its subset tag, selects the table: Computer Modern (CMMI10,
+# ...) and the TX fonts (txexs, txsys, ...) that copy its layout. A wide accent is written as the
+# combining accent after its base; the pieces of a big bracket, brace or radical are dropped but the
+# one that stands for it (Adobe's private codes U+F8EB..F8FE for the same pieces likewise).
+_DROP = "\x00"  # in a table below: a piece of a larger glyph, written as nothing
+_OML = dict(enumerate(
+    "ΓΔΘΛΞΠΣΥΦΨΩαβγδϵζηθικλμνξπρστυϕχψωεϑϖϱςφ↼↽⇀⇁\x00\x00▹◃0123456789.,</>⋆∂ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "♭♮♯⌣⌢ℓabcdefghijklmnopqrstuvwxyzıȷ℘\u20d7\x00"))
+_OMS = dict(enumerate(
+    "−·×∗÷⋄±∓⊕⊖⊗⊘⊙○∘•≍≡⊆⊇≤≥⪯⪰∼≈⊂⊃≪≫≺≻←→↑↓↔↗↘≃⇐⇒⇑⇓⇔↖↙∝′∞∈∋△▽¬\x00∀∃¬∅ℜℑ⊤⊥"
+    "ℵABCDEFGHIJKLMNOPQRSTUVWXYZ∪∩⊎∧∨⊢⊣⌊⌋⌈⌉{}⟨⟩|‖↕⇕\\≀√⨿∇∫⊔⊓⊑⊒§†‡¶♣♢♡♠"))
+_OMX = dict(enumerate(
+    "()[]⌊⌋⌈⌉{}⟨⟩|‖/\\()()[]⌊⌋⌈⌉{}⟨⟩/\\()[]⌊⌋⌈⌉{}⟨⟩/\\/\\"
+    "()[]\x00\x00\x00\x00{}\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00⟨⟩⊔⊔∮∮⊙⊙⊕⊕⊗⊗∑∏∫⋃⋂⊎⋀⋁∑∏∫⋃⋂⊎⋀⋁"
+    "∐∐\u0302\u0302\u0302\u0303\u0303\u0303[]⌊⌋⌈⌉{}√√√√√\x00\x00\x00↑↓\x00\x00\x00\x00⇑⇓"))
+_MSAM = {0x03: "□", 0x26: "≳", 0x27: "⪆", 0x2C: "≜", 0x2E: "≲", 0x2F: "⪅", 0x35: "≦", 0x36: "⩽",
+         0x3D: "≧", 0x3E: "⩾"}
 _FONT_TABLES = (("CMMI", _OML), ("TXMI", _OML), ("CMSY", _OMS), ("TXSY", _OMS), ("CMEX", _OMX),
                 ("TXEX", _OMX), ("MSAM", _MSAM), ("TXSYA", _MSAM))
 _PIECES = {0xF8EB: "(", 0xF8EE: "[", 0xF8F1: "{", 0xF8F6: ")", 0xF8F9: "]", 0xF8FC: "}"}
+assert len(_OML) == len(_OMS) == len(_OMX) == 128
 
 
 def _font_glyph(handle, i: int, code: int, raw, name, flags) -> str | None:
@@ -171,8 +197,9 @@ def _font_glyph(handle, i: int, code: int, raw, name, flags) -> str | None:
 
 
 def _font_glyphs(text: str, index: list[int], handle, raw) -> tuple[str, list[int]]:
-    """text and its character indices with math-font control codes and bracket pieces written as
-    the characters they draw; a code 0 glyph (a big "(", which the page text leaves out) put back."""
+    """text and its character indices with math-font glyphs that have no Unicode and bracket pieces
+    written as the characters they draw; a code 0 glyph (a big "(", which the page text leaves out)
+    put back."""
     import ctypes
 
     name, flags = ctypes.create_string_buffer(128), ctypes.c_int()
@@ -183,14 +210,40 @@ def _font_glyphs(text: str, index: list[int], handle, raw) -> tuple[str, list[in
                 out.append(g)
                 out_index.append(j)
         c = ord(ch)
+        prev = i + 1 if c > 0xFFFF else i
         if 0xF8EB <= c <= 0xF8FE:
             ch = _PIECES.get(c, " ")
-        elif c < 0x20 and ch not in "\n\r\t":
+        elif (c < 0x20 and ch not in "\n\r\t") or (c < 0x80 and raw.FPDFText_HasUnicodeMapError(handle, i)):
             ch = _font_glyph(handle, i, c, raw, name, flags) or ch
+            if ch == _DROP:
+                continue
         out.append(ch)
         out_index.append(i)
-        prev = i + 1 if c > 0xFFFF else i
+    _accents_after_bases(out, out_index, handle, raw)
     return "".join(out), out_index
+
+
+def _accents_after_bases(out: list[str], index: list[int], handle, raw) -> None:
+    """A wide accent pdfium put before its base (BatchNorm's "bz = F(bx)" for ẑ = F(x̂)) moved after
+    it, where it sits over the next glyph more than over the one before."""
+    import ctypes
+
+    left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+
+    def span(k: int) -> tuple[float, float]:
+        raw.FPDFText_GetCharBox(handle, index[k], left, right, bottom, top)
+        return left.value, right.value
+
+    def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+        return min(a[1], b[1]) - max(a[0], b[0])
+
+    for k in range(len(out) - 1):
+        if unicodedata.combining(out[k]) and not out[k + 1].isspace():
+            accent = span(k)
+            before = overlap(accent, span(k - 1)) if k and not out[k - 1].isspace() else float("-inf")
+            if overlap(accent, span(k + 1)) > before:
+                out[k], out[k + 1] = out[k + 1], out[k]
+                index[k], index[k + 1] = index[k + 1], index[k]
 
 
 def _page_text(textpage) -> str:
@@ -302,7 +355,7 @@ def _script_base(out: list[str], sizes: list[float], size: float) -> int | None:
     while k >= 0 and len(out) - k < 8 and (out[k] == " " and sizes[k] < 0.5 * size or not out[k].isspace()
                                             and not size < SCRIPT_SIZE_RATIO * sizes[k]):
         k -= 1
-    if k < 0 or not size < SCRIPT_SIZE_RATIO * sizes[k] or not (out[k].isalnum() or out[k] in ")]}|‖"):
+    if k < 0 or not size < SCRIPT_SIZE_RATIO * sizes[k] or not _is_base(out[k]):
         return None
     return k
 
@@ -337,7 +390,7 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
     # One function (about 100 lines): the body size, the script runs and their marks are one pass
     # over one line's characters; split, each part would need the others' intermediate lists.
     # `min_body`: the size of a base whose scripts were joined to this line (see _join_script_lines).
-    counts = Counter(round(sizes[i], 1) for i in range(a, b) if text[i].isalnum())
+    counts = Counter(round(sizes[i], 1) for i in range(a, b) if _is_body(text[i]))
     if not counts:
         return text[a:b]
     # the body size: the largest size that, with the sizes above it, covers a third of the line's
@@ -394,15 +447,15 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
             inner = "".join(text[c] for c in chars[n:r])
             dy = baseline(q) - baseline(at)
             mark = "^" if dy > SUP_RISE * sizes[at] else "_" if dy < -SUB_DROP * sizes[at] else ""
-            one = len(inner) == 1 and inner.isascii() and inner.isalpha()
-            parts.append(mark + (inner if not mark or one else "{" + inner + "}"))
+            parts.append(_script(mark, inner))
             n = r
         return "".join(parts)
 
     out: list[str] = []
     i = a
     while i < b:
-        if not small[i - a] or i == a or small[i - a - 1] or (text[i - 1].isspace() and not tight_space(i)):
+        if not small[i - a] or i == a or small[i - a - 1] or (text[i - 1].isspace() and not tight_space(i)) \
+                or text[i - 1] in "√⌊⌈⟨":
             out.append(text[i])  # not a script, or one with no base character right before it
             i += 1
             continue
@@ -434,12 +487,19 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
             kind = kinds[k - i]
             run = nested(k, m) if kind else text[k:m]
             if kind and not (kind == "^" and k == i and set(run) <= marks):
-                out.append(kind + (run if len(run) == 1 and run.isascii() and run.isalpha() else "{" + run + "}"))
+                out.append(_script(kind, run))
             else:
                 out.append(run)
             k = m
         i = j
     return "".join(out)
+
+
+def _script(mark: str, run: str) -> str:
+    """A script run written after its mark: `_k`, `^{(k)}`, `_{model}`; primes as they are (b′_t)."""
+    if not mark or set(run) <= {"′"}:
+        return run
+    return mark + (run if len(run) == 1 and run.isascii() and run.isalpha() else "{" + run + "}")
 
 
 def _normalize(text: str) -> str:

@@ -120,7 +120,7 @@ def test_scripts_on_lines_of_their_own_join_their_base():
     from rqa.ingest import _pdf_pages
 
     adam = _pdf_pages(PAPERS / "1412.6980.pdf")[1]
-    assert "mb_t ← m_t/(1 − β^t_{1}) (Compute bias-corrected first moment estimate)" in adam  # was "β\nt\n1\n)"
+    assert "m̂_t ← m_t/(1 − β^t_{1}) (Compute bias-corrected first moment estimate)" in adam  # was "β\nt\n1\n)"
     assert "(1 − β_{2}) · g^{2}_t (Update biased second raw moment estimate)" in adam
     transformer = _pdf_pages(PAPERS / "1706.03762.pdf")[4]
     assert "matrices W^Q_i ∈ R^{d_{model}×d_k} , W^K_i ∈ R^{d_{model}×d_k}" in transformer
@@ -154,6 +154,24 @@ def test_math_font_glyphs_are_characters():
     alexnet = "\n".join(_pdf_pages(PAPERS / "alexnet-krizhevsky-2012.pdf"))
     assert "− 0.0005 · ϵ · w_i − ϵ ·" in alexnet and "⟨" in alexnet  # a big angle bracket
     assert not any(c in alexnet + adam + lora for c in "\x0c\x0f\x1c\x1d")
+
+
+def test_math_font_glyphs_given_as_their_font_code_are_characters():
+    """A math-font glyph without Unicode that pdfium gives as its font code in ASCII ("0" for ′, "k"
+    for ‖, "X" for ∑, "b" for a wide hat) comes out as the character drawn; a wide accent follows
+    its base even where pdfium put it first."""
+    from rqa.ingest import _pdf_pages
+
+    rwkv = "\n".join(_pdf_pages(PAPERS / "2305.13048.pdf"))
+    assert "b′_t = e^{p_{t−1}−w−q}" in rwkv and "b^{0}_t" not in rwkv
+    adam = "\n".join(_pdf_pages(PAPERS / "1412.6980.pdf"))
+    assert "bounded, ‖θ_n − θ_m‖_{2} ≤ D" in adam  # was "kθ_n − θ_mk_{2}"
+    assert "|∆_t| ⪅ α" in adam and "g_t ≜ ∇f_t(θ_t)" in adam  # AMS symbols: were "/" and ","
+    assert "R(T) = ∑^T" in adam  # the limit above a display sum joins it as a script; was "X^T"
+    batchnorm = "\n".join(_pdf_pages(PAPERS / "1502.03167.pdf"))
+    assert "z\u0302 = F(x\u0302)" in batchnorm  # ẑ = F(x̂); pdfium put the hats first: "bz = F(bx)"
+    retro = "\n".join(_pdf_pages(PAPERS / "2112.04426.pdf"))
+    assert "(𝑥_{𝑗})_{1⩽𝑗<(𝑢−1)𝑚+𝑖}" in retro  # was "16𝑗"
 
 
 # --- decompression bombs and page counts ------------------------------------------------------
