@@ -26,14 +26,14 @@ _PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equati
                    r"chapter)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+\)?|\b(?:pages?|pp?\.)\s*+\d++(?:[-–]\d++)?+(?!\d|\.\d)",
                    re.I)
 _LIST_ITEM = re.compile(r"(?m)^[ \t]*+\d{1,2}[.)](?=\s)")  # "1. It takes ...": an item's number
-# 31.0 · 10^{6} | 31.0 × 10^6 | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form. Possessive
+# 31.0 · 10^{6} | 31.0 × 10^6 | 3 × 10^(-3) | 10^{-8} | 1e-8 | 1,000.5 | 0.25 | 42 ; minus signs in any form. Possessive
 # and atomic throughout: text with long runs of blanks (masked math) must not make it backtrack.
 # Not a number: part of a name ("GPT-3", "ResNet-50", "β1") or followed by letters ("3D", "1st", "7B").
 _MINUS = "-−–"
 
 
 def _exp(name: str) -> str:
-    return rf"\s*+\^\s*+\{{?+\s*+(?P<{name}>[{_MINUS}+]?+\s*+\d++)(?:\s*+\}})?+"
+    return rf"\s*+\^\s*+[{{(]?+\s*+(?P<{name}>[{_MINUS}+]?+\s*+\d++)(?:\s*+[}})])?+"
 
 
 _NUMBER = re.compile(

@@ -17,6 +17,8 @@ def test_a_number_the_cited_source_holds_is_found():
     assert found("It warms up for 4000 steps with β2 of 0.980 [2].") == {"4000": True, "0.980": True}
     assert found("The cost was 2.3 × 10^19 FLOPs [1].") == {"2.3 × 10^19": True}
     assert found("Adam's epsilon is 1e-9 [2].") == {"1e-9": True}
+    assert found("Adam's epsilon is 10^(-9) [2].") == {"10^(-9)": True}  # an exponent in parentheses
+    assert found("The cost was 2.3 × 10^(19) FLOPs [1].") == {"2.3 × 10^(19)": True}
 
 
 def test_a_wrong_number_is_flagged():
