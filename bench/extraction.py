@@ -41,7 +41,9 @@ KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.0376
          ("1406.2661.pdf", "p_{data}"), ("2305.14314.pdf", "W^{NF4}"), ("1412.6980.pdf", "ϵ = 10^{−8}"),
          ("2106.09685.pdf", "|Θ| ≪ |Φ_{0}|"), ("2305.13048.pdf", "b′_t"), ("1412.6980.pdf", "m̂_t ← m_t/(1 − β^t_{1})"),
          ("1412.6980.pdf", "‖g_{1:T,i}‖_{2}"), ("2205.14135.pdf", "softmax(QK^{⊤})V"), ("1502.03167.pdf", "x̂^{(k)}"),
-         ("1406.2661.pdf", "p_{data} ‖p_g"), ("2112.04426.pdf", "1⩽𝑢⩽𝑙")]
+         ("1406.2661.pdf", "p_{data} ‖p_g"), ("2112.04426.pdf", "1⩽𝑢⩽𝑙"), ("1706.03762.pdf", "softmax(QK^T/√d_k)V"),
+         ("1406.2661.pdf", "D^{∗}_G(x) = p_{data}(x)/(p_{data}(x) + p_g(x))"), ("1412.6980.pdf", "m̂_t/(√v̂_t + ϵ)"),
+         ("1502.03167.pdf", "g(x) = 1/(1+exp(−x))")]
 SKELETON_RE = re.compile(r"[\s^_{}]")  # what joining lines and marking scripts add or take away
 # a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
 CONTROL_RE = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\uf8e5-\uf8fe]")

@@ -7,6 +7,7 @@ a skip message and goes on with the batch.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -261,15 +262,198 @@ def _page_text(textpage) -> str:
     font_size = raw.FPDFText_GetFontSize
     sizes = [font_size(handle, i) for i in index]
     text, index, sizes, bodies = _join_script_lines(text, index, sizes, handle, raw)
-    n = len(text)
+    rules = functools.cache(lambda: _rules(textpage.page, raw))  # read once, and only where a fraction may be
+    lines = _stacked_lines(text, index, sizes, handle, raw, rules)
+
+    def render(a: int, b: int, body: float = 0.0) -> str:
+        return _line_with_scripts(text, sizes, index, a, b, handle, raw, max(bodies[a:b] + [body]))
+
     out: list[str] = []
-    start = 0
+    for segments, fraction_at, end in lines:
+        parts = [" " if (a, b) == SPACE else render(a, b) for a, b in segments[:fraction_at]]
+        if fraction_at < len(segments):  # a numerator over a denominator: "N/D", in brackets where needed
+            (a, k), (k2, b), *denominator = segments[fraction_at:]
+            body = _body_size(text, sizes, a, b)  # the head's scripts are told by the whole line's body size
+            den = "".join(" " if seg == SPACE else render(*seg) for seg in denominator)
+            parts += [render(a, k, body), _operand(render(k2, b).strip()), "/", _operand(den.strip())]
+        out.append("".join(parts) + end)
+    return "".join(out)
+
+
+def _operand(text: str) -> str:
+    return text if re.fullmatch(r"[^\s+\-−±·×/=]+", text) and not text.startswith("(") else "(" + text + ")"
+
+
+SPACE = (-1, -1)  # a line segment that is a word space between two joined lines
+FRACTION_LEADS = set("=([{<>≤≥≈∼") | {"log", "exp", "softmax"}
+LIMIT_BASES = BIG_OPERATORS | {"max", "min", "sup", "inf", "lim", "arg"}  # what stands over a limit, not a fraction
+
+
+def _rules(page, raw) -> list[tuple[float, float, float]]:
+    """The page's thin horizontal rules (left, right, height), drawn or images: fraction bars among them."""
+    out = []
+    for obj in page.get_objects(filter=(raw.FPDF_PAGEOBJ_PATH, raw.FPDF_PAGEOBJ_IMAGE), max_depth=1):
+        left, bottom, right, top = obj.get_bounds()
+        if top - bottom <= 1.5 and right - left >= 2:
+            out.append((left, right, (top + bottom) / 2))
+    return out
+
+
+def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw, rules):
+    """pdfium's lines, with two kinds of stacked math it puts on lines of their own joined: a radical
+    and its radicand ("√", "d_k": "√d_k"), and a fraction's numerator, which ends a line after "=",
+    "(" or a function's name, over its denominator, the next line, centred under it ("D^{∗}_G(x) =
+    p_{data}(x)" over "p_{data}(x) + p_g(x)": p_{data}(x)/(p_{data}(x) + p_g(x))). The bar and the
+    radical's overline are drawn, not text: position says which glyphs they join. Returns, per line,
+    its character ranges, where a fraction starts among them (past the end: none; else the next two
+    ranges are the line's head and the numerator, the rest the denominator) and its line break.
+    `rules()` gives the page's horizontal rules: a fraction has its bar between the two."""
+    import ctypes
+
+    left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+
+    def box(k: int) -> tuple[float, float, float, float]:
+        raw.FPDFText_GetCharBox(handle, index[k], left, right, bottom, top)
+        return left.value, right.value, bottom.value, top.value
+
+    lines = []
+    start, n = 0, len(text)
     while start < n:
         end = text.find("\n", start)
         end = n if end < 0 else end + 1
-        out.append(_line_with_scripts(text, sizes, index, start, end, handle, raw, max(bodies[start:end])))
+        b = end - (text[end - 2:end] == "\r\n") - (text[end - 1:end] == "\n")  # the break left out
+        lines.append([[(start, b)], text[b:end]])
         start = end
-    return "".join(out)
+    i = 0
+    while i + 1 < len(lines):  # radicands first: a denominator may be "√d_k"
+        if _is_radicand(text, sizes, box, lines[i][0][-1], lines[i + 1][0][0]):
+            b, c = lines[i][0][-1][1] - 1, lines[i + 1][0][0][0]
+            if box(c)[0] - box(b)[1] > TOUCHING * max(sizes[b], sizes[c]):
+                lines[i][0].append(SPACE)  # "α ·" and "√": a word space between them
+            lines[i][0] += lines[i + 1][0]
+            lines[i][1] = lines[i + 1][1]
+            del lines[i + 1]
+        else:
+            i += 1
+    out = []
+    i = 0
+    while i < len(lines):
+        segments, end = lines[i]
+        if i + 1 < len(lines) and (k := _numerator(text, sizes, box, segments[-1], lines[i + 1][0], rules)) is not None:
+            a, b = segments[-1]
+            denominator, end = lines[i + 1]
+            if i + 2 < len(lines) and _closes_fraction(text, box, [(k, b)], denominator, lines[i + 2][0][0]):
+                end = ""  # ")V (1)" goes on after "softmax(QK^T/√d_k"
+            out.append((segments[:-1] + [(a, k), (k, b)] + denominator, len(segments) - 1, end))
+            i += 2
+            continue
+        out.append((segments, len(segments), end))
+        i += 1
+    return out
+
+
+def _closes_fraction(text: str, box, numerator, denominator, after: tuple[int, int]) -> bool:
+    """The next line starts with a closing bracket right of a fraction, between its numerator and
+    denominator in height: the bracket opened before the numerator, the line going on."""
+    a, b = after
+    if b <= a or text[a] not in ")]}":
+        return False
+    num = [box(q) for q in _glyph_positions(text, numerator)]
+    den = [box(q) for q in _glyph_positions(text, denominator)]
+    left, _, bottom, top = box(a)
+    return left >= max(x[1] for x in num + den) - 1 and bottom < max(x[2] for x in num) \
+        and top > min(x[3] for x in den)
+
+
+def _math_operand(text: str) -> bool:
+    """A numerator or denominator, not prose or a table row: brackets balanced, at most one word of
+    four letters or more, no equation number, not starting with a relation."""
+    depth = 0
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth < 0:
+            return False
+    return depth == 0 and len(re.findall(r"[A-Za-z]{4,}", text)) <= 1 and not re.search(r"\(\d+\)\s*$", text) \
+        and not re.match(r"[=<>≤≥≈∼]", text)
+
+
+def _glyph_positions(text: str, segments) -> list[int]:
+    return [k for a, b in segments for k in range(a, b) if not text[k].isspace()]
+
+
+def _is_radicand(text: str, sizes: list[float], box, radical: tuple[int, int], below: tuple[int, int]) -> bool:
+    """The next line starts at the right edge of a radical ending this line, within its height: with
+    its radicand (Adam's "m̂_t/", "√", "v̂_t + ϵ)"); or with a radical right after this line's last
+    glyph."""
+    a, b = radical
+    c, d = below
+    if b <= a or d <= c or text[c].isspace() or text[b - 1].isspace() or "√" not in (text[b - 1], text[c]):
+        return False
+    size = max(sizes[b - 1], sizes[c]) or 10.0
+    _, rr, rb, rt = box(b - 1)
+    gl, _, gb, gt = box(c)
+    if text[b - 1] != "√":  # a radical pdfium put on a new line after "m̂_t/": beside the glyph before it
+        return rr - 0.3 * size <= gl <= rr + 0.6 * size and gb < rt and gt > rb
+    return rr - 0.3 * size <= gl <= rr + 0.6 * size and gb >= rb - 0.3 * size and gt <= rt + 0.3 * size
+
+
+def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below: list, rules) -> int | None:
+    """Where a fraction's numerator starts at the end of this line segment, whose denominator is the
+    next line (`below`), or None. The numerator follows a lead ("=", "(", "log", ...), and the two
+    sit centred one over the other, the denominator's baseline 0.6 to 2.5 body sizes lower, a
+    rule (the bar) between them as wide as the wider of the two (a binomial coefficient has none)."""
+    den = _glyph_positions(text, below)
+    den_text = "".join(text[a:b] for a, b in below).strip()
+    if not den or len(den_text) > 40 or not _math_operand(den_text):
+        return None
+    size = max(sizes[k] for k in den)
+    if size <= 0:
+        return None
+    boxes = [box(k) for k in den]
+    dl, dr = min(x[0] for x in boxes), max(x[1] for x in boxes)
+    if dr - dl > 12 * size:
+        return None
+    d_base = max((x for k, x in zip(den, boxes) if sizes[k] >= 0.85 * size), key=lambda x: x[0])[2]
+    a, b = last
+    k, depth = b, 0
+    while k > a:
+        ch = text[k - 1]
+        if ch.isspace():
+            word = re.search(r"([A-Za-z]+|[^\w\s])$", text[a:k - 1].rstrip())
+            if depth == 0 and word and (len(word.group(1)) > 1 or word.group(1) in FRACTION_LEADS):
+                break
+            k -= 1
+            continue
+        if depth == 0 and ch in FRACTION_LEADS:
+            break
+        if box(k - 1)[0] < dl - size:
+            return None  # the line goes on left of the denominator without a lead: no fraction
+        depth += ch in ")]}"
+        depth -= depth > 0 and ch in "([{"
+        k -= 1
+    num = _glyph_positions(text, [(k, b)])
+    lead = re.search(r"(?:[A-Za-z]+|\S)$", text[a:k].rstrip())
+    if not num or len(num) > 40 or not lead or lead.group(0) not in FRACTION_LEADS \
+            or not _math_operand(text[k:b].strip()) or text[k:b].strip() in LIMIT_BASES \
+            or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
+        return None
+    nboxes = [box(q) for q in num]
+    nl, nr = min(x[0] for x in nboxes), max(x[1] for x in nboxes)
+    n_base = max((x for q, x in zip(num, nboxes) if sizes[q] >= 0.85 * size), key=lambda x: x[0], default=None)
+    if n_base is None:
+        return None
+    gap = n_base[2] - d_base
+    width = max(nr - nl, dr - dl)
+    if nr - nl > 12 * size:
+        return None
+    centred = abs((nl + nr) / 2 - (dl + dr) / 2) <= 0.05 * width + 0.25 * size
+    inside = (dl >= nl - 0.5 * size and dr <= nr + 0.5 * size) or (nl >= dl - 0.5 * size and nr <= dr + 0.5 * size)
+    if not (0.6 * size <= gap <= 2.5 * size and centred and inside):
+        return None
+    lo, hi = min(nl, dl), max(nr, dr)
+    bar = any(left <= lo + 0.3 * size and right >= hi - 0.3 * size and right - left <= hi - lo + 2 * size
+              and d_base < y < n_base[2] for left, right, y in rules())
+    return k if bar else None
 
 
 def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, raw):
@@ -390,16 +574,9 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
     # One function (about 100 lines): the body size, the script runs and their marks are one pass
     # over one line's characters; split, each part would need the others' intermediate lists.
     # `min_body`: the size of a base whose scripts were joined to this line (see _join_script_lines).
-    counts = Counter(round(sizes[i], 1) for i in range(a, b) if _is_body(text[i]))
-    if not counts:
+    body = _body_size(text, sizes, a, b)
+    if not body:
         return text[a:b]
-    # the body size: the largest size that, with the sizes above it, covers a third of the line's
-    # letters and digits (a header row like "N d_model d_ff h d_k" has more script than base letters)
-    total, covered = sum(counts.values()), 0
-    for body, count in sorted(counts.items(), reverse=True):
-        covered += count
-        if covered * 3 >= total:
-            break
     limit = SCRIPT_SIZE_RATIO * max(body, min_body)
     small = [not text[i].isspace() and 0 < sizes[i] < limit for i in range(a, b)]
     if not any(small):
@@ -500,6 +677,18 @@ def _script(mark: str, run: str) -> str:
     if not mark or set(run) <= {"′"}:
         return run
     return mark + (run if len(run) == 1 and run.isascii() and run.isalpha() else "{" + run + "}")
+
+
+def _body_size(text: str, sizes: list[float], a: int, b: int) -> float:
+    """A line's body size: the largest size that, with the sizes above it, covers a third of its
+    letters and digits (a header row like "N d_model d_ff h d_k" has more script than base letters)."""
+    counts = Counter(round(sizes[i], 1) for i in range(a, b) if _is_body(text[i]))
+    total, covered = sum(counts.values()), 0
+    for body, count in sorted(counts.items(), reverse=True):
+        covered += count
+        if covered * 3 >= total:
+            return body
+    return 0.0
 
 
 def _normalize(text: str) -> str:

@@ -129,6 +129,23 @@ def test_scripts_on_lines_of_their_own_join_their_base():
     assert "scaling factor √\r\n1\r\nd_k" in rwkv  # a fraction's parts are no scripts of the word before
 
 
+def test_fractions_and_radicals_on_lines_of_their_own_join_their_line():
+    """A display fraction's numerator, denominator and bar, and a radical with its radicand, which
+    pdfium puts on lines of their own, read as one line; a binomial coefficient (no bar) does not."""
+    from rqa.ingest import _pdf_pages
+
+    transformer = _pdf_pages(PAPERS / "1706.03762.pdf")[3]
+    assert "Attention(Q, K, V ) = softmax(QK^T/√d_k)V (1)" in transformer  # was "QK^T", "√", "d_k", ")V (1)"
+    gan = _pdf_pages(PAPERS / "1406.2661.pdf")[3]
+    assert "D^{∗}_G(x) = p_{data}(x)/(p_{data}(x) + p_g(x))" in gan
+    adam = _pdf_pages(PAPERS / "1412.6980.pdf")[1]
+    assert "θ_t ← θ_{t−1} − α · m̂_t/(√v̂_t + ϵ) (Update parameters)" in adam
+    batchnorm = "\n".join(_pdf_pages(PAPERS / "1502.03167.pdf"))
+    assert "g(x) = 1/(1+exp(−x))" in batchnorm  # an inline fraction whose bar is an image
+    instructgpt = "\n".join(_pdf_pages(PAPERS / "2203.02155.pdf"))
+    assert "(K/2" not in instructgpt  # (K choose 2) has no bar
+
+
 def test_a_table_row_stays_on_one_line():
     from rqa.ingest import _pdf_pages
 
