@@ -224,16 +224,26 @@ def _font_glyphs(text: str, index: list[int], handle, raw) -> tuple[str, list[in
     return "".join(out), out_index
 
 
-def _accents_after_bases(out: list[str], index: list[int], handle, raw) -> None:
-    """A wide accent pdfium put before its base (BatchNorm's "bz = F(bx)" for ẑ = F(x̂)) moved after
-    it, where it sits over the next glyph more than over the one before."""
+def _char_boxes(handle, raw, index: list[int]):
+    """box(k): the (left, right, bottom, top) of pdfium's character index[k]."""
     import ctypes
 
     left, right, bottom, top = (ctypes.c_double() for _ in range(4))
 
-    def span(k: int) -> tuple[float, float]:
+    def box(k: int) -> tuple[float, float, float, float]:
         raw.FPDFText_GetCharBox(handle, index[k], left, right, bottom, top)
-        return left.value, right.value
+        return left.value, right.value, bottom.value, top.value
+
+    return box
+
+
+def _accents_after_bases(out: list[str], index: list[int], handle, raw) -> None:
+    """A wide accent pdfium put before its base (BatchNorm's "bz = F(bx)" for ẑ = F(x̂)) moved after
+    it, where it sits over the next glyph more than over the one before."""
+    box = _char_boxes(handle, raw, index)
+
+    def span(k: int) -> tuple[float, float]:
+        return box(k)[:2]
 
     def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
         return min(a[1], b[1]) - max(a[0], b[0])
@@ -308,13 +318,7 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
     its character ranges, where a fraction starts among them (past the end: none; else the next two
     ranges are the line's head and the numerator, the rest the denominator) and its line break.
     `rules()` gives the page's horizontal rules: a fraction has its bar between the two."""
-    import ctypes
-
-    left, right, bottom, top = (ctypes.c_double() for _ in range(4))
-
-    def box(k: int) -> tuple[float, float, float, float]:
-        raw.FPDFText_GetCharBox(handle, index[k], left, right, bottom, top)
-        return left.value, right.value, bottom.value, top.value
+    box = _char_boxes(handle, raw, index)
 
     lines = []
     start, n = 0, len(text)
