@@ -36,7 +36,7 @@ from rqa.llm import Models
 from rqa.numbers import NumberCheck, check_numbers, distinctive
 from rqa.prompt import build_messages
 from rqa.support import SUPPORT_EMBEDDER, Quote, SentenceSupport, check_support, quote_sentences, supporting_sentences
-from rqa.text import cited_numbers
+from rqa.text import cited_numbers, sentence_spans
 from rqa.types import Hit
 from rqa.errors import QuestionError
 
@@ -158,6 +158,7 @@ class AnswerStream:
                                   self.settings.grounding, self.settings.answer_style, self.settings.demonstration,
                                   self.settings.equation_hint)
         pieces: list[str] = []
+        looped_at = None
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now
         with contextlib.closing(self.model.stream(messages, self.settings.max_new_tokens,
                                                   self.settings.temperature)) as generated:
@@ -166,9 +167,12 @@ class AnswerStream:
                     self.timings["first_token_s"] = time.perf_counter() - self._t0
                 pieces.append(piece)
                 yield piece
+                if (looped_at := repeated_sentence("".join(pieces))) is not None:
+                    break  # greedy decoding that repeats a sentence repeats it to the token limit
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)
-        self.answer = finish(self.question, "".join(pieces).strip(), self.hits, self.model.name, self.settings,
+        text = "".join(pieces)[:looped_at].strip()
+        self.answer = finish(self.question, text, self.hits, self.model.name, self.settings,
                              self.sympy, self.notices, self.timings, stored_vectors(self.index, self.hits))
         self.answer.expansion = self.expansion
         self.answer.adapter = self.model.adapter_name
@@ -178,6 +182,22 @@ class AnswerStream:
         for _ in self:
             pass
         return self.answer
+
+
+LOOP_MIN_CHARS = 30  # shorter sentences ("See [2].") may fairly recur
+
+
+def repeated_sentence(text: str) -> int | None:
+    """Where the text's last finished sentence starts, when it repeats an earlier one word for word."""
+    spans = sentence_spans(text)[:-1]  # the last may be unfinished
+    if len(spans) < 2:
+        return None
+    last = " ".join(text[slice(*spans[-1])].split())
+    if len(last) < LOOP_MIN_CHARS:
+        return None
+    if any(" ".join(text[a:b].split()) == last for a, b in spans[:-1]):
+        return spans[-1][0]
+    return None
 
 
 def stored_vectors(index: Index, hits: list[Hit]):

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from rqa.answer import answer_stream, clean_question, cited_numbers, finish
+from rqa.answer import answer_stream, clean_question, cited_numbers, finish, repeated_sentence
 from rqa.errors import QuestionError
 from rqa.config import Settings
 from rqa.expand import expand
@@ -179,6 +179,23 @@ def test_answer_stream_with_a_scripted_model(shared_index):
     assert set(answer.timings) >= {"retrieval_s", "first_token_s", "total_s"}
     prompt = model.prompts[0][1]["content"]
     assert prompt.startswith("Sources:\n\n[1] ") and prompt.endswith("Question: How does LoRA adapt a model?")
+
+
+def test_a_sentence_repeated_word_for_word_stops_the_answer_there(shared_index):
+    from rqa.collection import open_index
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    loop = "The results on WikiSQL fluctuate around 0.5 % across random seeds [1]. "
+    model = ScriptedModel("LoRA matches full fine-tuning [1]. " + loop * 6)
+    stream = answer_stream("How does LoRA compare on WikiSQL?", open_index(shared_index), ScriptedPool(model),
+                           shared_index)
+    pieces = list(stream)
+    assert len("".join(pieces)) < len(model.reply) / 2  # generation stopped, not run to the token limit
+    assert stream.answer.model_text.count("fluctuate around") == 1
+    assert stream.answer.model_text.startswith("LoRA matches full fine-tuning [1].")
+    # short sentences may fairly recur; a text without a repeat is left alone
+    assert repeated_sentence("See [1]. Then it adds noise. See [1]. And more.") is None
+    assert repeated_sentence("LoRA matches full fine-tuning on GPT-3. It is cheaper. And so on") is None
 
 
 def test_abstention_is_recognised():
