@@ -30,6 +30,8 @@ NAMED_HEADINGS = {"abstract", "introduction", "related work", "background", "con
                   "discussion", "acknowledgments", "acknowledgements", "references", "bibliography",
                   "appendix", "method", "methods", "experiments", "results", "limitations"}
 REFERENCE_HEADINGS = {"references", "bibliography", "reference"}
+# "Appendix H Reanalyze" (MuZero's supplement)
+APPENDIX_HEADING_RE = re.compile(r"^Appendix\s+[A-Z](?:\.\d{1,2}){0,3}\.?\s+[A-Z][\w\s\-:,&/()']{1,80}$")
 EQ_NUMBER_RE = re.compile(r"\(\d{1,3}[a-z]?\)\s*$")
 MAX_PDF_PAGES = 1_000  # the longest shared paper has 83
 MATH_CHARS = set("=∑∏∫√±×·≤≥≈∈∀∃∂∇αβγδεϵζηθλμνπρστφψωΣΠΩ^_{}|‖")
@@ -737,11 +739,20 @@ def _is_heading(line: str) -> str | None:
     low = line.lower().strip(" .:")
     if low in NAMED_HEADINGS and line[:1].isupper():
         return line.strip(" .:")
+    if APPENDIX_HEADING_RE.match(line) and len(line) < 90:
+        return line
     m = NUMBERED_HEADING_RE.match(line)
     if m and len(line) < 90 and not line.endswith(".") and not re.search(r"\d{3,}", m.group(2)) \
             and sum(c.isalpha() for c in m.group(2)) >= 3 and len(m.group(2).split()) <= 12:
         return line
     return None
+
+
+def _starts_appendix(heading: str) -> bool:
+    """Whether a heading after the reference list opens the appendices, whose text is the paper's
+    own: "Appendix A ...", "10 APPENDIX", or the first lettered section, "A Implementation Details"
+    or "A. Datasets". Only A: a later letter there is an author's initial ("H. Knowledge guided ...")."""
+    return "appendix" in heading.lower().split() or re.match(r"^A(\.\d{1,2})*\.?\s", heading) is not None
 
 
 def _is_mathy(line: str) -> bool:
@@ -774,7 +785,7 @@ def _pdf_sections(pages: list[list[str]]) -> list[Section]:
                 low = heading.lower().strip(" .:")
                 if low in REFERENCE_HEADINGS:
                     in_refs = True
-                elif in_refs and not (re.match(r"^[A-H](\.\d+)*\s", heading) or low.startswith("appendix")):
+                elif in_refs and not _starts_appendix(heading):
                     pass  # still inside the reference list: numbered items are not headings
                 else:
                     in_refs = False

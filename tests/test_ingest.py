@@ -47,6 +47,19 @@ def test_equations_are_blocks(transformer):
     assert any(e.startswith("Attention(Q, K, V )") and e.endswith("(1)") for e in eqs)
 
 
+def test_appendices_after_the_reference_list_are_kept_and_the_list_is_not():
+    muzero = load_document(PAPERS / "1911.08265.pdf")  # "Appendix H Reanalyze", after the references
+    assert "Appendix H Reanalyze" in [s.heading for s in muzero.sections]
+    assert "revisits its past time-steps" in all_text(muzero)
+    resnet = load_document(PAPERS / "1512.03385.pdf")  # "A. Object Detection Baselines"
+    assert "A. Object Detection Baselines" in [s.heading for s in resnet.sections]
+    realm = load_document(PAPERS / "2002.08909.pdf")
+    headings = [s.heading for s in realm.sections]
+    # an author's initial inside the reference list is no heading; its "A." after the list opens the appendix
+    assert "D. Retrieval Utility" in headings and not any(h.startswith("H. ") for h in headings)
+    assert "Learning binary codes for maximum inner product" not in all_text(realm)
+
+
 def test_markdown_primer():
     doc = load_document(PRIMER_DIR / "01-attention.md")
     assert doc.title.startswith("Scaled dot-product")
