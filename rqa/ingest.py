@@ -70,7 +70,8 @@ def load_document(path: Path) -> Document:
     elif suffix == ".tex":
         sections = _tex_sections(pages[0])
     else:
-        sections = _pdf_sections(_strip_running_lines([_normalize(p) for p in pages]))
+        compounds = _compounds(pages)
+        sections = _pdf_sections(_strip_running_lines([_normalize(p, compounds) for p in pages]))
     if sum(len(b.text) for s in sections for b in s.blocks) < 200:
         raise IngestError("no usable text layer (image-only or blank document?)")
     title = _title(path, sections, pages[0])
@@ -697,16 +698,34 @@ def _body_size(text: str, sizes: list[float], a: int, b: int) -> float:
     return 0.0
 
 
-def _normalize(text: str) -> str:
+def _compounds(pages: list[str]) -> frozenset[str]:
+    """The hyphenated words a document writes within a line ("channel-mixing", "fine-tuning"),
+    lower-cased, where it never writes them as one word: a hyphen at a line break between their
+    parts is the compound's, not a syllable break."""
+    text = "\n".join(pages)
+    hyphenated = {m.group(0).lower() for m in re.finditer(r"\b[A-Za-z]+-[A-Za-z]+\b", text)}
+    words = {w.lower() for w in re.findall(r"\b[A-Za-z]+\b", text)}
+    return frozenset(h for h in hyphenated if h.replace("-", "") not in words)
+
+
+def _normalize(text: str, compounds: frozenset[str] = frozenset()) -> str:
     for k, v in LIGATURES.items():
         text = text.replace(k, v)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+
+    def compound(left: str, right: str) -> bool:
+        return f"{left}-{right}".lower() in compounds
+
     # pdfium marks a hyphen at a line break with U+FFFE (or U+0002). Join the word, but keep the
-    # hyphen of compounds ("English-to-German") whose right part already carries one.
+    # hyphen of compounds: the document writes them so elsewhere ("channel-\nmixing"), the right
+    # part carries one ("English-to-German"), or the left is capitalised ("ZeRO-DP").
     text = re.sub(r"(\w+)[\ufffe\u0002]\n?(\w+)(-?)",
-                  lambda m: m.group(1) + ("-" if m.group(3) or m.group(1)[:1].isupper() else "")
+                  lambda m: m.group(1) + ("-" if m.group(3) or m.group(1)[:1].isupper()
+                                          or compound(m.group(1), m.group(2)) else "")
                   + m.group(2) + m.group(3), text)
-    text = re.sub(r"([a-z]{2,})-\n([a-z]{2,})", r"\1\2", text)  # plain "regular-\nization"
+    # a plain hyphen at a line break: "regular-\nization", but "fine-\ntuning" where it is a compound
+    text = re.sub(r"([a-z]{2,})-\n([a-z]{2,})",
+                  lambda m: m.group(1) + ("-" if compound(m.group(1), m.group(2)) else "") + m.group(2), text)
     return unicodedata.normalize("NFC", text)
 
 

@@ -37,6 +37,8 @@ def test_pdf_cleaning(transformer):
     assert "arXiv:1706.03762v7" not in text  # side stamp removed
     assert "multiplicative" in text  # "multi-\nplicative" joined
     assert "English-to-German" in text  # compound hyphen kept
+    # a compound broken at a line end keeps its hyphen where the paper writes it so elsewhere
+    assert "positionwise" not in text and "attentionbased" not in text and "position-wise" in text
     # the reference list stays out: a reference entry's text is gone, body citations remain
     assert "Neural machine translation in linear time" not in text
     assert "√" in text  # math symbols kept
