@@ -11,6 +11,7 @@ import functools
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -70,8 +71,8 @@ def load_document(path: Path) -> Document:
     elif suffix == ".tex":
         sections = _tex_sections(pages[0])
     else:
-        compounds = _compounds(pages)
-        sections = _pdf_sections(_strip_running_lines([_normalize(p, compounds) for p in pages]))
+        hyphens = Hyphens.of(pages)
+        sections = _pdf_sections(_strip_running_lines([_normalize(p, hyphens) for p in pages]))
     if sum(len(b.text) for s in sections for b in s.blocks) < 200:
         raise IngestError("no usable text layer (image-only or blank document?)")
     title = _title(path, sections, pages[0])
@@ -698,34 +699,46 @@ def _body_size(text: str, sizes: list[float], a: int, b: int) -> float:
     return 0.0
 
 
-def _compounds(pages: list[str]) -> frozenset[str]:
-    """The hyphenated words a document writes within a line ("channel-mixing", "fine-tuning"),
-    lower-cased, where it never writes them as one word: a hyphen at a line break between their
-    parts is the compound's, not a syllable break."""
-    text = "\n".join(pages)
-    hyphenated = {m.group(0).lower() for m in re.finditer(r"\b[A-Za-z]+-[A-Za-z]+\b", text)}
-    words = {w.lower() for w in re.findall(r"\b[A-Za-z]+\b", text)}
-    return frozenset(h for h in hyphenated if h.replace("-", "") not in words)
+@dataclass(frozen=True)
+class Hyphens:
+    """What a document writes, for reading the hyphens at its line ends: its words, and its compounds
+    (hyphenated words it writes within a line and never as one word, lower-cased)."""
+
+    words: frozenset[str] = frozenset()
+    compounds: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, pages: list[str]) -> "Hyphens":
+        text = "\n".join(pages)
+        words = frozenset(re.findall(r"\b[A-Za-z]+\b", text))
+        lower = {w.lower() for w in words}
+        hyphenated = {m.group(0).lower() for m in re.finditer(r"\b[A-Za-z]+-[A-Za-z]+\b", text)}
+        return cls(words, frozenset(h for h in hyphenated if h.replace("-", "") not in lower))
+
+    def keeps(self, left: str, right: str, carries: bool = False) -> bool:
+        """Whether the hyphen between two parts at a line end is the word's: a compound the document
+        writes so ("channel-mixing"); else not where the document writes the joined word ("Fig-ure",
+        "Trans-former"); else where the right part carries one ("English-to-German") or the left is
+        capitalised ("ZeRO-DP"). A syllable break ("regular-ization") is joined."""
+        if f"{left}-{right}".lower() in self.compounds:
+            return True
+        if left + right in self.words:
+            return False
+        return carries or left[:1].isupper()
 
 
-def _normalize(text: str, compounds: frozenset[str] = frozenset()) -> str:
+def _normalize(text: str, hyphens: Hyphens = Hyphens()) -> str:
     for k, v in LIGATURES.items():
         text = text.replace(k, v)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-
-    def compound(left: str, right: str) -> bool:
-        return f"{left}-{right}".lower() in compounds
-
-    # pdfium marks a hyphen at a line break with U+FFFE (or U+0002). Join the word, but keep the
-    # hyphen of compounds: the document writes them so elsewhere ("channel-\nmixing"), the right
-    # part carries one ("English-to-German"), or the left is capitalised ("ZeRO-DP").
+    # pdfium marks a hyphen at a line break with U+FFFE (or U+0002)
     text = re.sub(r"(\w+)[\ufffe\u0002]\n?(\w+)(-?)",
-                  lambda m: m.group(1) + ("-" if m.group(3) or m.group(1)[:1].isupper()
-                                          or compound(m.group(1), m.group(2)) else "")
+                  lambda m: m.group(1) + ("-" if hyphens.keeps(m.group(1), m.group(2), bool(m.group(3))) else "")
                   + m.group(2) + m.group(3), text)
     # a plain hyphen at a line break: "regular-\nization", but "fine-\ntuning" where it is a compound
     text = re.sub(r"([a-z]{2,})-\n([a-z]{2,})",
-                  lambda m: m.group(1) + ("-" if compound(m.group(1), m.group(2)) else "") + m.group(2), text)
+                  lambda m: m.group(1) + ("-" if f"{m.group(1)}-{m.group(2)}" in hyphens.compounds else "")
+                  + m.group(2), text)
     return unicodedata.normalize("NFC", text)
 
 

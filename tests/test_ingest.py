@@ -62,6 +62,13 @@ def test_appendices_after_the_reference_list_are_kept_and_the_list_is_not():
     assert "Learning binary codes for maximum inner product" not in all_text(realm)
 
 
+def test_a_capitalised_word_broken_at_a_line_end_is_joined_where_the_paper_writes_it_whole(batchnorm):
+    text = all_text(batchnorm)
+    for broken in ("Nor-malization", "In-ception", "How-ever", "Stochas-tic"):
+        assert broken not in text
+    assert "Inception" in text and "Normalization" in text
+
+
 def test_markdown_primer():
     doc = load_document(PRIMER_DIR / "01-attention.md")
     assert doc.title.startswith("Scaled dot-product")
