@@ -330,7 +330,8 @@ def test_an_index_of_an_older_format_is_refused_with_the_rebuild_line(small_inde
     control codes, format 4 the scripts pdfium puts on lines of their own, format 5 math-font glyphs as
     their font code in ASCII ("b0_t" for b′_t), format 6 fractions on lines of their own, format 7 no
     appendix after the reference list, format 8 "channelmixing" for channel-mixing at a line end,
-    format 9 "Trans-former": rebuilt, not migrated (this test replaces test_an_index_of_the_old_format_is_migrated_keeping_every_chunk)."""
+    format 9 "Trans-former": rebuilt, not migrated (this test replaces
+    test_an_index_of_the_old_format_is_migrated_keeping_every_chunk)."""
     path = tmp_path / "old"
     shutil.copytree(small_index.index_dir, path)
     manifest = json.loads((path / "manifest.json").read_text())
