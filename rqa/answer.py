@@ -158,7 +158,7 @@ class AnswerStream:
                                   self.settings.grounding, self.settings.answer_style, self.settings.demonstration,
                                   self.settings.equation_hint)
         pieces: list[str] = []
-        looped_at = None
+        text, looped_at = "", None
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now
         with contextlib.closing(self.model.stream(messages, self.settings.max_new_tokens,
                                                   self.settings.temperature)) as generated:
@@ -166,13 +166,13 @@ class AnswerStream:
                 if not pieces:
                     self.timings["first_token_s"] = time.perf_counter() - self._t0
                 pieces.append(piece)
+                text += piece
                 yield piece
-                if (looped_at := repeated_sentence("".join(pieces))) is not None:
+                if (looped_at := repeated_sentence(text)) is not None:
                     break  # greedy decoding that repeats a sentence repeats it to the token limit
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)
-        text = "".join(pieces)[:looped_at].strip()
-        self.answer = finish(self.question, text, self.hits, self.model.name, self.settings,
+        self.answer = finish(self.question, text[:looped_at].strip(), self.hits, self.model.name, self.settings,
                              self.sympy, self.notices, self.timings, stored_vectors(self.index, self.hits))
         self.answer.expansion = self.expansion
         self.answer.adapter = self.model.adapter_name

@@ -737,8 +737,7 @@ def _normalize(text: str, hyphens: Hyphens = Hyphens()) -> str:
                   + m.group(2) + m.group(3), text)
     # a plain hyphen at a line break: "regular-\nization", but "fine-\ntuning" where it is a compound
     text = re.sub(r"([a-z]{2,})-\n([a-z]{2,})",
-                  lambda m: m.group(1) + ("-" if f"{m.group(1)}-{m.group(2)}" in hyphens.compounds else "")
-                  + m.group(2), text)
+                  lambda m: m.group(1) + ("-" if hyphens.keeps(m.group(1), m.group(2)) else "") + m.group(2), text)
     return unicodedata.normalize("NFC", text)
 
 
