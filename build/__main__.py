@@ -30,6 +30,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--minutes", type=float, help="stop generating after this long and validate what is there; "
                    "the same command continues")
 
+    s = sub.add_parser("cite", help="the stock model's own answers to the dataset's questions, with rqa's "
+                       "citations written in, as SFT targets (an adapter that learns to cite)")
+    s.add_argument("--data", type=Path, required=True, help="the dataset folder (its pairs.jsonl questions)")
+    s.add_argument("--index", type=Path, required=True, help="the index the app answers from")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--train", type=int, default=64, help="train questions to answer (a larger value extends a run)")
+    s.add_argument("--val", type=int, default=8, help="val questions to answer")
+    s.add_argument("--minutes", type=float, help="stop after this long; the same command continues")
+
     s = sub.add_parser("embedder", help="fine-tune the retrieval embedder on the dataset's train papers (MNRL)")
     s.add_argument("--data", type=Path, required=True, help="the dataset --out folder")
     s.add_argument("--out", type=Path, required=True)

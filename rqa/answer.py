@@ -153,10 +153,14 @@ class AnswerStream:
         self.model = models.for_question(self.question)
         self.answer: Answer | None = None
 
+    def messages(self) -> list[dict]:
+        """The chat the model answers: instructions, then the sources and the question."""
+        return build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)),
+                              self.settings.grounding, self.settings.answer_style, self.settings.demonstration,
+                              self.settings.equation_hint)
+
     def __iter__(self) -> Iterator[str]:
-        messages = build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)),
-                                  self.settings.grounding, self.settings.answer_style, self.settings.demonstration,
-                                  self.settings.equation_hint)
+        messages = self.messages()
         pieces: list[str] = []
         text, looped_at = "", None
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now

@@ -547,3 +547,41 @@ def test_a_killed_dataset_stage_takes_its_teacher_server_with_it(tmp_path):
         except OSError:
             return
     pytest.fail("the teacher server outlived the process that started it")
+
+
+def test_cite_writes_the_models_own_answers_with_rqas_citations_and_resumes(shared_index, tmp_path):
+    from build.cite import cite, cite_in_sentences
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    assert cite_in_sentences("It uses 4000 warm-up steps. [3] [1] The rate then decays [2].") == \
+        "It uses 4000 warm-up steps [3][1]. The rate then decays [2]."
+    data = tmp_path / "qa"
+    data.mkdir()
+    asked = [("train", "How does LoRA adapt a pretrained model?"), ("train", "What does the Transformer use instead "
+             "of recurrence?"), ("train", "What is the warmup schedule of the Transformer?"), ("val", "What does "
+             "Adam keep estimates of?")]
+    (data / "pairs.jsonl").write_text("".join(json.dumps({"split": s, "question": q, "chunk_id": "c", "paper": "p"}) + "\n"
+                                              for s, q in asked))
+
+    def reply(messages):  # the words of a source, uncited; an abstention for the schedule question
+        if "warmup" in messages[-1]["content"]:
+            return "The sources do not say."
+        source = messages[-1]["content"].split("\n[1] ", 1)[1].split("\n", 1)[1]
+        return " ".join(source.split()[:40]).rstrip(".") + "."
+
+    model = ScriptedModel(reply)
+    out = tmp_path / "cite"
+    counts = cite(data, shared_index.index_dir, out, n_train=2, n_val=1, pool=ScriptedPool(model), log=lambda *_: None)
+    assert len(model.prompts) == 3 and counts["train"]["answered"] == 2
+    rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == counts["train"]["kept"] >= 1
+    system, user, assistant = rows[0]["messages"]
+    assert user["content"].startswith("Sources:\n\n[1] ")  # the app's own prompt
+    answered = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
+    kept = next(r for r in answered if r["kept"] and r["split"] == "train")
+    assert "[" not in kept["model_text"] and assistant["content"] == cite_in_sentences(kept["body"])
+    assert re.search(r" \[\d\](\[\d\])*\.$", assistant["content"])  # rqa's citation, written in
+    # a larger --train resumes: only the new question is asked, and its abstention is no target
+    counts = cite(data, shared_index.index_dir, out, n_train=3, n_val=1, pool=ScriptedPool(model), log=lambda *_: None)
+    assert len(model.prompts) == 4 and counts["train"]["answered"] == 3
+    assert counts["dropped"].get("abstained") == 1
