@@ -31,22 +31,26 @@ MARKER_RE = re.compile(r"\s*\[\d+(?:\s*[,;-]\s*\d+)*\]")
 def cite_in_sentences(body: str) -> str:
     """The answer with each sentence's citations before its full stop, "like this [1][3].": a
     citation written after the stop, or standing alone after it, belongs to the sentence before."""
-    sentences: list[tuple[str, list[int]]] = []
-    for a, b in sentence_spans(body):
+    sentences: list[tuple[str, list[int], str]] = []  # words, citations, what separates it from the next
+    spans = sentence_spans(body)
+    for i, (a, b) in enumerate(spans):
         sentence = body[a:b]
+        gap = body[b:spans[i + 1][0]] if i + 1 < len(spans) else ""
         lead = re.match(r"(?:\s*\[[\d,;\s-]+\])+", sentence)  # "[3] [1] The rate ...": the stop came first
         if lead and sentences:
             sentences[-1][1].extend(n for n in cited_numbers(lead.group(0)) if n not in sentences[-1][1])
             sentence = sentence[lead.end():]
         words = MARKER_RE.sub("", sentence).strip()
         if words:
-            sentences.append((words, cited_numbers(sentence)))
+            sentences.append((words, cited_numbers(sentence), "\n\n" if "\n\n" in gap else "\n" if "\n" in gap else " "))
+        elif sentences and "\n" in gap:  # a paragraph that held only citations ends where it ended
+            sentences[-1] = (*sentences[-1][:2], "\n\n" if "\n\n" in gap else "\n")
     out = []
-    for words, numbers in sentences:
-        stop = words[-1] if words[-1] in ".!?" else ""
+    for words, numbers, gap in sentences:
+        stop = words[-1] if words[-1] in ".!?:" else ""
         core = words[:-1].rstrip() if stop else words
-        out.append(core + (" " + "".join(f"[{n}]" for n in numbers) if numbers else "") + (stop or "."))
-    return " ".join(out)
+        out.append(core + (" " + "".join(f"[{n}]" for n in numbers) if numbers else "") + (stop or ".") + gap)
+    return "".join(out).rstrip()
 
 
 def questions(data_dir: Path, split: str) -> list[str]:

@@ -555,6 +555,7 @@ def test_cite_writes_the_models_own_answers_with_rqas_citations_and_resumes(shar
 
     assert cite_in_sentences("It uses 4000 warm-up steps. [3] [1] The rate then decays [2].") == \
         "It uses 4000 warm-up steps [3][1]. The rate then decays [2]."
+    assert cite_in_sentences("Two parts:\n\nA scale [1].\n\nA shift. [2]") == "Two parts:\n\nA scale [1].\n\nA shift [2]."
     data = tmp_path / "qa"
     data.mkdir()
     asked = [("train", "How does LoRA adapt a pretrained model?"), ("train", "What does the Transformer use instead "
