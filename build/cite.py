@@ -55,8 +55,12 @@ def cite_in_sentences(body: str) -> str:
 
 def questions(data_dir: Path, split: str) -> list[str]:
     """The split's questions in a fixed order that mixes the papers (by a hash of the question)."""
-    pairs = [json.loads(x) for x in (Path(data_dir) / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
-             if x.strip()]
+    from rqa.errors import UserError
+
+    path = Path(data_dir) / "pairs.jsonl"
+    if not path.is_file():
+        raise UserError(f"{data_dir} has no pairs.jsonl: give the folder `python -m build dataset` wrote (--out)")
+    pairs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     asked = [p["question"] for p in pairs if p["split"] == split]
     return sorted(asked, key=lambda q: hashlib.sha256(q.encode()).hexdigest())
 
@@ -83,12 +87,12 @@ def cite(data_dir: Path, index_dir: Path, out_dir: Path, n_train: int, n_val: in
     from rqa.config import Settings
     from rqa.llm import ModelPool
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "answers.jsonl"
     done = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
     seen = {(r["split"], r["question"]) for r in done}
     todo = [(split, q) for split, n in (("val", n_val), ("train", n_train)) for q in questions(data_dir, split)[:n]
             if (split, q) not in seen]
+    out_dir.mkdir(parents=True, exist_ok=True)
     # the stock model (the one the adapter will be trained on); quotes are rqa's, not the model's
     settings = Settings.load(index_dir=index_dir, adapter="none", quotes=0)
     started = time.monotonic()

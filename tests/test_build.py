@@ -551,6 +551,7 @@ def test_a_killed_dataset_stage_takes_its_teacher_server_with_it(tmp_path):
 
 def test_cite_writes_the_models_own_answers_with_rqas_citations_and_resumes(shared_index, tmp_path):
     from build.cite import cite, cite_in_sentences
+    from rqa.errors import UserError
     from tests.conftest import ScriptedModel, ScriptedPool
 
     assert cite_in_sentences("It uses 4000 warm-up steps. [3] [1] The rate then decays [2].") == \
@@ -558,6 +559,8 @@ def test_cite_writes_the_models_own_answers_with_rqas_citations_and_resumes(shar
     assert cite_in_sentences("Two parts:\n\nA scale [1].\n\nA shift. [2]") == "Two parts:\n\nA scale [1].\n\nA shift [2]."
     data = tmp_path / "qa"
     data.mkdir()
+    with pytest.raises(UserError, match="has no pairs.jsonl"):
+        cite(data, shared_index.index_dir, tmp_path / "cite", n_train=1, n_val=0, pool=None)
     asked = [("train", "How does LoRA adapt a pretrained model?"), ("train", "What does the Transformer use instead "
              "of recurrence?"), ("train", "What is the warmup schedule of the Transformer?"), ("val", "What does "
              "Adam keep estimates of?")]
