@@ -21,35 +21,38 @@ import hashlib
 import json
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
-from rqa.text import cited_numbers, sentence_spans
+from rqa.text import CITATION, cited_numbers, sentence_spans
 
-MARKER_RE = re.compile(r"\s*\[\d+(?:\s*[,;-]\s*\d+)*\]")
+MARKERS_RE = re.compile(rf"(?:\s*{CITATION})+")
 
 
 def cite_in_sentences(body: str) -> str:
     """The answer with each sentence's citations before its full stop, "like this [1][3].": a
-    citation written after the stop, or standing alone after it, belongs to the sentence before."""
-    sentences: list[tuple[str, list[int], str]] = []  # words, citations, what separates it from the next
+    citation written after the stop, or standing alone after it, belongs to the sentence before.
+    Line breaks between sentences stay."""
+    sentences: list[list] = []  # [words, citations, what separates it from the next]
     spans = sentence_spans(body)
     for i, (a, b) in enumerate(spans):
         sentence = body[a:b]
         gap = body[b:spans[i + 1][0]] if i + 1 < len(spans) else ""
-        lead = re.match(r"(?:\s*\[[\d,;\s-]+\])+", sentence)  # "[3] [1] The rate ...": the stop came first
+        sep = "\n\n" if "\n\n" in gap else "\n" if "\n" in gap else " "
+        lead = MARKERS_RE.match(sentence)  # "[3] [1] The rate ...": the stop came first
         if lead and sentences:
-            sentences[-1][1].extend(n for n in cited_numbers(lead.group(0)) if n not in sentences[-1][1])
+            sentences[-1][1] += [n for n in cited_numbers(lead.group(0)) if n not in sentences[-1][1]]
             sentence = sentence[lead.end():]
-        words = MARKER_RE.sub("", sentence).strip()
+        words = MARKERS_RE.sub("", sentence).strip()
         if words:
-            sentences.append((words, cited_numbers(sentence), "\n\n" if "\n\n" in gap else "\n" if "\n" in gap else " "))
-        elif sentences and "\n" in gap:  # a paragraph that held only citations ends where it ended
-            sentences[-1] = (*sentences[-1][:2], "\n\n" if "\n\n" in gap else "\n")
+            sentences.append([words, cited_numbers(sentence), sep])
+        elif sentences and sep != " ":  # a paragraph that held only citations ends where it ended
+            sentences[-1][2] = sep
     out = []
-    for words, numbers, gap in sentences:
+    for words, numbers, sep in sentences:
         stop = words[-1] if words[-1] in ".!?:" else ""
         core = words[:-1].rstrip() if stop else words
-        out.append(core + (" " + "".join(f"[{n}]" for n in numbers) if numbers else "") + (stop or ".") + gap)
+        out.append(core + (" " + "".join(f"[{n}]" for n in numbers) if numbers else "") + (stop or ".") + sep)
     return "".join(out).rstrip()
 
 
@@ -111,7 +114,7 @@ def cite(data_dir: Path, index_dir: Path, out_dir: Path, n_train: int, n_val: in
                     why = keep(answer, settings.max_new_tokens)
                     row = {"split": split, "question": question, "model": answer.model, "adapter": answer.adapter,
                            "model_text": answer.model_text, "body": answer.body,
-                           "kept": why is None, "dropped": why, "messages": stream.messages()}
+                           "kept": why is None, "dropped": why, "messages": stream.messages}
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     f.flush()
                     done.append(row)
@@ -128,10 +131,7 @@ def cite(data_dir: Path, index_dir: Path, out_dir: Path, n_train: int, n_val: in
                 f.write(json.dumps({"messages": r["messages"] + [{"role": "assistant", "content": target}]},
                                    ensure_ascii=False) + "\n")
         counts[split] = {"answered": sum(r["split"] == split for r in done), "kept": len(rows)}
-    counts["dropped"] = {}
-    for r in done:
-        if not r["kept"]:
-            counts["dropped"][r["dropped"]] = counts["dropped"].get(r["dropped"], 0) + 1
+    counts["dropped"] = dict(Counter(r["dropped"] for r in done if not r["kept"]))
     (out_dir / "report.json").write_text(json.dumps(counts, indent=2) + "\n")
     (out_dir / "README.md").write_text(card(data_dir, counts, {r["model"] for r in done}), encoding="utf-8")
     return counts

@@ -19,6 +19,7 @@ says whether the model wrote it or rqa attributed it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import re
 import time
@@ -153,6 +154,7 @@ class AnswerStream:
         self.model = models.for_question(self.question)
         self.answer: Answer | None = None
 
+    @functools.cached_property
     def messages(self) -> list[dict]:
         """The chat the model answers: instructions, then the sources and the question."""
         return build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)),
@@ -160,7 +162,7 @@ class AnswerStream:
                               self.settings.equation_hint)
 
     def __iter__(self) -> Iterator[str]:
-        messages = self.messages()
+        messages = self.messages
         pieces: list[str] = []
         text, looped_at = "", None
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now
