@@ -6,7 +6,8 @@ another way of answering, not only citing. Here the model to be tuned answers th
 questions through the app's own answer path (the same prompt, sources and decoding), and the target
 is its own answer with the citations rqa attributed (support and numbers checks) written into the
 sentences as if the model had written them. What differs from what the model already writes is the
-citing, so that is what the adapter learns.
+citing, so that is what the adapter is meant to learn (measured on the 1.5B, docs/BENCHMARKS.md: it
+cites by itself far more often, and its answers still moved, for the worse).
 
 Kept: answers that cite, state no number their sources lack, do not abstain (every question was
 answerable from its own chunk) and ended before the token limit. Each answer is appended to
