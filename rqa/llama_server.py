@@ -69,7 +69,7 @@ class LlamaServer:
     """One llama-server child serving one GGUF (and adapter) on 127.0.0.1:`port`."""
 
     def __init__(self, binary: Path, model: Path, adapter: Path | None = None, slots: int = 4,
-                 n_ctx: int = 2048, threads: int = 0):
+                 n_ctx: int = 2048, threads: int = 0, adapter_scale: float = 1.0):
         self.binary, self.model, self.adapter, self.slots = Path(binary), Path(model), adapter, slots
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,8 +78,10 @@ class LlamaServer:
         self.args = [str(self.binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
                      "--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--threads", str(threads),
                      "--threads-batch", str(threads), "--flash-attn", "on", "--no-webui", "--slots"]
-        if adapter:
-            self.args += ["--lora", str(adapter)]
+        if adapter:  # FNAME:SCALE, a comma-separated list to llama-server
+            if set(str(adapter)) & {":", ","}:
+                raise ServerError(f"llama-server cannot read a scaled adapter whose path holds ':' or ',' ({adapter})")
+            self.args += ["--lora-scaled", f"{adapter}:{adapter_scale}"]
         self.crashes = 0
         self.last_crash = ""
         self._proc: subprocess.Popen | None = None

@@ -100,6 +100,7 @@ class ModelFiles:
     q8: Path | None = None  # optional higher-precision file for reasoning-heavy questions
     source: str = ""
     adapter: Path | None = None  # a GGUF LoRA adapter applied to q4 and q8 at load
+    adapter_scale: float = 1.0  # its LoRA scale
 
 
 def check_gguf(path: Path) -> Path:
@@ -178,6 +179,7 @@ def resolve_model(settings: Settings) -> ModelFiles:
         files.adapter = check_adapter(Path(settings.adapter))
     elif files.source == f"offline:{settings.model}":  # a packaged adapter fits only the offline base
         files.adapter = packaged_adapter(settings.model)
+    files.adapter_scale = settings.adapter_scale
     return files
 
 
@@ -292,7 +294,7 @@ class Model:
                     yield text
 
 
-def load_model(path: Path, settings: Settings, adapter: Path | None = None) -> Model:
+def load_model(path: Path, settings: Settings, adapter: Path | None = None, scale: float = 1.0) -> Model:
     from llama_cpp import Llama
 
     path = check_gguf(path)
@@ -302,7 +304,8 @@ def load_model(path: Path, settings: Settings, adapter: Path | None = None) -> M
         # llama-cpp-python decodes on half the cores by default: use them all (prefill already does)
         threads = settings.n_threads or os.cpu_count() or 1
         llm = Llama(model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
-                    flash_attn=True, verbose=False, lora_path=str(adapter) if adapter else None)
+                    flash_attn=True, verbose=False, lora_path=str(adapter) if adapter else None,
+                    lora_scale=scale)
     except Exception as e:
         if adapter:
             raise ModelError(f"cannot apply adapter {adapter.name} to {path.name}: {e}; serve the stock base "
@@ -323,14 +326,15 @@ def gguf_metadata(path: Path) -> dict:
                                                      "general.architecture") if key in fields}
 
 
-def start_server_model(path: Path, settings: Settings, adapter: Path | None, binary: Path) -> RemoteModel:
+def start_server_model(path: Path, settings: Settings, adapter: Path | None, binary: Path,
+                       scale: float = 1.0) -> RemoteModel:
     """The GGUF served by a llama-server child; the prompt is rendered here in the file's own turn
     format, exactly as the in-process model renders it."""
     path = check_gguf(path)
     if adapter:
         check_adapter_fits(adapter, path)
     fmt = chat_format(gguf_metadata(path))
-    server = LlamaServer(binary, path, adapter, settings.slots, settings.n_ctx, settings.n_threads).start()
+    server = LlamaServer(binary, path, adapter, settings.slots, settings.n_ctx, settings.n_threads, scale).start()
     return RemoteModel(server.url, path.name, settings.slots, adapter.name if adapter else None,
                        render=fmt.render, stop=fmt.stop, on_failure=server.status, server=server, trust_env=False)
 
@@ -381,7 +385,8 @@ class ModelPool:
     def get(self, which: str = "q4") -> ChatModel:
         if self.settings.llm_url:
             return self._remote
-        return self._load(self.files.q8 if which == "q8" and self.files.q8 else self.files.q4, self.files.adapter)
+        return self._load(self.files.q8 if which == "q8" and self.files.q8 else self.files.q4, self.files.adapter,
+                          self.files.adapter_scale)
 
     def expander(self) -> ChatModel:
         """The model that writes query expansions (rqa.expand): `expand_with`, else the offline
@@ -398,21 +403,23 @@ class ModelPool:
         # the offline base that answers keeps its adapter here too, so that one loaded copy serves both
         # (checked without resolving `files` when another model answers: `rqa search` needs no Hub)
         offline_answers = not (self.settings.expand_with or self.settings.model_path or self.settings.hub_repo)
-        return self._load(check_gguf(path), self.files.adapter if offline_answers else None)
+        if offline_answers:
+            return self._load(check_gguf(path), self.files.adapter, self.files.adapter_scale)
+        return self._load(check_gguf(path))
 
-    def _load(self, path: Path, adapter: Path | None = None) -> ChatModel:
-        key = f"{Path(path).resolve()}+{Path(adapter).resolve() if adapter else ''}"
+    def _load(self, path: Path, adapter: Path | None = None, scale: float = 1.0) -> ChatModel:
+        key = f"{Path(path).resolve()}+{Path(adapter).resolve() if adapter else ''}x{scale}"
         with self._load_lock:
             if key not in self._models:
                 binary = self._server_binary if self.engine == "server" else None
                 try:
-                    self._models[key] = start_server_model(path, self.settings, adapter, binary) if binary \
-                        else load_model(path, self.settings, adapter)
+                    self._models[key] = start_server_model(path, self.settings, adapter, binary, scale) if binary \
+                        else load_model(path, self.settings, adapter, scale)
                 except ServerError as e:  # llama-server cannot start here (no kernels for this CPU?)
                     log.error("%s; generating in-process", e)
                     self.notices.append("llama-server could not start on this machine: answers are generated "
                                         "one at a time, in-process.")
-                    self._models[key] = load_model(path, self.settings, adapter)
+                    self._models[key] = load_model(path, self.settings, adapter, scale)
             return self._models[key]
 
     def close(self) -> None:

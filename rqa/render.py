@@ -123,4 +123,7 @@ def shown(name: str) -> str:
 
 def model_line(files) -> str:
     line = f"Model: `{files.q4.name}`" + (f" (reasoning questions: `{files.q8.name}`)" if files.q8 else "")
-    return line + (f", fine-tuned by rqa: adapter `{files.adapter.name}`." if files.adapter else ", stock.")
+    if not files.adapter:
+        return line + ", stock."
+    scale = f" at scale {files.adapter_scale:g}" if files.adapter_scale != 1.0 else ""
+    return line + f", fine-tuned by rqa: adapter `{files.adapter.name}`{scale}."

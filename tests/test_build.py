@@ -399,13 +399,23 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
         == report["adapter"]["sha256"]
     msgs = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is attention?"}]
 
-    def greedy(model_path, adapter="none"):
-        pool = ModelPool(Settings.load(model_path=str(out / "export" / model_path), adapter=adapter, n_ctx=512))
-        return "".join(pool.get().stream(msgs, 16, 0.0)), pool.get().adapter_name
+    def greedy(model_path, adapter="none", engine="in-process", scale=1.0):
+        pool = ModelPool(Settings.load(model_path=str(out / "export" / model_path), adapter=adapter, n_ctx=512,
+                                       adapter_scale=scale), engine=engine)
+        try:
+            return "".join(pool.get().stream(msgs, 16, 0.0)), pool.get().adapter_name
+        finally:
+            pool.close()
 
     lora = str(out / "export" / "adapter-f16.gguf")
     assert greedy("base-q8_0.gguf", lora) == (greedy("model-q8_0.gguf")[0], "adapter-f16.gguf")
     assert greedy("base-q8_0.gguf")[0] != greedy("model-q8_0.gguf")[0]
+    # the LoRA scale interpolates between the base (near 0) and the model as trained (1), in-process
+    # and on llama-server alike
+    assert greedy("base-q8_0.gguf", lora, scale=0.001)[0] == greedy("base-q8_0.gguf")[0]
+    on_server = greedy("base-q8_0.gguf", engine="server")[0]
+    assert greedy("base-q8_0.gguf", lora, "server", scale=0.001)[0] == on_server
+    assert greedy("base-q8_0.gguf", lora, "server", scale=1.0)[0] != on_server
     with pytest.raises(ModelError, match=r"^adapter adapter-f16.gguf does not fit smollm2-135m-instruct.gguf: it was made for qwen2 models"):
         ModelPool(Settings.load(model="smollm2-135m-instruct", adapter=lora, n_ctx=512)).get()
     with pytest.raises(ModelError, match=r"does not fit qwen2.5-coder-0.5b-instruct.gguf: its tensor blk.0.attn_k"):

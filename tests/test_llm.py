@@ -202,6 +202,7 @@ def test_packaged_adapter_is_applied_unless_none_and_a_changed_or_missing_one_is
     monkeypatch.setattr(models, "ADAPTER_DIR", tmp_path)
     monkeypatch.setattr(models, "ADAPTERS", {TEST_MODEL: pinned})
     assert resolve_model(Settings.load(model=TEST_MODEL)).adapter == adapter
+    assert resolve_model(Settings.load(model=TEST_MODEL, adapter_scale=0.5)).adapter_scale == 0.5
     assert resolve_model(Settings.load(model=TEST_MODEL, adapter="none")).adapter is None
     assert resolve_model(Settings.load(model=TEST_MODEL, adapter="None")).adapter is None
     # an explicit model file is not the base the packaged adapter was trained on

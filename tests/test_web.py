@@ -101,5 +101,7 @@ def test_the_page_names_the_base_and_its_adapter():
 
     assert model_line(ModelFiles(Path("/m/base.gguf"), None, "offline:b", Path("/a/rqa-lora.gguf"))) == \
         "Model: `base.gguf`, fine-tuned by rqa: adapter `rqa-lora.gguf`."
+    assert model_line(ModelFiles(Path("/m/base.gguf"), None, "offline:b", Path("/a/rqa-lora.gguf"), 0.5)) == \
+        "Model: `base.gguf`, fine-tuned by rqa: adapter `rqa-lora.gguf` at scale 0.5."
     assert model_line(ModelFiles(Path("/m/q4.gguf"), Path("/m/q8.gguf"), "path")) == \
         "Model: `q4.gguf` (reasoning questions: `q8.gguf`), stock."
