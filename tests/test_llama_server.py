@@ -145,3 +145,15 @@ def test_llm_url_sends_answers_to_an_openai_compatible_server_and_an_unreachable
     assert "does not answer" in gone.notices[0]
     with pytest.raises(ModelError, match="stopped answering .*ConnectError from http://127.0.0.1:9"):
         list(model.stream(SHORT, 8, 0.0))
+
+
+def test_an_adapter_goes_to_llama_server_with_its_scale_and_a_path_it_cannot_read_is_refused(tmp_path):
+    from rqa.errors import ServerError
+    from rqa.llama_server import LlamaServer
+
+    lora = tmp_path / "lora.gguf"
+    args = LlamaServer(tmp_path / "llama-server", tmp_path / "m.gguf", lora, adapter_scale=0.5).args
+    assert args[args.index("--lora-scaled") + 1] == f"{lora}:0.5"
+    # llama-server splits FNAME:SCALE on ':' and a list on ','; the pool then generates in-process
+    with pytest.raises(ServerError, match=r"^llama-server cannot read a scaled adapter whose path holds"):
+        LlamaServer(tmp_path / "llama-server", tmp_path / "m.gguf", tmp_path / "a:b" / "lora.gguf")
