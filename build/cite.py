@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from rqa.errors import UserError
 from rqa.text import CITATION, cited_numbers, sentence_spans
 
 MARKERS_RE = re.compile(rf"(?:\s*{CITATION})+")
@@ -59,8 +60,6 @@ def cite_in_sentences(body: str) -> str:
 
 def questions(data_dir: Path, split: str) -> list[str]:
     """The split's questions in a fixed order that mixes the papers (by a hash of the question)."""
-    from rqa.errors import UserError
-
     path = Path(data_dir) / "pairs.jsonl"
     if not path.is_file():
         raise UserError(f"{data_dir} has no pairs.jsonl: give the folder `python -m build dataset` wrote (--out)")
