@@ -110,10 +110,11 @@ def read_groups(path: Path) -> list[dict]:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a groups file written by `build reranker --groups-out` ({e})") from None
-    texts = data["passages"]
-    return [{**g, "negatives": [texts[i] for i in g["negatives"]]} for g in data["groups"]]
+        texts = data["passages"]
+        return [{**g, "negatives": [texts[i] for i in g["negatives"]]} for g in data["groups"]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise UserError(f"{path}: not a groups file written by `build reranker --groups-out` "
+                        f"({type(e).__name__}: {e})") from None
 
 
 def train_reranker(groups: list[dict], out: Path, recipe: RerankerRecipe, log=print) -> dict:

@@ -1,6 +1,7 @@
 """The pipeline's reranker stage on a small real index: its training groups, the file that carries
 them to another machine, and the model it saves is what rqa.rerank serves as a cross-encoder."""
 
+import gzip
 import json
 
 import pytest
@@ -55,8 +56,11 @@ def test_groups_survive_the_file_that_carries_them(tmp_path):
     write_groups(tmp_path / "g.json.gz", groups)
     assert read_groups(tmp_path / "g.json.gz") == groups
     (tmp_path / "bad.json.gz").write_text("not gzip")
-    with pytest.raises(UserError, match="not a groups file"):
-        read_groups(tmp_path / "bad.json.gz")
+    with gzip.open(tmp_path / "other.json.gz", "wt") as f:
+        json.dump({"groups": groups}, f)  # gzipped JSON, but not the groups layout
+    for bad in ("bad.json.gz", "other.json.gz"):
+        with pytest.raises(UserError, match="not a groups file"):
+            read_groups(tmp_path / bad)
 
 
 def test_the_trained_reranker_learns_its_groups_and_is_served_as_a_cross_encoder(shared_index, tmp_path):
