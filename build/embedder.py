@@ -76,13 +76,23 @@ def training_triples(chunks: list[Chunk], pairs: list[tuple[str, Chunk]], recipe
     return out
 
 
-def hard_negative(index: Index, query: str, chunk: Chunk, settings: Settings) -> Chunk | None:
-    """The best BM25 hit for the query that shares no text with its own chunk."""
-    for hit in retrieve(index, query, settings, k=10, mode="bm25"):
+def hard_negatives(index: Index, query: str, chunk: Chunk, settings: Settings, n: int = 1, mode: str = "bm25",
+                   depth: int = 10) -> list[Chunk]:
+    """The best `n` hits for the query (of its top `depth`) that share no text with its own chunk."""
+    found = []
+    for hit in retrieve(index, query, settings, k=depth, mode=mode):
         c = hit.chunk
         if c.chunk_id != chunk.chunk_id and not (c.paper == chunk.paper and _overlap(c, chunk) > 0):
-            return c
-    return None
+            found.append(c)
+            if len(found) == n:
+                break
+    return found
+
+
+def hard_negative(index: Index, query: str, chunk: Chunk, settings: Settings) -> Chunk | None:
+    """The best BM25 hit for the query that shares no text with its own chunk."""
+    found = hard_negatives(index, query, chunk, settings)
+    return found[0] if found else None
 
 
 def train_embedder(triples: list[dict], out: Path, recipe: EmbedderRecipe) -> dict:

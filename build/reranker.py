@@ -33,11 +33,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from build.embedder import inverse_cloze
+from build.embedder import hard_negatives, inverse_cloze
 from rqa.config import Settings
 from rqa.errors import UserError
 from rqa.index import index_text, load_index
-from rqa.search import _overlap, retrieve
 
 
 @dataclass
@@ -82,17 +81,10 @@ def training_groups(index, data_dir: Path, recipe: RerankerRecipe, settings: Set
                 queries.append((ict[0], chunk, ict[1]))
     groups = []
     for query, chunk, positive in queries:
-        negatives = []
-        for hit in retrieve(index, query, settings, k=4 * recipe.negatives + 2):
-            c = hit.chunk
-            if c.chunk_id == chunk.chunk_id or (c.paper == chunk.paper and _overlap(c, chunk) > 0):
-                continue
-            negatives.append(index_text(c))
-            if len(negatives) == recipe.negatives:
-                break
+        negatives = hard_negatives(index, query, chunk, settings, recipe.negatives, "hybrid", 4 * recipe.negatives + 2)
         if len(negatives) == recipe.negatives:
             groups.append({"query": query, "positive": positive or index_text(chunk), "chunk": chunk.chunk_id,
-                           "paper": chunk.paper, "negatives": negatives})
+                           "paper": chunk.paper, "negatives": [index_text(c) for c in negatives]})
     rng.shuffle(groups)
     return groups
 
