@@ -150,8 +150,9 @@ class Settings:
     equation_hint: bool = setting(False, "generation", "where the excerpts hold an equation, ask the model to "
                                   "copy the one that answers, in LaTeX (for the equation check)")
     # 3 with the floor answered 3 more dev-100 questions than 2 without, in 12 more words (BENCHMARKS)
-    quotes: int = setting(3, "generation", "sentences of the cited sources quoted under the answer, those that best "
-                          "match the question (the paper's own words for the fact; 0: none)", (0, 10))
+    quotes: int = setting(5, "generation", "sentences of the cited sources quoted under the answer, those that best "
+                          "match the question (the paper's own words for the fact; 0: none); those below "
+                          "quote_min_score are not, so most answers show fewer", (0, 10))
     quote_min_score: float = setting(0.35, "generation", "match with the question (0.5 x cosine + 0.5 x share of "
                                      "its words) below which a sentence is not quoted, the best one excepted",
                                      (0.0, 1.0))
