@@ -149,7 +149,8 @@ class Settings:
                                   "question, sources and a cited answer) before the question")
     equation_hint: bool = setting(False, "generation", "where the excerpts hold an equation, ask the model to "
                                   "copy the one that answers, in LaTeX (for the equation check)")
-    # 3 with the floor answered 3 more dev-100 questions than 2 without, in 12 more words (BENCHMARKS)
+    # 3 with the floor answered 3 more dev-100 questions than 2 without, in 12 more words; 5 two more
+    # than 3, none lost, in 15 more words; 6 and 8 none more (BENCHMARKS, "Up to five quotes")
     quotes: int = setting(5, "generation", "sentences of the cited sources quoted under the answer, those that best "
                           "match the question (the paper's own words for the fact; 0: none); those below "
                           "quote_min_score are not, so most answers show fewer", (0, 10))
