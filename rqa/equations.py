@@ -157,6 +157,7 @@ def _prepare(latex: str) -> str:
     latex = latex.strip().rstrip(".,;")
     latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
     latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat
+    latex = re.sub(r"\^\s*\(([^()]*)\)", r"^{(\1)}", latex)  # "k^(-0.8)" in a plain-text answer: k^{-0.8}
     # "s_null", "d_model" in a plain-text answer: the word is the subscript, as in the PDF's s_{null}
     latex = re.sub(r"(?<=[A-Za-z0-9}])_([A-Za-z]{2,})(?![A-Za-z{(])", r"_{\1}", latex)
     latex = re.sub(r"\^\s*\{?\s*[∗*⋆]\s*\}?|\^\{\\ast\}", "''''", latex)  # D^{*}: a mark, as accents are
@@ -172,6 +173,13 @@ def _prepare(latex: str) -> str:
     latex = _NAMED.sub(_named, latex)
     latex = re.sub(r"_\{([^{}]*)\}", lambda m: "_{" + m.group(1).replace(",", "") + "}", latex)  # s_{i,j}
     return re.sub(r"(?<![\\A-Za-z])([A-Za-z]{2,})\s*\(", _function, latex)
+
+
+def _as_written(equation: str) -> str:
+    """An equation's text as compared letter for letter: prepared, a one-character or one-command
+    script unbraced (x^{2} as x^2), spaces dropped. Two equations alike here are the same text,
+    whether or not SymPy can read it."""
+    return re.sub(r"\s+", "", re.sub(r"([_^])\{(\\[A-Za-z]+|[A-Za-z0-9])\}", r"\1\2", _prepare(equation)))
 
 
 def _parse(latex: str):
@@ -305,6 +313,12 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker,
     for latex in find_equations(answer):
         if len(latex) > MAX_LATEX_CHARS:
             checks.append(EquationCheck(latex[:80] + "...", "malformed", f"longer than {MAX_LATEX_CHARS} characters"))
+            continue
+        # the paper's equation copied: verified by its text, even where SymPy cannot read the paper's
+        # notation (MuZero's "h(x) = sign(x)(√|x| + 1 − 1 + ϵx)")
+        copied = next((n for n, eq in source_eqs if _as_written(eq) == _as_written(latex)), None)
+        if copied is not None:
+            checks.append(EquationCheck(latex, "matches source", f"the text of source [{copied}]", copied))
             continue
         status, detail = worker.call("parse", latex)
         if status != "ok":

@@ -95,7 +95,8 @@ def test_renaming_does_not_make_different_equations_equal(worker):
     assert [c.status for c in wrong] == ["unverified", "unverified"]
     named = check_equations(r"$\text{score} = a + b$", [], worker)  # a wrapped name alone is one symbol
     assert [c.status for c in named] == ["unverified"]
-    late = check_equations("FFN(x) = max(0, x W_1 + b_1) W_2 + b_2", [PDF_TEXT], worker, budget_s=0)
+    # SymPy would find it equal (x renamed z); the paper's text as written needs no time, this does
+    late = check_equations("FFN(z) = max(0, z W_1 + b_1) W_2 + b_2", [PDF_TEXT], worker, budget_s=0)
     assert late[0].status == "unverified" and "time ran out" in late[0].detail
 
 
@@ -105,3 +106,23 @@ def test_a_plain_text_answer_equals_the_reference_latex(worker):
     reference = r"\mathrm{FFN}(x) = \max(0, xW_1 + b_1)W_2 + b_2"  # as the dev set writes it
     assert equals_reference("It computes FFN(x) = max(0, xW_{1} + b_{1})W_{2} + b_{2} [1].", reference, worker)
     assert not equals_reference("It computes FFN(x) = max(0, xW_{1})W_{2} [1].", reference, worker)
+
+
+def test_an_equation_copied_from_its_source_is_verified_where_sympy_cannot_read_it(worker):
+    # MuZero's value transform as the PDF gives it: SymPy reads neither "sign(x)(...)" nor "√|x| + 1"
+    source = "we use the invertible transform h(x) = sign(x)(√|x| + 1 − 1 + ϵx), where ϵ = 0.001 [5]"
+    (copied,) = check_equations("MuZero scales targets with h(x) = sign(x)(√|x| + 1 − 1 + ϵx) [1].", [source], worker)
+    assert copied.status == "matches source" and copied.source == 1 and "text of source [1]" in copied.detail
+    (spaced,) = check_equations("It is $h(x) = sign(x)(√|x|+1 - 1 + ϵ x)$ [1].", [source], worker)
+    assert spaced.status == "matches source"  # spaces and the minus sign's form do not matter
+    (changed,) = check_equations("It is h(x) = sign(x)(√|x| + 1 + ϵx) [1].", [source], worker)
+    assert changed.status == "malformed"  # not the paper's text, and SymPy still cannot read it
+
+
+def test_a_superscript_in_parentheses_is_one_superscript(worker):
+    """A small model writes the paper's k^{−0.8} as "k^(-0.8)" (Adafactor's decay, in PaLM)."""
+    source = "we use β_{2} = 1.0 − k^{−0.8} , where k is the step number"
+    (check,) = check_equations("The decay is β2 = 1.0 − k^(-0.8) [1].", [source], worker)
+    assert check.status == "matches source" and "equal to source [1]" in check.detail
+    (other,) = check_equations("The decay is β2 = 1.0 − k^(-0.5) [1].", [source], worker)
+    assert other.status == "unverified"
