@@ -101,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", type=Path, help="dataset folder: its test split is the perplexity text")
     s.add_argument("--adapter-only", action="store_true",
                    help="write only the GGUF LoRA adapter the app serves (no merged or quantized models)")
+    s.add_argument("--scale", type=float, default=1.0,
+                   help="with --adapter-only: the share of the trained update the GGUF applies (its LoRA alpha "
+                        "times this), so that a LoRA scale measured with the adapter_scale setting ships as a file")
 
     s = sub.add_parser("evaluate", help="base vs fine-tuned through rqa's retrieval")
     s.add_argument("--export", type=Path, help="export folder: compares base-Q vs model-Q for each of --quants")

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from build.presets import PRESETS
+from rqa.errors import UserError
 from rqa.text import sha256_file
 
 QUANTS = {"q8_0": 7, "q4_0": 2}  # llama_ftype values
@@ -207,10 +208,24 @@ def adapter_entry(lora: Path, start: Path | None, base: str) -> dict:
             "base": "the SFT model (sft-merged)" if start and start.name == "sft-merged" else base}
 
 
-def export_adapter(run_dir: Path, out_dir: Path, base: str) -> dict:
+def scaled_adapter(adapter: Path, scale: float, out: Path) -> Path:
+    """A copy of a PEFT adapter folder whose update is scale x the trained one. LoRA adds
+    (alpha / r) x B A to each adapted weight, so alpha is what is multiplied (and any per-module
+    alpha); the weights are copied as they are."""
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(adapter, out)
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["lora_alpha"] = config["lora_alpha"] * scale
+    config["alpha_pattern"] = {k: v * scale for k, v in (config.get("alpha_pattern") or {}).items()}
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def export_adapter(run_dir: Path, out_dir: Path, base: str, scale: float = 1.0) -> dict:
     """Only the GGUF LoRA adapter, what the app serves. The converter reads the base's config, not its
     weights, so for an offline base only its config and tokenizer are written (a dequantized 1.5B
-    would be 6 GB on disk and minutes of work for nothing)."""
+    would be 6 GB on disk and minutes of work for nothing). With scale, the GGUF applies that share
+    of the trained update at llama.cpp's scale 1: what was measured at a LoRA scale ships as a file."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from build.models import base_config, load_tokenizer
@@ -225,10 +240,13 @@ def export_adapter(run_dir: Path, out_dir: Path, base: str) -> dict:
         config.architectures = config.architectures or [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
         config.save_pretrained(str(config_dir))
         load_tokenizer(base).save_pretrained(str(config_dir))
-    lora = convert_adapter(run_dir / "adapter", config_dir, out_dir / "adapter-f16.gguf")
+    adapter = run_dir / "adapter" if scale == 1.0 else scaled_adapter(run_dir / "adapter", scale, out_dir / "scaled-adapter")
+    lora = convert_adapter(adapter, config_dir, out_dir / "adapter-f16.gguf")
     if start is None:
         shutil.rmtree(config_dir, ignore_errors=True)
-    report = {"adapter": adapter_entry(lora, start, base)}
+    if adapter != run_dir / "adapter":
+        shutil.rmtree(adapter, ignore_errors=True)
+    report = {"adapter": {**adapter_entry(lora, start, base), "scale": scale}}
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -244,7 +262,11 @@ def cli(args) -> dict:
     from build.dataset import heldout_text
 
     preset = PRESETS[args.preset]
+    if not args.scale > 0:  # llama.cpp reads an alpha of 0 as "no alpha": the whole update
+        raise UserError(f"--scale must be above 0 (got {args.scale}); to serve the stock base, set RQA_ADAPTER=none")
     if args.adapter_only:
-        return export_adapter(args.run, args.out, trained_base(args.run, preset.base))
+        return export_adapter(args.run, args.out, trained_base(args.run, preset.base), args.scale)
+    if args.scale != 1.0:
+        raise UserError("--scale applies to the adapter alone: add --adapter-only")
     heldout = heldout_text(args.data) if args.data else ""
     return export(args.run, args.out, trained_base(args.run, preset.base), heldout, preset.target_modules)

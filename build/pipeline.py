@@ -51,7 +51,7 @@ def stages(args) -> list[tuple[str, Callable[[Namespace], dict], Callable[[], Na
         # the GGUF LoRA adapter (adapter-f16.gguf: what the app applies to the offline base), and the
         # merged model quantized to q4_0 (LoRA-adapted tensors kept at q8_0) and q8_0 (for the Hub)
         ("export", export.cli, lambda: Namespace(run=out / "run", out=out / "export", preset=args.preset,
-                                                 data=out / "data", adapter_only=False)),
+                                                 data=out / "data", adapter_only=False, scale=1.0)),
         # base vs tuned at the same quantization, through the app's answer path, on the unseen-paper test
         # split and on the dev set; the index is built with the tuned embedder from the dataset's papers.
         # tiny: q4_0 only, 4 questions per set and 64 new tokens: a random model only has to run through

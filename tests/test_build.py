@@ -397,6 +397,22 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["adapter-f16.gguf", "export_report.json"]
     assert json.loads((tmp_path / "only" / "export_report.json").read_text())["adapter"]["sha256"] \
         == report["adapter"]["sha256"]
+    # --scale ships a share of the update as a file (its LoRA alpha times the share); 0 is refused in one line
+    export_only = [sys.executable, "-m", "build", "export", "--run", str(out / "run"), "--preset", "tiny", "--adapter-only"]
+    half = subprocess.run([*export_only, "--out", str(tmp_path / "half"), "--scale", "0.5"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert half.returncode == 0, half.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "half").iterdir()) == ["adapter-f16.gguf", "export_report.json"]
+
+    def alpha(path):
+        field = GGUFReader(path).fields["adapter.lora.alpha"]
+        return float(field.parts[field.data[0]][0])
+
+    assert alpha(tmp_path / "half" / "adapter-f16.gguf") == alpha(out / "export" / "adapter-f16.gguf") / 2
+    zero = subprocess.run([*export_only, "--out", str(tmp_path / "zero"), "--scale", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert zero.returncode == 2 and zero.stderr.strip() == \
+        "error: --scale must be above 0 (got 0.0); to serve the stock base, set RQA_ADAPTER=none"
     msgs = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is attention?"}]
 
     def greedy(model_path, adapter="none", engine="in-process", scale=1.0):
@@ -416,6 +432,9 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     on_server = greedy("base-q8_0.gguf", engine="server")[0]
     assert greedy("base-q8_0.gguf", lora, "server", scale=0.001)[0] == on_server
     assert greedy("base-q8_0.gguf", lora, "server", scale=1.0)[0] != on_server
+    # the half-update file answers as the adapter at LoRA scale 0.5
+    assert greedy("base-q8_0.gguf", str(tmp_path / "half" / "adapter-f16.gguf"))[0] == \
+        greedy("base-q8_0.gguf", lora, scale=0.5)[0]
     with pytest.raises(ModelError, match=r"^adapter adapter-f16.gguf does not fit smollm2-135m-instruct.gguf: it was made for qwen2 models"):
         ModelPool(Settings.load(model="smollm2-135m-instruct", adapter=lora, n_ctx=512)).get()
     with pytest.raises(ModelError, match=r"does not fit qwen2.5-coder-0.5b-instruct.gguf: its tensor blk.0.attn_k"):
