@@ -106,10 +106,10 @@ class Settings:
                            "LoRA adapter rqa ships for `model` in rqa/adapters/ (sha256-pinned; none for an explicit "
                            "model_path or a Hub repo), none = the stock base, or a GGUF LoRA adapter's path "
                            "(`build export` writes adapter-f16.gguf)")
-    # llama.cpp adds scale x the adapter's low-rank update to each adapted weight: 1 is the model as
-    # trained, 0 the stock base, between them an interpolation
-    adapter_scale: float = setting(1.0, "model", "how much of the adapter's update is applied (llama.cpp's LoRA "
-                                   "scale): 1 as trained, 0.5 half-way to the stock base", (0.0, 4.0))
+    # llama.cpp adds scale x the adapter file's low-rank update to each adapted weight: 1 is the file
+    # as exported (the default model's holds a quarter of its trained update), 0 the stock base
+    adapter_scale: float = setting(1.0, "model", "how much of the adapter file's update is applied (llama.cpp's "
+                                   "LoRA scale): 1 as the file holds it, 0.5 half-way to the stock base", (0.0, 4.0))
     model_path: str = setting("", "model", "GGUF to serve (first in the resolution order)")
     model_path_q8: str = setting("", "model", "a q8_0 GGUF for reasoning-heavy questions beside model_path")
     hub_repo: str = setting("", "model", "Hugging Face model repo holding the GGUF files (falls back offline)")

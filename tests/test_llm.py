@@ -262,4 +262,6 @@ def test_the_packaged_adapters_are_intact_fit_their_base_and_have_a_card():
         assert adapter.sha256 in card and adapter.base in card
     files = resolve_model(Settings.load(model="qwen2.5-coder-0.5b-instruct"))
     assert files.adapter == ADAPTERS["qwen2.5-coder-0.5b-instruct"].path  # applied by default to its base
+    # the default model gets the citing fine-tune, not the older one that answers fewer questions
+    assert resolve_model(Settings.load(model=Settings().model)).adapter.name == "qwen2.5-coder-1.5b-instruct-cite.gguf"
     assert resolve_model(Settings.load(model=TEST_MODEL)).adapter is None  # no adapter ships for this one
