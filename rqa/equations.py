@@ -154,10 +154,10 @@ def _named(m: re.Match) -> str:
 
 def _prepare(latex: str) -> str:
     """LaTeX, or plain-text math, as the LaTeX SymPy reads; answers and sources go the same way."""
-    latex = latex.strip().rstrip(".,;")
+    latex = " ".join(latex.split()).rstrip(".,;")  # one space: a run of them costs some patterns below dearly
     latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
     latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat
-    latex = re.sub(r"\^\s*\(([^()]*)\)", r"^{(\1)}", latex)  # "k^(-0.8)" in a plain-text answer: k^{-0.8}
+    latex = re.sub(r"\^\s*\(([^()]*)\)", r"^{(\1)}", latex)  # "k^(-0.8)" in a plain-text answer: k^{(-0.8)}
     # "s_null", "d_model" in a plain-text answer: the word is the subscript, as in the PDF's s_{null}
     latex = re.sub(r"(?<=[A-Za-z0-9}])_([A-Za-z]{2,})(?![A-Za-z{(])", r"_{\1}", latex)
     latex = re.sub(r"\^\s*\{?\s*[∗*⋆]\s*\}?|\^\{\\ast\}", "''''", latex)  # D^{*}: a mark, as accents are
@@ -177,9 +177,11 @@ def _prepare(latex: str) -> str:
 
 def _as_written(equation: str) -> str:
     """An equation's text as compared letter for letter: prepared, a one-character or one-command
-    script unbraced (x^{2} as x^2), spaces dropped. Two equations alike here are the same text,
-    whether or not SymPy can read it."""
-    return re.sub(r"\s+", "", re.sub(r"([_^])\{(\\[A-Za-z]+|[A-Za-z0-9])\}", r"\1\2", _prepare(equation)))
+    script unbraced (x^{2} as x^2), spaces dropped but those that separate (\\sin h is not \\sinh, 1 0
+    is not 10). Two equations alike here are the same text, whether or not SymPy can read it."""
+    text = re.sub(r"([_^])\{(\\[A-Za-z]+|[A-Za-z0-9])\}", r"\1\2", _prepare(equation))
+    text = re.sub(r"(?<=\d) (?=\d)", "\x00", re.sub(r"\s+", " ", text))
+    return re.sub(r"(\\[A-Za-z]+) (?=[A-Za-z])", "\\1\x00", text).replace(" ", "")
 
 
 def _parse(latex: str):
@@ -309,6 +311,7 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker,
     deadline = time.monotonic() + budget_s
     source_eqs = [(n, eq) for n, text in enumerate(sources, start=1) for eq in find_equations(text)]
     parsed_sources: dict[str, bool] = {}
+    written_sources: dict[str, str] = {}
     checks = []
     for latex in find_equations(answer):
         if len(latex) > MAX_LATEX_CHARS:
@@ -316,7 +319,8 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker,
             continue
         # the paper's equation copied: verified by its text, even where SymPy cannot read the paper's
         # notation (MuZero's "h(x) = sign(x)(√|x| + 1 − 1 + ϵx)")
-        copied = next((n for n, eq in source_eqs if _as_written(eq) == _as_written(latex)), None)
+        written = _as_written(latex)
+        copied = next((n for n, eq in source_eqs if written_sources.setdefault(eq, _as_written(eq)) == written), None)
         if copied is not None:
             checks.append(EquationCheck(latex, "matches source", f"the text of source [{copied}]", copied))
             continue

@@ -117,6 +117,11 @@ def test_an_equation_copied_from_its_source_is_verified_where_sympy_cannot_read_
     assert spaced.status == "matches source"  # spaces and the minus sign's form do not matter
     (changed,) = check_equations("It is h(x) = sign(x)(√|x| + 1 + ϵx) [1].", [source], worker)
     assert changed.status == "malformed"  # not the paper's text, and SymPy still cannot read it
+    # a space that separates stays: W_{1} 2 is not the paper's W_12, nor \\sin h its \\sinh
+    (digits,) = check_equations("It is $y = W_{1} 2 + b$ [1].", ["the layer computes y = W_12 + b here"], worker)
+    assert digits.status == "unverified"
+    (command,) = check_equations(r"It is $y = \sin h + 1$ [1].", [r"so $y = \sinh + 1$ holds"], worker)
+    assert command.status != "matches source"
 
 
 def test_a_superscript_in_parentheses_is_one_superscript(worker):
