@@ -209,16 +209,18 @@ def adapter_entry(lora: Path, start: Path | None, base: str) -> dict:
 
 
 def scaled_adapter(adapter: Path, scale: float, out: Path) -> Path:
-    """A copy of a PEFT adapter folder whose update is scale x the trained one. LoRA adds
-    (alpha / r) x B A to each adapted weight, so alpha is what is multiplied (and any per-module
-    alpha); the weights are copied as they are."""
+    """A copy of a PEFT adapter folder (out/adapter: the converter names the GGUF after its folder)
+    whose update is scale x the trained one. LoRA adds (alpha / r) x B A to each adapted weight, so
+    alpha is what is multiplied; the weights are copied as they are."""
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    if config.get("alpha_pattern") or config.get("rank_pattern") or config.get("use_rslora") or config.get("use_dora"):
+        raise UserError("--scale needs one LoRA alpha for every module: llama.cpp's converter reads only lora_alpha, "
+                        "and this adapter has per-module alphas or ranks, rsLoRA or DoRA")
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(adapter, out)
-    config = json.loads((out / "adapter_config.json").read_text())
+    shutil.copytree(adapter, out / "adapter")
     config["lora_alpha"] = config["lora_alpha"] * scale
-    config["alpha_pattern"] = {k: v * scale for k, v in (config.get("alpha_pattern") or {}).items()}
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return out
+    (out / "adapter" / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return out / "adapter"
 
 
 def export_adapter(run_dir: Path, out_dir: Path, base: str, scale: float = 1.0) -> dict:
@@ -240,12 +242,14 @@ def export_adapter(run_dir: Path, out_dir: Path, base: str, scale: float = 1.0) 
         config.architectures = config.architectures or [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
         config.save_pretrained(str(config_dir))
         load_tokenizer(base).save_pretrained(str(config_dir))
-    adapter = run_dir / "adapter" if scale == 1.0 else scaled_adapter(run_dir / "adapter", scale, out_dir / "scaled-adapter")
-    lora = convert_adapter(adapter, config_dir, out_dir / "adapter-f16.gguf")
-    if start is None:
-        shutil.rmtree(config_dir, ignore_errors=True)
-    if adapter != run_dir / "adapter":
-        shutil.rmtree(adapter, ignore_errors=True)
+    scaled = out_dir / "scaled"
+    try:
+        adapter = run_dir / "adapter" if scale == 1.0 else scaled_adapter(run_dir / "adapter", scale, scaled)
+        lora = convert_adapter(adapter, config_dir, out_dir / "adapter-f16.gguf")
+    finally:
+        shutil.rmtree(scaled, ignore_errors=True)
+        if start is None:
+            shutil.rmtree(config_dir, ignore_errors=True)
     report = {"adapter": {**adapter_entry(lora, start, base), "scale": scale}}
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1))
     return report
@@ -262,8 +266,8 @@ def cli(args) -> dict:
     from build.dataset import heldout_text
 
     preset = PRESETS[args.preset]
-    if not args.scale > 0:  # llama.cpp reads an alpha of 0 as "no alpha": the whole update
-        raise UserError(f"--scale must be above 0 (got {args.scale}); to serve the stock base, set RQA_ADAPTER=none")
+    if not (args.scale > 0 and math.isfinite(args.scale)):  # llama.cpp reads an alpha of 0 as alpha = r
+        raise UserError(f"--scale must be a number above 0 (got {args.scale}); to serve the stock base, set RQA_ADAPTER=none")
     if args.adapter_only:
         return export_adapter(args.run, args.out, trained_base(args.run, preset.base), args.scale)
     if args.scale != 1.0:

@@ -84,7 +84,7 @@ PACKAGED_ADAPTERS = (
     # the one that keeps the stock model's answers (one question fewer as shown, two more in its own
     # words) while it cites by itself in 53 answers instead of 40
     PackagedAdapter("qwen2.5-coder-1.5b-instruct-cite.gguf", "qwen2.5-coder-1.5b-instruct", 8_731_776,
-                    "28fc7e0e273f3fc8b200537b4ebc9b9663b3643d73491fb72f59ef73cf2fe227"),
+                    "4c4032e0dfd00fa59d01e27839e7ca848ae19bbe1c1a0326233e10667dbf295b"),
 )
 # offline base -> the adapter the app applies to it unless the `adapter` setting says otherwise
 ADAPTERS: dict[str, PackagedAdapter] = {a.base: a for a in PACKAGED_ADAPTERS if a.applied}

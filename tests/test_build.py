@@ -412,7 +412,7 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
     zero = subprocess.run([*export_only, "--out", str(tmp_path / "zero"), "--scale", "0"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert zero.returncode == 2 and zero.stderr.strip() == \
-        "error: --scale must be above 0 (got 0.0); to serve the stock base, set RQA_ADAPTER=none"
+        "error: --scale must be a number above 0 (got 0.0); to serve the stock base, set RQA_ADAPTER=none"
     msgs = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "What is attention?"}]
 
     def greedy(model_path, adapter="none", engine="in-process", scale=1.0):
@@ -618,3 +618,24 @@ def test_cite_writes_the_models_own_answers_with_rqas_citations_and_resumes(shar
     counts = cite(data, shared_index.index_dir, out, n_train=3, n_val=1, pool=ScriptedPool(model), log=lambda *_: None)
     assert len(model.prompts) == 4 and counts["train"]["answered"] == 3
     assert counts["dropped"].get("abstained") == 1
+
+
+def test_export_scale_is_refused_in_one_line_where_it_cannot_apply(tmp_path):
+    from argparse import Namespace
+
+    from build.export import cli, scaled_adapter
+    from rqa.errors import UserError
+
+    paths = dict(run=tmp_path / "run", out=tmp_path / "out", preset="tiny", data=None)
+    with pytest.raises(UserError, match=r"^--scale applies to the adapter alone: add --adapter-only$"):
+        cli(Namespace(**paths, adapter_only=False, scale=0.5))
+    with pytest.raises(UserError, match=r"^--scale must be a number above 0 \(got inf\)"):
+        cli(Namespace(**paths, adapter_only=True, scale=float("inf")))
+    # per-module alphas: the converter would keep only lora_alpha, so the share would not be what ships
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 64, "alpha_pattern": {"q_proj": 32}}))
+    with pytest.raises(UserError, match=r"^--scale needs one LoRA alpha for every module"):
+        scaled_adapter(adapter, 0.5, tmp_path / "scaled")
+    assert not (tmp_path / "scaled").exists()
+
