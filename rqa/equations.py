@@ -311,16 +311,18 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker,
     deadline = time.monotonic() + budget_s
     source_eqs = [(n, eq) for n, text in enumerate(sources, start=1) for eq in find_equations(text)]
     parsed_sources: dict[str, bool] = {}
-    written_sources: dict[str, str] = {}
     checks = []
-    for latex in find_equations(answer):
+    answer_eqs = find_equations(answer)
+    # each source equation's text, prepared once for all the answer's equations (none when it has none)
+    written_sources = [(n, _as_written(eq)) for n, eq in source_eqs] if answer_eqs else []
+    for latex in answer_eqs:
         if len(latex) > MAX_LATEX_CHARS:
             checks.append(EquationCheck(latex[:80] + "...", "malformed", f"longer than {MAX_LATEX_CHARS} characters"))
             continue
         # the paper's equation copied: verified by its text, even where SymPy cannot read the paper's
         # notation (MuZero's "h(x) = sign(x)(√|x| + 1 − 1 + ϵx)")
         written = _as_written(latex)
-        copied = next((n for n, eq in source_eqs if written_sources.setdefault(eq, _as_written(eq)) == written), None)
+        copied = next((n for n, text in written_sources if text == written), None)
         if copied is not None:
             checks.append(EquationCheck(latex, "matches source", f"the text of source [{copied}]", copied))
             continue
