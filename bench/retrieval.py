@@ -86,7 +86,10 @@ def quality_rows(index: Index, extra: dict[str, Index], rerankers: list[str], qu
     rows = [("BM25 (title + section + text)", index, s, "bm25"),
             ("BM25 (text only)", with_bm25(index, text=lambda c: c.text), s, "bm25"),
             (f"dense ({index.embedder})", index, s, "dense"),
-            (f"hybrid, question alone ({s.fusion}, dense weight {s.dense_weight}, depth {s.fusion_depth})", index, s, "hybrid")]
+            (f"hybrid, question alone ({s.fusion}, dense weight {s.dense_weight}, depth {s.fusion_depth}, "
+             f"within-paper weight {s.within_paper_weight})", index, s, "hybrid")]
+    for w in [w for w in (0.0, 0.1, 0.2, 0.5, 1.0) if w != s.within_paper_weight]:
+        rows.append((f"hybrid, within-paper weight {w}", index, dataclasses.replace(s, within_paper_weight=w), "hybrid"))
     for e in expanded:
         rows += [(f"BM25 + query expansion ({e.label})", index, s, "bm25", e),
                  (f"hybrid + query expansion ({e.label})", index, s, "hybrid", e)]

@@ -82,9 +82,13 @@ class Settings:
                          (1, 10_000))
     dense_weight: float = setting(0.5, "retrieval", "weight of the dense retriever against BM25's 1 "
                                   "(docs/BENCHMARKS.md)", (0.0, 10.0))
+    within_paper_weight: float = setting(0.2, "retrieval", "weight of each candidate's BM25 score over its own "
+                                         "paper's chunks (scaled to [0, 1] in the paper), added to the fused "
+                                         "convex score of the top rerank_depth; 0: off (rqa.search.within_paper)",
+                                         (0.0, 10.0))
     reranker: str = setting("", "retrieval", "second stage over the fused top rerank_depth: a cross-encoder or "
                             "embedder folder; empty: none (rqa.rerank)")
-    rerank_depth: int = setting(20, "retrieval", "fused candidates the reranker reorders", (1, 200))
+    rerank_depth: int = setting(20, "retrieval", "fused candidates the within-paper score and the reranker reorder", (1, 200))
     rerank_weight: float = setting(1.0, "retrieval", "weight of the reranker's rank against the fused rank",
                                    (0.0, 100.0))
     # --- query expansion

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ class Index:
     embeddings: np.ndarray
     dense: object  # faiss.Index
     bm25: object  # bm25s.BM25
+    _papers: dict = field(default_factory=dict, repr=False)  # doc -> PaperTerms, built when first searched
 
     @property
     def embedder(self) -> str:
@@ -71,6 +72,12 @@ class Index:
             return []
         scores, ids = self.dense.search(embed(self.embedder, [question]), min(k, len(self.chunks)))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def paper_terms(self, doc: str, settings: Settings) -> "PaperTerms":
+        """BM25 over one paper's chunks (`doc`: a chunk's `doc_key`), built on first use."""
+        if doc not in self._papers:
+            self._papers[doc] = PaperTerms.build([c for c in self.chunks if doc_key(c) == doc], settings)
+        return self._papers[doc]
 
     @classmethod
     def from_chunks(cls, chunks: list[Chunk], embedder: str, embeddings: np.ndarray | None = None,
@@ -125,6 +132,32 @@ def build_bm25(chunks: list[Chunk], settings: Settings, text=index_text):
     bm25 = bm25s.BM25(k1=settings.bm25_k1, b=settings.bm25_b, method="robertson")
     bm25.index([tokenize(text(c)) for c in chunks] or [["_"]], show_progress=False)
     return bm25
+
+
+def doc_key(chunk: Chunk) -> str:
+    """What identifies a chunk's paper: its content hash, the paper name for chunks without one."""
+    return chunk.doc or chunk.paper
+
+
+@dataclass
+class PaperTerms:
+    """BM25 over one paper's chunks alone. Within a paper the words that name it or its subject
+    ("RWKV", "Transformer") are in most chunks and weigh nothing here, while the corpus-wide BM25
+    counts them in full: this is what tells a paper's chunks apart (rqa.search.within_paper)."""
+
+    bm25: object  # bm25s.BM25
+    rows: dict[str, int]  # chunk_id -> its row here
+
+    @classmethod
+    def build(cls, chunks: list[Chunk], settings: Settings) -> "PaperTerms":
+        return cls(build_bm25(chunks, settings), {c.chunk_id: i for i, c in enumerate(chunks)})
+
+    def scores(self, question: str, chunk_ids: list[str]) -> list[float]:
+        tokens = [t for t in tokenize(question) if t in self.bm25.vocab_dict]
+        if not tokens:
+            return [0.0] * len(chunk_ids)
+        scores = self.bm25.get_scores(tokens)
+        return [float(scores[self.rows[i]]) if i in self.rows else 0.0 for i in chunk_ids]
 
 
 def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.ndarray, settings: Settings,

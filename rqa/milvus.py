@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rqa.errors import IndexError_, StoreError
-from rqa.index import index_text
+from rqa.index import PaperTerms, index_text
 from rqa.text import tokenize
 from rqa.types import Chunk
 
@@ -115,10 +115,12 @@ class MilvusIndex:
     chunks: OrderedDict = field(default_factory=OrderedDict)
     _vectors: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _papers: OrderedDict = field(default_factory=OrderedDict)  # doc -> PaperTerms, the latest PAPERS
 
     # chunks kept from earlier searches, the oldest dropped first: a search adds at most
     # 2 x fusion_depth, so a question's own hits are still there when rqa.search reads them
     CACHE = 20_000
+    PAPERS = 256
 
     @classmethod
     def open(cls, uri: str) -> "MilvusIndex":
@@ -166,6 +168,26 @@ class MilvusIndex:
         found = self.client.search(CHUNKS, data=[query.tolist()], anns_field="dense", limit=k,
                                    output_fields=CHUNK_FIELDS + ["dense"], search_params={"metric_type": "IP"})
         return self._keep(found[0], float)
+
+    def paper_terms(self, doc: str, settings) -> PaperTerms:
+        """BM25 over one paper's chunks, read from Milvus on first use and kept for the next searches."""
+        with self._lock:
+            if doc in self._papers:
+                self._papers.move_to_end(doc)
+                return self._papers[doc]
+        chunks = []
+        if doc and all(ch in "0123456789abcdef" for ch in doc):  # a content hash; nothing else goes into a filter
+            rows = self.client.query_iterator(CHUNKS, filter=f'doc == "{doc}"', output_fields=CHUNK_FIELDS,
+                                              batch_size=1000)
+            while batch := rows.next():
+                chunks += [Chunk(**{name: row.get(name) for name in CHUNK_FIELDS}) for row in batch]
+            rows.close()
+        terms_ = PaperTerms.build(chunks, settings)
+        with self._lock:
+            self._papers[doc] = terms_
+            while len(self._papers) > self.PAPERS:
+                self._papers.popitem(last=False)
+        return terms_
 
     def _keep(self, hits, score) -> list[tuple[int, float]]:
         with self._lock:

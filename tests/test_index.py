@@ -15,6 +15,7 @@ from rqa.errors import IndexError_
 from rqa.text import tokenize
 from rqa.metrics import first_hit_rank
 from rqa.search import fuse_convex, fuse_rrf, retrieve
+from rqa.types import Chunk, Hit
 from tests.conftest import FEW_PAPERS, PAPERS, ROOT, dev_questions
 
 
@@ -68,6 +69,40 @@ def test_convex_fusion_keeps_a_clear_bm25_winner_ahead():
     assert fuse_convex([], [], Settings()) == {}
     with pytest.raises(ValueError, match="fusion"):
         Settings(fusion="sum")
+
+
+def _chunk(i: int, doc: str, text: str) -> Chunk:
+    return Chunk(f"{doc}-{i}", doc, "Zeta networks", "3 Model", 1, 1, 1000 * i, 1000 * i + 900, text, doc=doc)
+
+
+def test_within_a_paper_its_own_name_weighs_nothing_and_the_passage_words_decide():
+    from rqa.index import PaperTerms
+    from rqa.search import within_paper
+
+    settings = Settings(within_paper_weight=0.2)
+    paper = [_chunk(0, "a", "Zeta is a recurrent network. Zeta mixes channels; Zeta blocks stack."),
+             _chunk(1, "a", "The channel mixing block of Zeta uses a squared ReLU activation."),
+             _chunk(2, "a", "Zeta is trained on the Pile with Adam.")]
+    other = _chunk(0, "b", "An unrelated paper on convolution and pooling.")
+    terms = PaperTerms.build(paper, settings)
+    question = "What activation does Zeta use in its channel mixing block?"
+    # "zeta" is in every chunk of its paper: no weight there (the corpus-wide BM25 gives it plenty)
+    assert terms.scores("Zeta", [c.chunk_id for c in paper]) == [0.0, 0.0, 0.0]
+    scores = terms.scores(question, [c.chunk_id for c in paper] + ["unknown"])
+    assert scores[1] == max(scores) > 0 and scores[3] == 0.0
+
+    class Papers:  # the index's side of it: PaperTerms per paper
+        def paper_terms(self, doc, settings):
+            return PaperTerms.build([c for c in paper + [other] if c.doc == doc], settings)
+
+    # fused: the chunk full of the paper's name first, the answering one third
+    hits = [Hit(paper[0], 1.30), Hit(paper[2], 1.22), Hit(paper[1], 1.20), Hit(other, 1.10)]
+    ranked = within_paper(Papers(), question, hits, settings)
+    assert [h.chunk.chunk_id for h in ranked][:2] == ["a-1", "a-0"]
+    assert ranked[0].score == pytest.approx(1.20 + 0.2)  # the paper's best: the full weight
+    assert next(h for h in ranked if h.chunk.doc == "b").score == 1.10  # no question word in it
+    assert [h.chunk.chunk_id for h in within_paper(Papers(), question, hits, Settings(within_paper_weight=0.05))] \
+        == ["a-0", "a-1", "a-2", "b-0"]  # a small weight reorders only near-ties
 
 
 def test_extend_embeds_only_new_papers_and_reingest_is_stable(tmp_path, monkeypatch):

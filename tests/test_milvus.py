@@ -34,8 +34,12 @@ def test_two_real_papers_searched_removed_and_searched_again(milvus_settings, sh
     assert all(h.chunk.text and h.chunk.title for h in hits)
     # the chunk that answers it (Adam with warmup, section 5.3) is found, as the local index finds it
     assert "warmup" in hits[0].chunk.text.lower()
-    local = retrieve(open_index(shared_index), question, shared_index)
+    local_index = open_index(shared_index)
+    local = retrieve(local_index, question, shared_index)
     assert "warmup" in local[0].chunk.text.lower()
+    # the within-paper score reads each paper's chunks from Milvus: the ones the local index holds
+    sha = hits[0].chunk.doc
+    assert set(index.paper_terms(sha, settings).rows) == {c.chunk_id for c in local_index.chunks if c.doc == sha}
 
     adam = [h for h in retrieve(index, "bias correction of the first and second moment estimates", settings)]
     assert adam[0].chunk.paper == "1412.6980"
