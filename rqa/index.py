@@ -47,6 +47,7 @@ class Index:
     dense: object  # faiss.Index
     bm25: object  # bm25s.BM25
     _papers: dict = field(default_factory=dict, repr=False)  # doc -> PaperTerms, built when first searched
+    _paper_rows: dict | None = field(default=None, repr=False)  # doc -> its chunks' rows
 
     @property
     def embedder(self) -> str:
@@ -76,7 +77,14 @@ class Index:
     def paper_terms(self, doc: str, settings: Settings) -> "PaperTerms":
         """BM25 over one paper's chunks (`doc`: a chunk's `doc_key`), built on first use."""
         if doc not in self._papers:
-            self._papers[doc] = PaperTerms.build([c for c in self.chunks if doc_key(c) == doc], settings)
+            if self._paper_rows is None:
+                rows: dict[str, list[int]] = {}
+                for i, c in enumerate(self.chunks):
+                    rows.setdefault(doc_key(c), []).append(i)
+                self._paper_rows = rows
+            rows = self._paper_rows.get(doc, [])
+            chunks = [self.chunks[i] for i in rows] if len(rows) <= PaperTerms.MAX_CHUNKS else []
+            self._papers[doc] = PaperTerms.build(chunks, settings)
         return self._papers[doc]
 
     @classmethod
@@ -147,6 +155,10 @@ class PaperTerms:
 
     bm25: object  # bm25s.BM25
     rows: dict[str, int]  # chunk_id -> its row here
+
+    # A longer "paper" (a book, or the repeated corpus of the scale benchmarks) is not scored this way:
+    # building its BM25 would cost more than the search it serves. The longest paper here has 281.
+    MAX_CHUNKS = 2_000
 
     @classmethod
     def build(cls, chunks: list[Chunk], settings: Settings) -> "PaperTerms":

@@ -179,10 +179,10 @@ class MilvusIndex:
         if doc and all(ch in "0123456789abcdef" for ch in doc):  # a content hash; nothing else goes into a filter
             rows = self.client.query_iterator(CHUNKS, filter=f'doc == "{doc}"', output_fields=CHUNK_FIELDS,
                                               batch_size=1000)
-            while batch := rows.next():
+            while (batch := rows.next()) and len(chunks) <= PaperTerms.MAX_CHUNKS:
                 chunks += [Chunk(**{name: row.get(name) for name in CHUNK_FIELDS}) for row in batch]
             rows.close()
-        terms_ = PaperTerms.build(chunks, settings)
+        terms_ = PaperTerms.build(chunks if len(chunks) <= PaperTerms.MAX_CHUNKS else [], settings)
         with self._lock:
             self._papers[doc] = terms_
             while len(self._papers) > self.PAPERS:

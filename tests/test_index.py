@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -75,8 +76,8 @@ def _chunk(i: int, doc: str, text: str) -> Chunk:
     return Chunk(f"{doc}-{i}", doc, "Zeta networks", "3 Model", 1, 1, 1000 * i, 1000 * i + 900, text, doc=doc)
 
 
-def test_within_a_paper_its_own_name_weighs_nothing_and_the_passage_words_decide():
-    from rqa.index import PaperTerms
+def test_within_a_paper_its_own_name_weighs_nothing_and_the_passage_words_decide(monkeypatch):
+    from rqa.index import Index, PaperTerms
     from rqa.search import within_paper
 
     settings = Settings(within_paper_weight=0.2)
@@ -103,6 +104,14 @@ def test_within_a_paper_its_own_name_weighs_nothing_and_the_passage_words_decide
     assert next(h for h in ranked if h.chunk.doc == "b").score == 1.10  # no question word in it
     assert [h.chunk.chunk_id for h in within_paper(Papers(), question, hits, Settings(within_paper_weight=0.05))] \
         == ["a-0", "a-1", "a-2", "b-0"]  # a small weight reorders only near-ties
+
+    # the index builds a paper's BM25 from its own chunks, and none for a "paper" past the bound
+    index = Index(Path("."), {}, paper + [other], None, None, None)
+    assert set(index.paper_terms("a", settings).rows) == {"a-0", "a-1", "a-2"}
+    monkeypatch.setattr(PaperTerms, "MAX_CHUNKS", 2)
+    index = Index(Path("."), {}, paper + [other], None, None, None)
+    assert index.paper_terms("a", settings).rows == {} and index.paper_terms("a", settings).scores(question, ["a-1"]) == [0.0]
+    assert set(index.paper_terms("b", settings).rows) == {"b-0"}
 
 
 def test_extend_embeds_only_new_papers_and_reingest_is_stable(tmp_path, monkeypatch):
