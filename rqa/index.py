@@ -46,7 +46,8 @@ class Index:
     embeddings: np.ndarray
     dense: object  # faiss.Index
     bm25: object  # bm25s.BM25
-    _papers: dict = field(default_factory=dict, repr=False)  # doc -> PaperTerms, built when first searched
+    # (doc, k1, b) -> PaperTerms, built when first searched: at most as large as the BM25 above
+    _papers: dict = field(default_factory=dict, repr=False)
     _paper_rows: dict | None = field(default=None, repr=False)  # doc -> its chunks' rows
 
     @property
@@ -76,7 +77,8 @@ class Index:
 
     def paper_terms(self, doc: str, settings: Settings) -> "PaperTerms":
         """BM25 over one paper's chunks (`doc`: a chunk's `doc_key`), built on first use."""
-        if doc not in self._papers:
+        key = (doc, settings.bm25_k1, settings.bm25_b)
+        if key not in self._papers:
             if self._paper_rows is None:
                 rows: dict[str, list[int]] = {}
                 for i, c in enumerate(self.chunks):
@@ -84,8 +86,8 @@ class Index:
                 self._paper_rows = rows
             rows = self._paper_rows.get(doc, [])
             chunks = [self.chunks[i] for i in rows] if len(rows) <= PaperTerms.MAX_CHUNKS else []
-            self._papers[doc] = PaperTerms.build(chunks, settings)
-        return self._papers[doc]
+            self._papers[key] = PaperTerms.build(chunks, settings)
+        return self._papers[key]
 
     @classmethod
     def from_chunks(cls, chunks: list[Chunk], embedder: str, embeddings: np.ndarray | None = None,
@@ -150,7 +152,8 @@ def doc_key(chunk: Chunk) -> str:
 @dataclass
 class PaperTerms:
     """BM25 over one paper's chunks alone. Within a paper the words that name it or its subject
-    ("RWKV", "Transformer") are in most chunks and weigh nothing here, while the corpus-wide BM25
+    ("RWKV", "Transformer") are in more than half its chunks and weigh nothing here (Robertson's idf,
+    clamped at 0 by bm25s; so every word of a one- or two-chunk paper), while the corpus-wide BM25
     counts them in full: this is what tells a paper's chunks apart (rqa.search.within_paper)."""
 
     bm25: object  # bm25s.BM25

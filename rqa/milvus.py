@@ -115,7 +115,7 @@ class MilvusIndex:
     chunks: OrderedDict = field(default_factory=OrderedDict)
     _vectors: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _papers: OrderedDict = field(default_factory=OrderedDict)  # doc -> PaperTerms, the latest PAPERS
+    _papers: OrderedDict = field(default_factory=OrderedDict)  # (doc, k1, b) -> PaperTerms, the latest PAPERS
 
     # chunks kept from earlier searches, the oldest dropped first: a search adds at most
     # 2 x fusion_depth, so a question's own hits are still there when rqa.search reads them
@@ -170,23 +170,35 @@ class MilvusIndex:
         return self._keep(found[0], float)
 
     def paper_terms(self, doc: str, settings) -> PaperTerms:
-        """BM25 over one paper's chunks, read from Milvus on first use and kept for the next searches."""
+        """BM25 over one paper's chunks, read from Milvus on first use and kept for the next searches
+        once the paper is read whole (as many chunks as its document row lists). A paper that cannot
+        be read (Milvus failing, a write half done) is scored as unknown this time, not cached."""
+        from pymilvus.exceptions import MilvusException
+
+        key = (doc, settings.bm25_k1, settings.bm25_b)
         with self._lock:
-            if doc in self._papers:
-                self._papers.move_to_end(doc)
-                return self._papers[doc]
-        chunks = []
-        if doc and all(ch in "0123456789abcdef" for ch in doc):  # a content hash; nothing else goes into a filter
+            if key in self._papers:
+                self._papers.move_to_end(key)
+                return self._papers[key]
+        if not doc or any(ch not in "0123456789abcdef" for ch in doc):  # a content hash; nothing else goes
+            return PaperTerms.build([], settings)                        # into a filter
+        chunks, rows = [], None
+        try:
             rows = self.client.query_iterator(CHUNKS, filter=f'doc == "{doc}"', output_fields=CHUNK_FIELDS,
                                               batch_size=1000)
             while (batch := rows.next()) and len(chunks) <= PaperTerms.MAX_CHUNKS:
                 chunks += [Chunk(**{name: row.get(name) for name in CHUNK_FIELDS}) for row in batch]
-            rows.close()
+        except MilvusException:
+            return PaperTerms.build([], settings)
+        finally:
+            if rows is not None:
+                rows.close()
         terms_ = PaperTerms.build(chunks if len(chunks) <= PaperTerms.MAX_CHUNKS else [], settings)
-        with self._lock:
-            self._papers[doc] = terms_
-            while len(self._papers) > self.PAPERS:
-                self._papers.popitem(last=False)
+        if len(chunks) > PaperTerms.MAX_CHUNKS or len(chunks) == self.manifest.get("documents", {}).get(doc, {}).get("chunks"):
+            with self._lock:
+                self._papers[key] = terms_
+                while len(self._papers) > self.PAPERS:
+                    self._papers.popitem(last=False)
         return terms_
 
     def _keep(self, hits, score) -> list[tuple[int, float]]:

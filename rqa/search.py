@@ -66,7 +66,8 @@ def within_paper(index: Index, question: str, hits: list[Hit], settings: Setting
                  papers: int = 5) -> list[Hit]:
     """Candidates re-scored with their paper's own term weights: to each chunk of a paper among the
     top `papers` hits, add within_paper_weight x its BM25 score over that paper's chunks alone,
-    scaled by the best such score among the paper's candidates. The fused scores find the paper;
+    scaled by the best such score among the paper's candidates (all of them the full weight where
+    every such score is 0). The fused scores find the paper;
     inside it, the question's words that name the paper weigh nothing and the words that single out
     the passage decide (dev-100 at 0.2: the evidence ranks higher in 15 questions, lower in 6; BENCHMARKS).
     The weight is on the convex scores' scale (about [0, 1.5]), so rrf fusion goes without it."""
@@ -77,7 +78,9 @@ def within_paper(index: Index, question: str, hits: list[Hit], settings: Setting
         scores = index.paper_terms(doc, settings).scores(question, [hits[i].chunk.chunk_id for i in members])
         top = max(scores)
         for i, s in zip(members, scores):
-            extra[i] = settings.within_paper_weight * s / top if top > 0 else 0.0
+            # a paper whose own terms cannot tell its candidates apart (a one- or two-chunk upload, or
+            # no question word there) keeps its order and loses no ground to the papers that could
+            extra[i] = settings.within_paper_weight * (s / top if top > 0 else 1.0)
     rescored = [Hit(h.chunk, h.score + e, row=h.row) for h, e in zip(hits, extra)]
     return sorted(rescored, key=lambda h: -h.score)  # stable: ties keep the fused order
 

@@ -97,11 +97,13 @@ def test_within_a_paper_its_own_name_weighs_nothing_and_the_passage_words_decide
             return PaperTerms.build([c for c in paper + [other] if c.doc == doc], settings)
 
     # fused: the chunk full of the paper's name first, the answering one third
-    hits = [Hit(paper[0], 1.30), Hit(paper[2], 1.22), Hit(paper[1], 1.20), Hit(other, 1.10)]
+    hits = [Hit(paper[0], 1.30), Hit(paper[2], 1.22), Hit(paper[1], 1.20), Hit(other, 0.90)]
     ranked = within_paper(Papers(), question, hits, settings)
-    assert [h.chunk.chunk_id for h in ranked][:2] == ["a-1", "a-0"]
+    assert [h.chunk.chunk_id for h in ranked] == ["a-1", "a-0", "a-2", "b-0"]
     assert ranked[0].score == pytest.approx(1.20 + 0.2)  # the paper's best: the full weight
-    assert next(h for h in ranked if h.chunk.doc == "b").score == 1.10  # no question word in it
+    assert ranked[1].score == pytest.approx(1.30)  # only the paper's name and common words: nothing
+    # a one-chunk paper cannot be scored by its own terms: it keeps its place, the full weight too
+    assert ranked[3].score == pytest.approx(0.90 + 0.2)
     assert [h.chunk.chunk_id for h in within_paper(Papers(), question, hits, Settings(within_paper_weight=0.05))] \
         == ["a-0", "a-1", "a-2", "b-0"]  # a small weight reorders only near-ties
 
@@ -112,6 +114,24 @@ def test_within_a_paper_its_own_name_weighs_nothing_and_the_passage_words_decide
     index = Index(Path("."), {}, paper + [other], None, None, None)
     assert index.paper_terms("a", settings).rows == {} and index.paper_terms("a", settings).scores(question, ["a-1"]) == [0.0]
     assert set(index.paper_terms("b", settings).rows) == {"b-0"}
+
+
+def test_within_paper_weights_on_real_papers_lift_the_passage_over_the_papers_summary(shared_index):
+    index = load_index(shared_index.index_dir)
+    question = "How many attention heads does the Transformer base model use?"
+
+    def transformer_first(**how):
+        return next(h.chunk for h in retrieve(index, question, Settings(**how), k=10) if h.chunk.paper == "1706.03762")
+
+    # corpus-wide, "Transformer" lifts the conclusion ("we presented the Transformer ..."); inside
+    # the paper that word is everywhere, and a passage on the number of heads comes first
+    assert transformer_first(within_paper_weight=0).section == "7 Conclusion"
+    lifted = transformer_first(within_paper_weight=0.2)
+    assert lifted.section != "7 Conclusion" and "attention heads" in lifted.text
+    # only on the convex scores' scale: rrf fusion ranks as without it
+    rrf = [[h.chunk.chunk_id for h in retrieve(index, question, Settings(fusion="rrf", within_paper_weight=w), k=10)]
+           for w in (0, 0.2)]
+    assert rrf[0] == rrf[1]
 
 
 def test_extend_embeds_only_new_papers_and_reingest_is_stable(tmp_path, monkeypatch):

@@ -39,7 +39,10 @@ def test_two_real_papers_searched_removed_and_searched_again(milvus_settings, sh
     assert "warmup" in local[0].chunk.text.lower()
     # the within-paper score reads each paper's chunks from Milvus: the ones the local index holds
     sha = hits[0].chunk.doc
-    assert set(index.paper_terms(sha, settings).rows) == {c.chunk_id for c in local_index.chunks if c.doc == sha}
+    terms = index.paper_terms(sha, settings)
+    assert set(terms.rows) == {c.chunk_id for c in local_index.chunks if c.doc == sha}
+    assert max(terms.scores("warmup steps", list(terms.rows))) > 0  # their text came with them
+    assert index.paper_terms('" or doc != "', settings).rows == {}  # only a content hash reaches a filter
 
     adam = [h for h in retrieve(index, "bias correction of the first and second moment estimates", settings)]
     assert adam[0].chunk.paper == "1412.6980"
