@@ -50,6 +50,23 @@ def score(index: Index, questions: list[dict], settings: Settings, mode: str,
             "expansion_s": percentile(expansion.seconds, 50) if expansion else None}
 
 
+def score_pairs(index: Index, pairs: list[dict], settings: Settings) -> dict:
+    """The pipeline's own questions (build's pairs.jsonl: question, chunk_id): a hit is a chunk of the
+    same paper overlapping the question's chunk by more than half (de-duplication may keep a
+    neighbour of it instead). Pairs whose chunk the index does not hold are skipped."""
+    chunks = {c.chunk_id: c for c in index.chunks}
+    ranks = []
+    for p in pairs:
+        own = chunks.get(p["chunk_id"])
+        if own is None:
+            continue
+        hits = retrieve(index, p["question"], settings, k=10)
+        ranks.append(next((r for r, h in enumerate(hits, start=1) if h.chunk.doc == own.doc and
+                           min(h.chunk.char_end, own.char_end) - max(h.chunk.char_start, own.char_start)
+                           > 0.5 * (own.char_end - own.char_start)), None))
+    return {**retrieval_scores(ranks), "n": len(ranks)}
+
+
 @dataclasses.dataclass
 class Expansions:
     """The passages one expansion model wrote for the questions (rqa.expand), and how long each took."""
@@ -231,6 +248,8 @@ def main() -> None:
     ap.add_argument("--expand-with", help="the model writing them (default: the offline default model)")
     ap.add_argument("--set", type=Path, default=DEV, help="questions with evidence, in dev.jsonl's form")
     ap.add_argument("--quality-only", action="store_true", help="only the quality table")
+    ap.add_argument("--pairs", type=Path, help="also the pipeline's own questions (build's pairs.jsonl, e.g. "
+                    "data/qa/pairs.jsonl), by split, with and without the within-paper weights")
     args = ap.parse_args()
     settings = Settings.load(expand_with=args.expand_with)
     notes = []
@@ -264,6 +283,17 @@ def main() -> None:
             expansion_s = "–" if s["expansion_s"] is None else f"{s['expansion_s']:.2f}"
             print(f"| {label} | {s['recall@1']:.2f} | {s['recall@5']:.2f} | {s['recall@10']:.2f} | {s['mrr']:.3f} "
                   f"| {s['ms']:.1f} | {expansion_s} |", flush=True)
+        if args.pairs:
+            pairs = [json.loads(line) for line in args.pairs.read_text().splitlines() if line.strip()]
+            print(f"\n### The pipeline's own questions ({args.pairs.name}; their validation kept a pair only when "
+                  "the retrieval of its day had its chunk in the top 5)\n")
+            print("| split | within-paper weight | questions | recall@1 | recall@5 | recall@10 | MRR |\n|---|---|---|---|---|---|---|")
+            for split in sorted({p.get("split", "") for p in pairs}):
+                for w in sorted({0.0, settings.within_paper_weight}):
+                    s = score_pairs(index, [p for p in pairs if p.get("split", "") == split],
+                                    dataclasses.replace(settings, within_paper_weight=w))
+                    print(f"| {split} | {w} | {s['n']} | {s['recall@1']:.3f} | {s['recall@5']:.3f} | "
+                          f"{s['recall@10']:.3f} | {s['mrr']:.3f} |", flush=True)
         if args.quality_only:
             return
         print("\n### Hybrid query latency (embedding + BM25 + FAISS + fusion, k=10)\n")
