@@ -33,9 +33,9 @@ from pathlib import Path
 from bench.common import DEV, percentile
 from rqa.config import Settings
 
-COLUMNS = ["fact_accuracy", "fact_accuracy_model", "fact_recall", "answers_citing", "model_citing", "citation_precision", "evidence_cited",
+COLUMNS = ["fact_accuracy", "fact_accuracy_model", "fact_recall", "answers_citing", "model_citing", "model_citing_in_answer", "citation_precision", "evidence_cited",
            "abstention", "unsourced_numbers", "equations_verified", "equations_reference", "ttft_p50_s",
-           "decode_tok_s", "words", "peak_rss_mb"]
+           "decode_tok_s", "naming_p50_s", "words", "peak_rss_mb"]
 
 
 def run_one(args) -> dict:
@@ -58,7 +58,7 @@ def run_one(args) -> dict:
         pool.expander()  # loaded before the first question, as the app does at start
     questions = [json.loads(line) for line in Path(args.set).read_text().splitlines() if line.strip()][: args.limit]
     sympy = SympyWorker(settings.sympy_timeout_s)
-    rows, ttft, rates, words, model_citing = [], [], [], [], []
+    rows, ttft, rates, words, model_citing, in_answer, naming = [], [], [], [], [], [], []
     out = open(args.answers, "a", encoding="utf-8") if args.answers else None
     try:
         for q in questions:
@@ -69,7 +69,11 @@ def run_one(args) -> dict:
             if t.get("tokens", 0) > 1:
                 rates.append((t["tokens"] - 1) / max(t["total_s"] - t["first_token_s"], 1e-9))
             words.append(len(answer.text.split()))
-            model_citing.append(any(c.origin == "model" for c in answer.citations))
+            # the model's own citations: written in its answer, or named when asked after it (rqa.answer.name_sources)
+            model_citing.append(any(c.origin in ("model", "named") for c in answer.citations))
+            in_answer.append(any(c.origin == "model" for c in answer.citations))
+            if "naming_s" in t:
+                naming.append(t["naming_s"])
             row = score_answer(q, answer)
             if q.get("type") == "equation":  # an equation the app's check verifies; one equal to the reference
                 row["equation_verified"] = any(e.status == "matches source" for e in answer.equations)
@@ -82,6 +86,8 @@ def run_one(args) -> dict:
                                       **row,
                                       "equations": [e.to_json() for e in answer.equations],
                                       "expansion": answer.expansion, "ttft_s": round(ttft[-1], 2),
+                                      "naming_s": round(t.get("naming_s", 0.0), 2),
+                                      "named": [c.n for c in answer.citations if c.origin == "named"],
                                       "cited": [{"n": c.n, "paper": c.hit.chunk.paper, "text": c.hit.chunk.text}
                                                 for c in answer.citations]},
                                      ensure_ascii=False) + "\n")
@@ -96,7 +102,9 @@ def run_one(args) -> dict:
     eq = [r for r in rows if "equation_verified" in r]
     summary.update(equations_verified=sum(r["equation_verified"] for r in eq) / len(eq) if eq else None,
                    equations_reference=sum(r["equation_reference"] for r in eq) / len(eq) if eq else None)
-    summary.update(model_citing=sum(model_citing) / max(len(rows), 1), ttft_p50_s=percentile(ttft, 50),
+    summary.update(model_citing=sum(model_citing) / max(len(rows), 1),
+                   model_citing_in_answer=sum(in_answer) / max(len(rows), 1),
+                   naming_p50_s=percentile(naming, 50) if naming else None, ttft_p50_s=percentile(ttft, 50),
                    decode_tok_s=sum(rates) / max(len(rates), 1), words=sum(words) / max(len(words), 1),
                    peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return summary

@@ -7,7 +7,9 @@ numbered citations, the retrieved-but-uncited sources, citations to sources that
 sentence support and equation checks. The CLI, the web app, the benchmarks and the pipeline's
 evaluation all go through it.
 
-Attribution: a sentence the model left without a citation, or citing only sources that support it
+Named sources (`name_sources`): after the answer, the model is asked which source each sentence it
+left uncited came from: its own turn is continued at that sentence's end with " [" and it writes
+the number. Then attribution: a sentence still without a citation, or citing only sources that support it
 clearly less than another one does, gets the number of its best-supporting source appended (the
 support check scores every sentence against every source; the source must pass the threshold); a
 sentence stating a number its cited sources do not hold also cites the retrieved source that does
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
+import logging
 import re
 import time
 from collections import Counter
@@ -31,15 +34,18 @@ from rqa.config import Settings
 from rqa.embed import fingerprint
 from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
+from rqa.errors import ModelError, QuestionError
 from rqa.expand import expand
 from rqa.index import Index
 from rqa.llm import Models
 from rqa.numbers import NumberCheck, check_numbers, distinctive
 from rqa.prompt import build_messages
-from rqa.support import SUPPORT_EMBEDDER, Quote, SentenceSupport, check_support, quote_sentences, supporting_sentences
+from rqa.support import (SUPPORT_EMBEDDER, Quote, SentenceSupport, answer_sentences, check_support, quote_sentences,
+                         supporting_sentences)
 from rqa.text import cited_numbers, sentence_spans
 from rqa.types import Hit
-from rqa.errors import QuestionError
+
+log = logging.getLogger("rqa.answer")
 
 # "The sources do not say", "not mentioned in the provided sources", "cannot be determined from ..."
 ABSTAIN_RE = re.compile(r"(sources?|context|documents?|excerpts?|provided (text|information))\s+(do|does|did)\s+not\s+"
@@ -52,7 +58,9 @@ ABSTAIN_RE = re.compile(r"(sources?|context|documents?|excerpts?|provided (text|
 class Citation:
     n: int
     hit: Hit
-    origin: str = "model"  # "model": written by the model; "attributed": added by rqa (support or numbers check)
+    # "model": written by the model in its answer; "named": by the model when asked after its answer
+    # (name_sources); "attributed": added by rqa (support or numbers check)
+    origin: str = "model"
     highlights: list[str] = field(default_factory=list)  # exact sentences of the chunk that support the answer
 
     def to_json(self) -> dict:
@@ -178,8 +186,12 @@ class AnswerStream:
                     break  # greedy decoding that repeats a sentence repeats it to the token limit
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)
-        self.answer = finish(self.question, text[:looped_at].strip(), self.hits, self.model.name, self.settings,
-                             self.sympy, self.notices, self.timings, stored_vectors(self.index, self.hits))
+        text, named = text[:looped_at].strip(), set()
+        if self.settings.name_sources and text:
+            text, named = name_sources(self.model, messages, text, len(self.hits))
+            self.timings["naming_s"] = time.perf_counter() - self._t0 - self.timings["total_s"]
+        self.answer = finish(self.question, text, self.hits, self.model.name, self.settings, self.sympy,
+                             self.notices, self.timings, stored_vectors(self.index, self.hits), named)
         self.answer.expansion = self.expansion
         self.answer.adapter = self.model.adapter_name
 
@@ -259,7 +271,11 @@ def remove_links(text: str, hits: list[Hit]) -> tuple[str, int]:
 
 
 def finish(question: str, text: str, hits: list[Hit], model: str, settings: Settings,
-           sympy: SympyWorker | None, notices: list[str], timings: dict, source_vectors=None) -> Answer:
+           sympy: SympyWorker | None, notices: list[str], timings: dict, source_vectors=None,
+           named: set[int] = frozenset()) -> Answer:
+    """The Answer to `text`, what the model wrote (`named`: the source numbers it wrote only when
+    asked after answering): source lists and links dropped, citations attributed, checks run, the
+    cited sources' sentences quoted."""
     sources = [h.chunk.text for h in hits]
     model_text, text = text, drop_source_list(text)
     text, links = remove_links(text, hits)
@@ -274,7 +290,7 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
         attributed |= more
         checks = check_numbers(shown, sources, question)
     numbers = cited_numbers(shown)
-    citations = [Citation(n, hits[n - 1], "attributed" if n in attributed else "model")
+    citations = [Citation(n, hits[n - 1], "attributed" if n in attributed else "named" if n in named else "model")
                  for n in numbers if 1 <= n <= len(hits)]
     cited = {c.n for c in citations}
     answer = Answer(question=question, text=shown, model=model, citations=citations,
@@ -295,6 +311,48 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
         q.sentence = remove_links(q.sentence, hits)[0]
     answer.text += answer.quote_text
     return answer
+
+
+NAMING_MIN_WORDS = 4  # "See [2]." or a heading names no claim
+
+
+def name_sources(model, messages: list[dict], text: str, n_sources: int) -> tuple[str, set[int]]:
+    """The model's answer with a source number after each sentence it left uncited, written by the
+    model: its own turn is continued at the sentence's end with " [" and it writes the number (a
+    few tokens; the server and the in-process model still hold the answer's tokens, so only what
+    follows is evaluated). Told to cite, the 1.5B writes citations in about half its answers, and
+    every way of making it cite while it writes (a grammar, an answer begun with "According to [",
+    a fine-tune at full strength) changed what it wrote and cost right answers; asked afterwards,
+    its words are those of its greedy answer. Left to attribution: sentences that already cite,
+    short ones, those saying the sources do not say, a model that cannot continue its turn (a
+    chat-completions server) or fails, and any reply that is not a source's number. Returns the
+    text and the numbers named that the answer did not already cite."""
+    written, named = set(cited_numbers(drop_source_list(text))), set()
+    at = 0
+    # sentences of the answer less a closing source list (which finish drops): cut text only at its end
+    for sentence in answer_sentences(drop_source_list(text)):
+        found = text.find(sentence, at)
+        if found < 0:
+            continue
+        at = found + len(sentence)
+        if cited_numbers(sentence) or len(sentence.split()) < NAMING_MIN_WORDS or ABSTAIN_RE.search(sentence):
+            continue
+        core = sentence.rstrip()
+        end = found + (len(core) - 1 if core[-1] in ".!?" else len(core))  # before the full stop, as _cite
+        try:
+            reply = model.complete(messages, text[:end] + " [", 3, ["]"])
+        except ModelError as e:
+            log.warning("naming sources stopped: %s", e)
+            break
+        if reply is None:
+            break
+        m = re.match(r"\s*(\d+)", reply)
+        if m and 1 <= int(m.group(1)) <= n_sources:
+            marker = f" [{int(m.group(1))}]"
+            text = text[:end] + marker + text[end:]
+            at += len(marker)
+            named.add(int(m.group(1)))
+    return text, named - written
 
 
 # "Sources: [1], [2]." / "The sources are [1] and [3]." closing an answer: a list, not a claim.

@@ -173,6 +173,9 @@ class Settings:
     attribute_numbers: bool = setting(True, "checks", "a sentence stating a number of two digits or more "
                                       "(leading zeros aside: 0.045, 192) that none of its cited sources holds also "
                                       "cites the retrieved source that does; a number no source holds stays flagged")
+    name_sources: bool = setting(True, "checks", "after answering, the model names the source of each sentence "
+                                 "it left uncited (its turn continued with \" [\"; a few tokens a sentence); "
+                                 "attribution then checks and completes them")
     sympy_timeout_s: float = setting(2.0, "checks", "seconds one equation check may take", (0.1, 60.0))
     # --- bounds on what users send
     max_question_chars: int = setting(2000, "limits", "longest question answered, in characters (chat and API "

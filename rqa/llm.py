@@ -241,6 +241,9 @@ class ChatModel(Protocol):
 
     def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]: ...
 
+    def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
+        """Its own turn continued from `prefix`; None where it cannot be (a chat-completions server)."""
+
 
 @runtime_checkable
 class Models(Protocol):
@@ -292,6 +295,17 @@ class Model:
                 text = part["choices"][0]["text"]
                 if text:
                     yield text
+
+
+    def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str:
+        """The model's own turn continued greedily from `prefix`, a few tokens (see RemoteModel.complete).
+        No reset here: the context still holds the answer just generated, and llama-cpp-python
+        evaluates only the tokens after the longest common prefix; the answer's text is already
+        fixed, so the cache split can at most move which source number comes back."""
+        with self.lock:
+            out = self.llm.create_completion(self.fmt.render(messages) + prefix, max_tokens=max_tokens,
+                                             temperature=0.0, repeat_penalty=1.0, stop=[*stop, *self.fmt.stop])
+        return out["choices"][0]["text"]
 
 
 def load_model(path: Path, settings: Settings, adapter: Path | None = None, scale: float = 1.0) -> Model:

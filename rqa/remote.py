@@ -105,6 +105,25 @@ class RemoteModel:
                 self._in_flight -= 1
 
 
+    def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
+        """The model's own turn continued greedily from `prefix`, a few tokens; how the answer path
+        asks which source a sentence came from (rqa.answer.name_sources). The slot still holds the
+        answer it just wrote (cache_prompt), so only what follows it is evaluated. None where the
+        server renders the prompt: a chat-completions server cannot continue a turn."""
+        if self.render is None:
+            return None
+        body = {"prompt": self.render(messages) + prefix, "max_tokens": max_tokens, "temperature": 0.0,
+                "stop": [*stop, *self.stop], "repeat_penalty": 1.0, "cache_prompt": True}
+        try:
+            response = self._client.post(self.url + "/v1/completions", json=body)
+        except httpx.TransportError as e:
+            raise ModelError(f"the model server stopped answering ({type(e).__name__} from {self.url})") from None
+        if response.status_code != 200:
+            raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
+                             f"{_error_message(response.text)})")
+        return response.json()["choices"][0]["text"]
+
+
 def _error_message(text: str) -> str:
     try:
         error = json.loads(text).get("error")

@@ -40,9 +40,11 @@ class ScriptedModel:
     adapter_name = None
     busy = False
 
-    def __init__(self, reply):
+    def __init__(self, reply, names=None):
         self.reply = reply
+        self.names = names  # what complete() writes after "[": a string, a function of the prefix, or None
         self.prompts: list[list[dict]] = []
+        self.completions: list[str] = []  # the prefixes complete() was asked to continue
 
     def stream(self, messages, max_tokens, temperature):
         import re
@@ -50,6 +52,10 @@ class ScriptedModel:
         self.prompts.append(messages)
         text = self.reply(messages) if callable(self.reply) else self.reply
         yield from re.findall(r"\S+\s*|\s+", text)
+
+    def complete(self, messages, prefix, max_tokens, stop):
+        self.completions.append(prefix)
+        return self.names(prefix) if callable(self.names) else self.names
 
 
 class ScriptedPool:

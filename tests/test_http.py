@@ -156,6 +156,9 @@ class SlowModel:
                 time.sleep(self.delay)
                 yield f"word{i} "
 
+    def complete(self, messages, prefix, max_tokens, stop):
+        return None
+
 
 def ask(url, content="What is BM25?", timeout=30, **more):
     return httpx.post(url + "/v1/chat/completions", timeout=timeout,

@@ -232,6 +232,7 @@ def test_the_scripted_fakes_keep_the_model_and_pool_protocols():
     import inspect
 
     from rqa.llm import ChatModel, Model, Models
+    from rqa.remote import RemoteModel
     from tests.conftest import ScriptedModel, ScriptedPool
     from tests.test_http import SlowModel
 
@@ -241,7 +242,7 @@ def test_the_scripted_fakes_keep_the_model_and_pool_protocols():
                 assert list(inspect.signature(getattr(cls, name)).parameters) == \
                     list(inspect.signature(member).parameters), f"{cls.__name__}.{name}"
 
-    for cls in (Model, ScriptedModel, SlowModel):
+    for cls in (Model, RemoteModel, ScriptedModel, SlowModel):
         same_methods(cls, ChatModel)
     for cls in (ModelPool, ScriptedPool):
         same_methods(cls, Models)
