@@ -35,7 +35,8 @@ def replay(rows: list[dict], questions: dict, index, settings: Settings) -> dict
         q = questions[r["id"]]
         hits = retrieve(index, r["question"], settings, expansion=r.get("expansion", ""))
         answer = finish(r["question"], r["model_text"].strip(), hits, r["model"], settings, None, [], {},
-                        stored_vectors(index, hits))  # as the app's answer path: the same support scores
+                        stored_vectors(index, hits),  # as the app's answer path: the same support scores
+                        set(r.get("named", [])))
         scored.append(score_answer(q, answer))
         words.append(len(answer.text.split()))
         by_type.setdefault(q["type"], []).append(scored[-1]["correct"])

@@ -96,8 +96,9 @@ def cite(data_dir: Path, index_dir: Path, out_dir: Path, n_train: int, n_val: in
     todo = [(split, q) for split, n in (("val", n_val), ("train", n_train)) for q in questions(data_dir, split)[:n]
             if (split, q) not in seen]
     out_dir.mkdir(parents=True, exist_ok=True)
-    # the stock model (the one the adapter will be trained on); quotes are rqa's, not the model's
-    settings = Settings.load(index_dir=index_dir, adapter="none", quotes=0)
+    # the stock model (the one the adapter will be trained on); quotes are rqa's, not the model's; the
+    # targets' citations are rqa's attributions, as the recipe in docs/BENCHMARKS.md was measured
+    settings = Settings.load(index_dir=index_dir, adapter="none", quotes=0, name_sources=False)
     started = time.monotonic()
     if todo:
         index = open_index(settings)

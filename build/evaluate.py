@@ -125,8 +125,9 @@ def evaluate(models: dict[str, Path], question_sets: dict[str, list[dict]], inde
     # The fine-tune is judged as a generator: every model answers from the sources the question alone
     # retrieves. Query expansion (rqa.expand) would add a third model's guesses to the comparison;
     # bench/retrieval.py and bench/answers.py measure it. Nor are the sources' sentences quoted under
-    # the answers (rqa.support.quote_sentences): the models are compared on their own words.
-    settings = dataclasses.replace(settings, expand_tokens=0, quotes=0)
+    # the answers (rqa.support.quote_sentences): the models are compared on their own words, and
+    # their citing on the citations they write in their answers, not those named when asked after.
+    settings = dataclasses.replace(settings, expand_tokens=0, quotes=0, name_sources=False)
     results: dict = {}
     for set_name, questions in question_sets.items():
         if not questions:

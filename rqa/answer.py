@@ -15,7 +15,7 @@ support check scores every sentence against every source; the source must pass t
 sentence stating a number its cited sources do not hold also cites the retrieved source that does
 (the numbers check looks each number up; `attribute_numbers`). The Answer
 keeps what the model wrote (`model_text`) apart from what is shown (`text`), and each citation
-says whether the model wrote it or rqa attributed it.
+says whether the model wrote it, named it when asked, or rqa attributed it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from rqa.config import Settings
 from rqa.embed import fingerprint
 from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
-from rqa.errors import ModelError, QuestionError
+from rqa.errors import QuestionError
 from rqa.expand import expand
 from rqa.index import Index
 from rqa.llm import Models
@@ -87,7 +87,7 @@ class Answer:
     numbers: list[NumberCheck] = field(default_factory=list)  # each number of the answer, looked up in what it cites
     notices: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
-    model_text: str = ""  # what the model wrote, before attributed citations were added
+    model_text: str = ""  # what the model wrote (with the sources it named), before rqa attributed any
     expansion: str = ""  # the passage the search used besides the question (rqa.expand)
     adapter: str | None = None  # the fine-tune's LoRA adapter applied to `model`, if any
     quotes: list[Quote] = field(default_factory=list)  # the cited sources' sentences shown under the answer
@@ -320,14 +320,16 @@ def name_sources(model, messages: list[dict], text: str, n_sources: int) -> tupl
     """The model's answer with a source number after each sentence it left uncited, written by the
     model: its own turn is continued at the sentence's end with " [" and it writes the number (a
     few tokens; the server and the in-process model still hold the answer's tokens, so only what
-    follows is evaluated). Told to cite, the 1.5B writes citations in about half its answers, and
+    follows is evaluated, unless another question took the model meanwhile). Told to cite, the 1.5B writes citations in about half its answers, and
     every way of making it cite while it writes (a grammar, an answer begun with "According to [",
     a fine-tune at full strength) changed what it wrote and cost right answers; asked afterwards,
     its words are those of its greedy answer. Left to attribution: sentences that already cite,
-    short ones, those saying the sources do not say, a model that cannot continue its turn (a
-    chat-completions server) or fails, and any reply that is not a source's number. Returns the
+    short ones, those ending in a colon, those saying the sources do not say, a model that cannot
+    continue its turn (a chat-completions server) or fails, and any reply that is not a source's number. Returns the
     text and the numbers named that the answer did not already cite."""
     written, named = set(cited_numbers(drop_source_list(text))), set()
+    if n_sources == 0:
+        return text, named
     at = 0
     # sentences of the answer less a closing source list (which finish drops): cut text only at its end
     for sentence in answer_sentences(drop_source_list(text)):
@@ -335,14 +337,15 @@ def name_sources(model, messages: list[dict], text: str, n_sources: int) -> tupl
         if found < 0:
             continue
         at = found + len(sentence)
-        if cited_numbers(sentence) or len(sentence.split()) < NAMING_MIN_WORDS or ABSTAIN_RE.search(sentence):
+        if cited_numbers(sentence) or len(sentence.split()) < NAMING_MIN_WORDS or ABSTAIN_RE.search(sentence) \
+                or sentence.rstrip().endswith(":"):  # a colon opens a list or an equation: not a claim yet
             continue
         core = sentence.rstrip()
         end = found + (len(core) - 1 if core[-1] in ".!?" else len(core))  # before the full stop, as _cite
         try:
             reply = model.complete(messages, text[:end] + " [", 3, ["]"])
-        except ModelError as e:
-            log.warning("naming sources stopped: %s", e)
+        except Exception as e:  # the answer is written and shown: whatever fails here, attribution cites it
+            log.warning("naming sources stopped: %s: %s", type(e).__name__, e)
             break
         if reply is None:
             break

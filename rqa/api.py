@@ -61,8 +61,9 @@ def parse_question(body) -> str:
 
 
 def extra(answer: Answer) -> dict:
-    """What an OpenAI response has no field for. `text` is the answer with the citations rqa
-    attributed and the quoted sentences (a stream carries the model's own text, then the quotes)."""
+    """What an OpenAI response has no field for. `text` is the answer with the sources the model named
+    after it, the citations rqa attributed and the quoted sentences (a stream carries the model's
+    text as it wrote it, then the quotes); `model_text` is the model's, with the sources it named."""
     return {"citations": [c.to_json() for c in answer.citations], "checks": answer.checks(),
             "uncited": [c.to_json() for c in answer.uncited], "text": answer.text, "model_text": answer.model_text,
             "quotes": [q.to_json() for q in answer.quotes]}

@@ -18,7 +18,9 @@ def ask(args, settings: Settings) -> int:
     sympy = SympyWorker(settings.sympy_timeout_s)
     try:
         stream = answer_stream(args.question, index, models, settings, sympy)
+        streamed = []
         for piece in stream:
+            streamed.append(piece)
             if not args.json:
                 print(piece, end="", flush=True)
         answer = stream.answer
@@ -27,14 +29,14 @@ def ask(args, settings: Settings) -> int:
     if args.json:
         print(json.dumps(answer.to_json(), ensure_ascii=False))
         return 0
-    if answer.body != answer.model_text:
-        print("\n\nWith the citations rqa attributed:\n" + answer.body)
+    if answer.body != "".join(streamed).strip():  # sources named after the answer, attributions, lists dropped
+        print("\n\nThe answer as checked, with its citations:\n" + answer.body)
     if answer.quotes:
         print("\n\nFrom the sources:" + answer.quote_text)
     print("\n\nSources:")
     for c in answer.citations:
         ch = c.hit.chunk
-        origin = " (attributed by rqa)" if c.origin == "attributed" else ""
+        origin = {"attributed": " (attributed by rqa)", "named": " (named by the model after its answer)"}.get(c.origin, "")
         print(f"  [{c.n}] {ch.title} | {ch.section} | p. {ch.pages}" + (f" | {c.arxiv_url}" if c.arxiv_url else "")
               + origin)
     if answer.uncited:

@@ -107,21 +107,27 @@ class RemoteModel:
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
         """The model's own turn continued greedily from `prefix`, a few tokens; how the answer path
-        asks which source a sentence came from (rqa.answer.name_sources). The slot still holds the
-        answer it just wrote (cache_prompt), so only what follows it is evaluated. None where the
-        server renders the prompt: a chat-completions server cannot continue a turn."""
+        asks which source a sentence came from (rqa.answer.name_sources). The slot that wrote the
+        answer still holds it (cache_prompt; llama-server picks the idle slot sharing the longest
+        prefix), so only what follows is evaluated, unless another question took that slot meanwhile.
+        None where the server renders the prompt: a chat-completions server cannot continue a turn."""
         if self.render is None:
             return None
         body = {"prompt": self.render(messages) + prefix, "max_tokens": max_tokens, "temperature": 0.0,
                 "stop": [*stop, *self.stop], "repeat_penalty": 1.0, "cache_prompt": True}
+        with self._count_lock:
+            self._in_flight += 1
         try:
             response = self._client.post(self.url + "/v1/completions", json=body)
-        except httpx.TransportError as e:
-            raise ModelError(f"the model server stopped answering ({type(e).__name__} from {self.url})") from None
-        if response.status_code != 200:
-            raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
-                             f"{_error_message(response.text)})")
-        return response.json()["choices"][0]["text"]
+            if response.status_code != 200:
+                raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
+                                 f"{_error_message(response.text)})")
+            return str(response.json()["choices"][0]["text"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+            raise ModelError(f"the model server gave no continuation ({type(e).__name__} from {self.url})") from None
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
 
 
 def _error_message(text: str) -> str:

@@ -31,7 +31,8 @@ def mark_text(text: str, highlights: list[str], question: str) -> str:
 def render_source(c: Citation, question: str) -> str:
     ch = c.hit.chunk
     link = f' · <a href="{c.arxiv_url}" target="_blank">arXiv:{ch.arxiv_id}</a>' if c.arxiv_url else ""
-    origin = ' · <i>cited by rqa (the model did not cite it)</i>' if c.origin == "attributed" else ""
+    origin = {"attributed": " · <i>cited by rqa (the model did not cite it)</i>",
+              "named": " · <i>named by the model when asked after its answer</i>"}.get(c.origin, "")
     return (f'<div class="rqa-source" id="source-{c.n}"><b>[{c.n}] {html.escape(ch.title)}</b><br>'
             f'<small>{html.escape(ch.section)} · p. {ch.pages} · {html.escape(ch.paper)}{link}{origin}</small>'
             f'<p>{mark_text(ch.text, c.highlights, question)}</p></div>')

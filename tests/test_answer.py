@@ -2,15 +2,15 @@ import dataclasses
 
 import pytest
 
-from rqa.answer import answer_stream, clean_question, cited_numbers, finish, repeated_sentence
-from rqa.errors import QuestionError
+from rqa.answer import answer_stream, clean_question, cited_numbers, finish, name_sources, repeated_sentence
+from rqa.errors import ModelError, QuestionError
 from rqa.config import Settings
 from rqa.expand import expand
 from rqa.llm import FORMATS
 from rqa.prompt import STYLES, build_messages
 from rqa.ratelimit import RateLimiter
 from rqa.search import retrieve
-from rqa.support import quote_sentences
+from rqa.support import answer_sentences, quote_sentences
 from rqa.types import Chunk, Hit
 
 
@@ -112,6 +112,48 @@ def test_attribution_cites_supported_sentences_the_model_left_uncited():
     assert answer.citations[0].highlights == [HITS[0].chunk.text]
 
 
+def test_the_model_names_the_source_of_each_sentence_it_left_uncited():
+    """Asked after its answer, at each uncited sentence's end ("... B and A [" continued by the
+    model): sentences that cite, short ones and those saying the sources do not say are not asked;
+    a reply that is no source's number changes nothing."""
+    from tests.conftest import ScriptedModel
+
+    replies = iter(["2", "9]"])
+    model = ScriptedModel("", names=lambda prefix: next(replies))
+    text = ("LoRA trains low-rank matrices B and A. BM25 saturates term frequency [3]. The sources do not say "
+            "how fast it is. BM25 uses idf. BM25 ranks documents by inverse document frequency.")
+    assert "BM25 uses idf." in answer_sentences(text)
+    named, numbers = name_sources(model, [{"role": "user", "content": "q"}], text, len(HITS))
+    assert model.completions == ["LoRA trains low-rank matrices B and A [",
+                                 named[:named.index("BM25 ranks")] + "BM25 ranks documents by inverse document frequency ["]
+    assert named == text.replace("B and A.", "B and A [2].") and numbers == {2}
+    answer = finish("How?", named, HITS, "m", Settings(), None, [], {}, named=numbers)
+    assert {c.n: c.origin for c in answer.citations} == {2: "named", 3: "model"}
+    # a number the answer already cites is the model's own, not named
+    again = ScriptedModel("", names="3")
+    assert name_sources(again, [], "BM25 saturates term frequency [3]. It ranks documents by idf.", 3)[1] == set()
+    # a sentence opening a list or an equation is not asked; nor is anything without sources
+    assert answer_sentences(colon := "BM25 computes the score of a document as follows:") == [colon]
+    assert name_sources(again, [], colon, 3) == (colon, set()) and len(again.completions) == 1
+    assert name_sources(again, [], "It ranks documents by idf.", 0) == ("It ranks documents by idf.", set())
+
+
+@pytest.mark.parametrize("names", [None, ModelError("the model server stopped answering")])
+def test_a_model_that_cannot_name_sources_leaves_the_answer_to_attribution(names):
+    """A chat-completions server cannot continue a turn (None) and a server may fail: the answer
+    stays as written, asked once, and attribution cites it as before."""
+    from tests.conftest import ScriptedModel
+
+    def reply(prefix):
+        if isinstance(names, Exception):
+            raise names
+        return names
+
+    model = ScriptedModel("", names=reply)
+    text = "LoRA trains low-rank matrices B and A. BM25 ranks documents by inverse document frequency."
+    assert name_sources(model, [], text, len(HITS)) == (text, set()) and len(model.completions) == 1
+
+
 def test_a_number_only_an_uncited_source_holds_gets_that_source_cited():
     hits = [hit(1, "Table 2: 28.4 and 41.8."),
             hit(2, "Optimizer: 4,000 steps; 6 layers."),
@@ -179,6 +221,24 @@ def test_answer_stream_with_a_scripted_model(shared_index):
     assert set(answer.timings) >= {"retrieval_s", "first_token_s", "total_s"}
     prompt = model.prompts[0][1]["content"]
     assert prompt.startswith("Sources:\n\n[1] ") and prompt.endswith("Question: How does LoRA adapt a model?")
+
+
+def test_the_answer_path_asks_the_model_to_name_its_sources_unless_told_not_to(shared_index):
+    from rqa.collection import open_index
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    index = open_index(shared_index)
+    reply = "LoRA freezes the pretrained weights and injects trainable rank decomposition matrices into each layer."
+    model = ScriptedModel(reply, names="2")
+    answer = answer_stream("How does LoRA adapt a model?", index, ScriptedPool(model), shared_index).run()
+    assert model.completions == [reply[:-1] + " ["]  # the model's own text, continued at its full stop
+    assert answer.model_text == reply[:-1] + " [2]." and "naming_s" in answer.timings
+    assert any(c.n == 2 and c.origin == "named" for c in answer.citations)
+    off = ScriptedModel(reply, names="2")
+    answer = answer_stream("How does LoRA adapt a model?", index, ScriptedPool(off),
+                           dataclasses.replace(shared_index, name_sources=False)).run()
+    assert off.completions == [] and answer.model_text == reply
+    assert all(c.origin != "named" for c in answer.citations)
 
 
 def test_a_sentence_repeated_word_for_word_stops_the_answer_there(shared_index):

@@ -47,6 +47,19 @@ def test_the_server_serves_the_model_with_its_own_turn_format(pool):
     assert pool.expander() is model  # expansion and answers share the server
 
 
+def test_the_model_continues_its_own_turn_from_a_prefix(pool):
+    """How the answer path asks which source a sentence came from: the turn is continued, not begun
+    again; cut where a word begins, greedy decoding writes what it wrote the first time."""
+    model = pool.get()
+    text = "".join(model.stream(SHORT, 24, 0.0))
+    cut = text.index(" ", text.index(" ") + 1)  # after its second word
+    continued = model.complete(SHORT, text[:cut], 2, [])
+    assert continued.strip() and text[cut:].startswith(continued)
+    assert RemoteModel("http://127.0.0.1:9", "m").complete(SHORT, "Hi", 2, []) is None  # the server renders: no turn to continue
+    with pytest.raises(ModelError, match="^the model server"):  # past the slot's context: refused in one line
+        model.complete(SHORT, "word " * 3000, 2, [])
+
+
 def test_two_questions_stream_at_once(pool):
     model = pool.get()
     first, done = {}, {}

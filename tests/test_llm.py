@@ -117,6 +117,10 @@ def test_instruction_tuned_model_answers_from_its_source_and_stops(default_gguf)
     text = "".join(model.stream(messages, max_tokens=80, temperature=0.0))
     assert text.strip() and "<|im_" not in text and "Question:" not in text  # stopped at its turn's end
     assert re.search(r"softmax|gradient|dot|scal|variance|large", text, re.I)  # on topic, not gibberish
+    # its own turn continued from its own words, cut where a word begins: what it wrote the first time
+    cut = text.index(" ", text.index(" ") + 1)
+    continued = model.complete(messages, text[:cut], 2, [])
+    assert continued.strip() and text[cut:].startswith(continued)
 
 
 def test_offline_model_is_verified_and_assembled_atomically(tmp_path, monkeypatch):
