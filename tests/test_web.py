@@ -86,6 +86,16 @@ def test_attributed_citations_are_shown_as_such(make_app):
     assert "cited by rqa" in sources and "Citations added by rqa" in checks
 
 
+def test_sources_the_model_named_after_its_answer_are_shown_as_such(make_app):
+    app, model = make_app("LoRA freezes the pretrained model weights and injects trainable rank decomposition "
+                          "matrices into each layer of the Transformer architecture.")
+    model.names = "1"
+    *_, last = make_respond(app)("How does LoRA adapt a model?", [], REQUEST)
+    chat, sources, *_ = last
+    assert chat[-1]["content"].startswith("LoRA freezes") and "architecture [1]" in chat[-1]["content"]
+    assert "named by the model when asked after its answer" in sources and len(model.completions) == 1
+
+
 def test_checks_never_call_an_empty_answer_supported():
     from rqa.answer import finish
 
