@@ -33,9 +33,10 @@ from pathlib import Path
 from bench.common import DEV, percentile
 from rqa.config import Settings
 
-COLUMNS = ["fact_accuracy", "fact_accuracy_model", "fact_recall", "answers_citing", "model_citing", "model_citing_in_answer", "citation_precision", "evidence_cited",
-           "abstention", "unsourced_numbers", "equations_verified", "equations_reference", "ttft_p50_s",
-           "decode_tok_s", "naming_p50_s", "words", "peak_rss_mb"]
+# model_citing: the model's own citations, in its answer or named after it; model_citing_in_answer: in its answer
+COLUMNS = ["fact_accuracy", "fact_accuracy_model", "fact_recall", "answers_citing", "model_citing",
+           "model_citing_in_answer", "citation_precision", "evidence_cited", "abstention", "unsourced_numbers",
+           "equations_verified", "equations_reference", "ttft_p50_s", "decode_tok_s", "naming_p50_s", "words", "peak_rss_mb"]
 
 
 def run_one(args) -> dict:

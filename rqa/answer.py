@@ -9,8 +9,8 @@ evaluation all go through it.
 
 Named sources (`name_sources`): after the answer, the model is asked which source each sentence it
 left uncited came from: its own turn is continued at that sentence's end with " [" and it writes
-the number. Then attribution: a sentence still without a citation, or citing only sources that support it
-clearly less than another one does, gets the number of its best-supporting source appended (the
+the number. Then attribution: a sentence still without a citation, or citing only sources that
+support it clearly less than another one does, gets the number of its best-supporting source appended (the
 support check scores every sentence against every source; the source must pass the threshold); a
 sentence stating a number its cited sources do not hold also cites the retrieved source that does
 (the numbers check looks each number up; `attribute_numbers`). The Answer
@@ -37,7 +37,7 @@ from rqa.equations import EquationCheck, SympyWorker, check_equations
 from rqa.errors import QuestionError
 from rqa.expand import expand
 from rqa.index import Index
-from rqa.llm import Models
+from rqa.llm import ChatModel, Models
 from rqa.numbers import NumberCheck, check_numbers, distinctive
 from rqa.prompt import build_messages
 from rqa.support import (SUPPORT_EMBEDDER, Quote, SentenceSupport, answer_sentences, check_support, quote_sentences,
@@ -316,17 +316,19 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
 NAMING_MIN_WORDS = 4  # "See [2]." or a heading names no claim
 
 
-def name_sources(model, messages: list[dict], text: str, n_sources: int) -> tuple[str, set[int]]:
+def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: int) -> tuple[str, set[int]]:
     """The model's answer with a source number after each sentence it left uncited, written by the
     model: its own turn is continued at the sentence's end with " [" and it writes the number (a
     few tokens; the server and the in-process model still hold the answer's tokens, so only what
-    follows is evaluated, unless another question took the model meanwhile). Told to cite, the 1.5B writes citations in about half its answers, and
-    every way of making it cite while it writes (a grammar, an answer begun with "According to [",
-    a fine-tune at full strength) changed what it wrote and cost right answers; asked afterwards,
-    its words are those of its greedy answer. Left to attribution: sentences that already cite,
-    short ones, those ending in a colon, those saying the sources do not say, a model that cannot
-    continue its turn (a chat-completions server) or fails, and any reply that is not a source's number. Returns the
-    text and the numbers named that the answer did not already cite."""
+    follows is evaluated, unless another question took the model meanwhile).
+
+    Told to cite, the 1.5B writes citations in about half its answers, and every way of making it
+    cite while it writes (a grammar, an answer begun with "According to [", a fine-tune at full
+    strength) changed what it wrote and cost right answers; asked afterwards, its words are those of
+    its greedy answer. Left to attribution: sentences that already cite, short ones, those ending in
+    a colon, those saying the sources do not say, a model that cannot continue its turn (a
+    chat-completions server) or fails, and any reply that is not a source's number. Returns the text
+    and the numbers named that the answer did not already cite."""
     written, named = set(cited_numbers(drop_source_list(text))), set()
     if n_sources == 0:
         return text, named

@@ -36,7 +36,8 @@ def ask(args, settings: Settings) -> int:
     print("\n\nSources:")
     for c in answer.citations:
         ch = c.hit.chunk
-        origin = {"attributed": " (attributed by rqa)", "named": " (named by the model after its answer)"}.get(c.origin, "")
+        origin = {"attributed": " (attributed by rqa)",
+                  "named": " (named by the model after its answer)"}.get(c.origin, "")
         print(f"  [{c.n}] {ch.title} | {ch.section} | p. {ch.pages}" + (f" | {c.arxiv_url}" if c.arxiv_url else "")
               + origin)
     if answer.uncited:

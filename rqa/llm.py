@@ -296,7 +296,6 @@ class Model:
                 if text:
                     yield text
 
-
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str:
         """The model's own turn continued greedily from `prefix`, a few tokens (see RemoteModel.complete).
         No reset here: the context still holds the answer just generated, and llama-cpp-python

@@ -104,7 +104,6 @@ class RemoteModel:
             with self._count_lock:
                 self._in_flight -= 1
 
-
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
         """The model's own turn continued greedily from `prefix`, a few tokens; how the answer path
         asks which source a sentence came from (rqa.answer.name_sources). The slot that wrote the
