@@ -314,9 +314,13 @@ def finish(question: str, text: str, hits: list[Hit], model: str, settings: Sett
 
 
 NAMING_MIN_WORDS = 4  # "See [2]." or a heading names no claim
+# The answer is written and the reader waits for its citations: past this, the rest is attribution's.
+# Dev-100 named in 0.6 s at the median, 2.0 s at p90 (docs/BENCHMARKS.md).
+NAMING_BUDGET_S = 5.0
 
 
-def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: int) -> tuple[str, set[int]]:
+def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: int,
+                 budget_s: float = NAMING_BUDGET_S) -> tuple[str, set[int]]:
     """The model's answer with a source number after each sentence it left uncited, written by the
     model: its own turn is continued at the sentence's end with " [" and it writes the number (a
     few tokens; the server and the in-process model still hold the answer's tokens, so only what
@@ -327,11 +331,14 @@ def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: i
     strength) changed what it wrote and cost right answers; asked afterwards, its words are those of
     its greedy answer. Left to attribution: sentences that already cite, short ones, those ending in
     a colon, those saying the sources do not say, a model that cannot continue its turn (a
-    chat-completions server) or fails, and any reply that is not a source's number. Returns the text
-    and the numbers named that the answer did not already cite."""
+    chat-completions server) or fails, and any reply that is not a source's number. Nor is the model
+    asked while it is busy with other questions (every llama-server slot taken, or the in-process
+    model's lock held: the request would wait behind a whole answer) or after `budget_s` seconds.
+    Returns the text and the numbers named that the answer did not already cite."""
     written, named = set(cited_numbers(drop_source_list(text))), set()
     if n_sources == 0:
         return text, named
+    deadline = time.monotonic() + budget_s
     at = 0
     # sentences of the answer less a closing source list (which finish drops): cut text only at its end
     for sentence in answer_sentences(drop_source_list(text)):
@@ -344,6 +351,8 @@ def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: i
             continue
         core = sentence.rstrip()
         end = found + (len(core) - 1 if core[-1] in ".!?" else len(core))  # before the full stop, as _cite
+        if model.busy or time.monotonic() > deadline:
+            break
         try:
             reply = model.complete(messages, text[:end] + " [", 3, ["]"])
         except Exception as e:  # the answer is written and shown: whatever fails here, attribution cites it

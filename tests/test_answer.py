@@ -138,6 +138,27 @@ def test_the_model_names_the_source_of_each_sentence_it_left_uncited():
     assert name_sources(again, [], "It ranks documents by idf.", 0) == ("It ranks documents by idf.", set())
 
 
+def test_a_busy_model_or_a_spent_budget_leaves_the_rest_to_attribution():
+    """Under load the request would wait behind another whole answer: a busy model is not asked,
+    and naming stops when its time is spent (the sentences already named keep their numbers)."""
+    import time
+
+    from tests.conftest import ScriptedModel
+
+    text = "LoRA trains low-rank matrices B and A. BM25 ranks documents by inverse document frequency."
+    busy = ScriptedModel("", names="1")
+    busy.busy = True
+    assert name_sources(busy, [], text, len(HITS)) == (text, set()) and busy.completions == []
+
+    def slow(prefix):
+        time.sleep(0.3)
+        return "2"
+
+    model = ScriptedModel("", names=slow)
+    named, numbers = name_sources(model, [], text, len(HITS), budget_s=0.1)
+    assert len(model.completions) == 1 and named == text.replace("B and A.", "B and A [2].") and numbers == {2}
+
+
 @pytest.mark.parametrize("names", [None, ModelError("the model server stopped answering")])
 def test_a_model_that_cannot_name_sources_leaves_the_answer_to_attribution(names):
     """A chat-completions server cannot continue a turn (None) and a server may fail: the answer
