@@ -335,13 +335,13 @@ def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: i
     asked while it is busy with other questions (every llama-server slot taken, or the in-process
     model's lock held: the request would wait behind a whole answer) or after `budget_s` seconds.
     Returns the text and the numbers named that the answer did not already cite."""
-    written, named = set(cited_numbers(drop_source_list(text))), set()
+    claims = drop_source_list(text)  # the answer less a closing source list (finish drops it): a cut at its end
+    written, named = set(cited_numbers(claims)), set()
     if n_sources == 0:
         return text, named
     deadline = time.monotonic() + budget_s
     at = 0
-    # sentences of the answer less a closing source list (which finish drops): cut text only at its end
-    for sentence in answer_sentences(drop_source_list(text)):
+    for sentence in answer_sentences(claims):
         found = text.find(sentence, at)
         if found < 0:
             continue
@@ -349,8 +349,7 @@ def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: i
         if cited_numbers(sentence) or len(sentence.split()) < NAMING_MIN_WORDS or ABSTAIN_RE.search(sentence) \
                 or sentence.rstrip().endswith(":"):  # a colon opens a list or an equation: not a claim yet
             continue
-        core = sentence.rstrip()
-        end = found + (len(core) - 1 if core[-1] in ".!?" else len(core))  # before the full stop, as _cite
+        end = found + _citation_point(sentence)
         if model.busy or time.monotonic() > deadline:
             break
         try:
@@ -362,9 +361,8 @@ def name_sources(model: ChatModel, messages: list[dict], text: str, n_sources: i
             break
         m = re.match(r"\s*(\d+)", reply)
         if m and 1 <= int(m.group(1)) <= n_sources:
-            marker = f" [{int(m.group(1))}]"
-            text = text[:end] + marker + text[end:]
-            at += len(marker)
+            text, cited = _cite(text, found, sentence, int(m.group(1)))
+            at += len(cited) - len(sentence.rstrip())
             named.add(int(m.group(1)))
     return text, named - written
 
@@ -441,10 +439,15 @@ def attribute_numbers(text: str, support: list[SentenceSupport], checks: list[Nu
     return text, added
 
 
+def _citation_point(sentence: str) -> int:
+    """Where a sentence's citation goes: before its full stop, else at its end."""
+    core = sentence.rstrip()
+    return len(core) - 1 if core[-1] in ".!?" else len(core)
+
+
 def _cite(text: str, at: int, sentence: str, n: int) -> tuple[str, str]:
     """text with [n] appended to the sentence that starts at `at` (before its full stop), and the
     sentence as it now reads."""
-    core = sentence.rstrip()
-    cut = len(core) - 1 if core[-1] in ".!?" else len(core)
+    core, cut = sentence.rstrip(), _citation_point(sentence)
     marker = f" [{n}]"
     return text[:at + cut] + marker + text[at + cut:], core[:cut] + marker + core[cut:]
