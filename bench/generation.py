@@ -8,8 +8,12 @@
    until its first token (queue wait + expansion + retrieval + prefill) and total, p50/p95; the
    aggregate decode rate; how many sessions saw their first token before any session had finished.
    Peak RSS is of the app's whole process tree (llama-server included).
+4. A continuation right after a stream cut short (what the answer path does when an answer repeats
+   a sentence, then names its sources), on llama-server: the slot named by rqa against the slot
+   chosen by the server, in turn on the same questions.
 
     .venv/bin/python -m bench.generation [--part load] [--engines in-process,server] [--sessions 1,8]
+    .venv/bin/python -m bench.generation --part continuation
 """
 
 from __future__ import annotations
@@ -179,11 +183,41 @@ def app_under_load(index_dir: Path, sessions: int, engine: str, count_tokens) ->
           flush=True)
 
 
+def continuation_after_cut(settings: Settings, rounds: int = 3) -> None:
+    from rqa.remote import RemoteModel
+
+    pool = ModelPool(dataclasses.replace(settings, slots=2), engine="server")
+    named = pool.get()
+    assert isinstance(named, RemoteModel), "llama-server did not start"
+    # the same server; a RemoteModel that did not start it leaves the choice of slot to the server
+    chosen = RemoteModel(named.url, named.name, 2, render=named.render, stop=named.stop, trust_env=False)
+    index = load_index(settings.index_dir)
+    times: dict[str, list[float]] = {"named by rqa": [], "chosen by the server": []}
+    try:
+        for _ in range(rounds):
+            for question in QUESTIONS:
+                messages = build_messages(question, retrieve(index, question, settings), settings.source_chars)
+                for label, model in (("named by rqa", named), ("chosen by the server", chosen)):
+                    stream = model.stream(messages, TOKENS, 0.0)
+                    text = "".join(next(stream, "") for _ in range(24))
+                    stream.close()  # cut, as on a repeated sentence
+                    start = time.perf_counter()
+                    model.complete(messages, text[: text.rfind(" ")] + " [", 3, ["]"])
+                    times[label].append(time.perf_counter() - start)
+    finally:
+        pool.close()
+    print(f"\n### A continuation right after a stream cut short (llama-server, 2 slots, {rounds} x "
+          f"{len(QUESTIONS)} questions)\n")
+    print("| slot | continuations | p50 s | max s | over 1 s (the prompt read again) |\n|---|---|---|---|---|")
+    for label, ts in times.items():
+        print(f"| {label} | {len(ts)} | {percentile(ts, 50):.2f} | {max(ts):.2f} | {sum(t > 1 for t in ts)} |")
+
+
 def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["all", "streaming", "load"], default="all")
+    parser.add_argument("--part", choices=["all", "streaming", "load", "continuation"], default="all")
     parser.add_argument("--engines", default="in-process,server", help="engines the load part compares")
     parser.add_argument("--sessions", default="1,8", help="concurrent sessions, one row each")
     args = parser.parse_args()
@@ -205,6 +239,8 @@ def main() -> None:
             for n in map(int, args.sessions.split(",")):
                 for engine in args.engines.split(","):
                     app_under_load(settings.index_dir, n, engine, count)
+        if part in ("all", "continuation"):
+            continuation_after_cut(settings)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,21 @@ It streams like the in-process model (rqa.llm.Model) and satisfies the same Chat
 the answer path does not know which one it reads. Two differences matter to users: questions run
 in parallel up to the server's slots, and closing the stream (a client that disconnects) closes
 the HTTP response, which makes llama-server cancel the generation and free its slot at once.
+
+On the llama-server rqa started, rqa also chooses the slot of each request (`id_slot`): the idle
+one whose last text shares the longest start with the new prompt. llama-server chooses the same
+way but only among slots it has already released; a stream rqa cuts short (a sentence repeated) is
+still being cancelled there when the answer's naming request arrives, so the server gave that
+request another slot, which read the whole prompt again (13.6 s instead of 0.1 s). Named, the slot
+makes the server wait for its own cancellation instead.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -41,6 +50,8 @@ class RemoteModel:
     _in_flight: int = field(default=0, init=False, repr=False)
     _count_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _client: httpx.Client = field(init=False, repr=False)
+    _slots: list["_Slot"] = field(init=False, repr=False)
+    _slot_freed: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
 
     def __post_init__(self):
         self.url = self.url.rstrip("/").removesuffix("/v1")
@@ -49,6 +60,7 @@ class RemoteModel:
         self._client = httpx.Client(headers=headers, trust_env=self.trust_env,
                                     timeout=httpx.Timeout(10.0, read=READ_TIMEOUT_S, pool=READ_TIMEOUT_S),
                                     limits=httpx.Limits(max_connections=None))
+        self._slots = [_Slot(i) for i in range(self.slots)]
 
     @property
     def busy(self) -> bool:
@@ -76,7 +88,9 @@ class RemoteModel:
         path, body = self.request(messages, max_tokens, temperature)
         with self._count_lock:
             self._in_flight += 1
+        slot, written = None, []
         try:
+            slot = self._take_slot(body)
             # Leaving this `with` early (the consumer closed the generator) closes the connection:
             # llama-server notices and cancels the task.
             with self._client.stream("POST", self.url + path, json=body) as response:
@@ -96,19 +110,21 @@ class RemoteModel:
                     choice = (event.get("choices") or [{}])[0]
                     text = choice.get("text") if self.render else (choice.get("delta") or {}).get("content")
                     if text:
+                        written.append(text)
                         yield text
         except httpx.TransportError as e:
             why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__} from {self.url}"
             raise ModelError(f"the model server stopped answering ({why}); ask again in a moment") from None
         finally:
+            self._give_slot(slot, body, "".join(written))
             with self._count_lock:
                 self._in_flight -= 1
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
         """The model's own turn continued greedily from `prefix`, a few tokens; how the answer path
         asks which source a sentence came from (rqa.answer.name_sources). The slot that wrote the
-        answer still holds it (cache_prompt; llama-server picks the idle slot sharing the longest
-        prefix), so only what follows is evaluated, unless another question took that slot meanwhile.
+        answer still holds it (cache_prompt; on rqa's own server the request names that slot), so
+        only what follows is evaluated, unless another question took that slot meanwhile.
         None where the server renders the prompt: a chat-completions server cannot continue a turn."""
         if self.render is None:
             return None
@@ -116,17 +132,54 @@ class RemoteModel:
                 "stop": [*stop, *self.stop], "repeat_penalty": 1.0, "cache_prompt": True}
         with self._count_lock:
             self._in_flight += 1
+        slot, written = None, ""
         try:
+            slot = self._take_slot(body)
             response = self._client.post(self.url + "/v1/completions", json=body)
             if response.status_code != 200:
                 raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
                                  f"{_error_message(response.text)})")
-            return str(response.json()["choices"][0]["text"])
+            written = str(response.json()["choices"][0]["text"])
+            return written
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
             raise ModelError(f"the model server gave no continuation ({type(e).__name__} from {self.url})") from None
         finally:
+            self._give_slot(slot, body, written)
             with self._count_lock:
                 self._in_flight -= 1
+
+    def _take_slot(self, body: dict) -> "_Slot | None":
+        """On rqa's own llama-server, the idle slot holding the longest start of this prompt (the
+        least recently used among equals), named in the request; waits while every slot is taken,
+        as the server's queue would. Elsewhere None: the server chooses."""
+        if self.server is None or "prompt" not in body:
+            return None
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        with self._slot_freed:
+            while not (idle := [s for s in self._slots if not s.taken]):
+                if not self._slot_freed.wait(deadline - time.monotonic()):
+                    raise ModelError(f"every slot of the model server stayed busy for {READ_TIMEOUT_S:.0f} s; "
+                                     "ask again later")
+            slot = max(idle, key=lambda s: (len(os.path.commonprefix([s.text, body["prompt"]])), -s.used))
+            slot.taken = True
+        body["id_slot"] = slot.id
+        return slot
+
+    def _give_slot(self, slot: "_Slot | None", body: dict, written: str) -> None:
+        if slot is None:
+            return
+        with self._slot_freed:
+            slot.text, slot.used, slot.taken = body["prompt"] + written, time.monotonic(), False
+            self._slot_freed.notify()
+
+
+@dataclass
+class _Slot:
+    """What rqa knows of one llama-server slot: what it last read and wrote (its cache)."""
+    id: int
+    text: str = ""
+    used: float = 0.0
+    taken: bool = False
 
 
 def _error_message(text: str) -> str:
