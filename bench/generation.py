@@ -199,8 +199,11 @@ def continuation_after_cut(settings: Settings, rounds: int = 3) -> None:
                 messages = build_messages(question, retrieve(index, question, settings), settings.source_chars)
                 for label, model in (("named by rqa", named), ("chosen by the server", chosen)):
                     stream = model.stream(messages, TOKENS, 0.0)
-                    text = "".join(next(stream, "") for _ in range(24))
+                    pieces = [piece for _, piece in zip(range(24), stream)]
                     stream.close()  # cut, as on a repeated sentence
+                    text = "".join(pieces)
+                    if len(pieces) < 24 or " " not in text:
+                        continue  # the answer ended before the cut: nothing to measure
                     start = time.perf_counter()
                     model.complete(messages, text[: text.rfind(" ")] + " [", 3, ["]"])
                     times[label].append(time.perf_counter() - start)

@@ -88,7 +88,7 @@ class RemoteModel:
         path, body = self.request(messages, max_tokens, temperature)
         with self._count_lock:
             self._in_flight += 1
-        slot, written = None, []
+        slot, written, read = None, [], False
         try:
             slot = self._take_slot(body)
             # Leaving this `with` early (the consumer closed the generator) closes the connection:
@@ -98,6 +98,7 @@ class RemoteModel:
                     response.read()
                     raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
                                      f"{_error_message(response.text)})")
+                read = True
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -116,7 +117,7 @@ class RemoteModel:
             why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__} from {self.url}"
             raise ModelError(f"the model server stopped answering ({why}); ask again in a moment") from None
         finally:
-            self._give_slot(slot, body, "".join(written))
+            self._give_slot(slot, body["prompt"] + "".join(written) if read else None)
             with self._count_lock:
                 self._in_flight -= 1
 
@@ -132,7 +133,7 @@ class RemoteModel:
                 "stop": [*stop, *self.stop], "repeat_penalty": 1.0, "cache_prompt": True}
         with self._count_lock:
             self._in_flight += 1
-        slot, written = None, ""
+        slot, held = None, None
         try:
             slot = self._take_slot(body)
             response = self._client.post(self.url + "/v1/completions", json=body)
@@ -140,36 +141,42 @@ class RemoteModel:
                 raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
                                  f"{_error_message(response.text)})")
             written = str(response.json()["choices"][0]["text"])
+            held = body["prompt"] + written
             return written
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
             raise ModelError(f"the model server gave no continuation ({type(e).__name__} from {self.url})") from None
         finally:
-            self._give_slot(slot, body, written)
+            self._give_slot(slot, held)
             with self._count_lock:
                 self._in_flight -= 1
 
     def _take_slot(self, body: dict) -> "_Slot | None":
         """On rqa's own llama-server, the idle slot holding the longest start of this prompt (the
         least recently used among equals), named in the request; waits while every slot is taken,
-        as the server's queue would. Elsewhere None: the server chooses."""
+        as the server's queue would (though not first come, first served). Elsewhere None: the
+        server chooses."""
         if self.server is None or "prompt" not in body:
             return None
         deadline = time.monotonic() + READ_TIMEOUT_S
         with self._slot_freed:
             while not (idle := [s for s in self._slots if not s.taken]):
-                if not self._slot_freed.wait(deadline - time.monotonic()):
+                if (left := deadline - time.monotonic()) <= 0:
                     raise ModelError(f"every slot of the model server stayed busy for {READ_TIMEOUT_S:.0f} s; "
                                      "ask again later")
+                self._slot_freed.wait(left)
             slot = max(idle, key=lambda s: (len(os.path.commonprefix([s.text, body["prompt"]])), -s.used))
             slot.taken = True
         body["id_slot"] = slot.id
         return slot
 
-    def _give_slot(self, slot: "_Slot | None", body: dict, written: str) -> None:
+    def _give_slot(self, slot: "_Slot | None", held: str | None) -> None:
+        """Free the slot; `held`: the text its cache now holds (None: the server refused or failed
+        the request, and what it holds is unknown: the old text stays)."""
         if slot is None:
             return
         with self._slot_freed:
-            slot.text, slot.used, slot.taken = body["prompt"] + written, time.monotonic(), False
+            slot.text = slot.text if held is None else held
+            slot.used, slot.taken = time.monotonic(), False
             self._slot_freed.notify()
 
 

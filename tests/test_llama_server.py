@@ -1,6 +1,7 @@
 """Generation on llama.cpp's own server, built at install (`make install`), with the small test
 model: parallel slots, cancellation on disconnect, a crash restarted, and the app's API on it."""
 
+import contextlib
 import json
 import os
 import signal
@@ -93,7 +94,7 @@ class RecordingServer(BaseHTTPRequestHandler):
         pass
 
 
-def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_taken():
+def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_taken(monkeypatch):
     """The answer path cuts a stream that repeats a sentence, then asks for its turn to be continued
     (rqa.answer.name_sources). llama-server is still cancelling the cut stream when that request
     arrives and, left to choose, gives it another slot, which reads the whole prompt again (13.6 s
@@ -105,6 +106,7 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
     model = RemoteModel(f"http://127.0.0.1:{httpd.server_port}", "m", slots=2, server=object(), trust_env=False,
                         render=lambda messages: "<turn>" + messages[-1]["content"] + "</turn>")
     ask = lambda q: [{"role": "user", "content": q}]  # noqa: E731
+    held = []
     try:
         first, second = model.stream(ask("first question"), 64, 0.0), model.stream(ask("second question"), 64, 0.0)
         next(first), next(second)  # both generating: one slot each
@@ -118,21 +120,29 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
         for stream in held:
             next(stream)
         assert model.busy
-        late: list = []
-        waiting = threading.Thread(target=lambda: late.append(next(model.stream(ask("fifth"), 64, 0.0))))
+        late, fifth = [], model.stream(ask("fifth"), 64, 0.0)
+        held.append(fifth)
+        waiting = threading.Thread(target=lambda: late.append(next(fifth)), daemon=True)
         waiting.start()
         waiting.join(0.5)
         assert waiting.is_alive() and len(RecordingServer.bodies) == 6  # not sent while both slots are taken
         held[1].close()
-        waiting.join(10)
+        waiting.join(10)  # "fifth" now generates on the slot "fourth" left
         assert late == ["w0 "] and RecordingServer.bodies[-1]["id_slot"] == RecordingServer.bodies[5]["id_slot"]
-        held[0].close()
+        # a wait that outlasts the read timeout is one line
+        monkeypatch.setattr("rqa.remote.READ_TIMEOUT_S", 0.3)
+        with pytest.raises(ModelError, match="^every slot of the model server stayed busy for 0 s"):
+            next(model.stream(ask("sixth"), 64, 0.0))  # both slots held: "third" and the waiting "fifth"
         # a server rqa did not start chooses for itself
         other = RemoteModel(model.url, "m", slots=2, trust_env=False, render=lambda messages: "<turn>")
         "".join(other.stream(ask("any"), 64, 0.0))
         assert "id_slot" not in RecordingServer.bodies[-1]
     finally:
+        for stream in held:
+            with contextlib.suppress(ValueError):  # one still waiting in its thread, when a check failed
+                stream.close()
         httpd.shutdown()
+        httpd.server_close()
 
 
 def test_two_questions_stream_at_once(pool):
