@@ -117,7 +117,8 @@ class RemoteModel:
             why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__} from {self.url}"
             raise ModelError(f"the model server stopped answering ({why}); ask again in a moment") from None
         finally:
-            self._give_slot(slot, body["prompt"] + "".join(written) if read else None)
+            if slot is not None:  # a slot is named only with our own prompt (/v1/completions)
+                self._give_slot(slot, body["prompt"] + "".join(written) if read else None)
             with self._count_lock:
                 self._in_flight -= 1
 
