@@ -5,9 +5,12 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +20,7 @@ from rqa.errors import ModelError
 from rqa.llama_server import find_binary
 from rqa.llm import ModelPool
 from rqa.remote import RemoteModel
+from tests.conftest import ROOT
 
 TEST_MODEL = "smollm2-135m-instruct"
 LONG = [{"role": "user", "content": "Count from 1 to 500, one number per line, and say nothing else."}]
@@ -219,6 +223,49 @@ def test_the_app_answers_two_api_streams_at_once_and_again_after_a_client_drops_
             next(line for line in r.iter_lines() if '"content": "' in line and '"content": ""' not in line)
         assert both_at_once()
         assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
+STUBBORN_SERVER = """
+import signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as llama-server whose shutdown hangs after a SIGTERM
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), Health).serve_forever()
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_the_server_dies_with_an_app_killed_before_its_exit_handlers_run(tmp_path):
+    """A SIGTERM ends Python without its exit handlers, and llama-server's own shutdown after a
+    SIGTERM sometimes hangs: the child gets SIGKILL when the app dies, so no orphan keeps the model's
+    memory and port (the stand-in ignores SIGTERM; two real orphans were found before the change)."""
+    stand_in = tmp_path / "llama-server"
+    stand_in.write_text(f"#!{sys.executable}\n{STUBBORN_SERVER}")
+    stand_in.chmod(0o755)
+    app = subprocess.Popen([sys.executable, "-c", "import time; from pathlib import Path; "
+                            "from rqa.llama_server import LlamaServer; "
+                            f"print(LlamaServer(Path({str(stand_in)!r}), Path('m.gguf')).start().pid, flush=True); "
+                            "time.sleep(600)"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    child = int(app.stdout.readline())
+    assert not gone(child)
+    app.terminate()
+    app.wait(10)
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not gone(child):
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("llama-server outlived the app that started it")
 
 
 def test_a_server_that_cannot_start_falls_back_in_process_with_a_notice(tmp_path):
