@@ -96,17 +96,20 @@ class RatingsDB:
             return int(cur.lastrowid)
 
     def import_jsonl(self, text: str) -> int:
-        """Lines of {"question", "answer", "model"} (e.g. base vs fine-tuned outputs) to rate."""
+        """Lines of {"question", "answer", "model", "sources"} (e.g. base vs fine-tuned outputs) to
+        rate. Every line is checked before any is stored: an item the rating view cannot show would
+        stop each annotator who reaches it."""
         rows = []
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                r = json.loads(line)
-                rows.append((str(r["question"]), str(r["answer"]), str(r.get("model", "")),
-                             json.dumps(r.get("sources", []), ensure_ascii=False)))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise RatingError(f"line {n}: expected {{\"question\", \"answer\", \"model\"}} ({e})") from None
+                rows.append(_import_row(json.loads(line)))
+            except (json.JSONDecodeError, RecursionError) as e:
+                why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+                raise RatingError(f"line {n}: not valid JSON ({why})") from None
+            except ValueError as e:
+                raise RatingError(f"line {n}: {e}") from None
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -182,8 +185,32 @@ class RatingsDB:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _inert(v) for k, v in r.items()} for r in rows)
         return buf.getvalue()
+
+
+def _import_row(r) -> tuple[str, str, str, str]:
+    """One imported line as the items table stores it, or ValueError saying what is wrong."""
+    if not isinstance(r, dict):
+        raise ValueError('expected an object {"question", "answer", "model", "sources"}')
+    for key in ("question", "answer"):
+        if not isinstance(r.get(key), str) or not r[key].strip():
+            raise ValueError(f'"{key}" must be a non-empty string')
+    if not isinstance(r.get("model", ""), str):
+        raise ValueError('"model" must be a string')
+    sources = r.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+        raise ValueError('"sources" must be a list of objects ({"n", "title", "section", "pages", "text"})')
+    return r["question"], r["answer"], r.get("model", ""), json.dumps(sources, ensure_ascii=False)
+
+
+def _inert(value):
+    """A CSV cell a spreadsheet shows as text: questions and answers come from anonymous chat users,
+    and a cell starting with =, +, - or @ would run as a formula (=HYPERLINK(...), DDE) when the
+    export is opened. Such a cell gets a leading apostrophe, as OWASP advises."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def agreement(rows: list[dict]) -> float | None:

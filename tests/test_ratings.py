@@ -94,3 +94,36 @@ def test_annotator_tokens(tmp_path):
     f = tmp_path / "annotators.txt"
     f.write_text("carol:t3\n\nbroken-line\n")
     assert parse_annotators(str(f)) == {"t3": "carol"}
+
+
+def test_an_import_the_rating_view_could_not_show_is_refused_whole_and_stored_items_still_render(tmp_path):
+    from rqa.render import render_item
+
+    db = RatingsDB(tmp_path / "r.sqlite")
+    good = '{"question": "What is LoRA?", "answer": "A low-rank update [1].", "model": "m1", "sources": []}'
+    for bad, why in (('{"question": "q", "answer": "a", "sources": {"weird": 1}}', "sources"),
+                     ('{"question": "q", "answer": "a", "sources": ["a"]}', "sources"),
+                     ('{"question": null, "answer": null}', "question"),
+                     ('{"question": "q", "answer": "a", "model": 3}', "model"),
+                     ('["q", "a"]', "object"),
+                     ("[" * 100_000 + "]" * 100_000, "nested too deeply")):
+        with pytest.raises(RatingError, match=f"line 2: .*{why}") as e:
+            db.import_jsonl(good + "\n" + bad)
+        assert "\n" not in str(e.value)
+    assert db.next_item("ann") is None  # nothing of a refused import is stored, its good lines neither
+    # an item stored with sources the view does not expect (by an import before this check) is shown
+    with db._connect() as c:
+        c.execute("INSERT INTO items (question, answer, sources, model, created) VALUES ('q', 'a', ?, 'm', 0)",
+                  ('{"weird": 1}',))
+    html = render_item(db.next_item("ann"))
+    assert "weird" in html and "<b>Question:</b>" in html
+
+
+def test_the_csv_export_does_not_hand_a_spreadsheet_formulas_from_chat_users(tmp_path):
+    db = RatingsDB(tmp_path / "r.sqlite")
+    item = db.add_item('=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "m")
+    db.rate(item, "ann", 3, "correct", "@SUM(1+1)")
+    row = next(csv.DictReader(io.StringIO(db.export("csv"))))
+    assert row["question"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert row["answer"].startswith("'+cmd") and row["comment"] == "'@SUM(1+1)" and row["depth"] == "3"
+    assert json.loads(db.export("jsonl"))["question"].startswith("=HYPERLINK")  # JSON keeps the text as written
