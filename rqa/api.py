@@ -17,7 +17,7 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from rqa.answer import Answer, answer_stream, remove_links
@@ -38,7 +38,7 @@ def error(status: int, message: str, type_: str = "invalid_request_error", param
 def parse_question(body) -> str:
     """The last user message's text; raises RequestError with an OpenAI-style message."""
     if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
+        raise RequestError("the request body must be a JSON object", param=None)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty array")
@@ -56,7 +56,7 @@ def parse_question(body) -> str:
     if not isinstance(content, str):
         raise RequestError("the user message's 'content' must be a string or an array of text parts")
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise RequestError("'stream' must be a boolean")
+        raise RequestError("'stream' must be a boolean", param="stream")
     return content
 
 
@@ -79,24 +79,25 @@ def generation_settings(body: dict, settings):
     """The server's settings with the request's `max_tokens` / `max_completion_tokens` and
     `temperature` applied; raises ValueError for what is out of range or not supported."""
     for name in UNSUPPORTED:
-        if body.get(name) not in (None, False, [], "none", "auto"):
-            raise RequestError(f"'{name}' is not supported by rqa: it answers from the papers with text only")
+        if body.get(name) not in (None, False, [], "none", "auto") and not (name == "response_format"
+                                                                           and body[name] == {"type": "text"}):
+            raise RequestError(f"'{name}' is not supported by rqa: it answers from the papers with text only", name)
     n = body.get("n")
     if n is not None and (n != 1 or isinstance(n, bool)):
-        raise RequestError("'n' must be 1: rqa writes one answer per question")
+        raise RequestError("'n' must be 1: rqa writes one answer per question", "n")
     changes = {}
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_CAP:
-            raise RequestError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}")
+            raise RequestError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}", name)
         changes["max_new_tokens"] = value
         break
     temperature = body.get("temperature")
     if temperature is not None:
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
-            raise RequestError("'temperature' must be a number from 0 to 2")
+            raise RequestError("'temperature' must be a number from 0 to 2", "temperature")
         changes["temperature"] = float(temperature)
     if changes.get("max_new_tokens", 0) > settings.n_ctx - 256:
         changes["max_new_tokens"] = settings.n_ctx - 256
@@ -154,7 +155,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             question = parse_question(body)
             settings = generation_settings(body, app.settings)
         except RequestError as e:
-            return error(400, str(e), param="messages")
+            return error(400, str(e), param=e.param)
         if not in_flight.acquire(blocking=False):  # before the rate limit: a refused question is not charged
             return error(503, f"the server is answering {app.settings.api_max_in_flight} API questions; retry shortly",
                          "server_error", code="overloaded", headers={"Retry-After": "10"})
@@ -184,18 +185,39 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
         if body.get("stream"):
             return ReleasingStream(sse(stream, base), release, media_type="text/event-stream")
         try:
-            answer = await run_in_threadpool(stream.run)
+            answer = await answered(stream, request)
         except Exception:
             log.exception("API question failed during generation")
             return error(500, "the server could not answer this question (its log says why)", "server_error")
         finally:
             release()
+        if answer is None:  # the client has gone: no one to answer
+            return Response(status_code=499)
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                             "finish_reason": "stop"}],
+                             "finish_reason": finish_reason(answer, settings)}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": answer.timings.get("tokens", 0),
                           "total_tokens": answer.timings.get("tokens", 0)},
                 "rqa": extra(answer)}
+
+
+async def answered(stream, request: Request) -> Answer | None:
+    """The whole answer, its pieces generated in worker threads; None when the client disconnects
+    first: the generation is then closed, which frees the model (or llama-server's slot) at once,
+    instead of running to the token limit for no one while it holds one of the API's places."""
+    pieces, end = iter(stream), object()
+    try:
+        while await run_in_threadpool(next, pieces, end) is not end:
+            if await request.is_disconnected():
+                return None
+        return stream.answer
+    finally:
+        pieces.close()
+
+
+def finish_reason(answer: Answer, settings) -> str:
+    """OpenAI's: "length" when the model was stopped by the token limit, "stop" otherwise."""
+    return "length" if answer.timings.get("tokens", 0) >= settings.max_new_tokens else "stop"
 
 
 def release_once(semaphore: threading.BoundedSemaphore):
@@ -261,7 +283,7 @@ async def sse(stream, base: dict):
                 break
         if stream.answer.quote_text:  # the sources' sentences come after the model's last word
             yield event({"content": stream.answer.quote_text})
-        yield event({}, "stop", rqa=extra(stream.answer))
+        yield event({}, finish_reason(stream.answer, stream.settings), rqa=extra(stream.answer))
         yield "data: [DONE]\n\n"
     finally:
         pieces.close()

@@ -37,7 +37,12 @@ class QuestionError(UserError, ValueError):
 
 
 class RequestError(UserError, ValueError):
-    """An API request rqa cannot answer as sent (bad body, unsupported parameter)."""
+    """An API request rqa cannot answer as sent (bad body, unsupported parameter); `param` is the
+    request field at fault, as OpenAI's errors name it."""
+
+    def __init__(self, message: str, param: str | None = "messages"):
+        super().__init__(message)
+        self.param = param
 
 
 class RatingError(UserError, ValueError):

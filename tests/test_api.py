@@ -42,7 +42,8 @@ def test_streamed_answer_ends_with_citations(api_app):
     chunks = list(client.chat.completions.create(model="rqa", stream=True, messages=[
         {"role": "user", "content": [{"type": "text", "text": "How is BM25's term frequency saturated?"}]}]))
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text.strip() and chunks[-1].choices[0].finish_reason == "stop"
+    # the test app's model gets 40 tokens: "length" when they ran out (test_http checks which is which)
+    assert text.strip() and chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert "checks" in chunks[-1].model_extra["rqa"]
 
 

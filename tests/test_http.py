@@ -183,6 +183,22 @@ def test_disconnected_stream_frees_the_model(tmp_path):
         assert time.perf_counter() - t < 10
 
 
+def test_a_plain_request_whose_client_disconnects_frees_the_model(tmp_path):
+    """The probe's repro: a request without `stream` whose client gave up (`curl -m3`) went on
+    generating to the token limit, holding the model and one of the API's places."""
+    model = SlowModel(words=400, delay=0.05)  # 20 s to the end
+    with live_server(tmp_path, model=model, rate_limit_per_minute=0, expand_tokens=0) as (url, _):
+        with pytest.raises(httpx.ReadTimeout):
+            ask(url, timeout=1.5)
+        t = time.perf_counter()
+        while model.busy and time.perf_counter() - t < 10:
+            time.sleep(0.1)
+        assert not model.busy and time.perf_counter() - t < 5
+        model.words = 3
+        reply = ask(url, timeout=15)
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"].startswith("word0")
+
+
 @pytest.mark.parametrize("raw, reason", [
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b'{"messages": [], "max_tokens": ' + b"9" * 5000 + b"}", "not valid JSON"),
@@ -253,17 +269,26 @@ def test_questions_past_the_bound_get_503(tmp_path):
         assert ask(url).status_code == 200  # the slot is free again
 
 
-@pytest.mark.parametrize("more, message", [
-    ({"n": 3}, "'n' must be 1"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "'tools' is not supported"),
-    ({"max_tokens": 10**9}, "'max_tokens' must be an integer from 1 to"),
-    ({"max_tokens": -5}, "'max_tokens' must be an integer from 1 to"),
-    ({"temperature": -3}, "'temperature' must be a number from 0 to 2"),
+@pytest.mark.parametrize("more, message, param", [
+    ({"n": 3}, "'n' must be 1", "n"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "'tools' is not supported",
+     "tools"),
+    ({"response_format": {"type": "json_object"}}, "'response_format' is not supported", "response_format"),
+    ({"max_tokens": 10**9}, "'max_tokens' must be an integer from 1 to", "max_tokens"),
+    ({"max_tokens": -5}, "'max_tokens' must be an integer from 1 to", "max_tokens"),
+    ({"temperature": -3}, "'temperature' must be a number from 0 to 2", "temperature"),
+    ({"stream": "yes"}, "'stream' must be a boolean", "stream"),
 ])
-def test_unsupported_openai_parameters_are_refused(tmp_path, more, message):
+def test_unsupported_openai_parameters_are_refused_naming_the_field(tmp_path, more, message, param):
     with live_server(tmp_path, rate_limit_per_minute=0) as (url, _):
         r = ask(url, **more)
         assert r.status_code == 400 and message in r.json()["error"]["message"]
+        assert r.json()["error"]["param"] == param  # was "messages" whatever the field
+
+
+def test_the_openai_default_response_format_is_accepted(tmp_path):
+    with live_server(tmp_path, rate_limit_per_minute=0) as (url, _):
+        assert ask(url, response_format={"type": "text"}).status_code == 200
 
 
 def test_max_tokens_and_temperature_are_honoured_and_any_bearer_case_is_accepted(tmp_path):
@@ -276,6 +301,16 @@ def test_max_tokens_and_temperature_are_honoured_and_any_bearer_case_is_accepted
         assert model.calls[-1] == {"max_tokens": 3, "temperature": 0.7}
         assert r.json()["choices"][0]["message"]["content"].split()[:3] == ["word0", "word1", "word2"]
         assert "word3" not in r.json()["choices"][0]["message"]["content"]
+        assert r.json()["choices"][0]["finish_reason"] == "length"  # cut by max_tokens, as OpenAI says it
+        model.words = 2
+        r = httpx.post(url + "/v1/chat/completions", timeout=30, headers={"Authorization": "Bearer k1"},
+                       json={"messages": [{"role": "user", "content": "What is BM25?"}], "max_tokens": 3})
+        assert r.json()["choices"][0]["finish_reason"] == "stop"
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30, headers={"Authorization": "Bearer k1"},
+                          json={"messages": [{"role": "user", "content": "What is BM25?"}], "max_tokens": 2,
+                                "stream": True}) as s:
+            events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+        assert events[-1]["choices"][0]["finish_reason"] == "length"
         assert httpx.get(url + "/v1/models", headers={"Authorization": "BEARER k1"}).status_code == 200
         assert httpx.get(url + "/v1/models", headers={"Authorization": "Basic k1"}).status_code == 401
 
