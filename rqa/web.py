@@ -91,7 +91,7 @@ def build_app(app: AppState) -> gr.Blocks:
                 with gr.Column(scale=2):
                     sources = gr.HTML("<i>Sources appear here.</i>", elem_id="rqa-sources")
             examples.click(lambda sample: sample[0], [examples], [question])
-            build_papers_panel(app, examples)
+            build_papers_panel(app, examples, demo)
             respond = make_respond(app)
             for trigger, name in ((ask.click, "ask"), (question.submit, "ask_enter")):
                 trigger(respond, [question, chatbot], [chatbot, sources, checks, last_item, question], api_name=name)
@@ -128,7 +128,7 @@ def paper_choices(index: Index) -> list[tuple[str, str]]:
     return [(shown(f"{p.title} ({p.paper})"), p.sha256) for p in papers(index)]
 
 
-def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
+def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> None:
     # One function (61 lines), for the reason build_annotator_tab gives: components and handlers share a closure.
     with gr.Accordion(f"Papers ({len(app.index.manifest['documents'])} in the index)", open=False,
                       elem_id="rqa-papers") as panel:
@@ -188,5 +188,8 @@ def build_papers_panel(app: AppState, examples: gr.Dataset) -> None:
         return refreshed(f"Removed **{shown(paper.title if paper else sha[:12])}** from the index.")
 
     outputs = [report, table, chosen, examples, panel]
+    # The components above hold the index as it was when the app started: a page opened after an
+    # upload or removal must show the index as it is now, and offer its papers for removal.
+    page.load(lambda: refreshed(""), None, outputs, api_visibility="private", queue=False)
     add.click(do_add, [files], outputs, api_name="add_papers")
     remove.click(do_remove, [chosen], outputs, api_name="remove_paper")

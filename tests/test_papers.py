@@ -119,6 +119,12 @@ def test_browser_upload_ask_and_remove(default_app):
         shots = Path(os.environ.get("TEST_SCREENSHOTS", default_app["tmp"]))
         page.screenshot(path=str(shots / "screenshot-upload.png"), full_page=True)
 
+    # a page opened after the upload shows the index as it is now (it showed the startup's papers,
+    # and refused to remove the new one: "not in the list of choices"), and removes from there
+    with browser_page(default_app["url"], height=1100) as page:
+        page.locator("#rqa-papers").get_by_text("Papers (").click()
+        expect(page.locator("#rqa-paper-list")).to_contain_text("Distilling the Knowledge")
+        expect(page.locator("#rqa-examples")).to_contain_text("Distilling the Knowledge")
         page.locator("#rqa-paper-choice input").click()
         page.get_by_role("option", name="Distilling the Knowledge", exact=False).first.click()
         page.locator("#rqa-remove").click()
