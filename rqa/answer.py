@@ -170,6 +170,14 @@ class AnswerStream:
                               self.settings.equation_hint)
 
     def __iter__(self) -> Iterator[str]:
+        if not self.hits:  # an empty index: nothing to ground an answer in, so the model is not asked
+            self.timings.update(first_token_s=time.perf_counter() - self._t0, tokens=0)
+            self.timings["total_s"] = self.timings["first_token_s"]
+            yield NO_PAPERS
+            self.answer = finish(self.question, NO_PAPERS, [], self.model.name, self.settings, self.sympy,
+                                 self.notices, self.timings, None, set())
+            self.answer.adapter = self.model.adapter_name
+            return
         messages = self.messages
         pieces: list[str] = []
         text, looped_at = "", None
@@ -201,6 +209,11 @@ class AnswerStream:
             pass
         return self.answer
 
+
+# What an empty index answers (every paper removed, or an index built from none); it says the
+# sources do not say, so it counts as an abstention, and it says how to add papers.
+NO_PAPERS = ("The sources do not say: the index holds no papers. Add papers in the Papers panel, or with "
+             "`python -m rqa ingest PAPERS`, then ask again.")
 
 LOOP_MIN_CHARS = 30  # shorter sentences ("See [2].") may fairly recur
 

@@ -484,3 +484,18 @@ def test_a_sentence_the_answer_already_holds_or_two_overlapping_chunks_share_is_
     assert [q.sentence for q in answer.quotes].count(same) == 1
     copied = finish(question, f"{same} [1]", hits, "m", Settings(quotes=3), None, [], {})
     assert same not in [q.sentence for q in copied.quotes]
+
+
+def test_an_empty_index_is_answered_without_the_model(shared_index):
+    """The probe's repro: with every paper removed the model answered from its own knowledge,
+    uncited and with no notice."""
+    from rqa.collection import open_index
+    from rqa.index import Index
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    empty = Index.from_chunks([], open_index(shared_index).embedder)
+    model = ScriptedModel("LoRA is a type of transformer architecture.")  # what it said from its own knowledge
+    stream = answer_stream("What is LoRA?", empty, ScriptedPool(model), shared_index)
+    assert stream.hits == [] and "".join(stream).startswith("The sources do not say: the index holds no papers")
+    answer = stream.answer
+    assert model.prompts == [] and answer.abstained and not answer.citations and "rqa ingest" in answer.text
