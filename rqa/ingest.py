@@ -35,6 +35,7 @@ REFERENCE_HEADINGS = {"references", "bibliography", "reference"}
 APPENDIX_HEADING_RE = re.compile(r"^Appendix\s+[A-Z](?:\.\d{1,2}){0,3}\.?\s+[A-Z][\w\s\-:,&/()']{1,80}$")
 EQ_NUMBER_RE = re.compile(r"\(\d{1,3}[a-z]?\)\s*$")
 MAX_PDF_PAGES = 1_000  # the longest shared paper has 83
+MIN_TEXT_CHARS = 200  # less is no paper: a blank or image-only PDF, or a stub of a text file
 MATH_CHARS = set("=∑∏∫√±×·≤≥≈∈∀∃∂∇αβγδεϵζηθλμνπρστφψωΣΠΩ^_{}|‖")
 
 
@@ -73,8 +74,9 @@ def load_document(path: Path) -> Document:
     else:
         hyphens = Hyphens.of(pages)
         sections = _pdf_sections(_strip_running_lines([_normalize(p, hyphens) for p in pages]))
-    if sum(len(b.text) for s in sections for b in s.blocks) < 200:
-        raise IngestError("no usable text layer (image-only or blank document?)")
+    if (chars := sum(len(b.text) for s in sections for b in s.blocks)) < MIN_TEXT_CHARS:
+        raise IngestError("no usable text layer (image-only or blank document?)" if suffix == ".pdf" else
+                          f"too little text to index ({chars} characters; a paper needs at least {MIN_TEXT_CHARS})")
     title = _title(path, sections, pages[0])
     return Document(paper=path.stem, title=title, path=str(path), sha256=sha256_file(path),
                     pages=len(pages), sections=sections, arxiv_id=_arxiv_id(path, pages[0]))

@@ -96,6 +96,9 @@ def broken_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "renamed": (_write(tmp_path / "notes.pdf", b"just some text, not a pdf\n" * 50), "not a PDF"),
         "image-only": (tmp_path / "image-only.pdf", "no usable text"),
         "encrypted": (tmp_path / "encrypted.pdf", "encrypted"),
+        # a stub of a text file is short, not image-only: the reason says so
+        "short-text": (_write(tmp_path / "stub.md", b"# Notes\n\nToo short to index.\n"),
+                       r"^too little text to index \(\d+ characters; a paper needs at least 200\)$"),
     }
 
 
