@@ -154,13 +154,16 @@ class AnswerStream:
         self.question, self.notices = clean_question(question, settings.max_question_chars)
         self.settings, self.sympy, self.index = settings, sympy, index
         self._t0 = time.perf_counter()
-        self.expansion, notice = expand(self.question, models, settings)
+        # no papers, nothing to expand the question for: the model is not asked at all (below)
+        self.expansion, notice = expand(self.question, models, settings) if index.manifest.get("documents") \
+            else ("", None)
         self.notices += [notice] if notice else []
         expanded = time.perf_counter()
         self.hits: list[Hit] = retrieve(index, self.question, settings, expansion=self.expansion)
         self.timings = {"expansion_s": expanded - self._t0, "retrieval_s": time.perf_counter() - expanded}
         self.model = models.for_question(self.question)
         self.answer: Answer | None = None
+        self.finish_reason: str | None = None  # the model's: "stop" or "length", once it has ended
 
     @functools.cached_property
     def messages(self) -> list[dict]:
@@ -184,13 +187,19 @@ class AnswerStream:
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now
         with contextlib.closing(self.model.stream(messages, self.settings.max_new_tokens,
                                                   self.settings.temperature)) as generated:
-            for piece in generated:
+            while True:  # not a for loop: the generator's return value says why the model stopped
+                try:
+                    piece = next(generated)
+                except StopIteration as end:
+                    self.finish_reason = end.value
+                    break
                 if not pieces:
                     self.timings["first_token_s"] = time.perf_counter() - self._t0
                 pieces.append(piece)
                 text += piece
                 yield piece
                 if (looped_at := repeated_sentence(text)) is not None:
+                    self.finish_reason = "stop"  # rqa stopped it, not the token limit
                     break  # greedy decoding that repeats a sentence repeats it to the token limit
         self.timings["total_s"] = time.perf_counter() - self._t0
         self.timings["tokens"] = len(pieces)

@@ -195,9 +195,8 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             return Response(status_code=499)
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                             "finish_reason": finish_reason(answer, settings)}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": answer.timings.get("tokens", 0),
-                          "total_tokens": answer.timings.get("tokens", 0)},
+                             "finish_reason": finish_reason(stream)}],
+                "usage": await run_in_threadpool(usage, stream, answer),  # may ask llama-server
                 "rqa": extra(answer)}
 
 
@@ -215,9 +214,20 @@ async def answered(stream, request: Request) -> Answer | None:
         pieces.close()
 
 
-def finish_reason(answer: Answer, settings) -> str:
-    """OpenAI's: "length" when the model was stopped by the token limit, "stop" otherwise."""
-    return "length" if answer.timings.get("tokens", 0) >= settings.max_new_tokens else "stop"
+def usage(stream, answer: Answer) -> dict:
+    """OpenAI's token counts. The prompt's are counted by the model's tokenizer (a chat-completions
+    server behind rqa cannot say: 0 there); without papers no prompt was read."""
+    prompt = (stream.model.count_tokens(stream.messages) or 0) if stream.hits else 0
+    completion = answer.timings.get("tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def finish_reason(stream) -> str:
+    """OpenAI's: "length" when the token limit stopped the model, "stop" otherwise. The model says
+    which; a model that does not (the tests' fakes) is taken at its pieces, one a token."""
+    if stream.finish_reason in ("stop", "length"):
+        return stream.finish_reason
+    return "length" if stream.answer.timings.get("tokens", 0) >= stream.settings.max_new_tokens else "stop"
 
 
 def release_once(semaphore: threading.BoundedSemaphore):
@@ -283,7 +293,7 @@ async def sse(stream, base: dict):
                 break
         if stream.answer.quote_text:  # the sources' sentences come after the model's last word
             yield event({"content": stream.answer.quote_text})
-        yield event({}, finish_reason(stream.answer, stream.settings), rqa=extra(stream.answer))
+        yield event({}, finish_reason(stream), rqa=extra(stream.answer))
         yield "data: [DONE]\n\n"
     finally:
         pieces.close()

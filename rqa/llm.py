@@ -239,10 +239,15 @@ class ChatModel(Protocol):
     adapter_name: str | None  # the LoRA adapter applied to it, if any
     busy: bool  # generating for someone else: a new question waits
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]: ...
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+        """The answer's text pieces; the generator returns why it ended ("stop", "length"), or None
+        where the model does not say."""
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
         """Its own turn continued from `prefix`; None where it cannot be (a chat-completions server)."""
+
+    def count_tokens(self, messages: list[dict]) -> int | None:
+        """The prompt's length in the model's tokens (the API's usage); None where it is not known."""
 
 
 @runtime_checkable
@@ -280,7 +285,7 @@ class Model:
         return self.lock.locked()
 
     def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
-        """Stream text pieces. One generation at a time per model: llama.cpp contexts are not
+        """Stream text pieces, then return why it ended. One generation at a time per model: llama.cpp contexts are not
         thread-safe, so concurrent sessions queue on the lock. Every prompt is evaluated from an
         empty context: llama.cpp's arithmetic depends on how a prompt splits into a cached prefix
         and new tokens, so reusing the previous prompt's cache made the same question's greedy
@@ -290,11 +295,13 @@ class Model:
         with self.lock:
             self.llm.reset()
             # No repeat penalty: answers must repeat the sources' numbers and symbols exactly.
+            finish = None
             for part in self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature,
                                                    repeat_penalty=1.0, stop=list(self.fmt.stop), stream=True):
-                text = part["choices"][0]["text"]
+                text, finish = part["choices"][0]["text"], part["choices"][0].get("finish_reason") or finish
                 if text:
                     yield text
+            return finish
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str:
         """The model's own turn continued greedily from `prefix`, a few tokens (see RemoteModel.complete).
@@ -305,6 +312,11 @@ class Model:
             out = self.llm.create_completion(self.fmt.render(messages) + prefix, max_tokens=max_tokens,
                                              temperature=0.0, repeat_penalty=1.0, stop=[*stop, *self.fmt.stop])
         return out["choices"][0]["text"]
+
+
+    def count_tokens(self, messages: list[dict]) -> int | None:
+        """The prompt's length in tokens, as `stream` reads it (the tokenizer needs no lock)."""
+        return len(self.llm.tokenize(self.fmt.render(messages).encode("utf-8"), special=True))
 
 
 def load_model(path: Path, settings: Settings, adapter: Path | None = None, scale: float = 1.0) -> Model:

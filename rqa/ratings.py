@@ -104,10 +104,12 @@ class RatingsDB:
             if not line.strip():
                 continue
             try:
-                rows.append(_import_row(json.loads(line)))
-            except (json.JSONDecodeError, RecursionError) as e:
+                r = json.loads(line)
+            except (ValueError, RecursionError) as e:  # bad JSON, 100,000-deep nesting, 5,000-digit integers
                 why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
                 raise RatingError(f"line {n}: not valid JSON ({why})") from None
+            try:
+                rows.append(_import_row(r))
             except ValueError as e:
                 raise RatingError(f"line {n}: {e}") from None
         now = time.time()
@@ -196,12 +198,13 @@ def _import_row(r) -> tuple[str, str, str, str]:
     for key in ("question", "answer"):
         if not isinstance(r.get(key), str) or not r[key].strip():
             raise ValueError(f'"{key}" must be a non-empty string')
-    if not isinstance(r.get("model", ""), str):
+    model = r.get("model") or ""  # absent or null: no model named
+    if not isinstance(model, str):
         raise ValueError('"model" must be a string')
-    sources = r.get("sources", [])
+    sources = r.get("sources") or []
     if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
         raise ValueError('"sources" must be a list of objects ({"n", "title", "section", "pages", "text"})')
-    return r["question"], r["answer"], r.get("model", ""), json.dumps(sources, ensure_ascii=False)
+    return r["question"], r["answer"], model, json.dumps(sources, ensure_ascii=False)
 
 
 def _inert(value):

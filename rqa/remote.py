@@ -88,7 +88,7 @@ class RemoteModel:
         path, body = self.request(messages, max_tokens, temperature)
         with self._count_lock:
             self._in_flight += 1
-        slot, written, read = None, [], False
+        slot, written, read, finish = None, [], False, None
         try:
             slot = self._take_slot(body)
             # Leaving this `with` early (the consumer closed the generator) closes the connection:
@@ -110,9 +110,11 @@ class RemoteModel:
                         raise ModelError(f"the model server failed mid-answer: {_error_message(data)}")
                     choice = (event.get("choices") or [{}])[0]
                     text = choice.get("text") if self.render else (choice.get("delta") or {}).get("content")
+                    finish = choice.get("finish_reason") or finish
                     if text:
                         written.append(text)
                         yield text
+            return finish  # "stop" or "length", as the server says
         except httpx.TransportError as e:
             why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__} from {self.url}"
             raise ModelError(f"the model server stopped answering ({why}); ask again in a moment") from None
@@ -121,6 +123,18 @@ class RemoteModel:
                 self._give_slot(slot, body["prompt"] + "".join(written) if read else None)
             with self._count_lock:
                 self._in_flight -= 1
+
+    def count_tokens(self, messages: list[dict]) -> int | None:
+        """The prompt's length in tokens, from llama-server's /tokenize; None where the server
+        renders the prompt itself (a chat-completions server) or cannot say."""
+        if self.render is None:
+            return None
+        try:
+            response = self._client.post(self.url + "/tokenize", timeout=10,
+                                         json={"content": self.render(messages), "add_special": True})
+            return len(response.json()["tokens"]) if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
         """The model's own turn continued greedily from `prefix`, a few tokens; how the answer path

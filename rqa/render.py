@@ -40,9 +40,10 @@ def render_source(c: Citation, question: str) -> str:
 
 def render_retrieved(question: str, hits) -> str:
     """The sources as soon as retrieval ends, before the model has written anything."""
+    if not hits:  # only an index without papers returns none
+        return "<h4>Sources</h4>\n<p><i>The index holds no papers.</i></p>"
     parts = ["<h4>Sources (the model is reading them)</h4>"]
-    parts += [render_source(Citation(n, h), question) for n, h in enumerate(hits, start=1)] or \
-        ["<p><i>No source matched the question.</i></p>"]
+    parts += [render_source(Citation(n, h), question) for n, h in enumerate(hits, start=1)]
     return "\n".join(parts)
 
 

@@ -44,16 +44,17 @@ def make_respond(app: AppState):
             stream = answer_stream(question, app.index, app.models, app.settings, app.sympy)
             sources = render_retrieved(stream.question, stream.hits)
             waiting = "*Generating answers for other users; yours starts when one is done...*" \
-                if stream.model.busy else "*Reading the sources...*"
+                if stream.model.busy and stream.hits else "*Reading the sources...*"
             yield say(waiting, sources, "")
             partial = ""
             for piece in stream:
                 partial += piece
                 yield say(remove_links(partial, stream.hits)[0], gr.update(), gr.update())
             answer = stream.answer
-            # the model's answer is what is rated (and what preference data learns from), not the quotes
+            # the model's answer is what is rated (and what preference data learns from), not the quotes;
+            # without papers there is none (the app's own line says the index is empty)
             item_id = app.db.add_item(answer.question, answer.body, answer.model,
-                                      [c.to_json() for c in answer.citations])
+                                      [c.to_json() for c in answer.citations]) if stream.hits else None
             yield say(answer.text or "(empty answer)", render_sources(answer), render_checks(answer), item_id)
         except QuestionError as e:
             yield say(str(e))

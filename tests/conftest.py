@@ -57,6 +57,9 @@ class ScriptedModel:
         self.completions.append(prefix)
         return self.names(prefix) if callable(self.names) else self.names
 
+    def count_tokens(self, messages):
+        return sum(len(m["content"].split()) for m in messages)  # a word a token
+
 
 class ScriptedPool:
     """ModelPool's interface over one ScriptedModel."""

@@ -495,7 +495,31 @@ def test_an_empty_index_is_answered_without_the_model(shared_index):
 
     empty = Index.from_chunks([], open_index(shared_index).embedder)
     model = ScriptedModel("LoRA is a type of transformer architecture.")  # what it said from its own knowledge
-    stream = answer_stream("What is LoRA?", empty, ScriptedPool(model), shared_index)
+    expander = ScriptedModel("a passage")
+    stream = answer_stream("What is LoRA?", empty, ScriptedPool(model, expander),
+                           dataclasses.replace(shared_index, expand_tokens=32))
     assert stream.hits == [] and "".join(stream).startswith("The sources do not say: the index holds no papers")
     answer = stream.answer
-    assert model.prompts == [] and answer.abstained and not answer.citations and "rqa ingest" in answer.text
+    assert model.prompts == [] and expander.prompts == []  # neither answering nor expanding asked a model
+    assert answer.abstained and not answer.citations and "rqa ingest" in answer.text
+
+
+def test_the_stream_keeps_why_the_model_stopped(shared_index):
+    """What the API's finish_reason says: the model's own reason ("length" at the token limit),
+    and "stop" where rqa cut a repeated sentence short."""
+    from rqa.collection import open_index
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    class Cut(ScriptedModel):
+        def stream(self, messages, max_tokens, temperature):
+            yield from super().stream(messages, max_tokens, temperature)
+            return "length"
+
+    stream = answer_stream("How does LoRA adapt a model?", open_index(shared_index),
+                           ScriptedPool(Cut("LoRA freezes the weights and trains")), shared_index)
+    assert stream.finish_reason is None and stream.run() and stream.finish_reason == "length"
+    looped = Cut("LoRA trains two small matrices for each layer. " * 3)
+    stream = answer_stream("How does LoRA adapt a model?", open_index(shared_index), ScriptedPool(looped),
+                           shared_index)
+    stream.run()
+    assert stream.finish_reason == "stop"

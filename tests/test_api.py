@@ -95,6 +95,9 @@ def test_api_keys(in_process):
     good = openai.OpenAI(base_url="http://testserver/v1", api_key="k2", http_client=http)
     reply = good.chat.completions.create(model="rqa", messages=[{"role": "user", "content": "What is BM25?"}])
     assert reply.choices[0].message.content.startswith('Scripted [1].\n\n> "BM25')
+    # the prompt's tokens as the model counts them (the scripted one: a word a token); it said 0
+    assert reply.usage.prompt_tokens > 50 and reply.usage.completion_tokens == 2
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 2
     # a stream carries the model's words, then the cited sources' sentences quoted under them
     chunks = list(good.chat.completions.create(model="rqa", stream=True,
                                                messages=[{"role": "user", "content": "What is BM25?"}]))

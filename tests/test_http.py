@@ -159,6 +159,9 @@ class SlowModel:
     def complete(self, messages, prefix, max_tokens, stop):
         return None
 
+    def count_tokens(self, messages):
+        return None
+
 
 def ask(url, content="What is BM25?", timeout=30, **more):
     return httpx.post(url + "/v1/chat/completions", timeout=timeout,

@@ -97,8 +97,10 @@ def broken_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "image-only": (tmp_path / "image-only.pdf", "no usable text"),
         "encrypted": (tmp_path / "encrypted.pdf", "encrypted"),
         # a stub of a text file is short, not image-only: the reason says so
-        "short-text": (_write(tmp_path / "stub.md", b"# Notes\n\nToo short to index.\n"),
-                       r"^too little text to index \(\d+ characters; a paper needs at least 200\)$"),
+        "short-md": (_write(tmp_path / "stub.md", b"# Notes\n\nToo short to index.\n"),
+                     r"^too little text to index \(\d+ characters; a paper needs at least 200\)$"),
+        "short-txt": (_write(tmp_path / "stub.txt", b"Too short to index.\n"), r"^too little text to index"),
+        "short-tex": (_write(tmp_path / "stub.tex", b"\\section{A}\nToo short.\n"), r"^too little text to index"),
     }
 
 

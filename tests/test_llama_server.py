@@ -2,6 +2,7 @@
 model: parallel slots, cancellation on disconnect, a crash restarted, and the app's API on it."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -52,6 +53,32 @@ def test_the_server_serves_the_model_with_its_own_turn_format(pool):
     text = "".join(model.stream(SHORT, 16, 0.0))
     assert text.strip() and "<|im_" not in text  # the chat turn ended at its own stop token
     assert pool.expander() is model  # expansion and answers share the server
+
+
+def ended(stream) -> str | None:
+    """Why a model's stream ended: its generator's return value."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as end:
+            return end.value
+
+
+def test_the_prompt_is_counted_and_the_stop_named_as_the_model_reads_and_writes(pool):
+    """The API's usage.prompt_tokens (it was always 0) and finish_reason (always "stop"): llama-
+    server's own count of the prompt it read, and the in-process model's, agree with /tokenize's (a
+    chat-completions server cannot say); both say whether the token limit or the model ended it."""
+    from rqa.llm import load_model
+
+    model = pool.get()
+    body = {**model.request(SHORT, 1, 0.0)[1], "stream": False, "cache_prompt": False}
+    read = httpx.post(model.url + "/v1/completions", json=body, timeout=60).json()["usage"]["prompt_tokens"]
+    assert model.count_tokens(SHORT) == read > 5
+    local = load_model(pool.files.q4, Settings.load(model=TEST_MODEL, n_ctx=512))
+    assert local.count_tokens(SHORT) == read
+    assert dataclasses.replace(model, render=None).count_tokens(SHORT) is None
+    for m in (model, local):
+        assert ended(m.stream(LONG, 3, 0.0)) == "length" and ended(m.stream(SHORT, 64, 0.0)) == "stop"
 
 
 def test_the_model_continues_its_own_turn_from_a_prefix(pool):

@@ -106,11 +106,15 @@ def test_an_import_the_rating_view_could_not_show_is_refused_whole_and_stored_it
                      ('{"question": null, "answer": null}', "question"),
                      ('{"question": "q", "answer": "a", "model": 3}', "model"),
                      ('["q", "a"]', "object"),
-                     ("[" * 100_000 + "]" * 100_000, "nested too deeply")):
+                     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                     ('{"question": "q", "answer": "a", "n": ' + "9" * 5000 + "}", "not valid JSON")):
         with pytest.raises(RatingError, match=f"line 2: .*{why}") as e:
             db.import_jsonl(good + "\n" + bad)
         assert "\n" not in str(e.value)
     assert db.next_item("ann") is None  # nothing of a refused import is stored, its good lines neither
+    assert db.import_jsonl('{"question": "q", "answer": "a", "model": null, "sources": null}') == 1  # no model named
+    assert db.next_item("ann")["model"] == "" and db.next_item("ann")["sources"] == "[]"
+    db.rate(db.next_item("ann")["id"], "ann", 3, "correct")
     # an item stored with sources the view does not expect (by an import before this check) is shown
     with db._connect() as c:
         c.execute("INSERT INTO items (question, answer, sources, model, created) VALUES ('q', 'a', ?, 'm', 0)",
