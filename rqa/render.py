@@ -106,6 +106,15 @@ def _stored_sources(text: str | None) -> list:
     return sources if isinstance(sources, list) else [sources]
 
 
+def _stored_source(s) -> str:
+    """One stored source as an escaped list item; anything but a source object shown as its text."""
+    e = html.escape
+    if isinstance(s, dict) and ("title" in s or "text" in s):
+        return (f"<li>[{e(str(s.get('n')))}] <b>{e(str(s.get('title')))}</b>, {e(str(s.get('section')))}, "
+                f"p. {e(str(s.get('pages')))}: {e(str(s.get('text', ''))[:300])}</li>")
+    return f"<li>{e(str(s)[:300])}</li>"
+
+
 def render_item(row: dict | None) -> str:
     """The item as escaped text: question, answer and sources come from anonymous chat users
     and from uploaded papers, so nothing of theirs is rendered as Markdown or HTML (a planted
@@ -113,9 +122,7 @@ def render_item(row: dict | None) -> str:
     if row is None:
         return "<p><i>Nothing left to rate. Thank you!</i></p>"
     e = html.escape
-    src = "".join(f"<li>[{e(str(s.get('n')))}] <b>{e(str(s.get('title')))}</b>, {e(str(s.get('section')))}, "
-                  f"p. {e(str(s.get('pages')))}: {e(str(s.get('text', ''))[:300])}</li>" if isinstance(s, dict) and ("title" in s or "text" in s)
-                  else f"<li>{e(str(s)[:300])}</li>" for s in _stored_sources(row["sources"]))
+    src = "".join(_stored_source(s) for s in _stored_sources(row["sources"]))
     text = 'style="white-space: pre-wrap"'
     return (f"<p><b>Item {row['id']}</b> · model <code>{e(row['model'])}</code> · from {e(row['origin'])}</p>"
             f"<p><b>Question:</b></p><p {text}>{e(row['question'])}</p>"
