@@ -79,8 +79,7 @@ def generation_settings(body: dict, settings):
     """The server's settings with the request's `max_tokens` / `max_completion_tokens` and
     `temperature` applied; raises ValueError for what is out of range or not supported."""
     for name in UNSUPPORTED:
-        if body.get(name) not in (None, False, [], "none", "auto") and not (name == "response_format"
-                                                                           and body[name] == {"type": "text"}):
+        if body.get(name) not in (None, False, [], "none", "auto", {"type": "text"}):  # absent, or OpenAI's default
             raise RequestError(f"'{name}' is not supported by rqa: it answers from the papers with text only", name)
     n = body.get("n")
     if n is not None and (n != 1 or isinstance(n, bool)):
@@ -223,11 +222,8 @@ def usage(stream, answer: Answer) -> dict:
 
 
 def finish_reason(stream) -> str:
-    """OpenAI's: "length" when the token limit stopped the model, "stop" otherwise. The model says
-    which; a model that does not (the tests' fakes) is taken at its pieces, one a token."""
-    if stream.finish_reason in ("stop", "length"):
-        return stream.finish_reason
-    return "length" if stream.answer.timings.get("tokens", 0) >= stream.settings.max_new_tokens else "stop"
+    """OpenAI's: "length" when the model says the token limit stopped it, "stop" otherwise."""
+    return "length" if stream.finish_reason == "length" else "stop"
 
 
 def release_once(semaphore: threading.BoundedSemaphore):

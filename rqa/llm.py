@@ -285,8 +285,8 @@ class Model:
         return self.lock.locked()
 
     def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
-        """Stream text pieces, then return why it ended. One generation at a time per model: llama.cpp contexts are not
-        thread-safe, so concurrent sessions queue on the lock. Every prompt is evaluated from an
+        """Stream text pieces, then return why it ended. One generation at a time per model:
+        llama.cpp contexts are not thread-safe, so concurrent sessions queue on the lock. Every prompt is evaluated from an
         empty context: llama.cpp's arithmetic depends on how a prompt splits into a cached prefix
         and new tokens, so reusing the previous prompt's cache made the same question's greedy
         answer (and query expansion) depend on what was asked before. With query expansion the

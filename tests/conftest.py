@@ -52,6 +52,7 @@ class ScriptedModel:
         self.prompts.append(messages)
         text = self.reply(messages) if callable(self.reply) else self.reply
         yield from re.findall(r"\S+\s*|\s+", text)
+        return "stop"  # it writes its whole reply, whatever the limit
 
     def complete(self, messages, prefix, max_tokens, stop):
         self.completions.append(prefix)

@@ -155,6 +155,7 @@ class SlowModel:
             for i in range(min(self.words, max_tokens)):
                 time.sleep(self.delay)
                 yield f"word{i} "
+        return "length" if self.words >= max_tokens else "stop"  # one word a token
 
     def complete(self, messages, prefix, max_tokens, stop):
         return None
