@@ -201,6 +201,10 @@ class Settings:
     # answers are generated one at a time on a CPU: one more gets 503 instead of an unbounded wait
     api_max_in_flight: int = setting(8, "app", "API questions answered or waiting at once; past it, 503 with "
                                      "Retry-After", (1, 10_000))
+    # An upload is copied into the papers store (or read by the annotator's import) when its button is
+    # pressed; Gradio's own copy, and any file chosen and never added, would otherwise stay for good.
+    upload_cache_s: int = setting(3_600, "app", "seconds an uploaded file stays in Gradio's upload folder (swept "
+                                  "as often; all at shutdown); 0: kept", (0, 30 * 86_400))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

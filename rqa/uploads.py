@@ -35,6 +35,10 @@ def uploaded_files(names: list[str], upload_root: Path) -> list[Path]:
     for name in names:
         path = Path(name)
         real = path.resolve()
+        if not path.is_symlink() and root in real.parents and not real.exists():
+            # swept from Gradio's upload folder (the upload_cache_s setting) before it was added
+            raise StoreError(f"{path.name} is no longer on the server (an upload not added soon after it arrives "
+                             "is deleted); choose it again; nothing was added")
         if path.is_symlink() or root not in real.parents or not real.is_file():
             raise StoreError(f"{path.name} was not uploaded through this page; nothing was added")
         out.append(real)

@@ -67,7 +67,8 @@ def make_respond(app: AppState):
 
 
 def build_app(app: AppState) -> gr.Blocks:
-    with gr.Blocks(title="rqa — research question answering") as demo:
+    keep = app.settings.upload_cache_s
+    with gr.Blocks(title="rqa — research question answering", delete_cache=(keep, keep) if keep else None) as demo:
         gr.Markdown("# rqa — answers from AI research papers\nAnswers are grounded in retrieved paper chunks "
                     "and cite them as [n]; unsupported sentences and equations are checked. "
                     + model_line(app.models.files))

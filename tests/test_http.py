@@ -130,9 +130,12 @@ def test_upload_check_refuses_paths_outside_the_upload_folder(tmp_path):
     (root / "abc" / "paper.md").write_text("a paper")
     (root / "abc" / "link.md").symlink_to(outside)
     assert uploaded_files([str(root / "abc" / "paper.md")], root) == [(root / "abc" / "paper.md").resolve()]
-    for bad in (outside, root / "abc" / "link.md", root / "abc" / ".." / ".." / "notes.md", root / "abc" / "none.md"):
+    for bad in (outside, root / "abc" / "link.md", root / "abc" / ".." / ".." / "notes.md", tmp_path / "none.md"):
         with pytest.raises(ValueError, match="was not uploaded through this page"):
             uploaded_files([str(bad)], root)
+    # inside the folder but gone: swept before it was added, so asked for again
+    with pytest.raises(ValueError, match="no longer on the server"):
+        uploaded_files([str(root / "abc" / "none.md")], root)
 
 
 class SlowModel:
@@ -399,3 +402,28 @@ def test_streamed_links_are_removed_as_they_stream(tmp_path):
                     text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
         assert "evil.example/" not in text and "http" not in text.lower()
         assert text.startswith("See (link to evil.example removed) for it")
+
+
+def test_uploads_do_not_stay_in_gradio_upload_folder(tmp_path):
+    """Gradio's copy of every upload stayed in its upload folder for good, added or not: now each is
+    deleted once older than `upload_cache_s`, and all at shutdown."""
+    from pathlib import Path
+
+    with live_server(tmp_path / "a", upload_cache_s=1) as (url, app):
+        swept = Path(upload(url, PRIMER_DIR / "03-lora.md"))
+        assert swept.is_file()
+        for _ in range(100):
+            if not swept.exists():
+                break
+            time.sleep(0.1)
+        assert not swept.exists()
+        # added after it was swept: asked for again, not taken for a path that never was an upload
+        report = gradio_call(url, "add_papers", [[file_data(swept)]])[0]
+        assert report.startswith("**Not added:** 03-lora.md is no longer on the server") and "choose it again" in report
+    with live_server(tmp_path / "b") as (url, app):
+        kept = Path(upload(url, PRIMER_DIR / "03-lora.md"))
+        time.sleep(2)
+        assert kept.is_file()  # the default keeps it an hour
+        report = gradio_call(url, "add_papers", [[file_data(kept)]])[0]
+        assert "added" in report
+    assert not kept.exists()  # gone at shutdown
