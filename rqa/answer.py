@@ -25,6 +25,7 @@ import functools
 import html
 import logging
 import re
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -164,6 +165,7 @@ class AnswerStream:
         self.model = models.for_question(self.question)
         self.answer: Answer | None = None
         self.finish_reason: str | None = None  # the model's: "stop" or "length", once it has ended
+        self.cancelled = threading.Event()  # set by `cancel`: the asker has gone
 
     @functools.cached_property
     def messages(self) -> list[dict]:
@@ -186,7 +188,7 @@ class AnswerStream:
         text, looped_at = "", None
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now
         with contextlib.closing(self.model.stream(messages, self.settings.max_new_tokens,
-                                                  self.settings.temperature)) as generated:
+                                                  self.settings.temperature, self.cancelled)) as generated:
             while True:  # not a for loop: the generator's return value says why the model stopped
                 try:
                     piece = next(generated)
@@ -211,6 +213,12 @@ class AnswerStream:
                              self.notices, self.timings, stored_vectors(self.index, self.hits), named)
         self.answer.expansion = self.expansion
         self.answer.adapter = self.model.adapter_name
+
+    def cancel(self) -> None:
+        """The asker has gone: if the question still waits for the model (its lock, or a free
+        llama-server slot), iteration raises Cancelled at once instead of generating for no one.
+        Safe from any thread."""
+        self.cancelled.set()
 
     def run(self) -> Answer:
         """Generate to the end without streaming."""

@@ -9,6 +9,7 @@ the last streamed chunk. Same rate limit as the chat; with `RQA_API_KEYS` set, a
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -181,15 +182,16 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             raise
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "created": created, "model": MODEL_ID}
+        generation = Generation(stream, release)
         if body.get("stream"):
-            return ReleasingStream(sse(stream, base), release, media_type="text/event-stream")
+            return ReleasingStream(sse(generation, base), generation.close, media_type="text/event-stream")
         try:
-            answer = await answered(stream, request)
+            answer = await answered(generation, request)
         except Exception:
             log.exception("API question failed during generation")
             return error(500, "the server could not answer this question (its log says why)", "server_error")
         finally:
-            release()
+            generation.close()
         if answer is None:  # the client has gone: no one to answer
             return Response(status_code=499)
         return {**base, "object": "chat.completion",
@@ -199,18 +201,69 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
                 "rqa": extra(answer)}
 
 
-async def answered(stream, request: Request) -> Answer | None:
-    """The whole answer, its pieces generated in worker threads; None when the client disconnects
-    first: the generation is then closed, which frees the model (or llama-server's slot) at once,
-    instead of running to the token limit for no one while it holds one of the API's places."""
-    pieces, end = iter(stream), object()
-    try:
-        while await run_in_threadpool(next, pieces, end) is not end:
-            if await request.is_disconnected():
-                return None
-        return stream.answer
-    finally:
-        pieces.close()
+END, GONE = object(), object()  # what Generation.next returns after the last piece, and once the client has gone
+
+
+class Generation:
+    """One API answer's pieces, each generated in a worker thread, for a client that may leave.
+    Its API place is released when the model is done with it, not before: a worker still inside
+    the answer (llama-server reading the prompt) is let finish its step first."""
+
+    def __init__(self, stream, release):
+        self.stream, self.release = stream, release
+        self.pieces = iter(stream)
+        self.pending: asyncio.Future | None = None  # the worker's call, while one runs
+        self.closed = False
+
+    async def next(self, request: Request | None = None):
+        """The next piece, END, or GONE once `request`'s client has disconnected (looked at while
+        the worker runs). Either way the client's leaving cancels the answer: a question still
+        waiting for the model (its lock, a llama-server slot) leaves the queue at once, instead of
+        keeping its place, and being read by the model, until a first token no one receives."""
+        self.pending = asyncio.ensure_future(run_in_threadpool(next, self.pieces, END))
+        try:
+            while True:
+                done, _ = await asyncio.wait({self.pending}, timeout=CLIENT_CHECK_S)
+                if request is not None and await request.is_disconnected():
+                    self.stream.cancel()
+                    return GONE
+                if done:
+                    return self.pending.result()
+        except asyncio.CancelledError:  # the event stream's client has gone (Starlette cancels the body)
+            self.stream.cancel()
+            raise
+
+    def close(self) -> None:
+        """Close the answer (freeing the model at once) and release the API place: now, or when
+        the worker still inside the answer leaves it. Safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+
+        def closed(call: asyncio.Future | None = None) -> None:
+            if call is not None and not call.cancelled():
+                call.exception()  # retrieved: Cancelled or a failure no one is left to hear of
+            try:
+                self.pieces.close()
+            finally:
+                self.release()
+        if self.pending is not None and not self.pending.done():
+            self.pending.add_done_callback(closed)
+        else:
+            closed(self.pending)
+
+
+CLIENT_CHECK_S = 0.25  # how often a waiting API request looks whether its client is still there
+
+
+async def answered(generation: Generation, request: Request) -> Answer | None:
+    """The whole answer; None when the client disconnects first: the generation is then cancelled
+    or closed, which frees the model (or llama-server's slot) at once, instead of running to the
+    token limit for no one while it holds one of the API's places."""
+    while (piece := await generation.next(request)) is not END:
+        if piece is GONE:
+            return None
+    return generation.stream.answer
 
 
 def usage(stream, answer: Answer) -> dict:
@@ -243,19 +296,19 @@ class ReleasingStream(StreamingResponse):
     disconnects before the first chunk leaves the body generator unstarted, so its own `finally`
     never runs, and one that stops reading leaves it suspended until the garbage collector."""
 
-    def __init__(self, content, release, **kwargs):
+    def __init__(self, content, close, **kwargs):
         super().__init__(content, **kwargs)
-        self.release = release
+        self.close = close
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()
-            self.release()
+            self.close()
 
 
-async def sse(stream, base: dict):
+async def sse(generation: Generation, base: dict):
     """Server-sent events, OpenAI's chunk format. Each piece is generated in a worker thread; when
     the client goes, the `finally` closes the answer's generator, which releases the model at once.
     What is sent is the answer with links removed (rqa.answer.remove_links): text up to its last
@@ -265,31 +318,30 @@ async def sse(stream, base: dict):
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
-    pieces = iter(stream)
-    end = object()
+    stream = generation.stream
     written, settled, sent = "", "", ""
     try:
         yield event({"role": "assistant", "content": ""})
         while True:
             try:
-                piece = await run_in_threadpool(next, pieces, end)
+                piece = await generation.next()
             except Exception:  # the stream has started: report in-band, as OpenAI does
                 log.exception("API stream failed")
                 yield f"data: {json.dumps({'error': {'message': 'the server could not finish this answer (its log says why)', 'type': 'server_error'}})}\n\n"
                 return
-            written += "" if piece is end else piece
-            final = written if piece is end else written[:max(written.rfind(" "), written.rfind("\n")) + 1]
+            written += "" if piece is END else piece
+            final = written if piece is END else written[:max(written.rfind(" "), written.rfind("\n")) + 1]
             if len(final) > len(settled):  # cleaned again only when a word has been completed
                 settled = final
                 clean = remove_links(final, stream.hits)[0]
                 if clean.startswith(sent) and len(clean) > len(sent):
                     yield event({"content": clean[len(sent):]})
                     sent = clean
-            if piece is end:
+            if piece is END:
                 break
         if stream.answer.quote_text:  # the sources' sentences come after the model's last word
             yield event({"content": stream.answer.quote_text})
         yield event({}, finish_reason(stream), rqa=extra(stream.answer))
         yield "data: [DONE]\n\n"
     finally:
-        pieces.close()
+        generation.close()

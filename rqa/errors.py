@@ -49,5 +49,10 @@ class RatingError(UserError, ValueError):
     """A rating or ratings file that cannot be stored."""
 
 
+class Cancelled(Exception):
+    """The asker has gone (an API client disconnected) while its question waited for the model: it
+    leaves the queue instead of being answered for no one. Not a UserError: no one reads it."""
+
+
 # FileNotFoundError: a path the user named (papers, a queries file) is not there.
 USER_ERRORS = (UserError, FileNotFoundError)

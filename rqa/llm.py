@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from rqa.config import Settings
-from rqa.errors import ModelError, ServerError
+from rqa.errors import Cancelled, ModelError, ServerError
 from rqa.llama_server import LlamaServer, find_binary
-from rqa.remote import RemoteModel
+from rqa.remote import CANCEL_CHECK_S, RemoteModel
 from rqa.text import sha256_file
 from rqa.models import offline_model_path, packaged_adapter
 
@@ -239,9 +239,11 @@ class ChatModel(Protocol):
     adapter_name: str | None  # the LoRA adapter applied to it, if any
     busy: bool  # generating for someone else: a new question waits
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float,
+               cancel: threading.Event | None = None) -> Iterator[str]:
         """The answer's text pieces; the generator returns why it ended ("stop", "length"), or None
-        where the model does not say."""
+        where the model does not say. Once `cancel` is set (the asker has gone), a question still
+        waiting for the model raises Cancelled instead of being generated."""
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
         """Its own turn continued from `prefix`; None where it cannot be (a chat-completions server)."""
@@ -284,15 +286,18 @@ class Model:
         """Generating for someone: a new question waits for the lock."""
         return self.lock.locked()
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float,
+               cancel: threading.Event | None = None) -> Iterator[str]:
         """Stream text pieces, then return why it ended. One generation at a time per model:
-        llama.cpp contexts are not thread-safe, so concurrent sessions queue on the lock. Every prompt is evaluated from an
+        llama.cpp contexts are not thread-safe, so concurrent sessions queue on the lock (and leave
+        it once `cancel` is set). Every prompt is evaluated from an
         empty context: llama.cpp's arithmetic depends on how a prompt splits into a cached prefix
         and new tokens, so reusing the previous prompt's cache made the same question's greedy
         answer (and query expansion) depend on what was asked before. With query expansion the
         answer and expansion prompts share only a few tokens, so the cache saved almost nothing."""
         prompt = self.fmt.render(messages)
-        with self.lock:
+        wait_for(self.lock, cancel)
+        try:
             self.llm.reset()
             # No repeat penalty: answers must repeat the sources' numbers and symbols exactly.
             finish = None
@@ -302,6 +307,8 @@ class Model:
                 if text:
                     yield text
             return finish
+        finally:
+            self.lock.release()
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str:
         """The model's own turn continued greedily from `prefix`, a few tokens (see RemoteModel.complete).
@@ -317,6 +324,16 @@ class Model:
     def count_tokens(self, messages: list[dict]) -> int | None:
         """The prompt's length in tokens, as `stream` reads it (the tokenizer needs no lock)."""
         return len(self.llm.tokenize(self.fmt.render(messages).encode("utf-8"), special=True))
+
+
+def wait_for(lock: threading.Lock, cancel: threading.Event | None) -> None:
+    """Take the lock; raise Cancelled if `cancel` is set first."""
+    if cancel is None:
+        lock.acquire()
+        return
+    while not lock.acquire(timeout=CANCEL_CHECK_S):
+        if cancel.is_set():
+            raise Cancelled("the asker has gone")
 
 
 def load_model(path: Path, settings: Settings, adapter: Path | None = None, scale: float = 1.0) -> Model:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import httpx
 
-from rqa.errors import ModelError
+from rqa.errors import Cancelled, ModelError
 
 # A request may wait for a free slot behind other users' answers before its first byte arrives.
 READ_TIMEOUT_S = 600.0
@@ -84,13 +84,18 @@ class RemoteModel:
         return "/v1/completions", {**body, "prompt": self.render(messages), "stop": list(self.stop),
                                    "repeat_penalty": 1.0, "cache_prompt": True}
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        """See ChatModel.stream. A question waiting for a slot leaves once `cancel` is set; one the
+        server is already reading stops at its first token (the consumer then closes this)."""
         path, body = self.request(messages, max_tokens, temperature)
         with self._count_lock:
             self._in_flight += 1
         slot, written, read, finish = None, [], False, None
         try:
-            slot = self._take_slot(body)
+            slot = self._take_slot(body, cancel)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the asker has gone")
             # Leaving this `with` early (the consumer closed the generator) closes the connection:
             # llama-server notices and cancels the task.
             with self._client.stream("POST", self.url + path, json=body) as response:
@@ -165,20 +170,22 @@ class RemoteModel:
             with self._count_lock:
                 self._in_flight -= 1
 
-    def _take_slot(self, body: dict) -> "_Slot | None":
+    def _take_slot(self, body: dict, cancel: threading.Event | None = None) -> "_Slot | None":
         """On rqa's own llama-server, the idle slot holding the longest start of this prompt (the
         least recently used among equals), named in the request; waits while every slot is taken,
-        as the server's queue would (though not first come, first served). Elsewhere None: the
-        server chooses."""
+        as the server's queue would (though not first come, first served), until `cancel` is set.
+        Elsewhere None: the server chooses."""
         if self.server is None or "prompt" not in body:
             return None
         deadline = time.monotonic() + READ_TIMEOUT_S
         with self._slot_freed:
             while not (idle := [s for s in self._slots if not s.taken]):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("the asker has gone")
                 if (left := deadline - time.monotonic()) <= 0:
                     raise ModelError(f"every slot of the model server stayed busy for {READ_TIMEOUT_S:.0f} s; "
                                      "ask again later")
-                self._slot_freed.wait(left)
+                self._slot_freed.wait(min(left, CANCEL_CHECK_S) if cancel is not None else left)
             slot = max(idle, key=lambda s: (len(os.path.commonprefix([s.text, body["prompt"]])), -s.used))
             slot.taken = True
         body["id_slot"] = slot.id
@@ -193,6 +200,9 @@ class RemoteModel:
             slot.text = slot.text if held is None else held
             slot.used, slot.taken = time.monotonic(), False
             self._slot_freed.notify()
+
+
+CANCEL_CHECK_S = 0.1  # how often a question waiting for the model looks whether its asker is still there
 
 
 @dataclass

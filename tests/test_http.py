@@ -152,7 +152,7 @@ class SlowModel:
     def busy(self):
         return self.lock.locked()
 
-    def stream(self, messages, max_tokens, temperature):
+    def stream(self, messages, max_tokens, temperature, cancel=None):
         self.calls.append({"max_tokens": max_tokens, "temperature": temperature})
         with self.lock:
             for i in range(min(self.words, max_tokens)):
@@ -204,6 +204,57 @@ def test_a_plain_request_whose_client_disconnects_frees_the_model(tmp_path):
         model.words = 3
         reply = ask(url, timeout=15)
         assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"].startswith("word0")
+
+
+class FakeLlama:
+    """llama_cpp.Llama as rqa.llm.Model drives it: a word every `delay` seconds; records each prompt."""
+
+    def __init__(self, words: int, delay: float):
+        self.words, self.delay, self.prompts = words, delay, []
+
+    def reset(self):
+        pass
+
+    def create_completion(self, prompt, max_tokens, stream=False, **kwargs):
+        self.prompts.append(prompt)
+        for i in range(min(self.words, max_tokens)):
+            time.sleep(self.delay)
+            yield {"choices": [{"text": f"word{i} ", "finish_reason": None}]}
+
+    def tokenize(self, data, special=False):
+        return data.split()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_gone_while_its_question_waits_for_the_model_leaves_the_queue(tmp_path, stream):
+    """A client that left before its first token kept its places, in the model's queue and among
+    the API's, until that token: the model then read its prompt for no one, and a new question was
+    refused meanwhile. Now its question leaves the queue as soon as the client is found gone."""
+    from pathlib import Path
+
+    from rqa.llm import Model, chat_format
+
+    llama = FakeLlama(words=60, delay=0.05)  # 3 s an answer
+    model = Model(Path("fake.gguf"), llama, chat_format({}))
+    with live_server(tmp_path, model=model, rate_limit_per_minute=0, expand_tokens=0,
+                     api_max_in_flight=2) as (url, _):
+        first = threading.Thread(target=ask, args=(url, "What is BM25, first?"))
+        first.start()
+        while not llama.prompts:
+            time.sleep(0.02)
+        if stream:  # reads the opening chunk (sent before any token), then leaves
+            with httpx.stream("POST", url + "/v1/chat/completions", timeout=30, json={
+                    "messages": [{"role": "user", "content": "Who leaves?"}], "stream": True}) as r:
+                next(r.iter_lines())
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                ask(url, "Who leaves?", timeout=1.0)
+        time.sleep(0.5)
+        assert first.is_alive()  # the model is still answering the first question
+        third = ask(url, "What is BM25, third?", timeout=30)  # its place is the leaver's
+        first.join()
+        assert third.status_code == 200, third.text
+        assert len(llama.prompts) == 2 and not any("Who leaves?" in p for p in llama.prompts)
 
 
 @pytest.mark.parametrize("raw, reason", [

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from rqa.config import Settings
-from rqa.errors import ModelError
+from rqa.errors import Cancelled, ModelError
 from rqa.llama_server import find_binary
 from rqa.llm import ModelPool
 from rqa.remote import RemoteModel
@@ -160,6 +160,16 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
         held[1].close()
         waiting.join(10)  # "fifth" now generates on the slot "fourth" left
         assert late == ["w0 "] and RecordingServer.bodies[-1]["id_slot"] == RecordingServer.bodies[5]["id_slot"]
+        # a question whose asker has gone leaves the wait at once, and is never sent
+        cancel, gone = threading.Event(), []
+        sixth = model.stream(ask("sixth"), 64, 0.0, cancel)
+        waiting = threading.Thread(target=lambda: gone.append(pytest.raises(Cancelled, next, sixth)), daemon=True)
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive()
+        cancel.set()
+        waiting.join(1)
+        assert not waiting.is_alive() and gone and len(RecordingServer.bodies) == 7
         # a wait that outlasts the read timeout is one line
         monkeypatch.setattr("rqa.remote.READ_TIMEOUT_S", 0.3)
         with pytest.raises(ModelError, match="^every slot of the model server stayed busy for 0 s"):
