@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from rqa.answer import Answer, answer_stream, remove_links
-from rqa.errors import QuestionError, RequestError
+from rqa.errors import Cancelled, QuestionError, RequestError
 from rqa.service import AppState, Refused, admit, client_id
 
 log = logging.getLogger("rqa.api")
@@ -184,7 +184,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
         base = {"id": rid, "created": created, "model": MODEL_ID}
         generation = Generation(stream, release)
         if body.get("stream"):
-            return ReleasingStream(sse(generation, base), generation.close, media_type="text/event-stream")
+            return ReleasingStream(sse(generation, base, request), generation.close, media_type="text/event-stream")
         try:
             answer = await answered(generation, request)
         except Exception:
@@ -241,16 +241,20 @@ class Generation:
         self.closed = True
 
         def closed(call: asyncio.Future | None = None) -> None:
-            if call is not None and not call.cancelled():
-                call.exception()  # retrieved: Cancelled or a failure no one is left to hear of
+            if call is not None and not call.cancelled() and call.exception() is not None \
+                    and not isinstance(call.exception(), Cancelled):
+                log.warning("an API answer failed after its response had ended: %s", call.exception())
             try:
                 self.pieces.close()
             finally:
                 self.release()
         if self.pending is not None and not self.pending.done():
+            self.stream.cancel()  # whatever ends the response early: a question still queued leaves the queue
             self.pending.add_done_callback(closed)
         else:
-            closed(self.pending)
+            if self.pending is not None and not self.pending.cancelled():
+                self.pending.exception()  # retrieved (a piece dropped when the client went): not logged as lost
+            closed()
 
 
 CLIENT_CHECK_S = 0.25  # how often a waiting API request looks whether its client is still there
@@ -308,7 +312,7 @@ class ReleasingStream(StreamingResponse):
             self.close()
 
 
-async def sse(generation: Generation, base: dict):
+async def sse(generation: Generation, base: dict, request: Request | None = None):
     """Server-sent events, OpenAI's chunk format. Each piece is generated in a worker thread; when
     the client goes, the `finally` closes the answer's generator, which releases the model at once.
     What is sent is the answer with links removed (rqa.answer.remove_links): text up to its last
@@ -324,10 +328,14 @@ async def sse(generation: Generation, base: dict):
         yield event({"role": "assistant", "content": ""})
         while True:
             try:
-                piece = await generation.next()
+                # `request` watched too: Starlette cancels the body when the client goes only under
+                # ASGI servers older than spec 2.4 (uvicorn says 2.3); newer ones tell it at a write
+                piece = await generation.next(request)
             except Exception:  # the stream has started: report in-band, as OpenAI does
                 log.exception("API stream failed")
                 yield f"data: {json.dumps({'error': {'message': 'the server could not finish this answer (its log says why)', 'type': 'server_error'}})}\n\n"
+                return
+            if piece is GONE:
                 return
             written += "" if piece is END else piece
             final = written if piece is END else written[:max(written.rfind(" "), written.rfind("\n")) + 1]

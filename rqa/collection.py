@@ -34,7 +34,7 @@ from rqa import milvus
 from rqa.milvus import MilvusIndex, is_milvus_uri
 from rqa.types import Chunk
 from rqa.ingest import SUFFIXES
-from rqa.uploads import store_dir, store_upload
+from rqa.uploads import store_dir, store_upload, swept
 
 log = logging.getLogger("rqa.collection")
 
@@ -316,6 +316,8 @@ def check_uploads(files: list[Path], index: Index, settings: Settings) -> list[t
     for f in files:
         if f.suffix.lower() not in SUFFIXES:
             refused.append((f, f"unsupported file type {f.suffix or '(none)'}; use {', '.join(sorted(SUFFIXES))}"))
+        elif not f.is_file():
+            raise StoreError(swept(f.name))
         elif f.stat().st_size > settings.max_upload_mb * 2**20:
             refused.append((f, f"{f.stat().st_size / 2**20:.1f} MB is over the {settings.max_upload_mb} MB limit"))
     return refused
@@ -455,6 +457,9 @@ class Collection:
                 on_wait()
             self.lock.acquire()
         try:
+            # the wait may have outlasted the upload folder's sweep (upload_cache_s)
+            if gone := [f for f in files if not f.is_file()]:
+                raise StoreError(swept(gone[0].name))
             report, self.index = add_files(files, self.index, self.settings, progress)
             return report
         finally:

@@ -334,6 +334,9 @@ def wait_for(lock: threading.Lock, cancel: threading.Event | None) -> None:
     while not lock.acquire(timeout=CANCEL_CHECK_S):
         if cancel.is_set():
             raise Cancelled("the asker has gone")
+    if cancel.is_set():  # gone in the same step as the lock came free
+        lock.release()
+        raise Cancelled("the asker has gone")
 
 
 def load_model(path: Path, settings: Settings, adapter: Path | None = None, scale: float = 1.0) -> Model:

@@ -179,9 +179,11 @@ class RemoteModel:
             return None
         deadline = time.monotonic() + READ_TIMEOUT_S
         with self._slot_freed:
-            while not (idle := [s for s in self._slots if not s.taken]):
-                if cancel is not None and cancel.is_set():
+            while True:
+                if cancel is not None and cancel.is_set():  # before taking a slot, which refreshes its use
                     raise Cancelled("the asker has gone")
+                if idle := [s for s in self._slots if not s.taken]:
+                    break
                 if (left := deadline - time.monotonic()) <= 0:
                     raise ModelError(f"every slot of the model server stayed busy for {READ_TIMEOUT_S:.0f} s; "
                                      "ask again later")

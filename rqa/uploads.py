@@ -36,13 +36,18 @@ def uploaded_files(names: list[str], upload_root: Path) -> list[Path]:
         path = Path(name)
         real = path.resolve()
         if not path.is_symlink() and root in real.parents and not real.exists():
-            # swept from Gradio's upload folder (the upload_cache_s setting) before it was added
-            raise StoreError(f"{path.name} is no longer on the server (an upload not added soon after it arrives "
-                             "is deleted); choose it again; nothing was added")
+            raise StoreError(swept(path.name))
         if path.is_symlink() or root not in real.parents or not real.is_file():
             raise StoreError(f"{path.name} was not uploaded through this page; nothing was added")
         out.append(real)
     return out
+
+
+def swept(name: str) -> str:
+    """Why an upload is refused that was swept from Gradio's upload folder (the upload_cache_s
+    setting) before it was added."""
+    return (f"{name} is no longer on the server (an upload not added soon after it arrives is deleted); "
+            "choose it again; nothing was added")
 
 
 def store_upload(f: Path, settings: Settings) -> Path:

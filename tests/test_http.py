@@ -138,6 +138,25 @@ def test_upload_check_refuses_paths_outside_the_upload_folder(tmp_path):
         uploaded_files([str(root / "abc" / "none.md")], root)
 
 
+def test_an_upload_swept_while_it_waited_is_asked_for_again(tmp_path):
+    """An upload that waited for another to be indexed until the upload folder's sweep took it was
+    reported as the server failing to write its papers store: it is asked for again, and nothing
+    is stored."""
+    from rqa.collection import check_uploads
+    from rqa.uploads import store_dir
+
+    s = Settings.load(index_dir=tmp_path / "index")
+    ingest_paths([PRIMER_DIR / "06-bm25.md"], s, progress=False)
+    collection = Collection(s, open_index(s))
+    here, gone = tmp_path / "uploads" / "a" / "03-lora.md", tmp_path / "uploads" / "b" / "paper.md"
+    here.parent.mkdir(parents=True)
+    here.write_bytes((PRIMER_DIR / "03-lora.md").read_bytes())
+    for call in (lambda: check_uploads([gone], collection.index, s), lambda: collection.add_uploads([here, gone])):
+        with pytest.raises(ValueError, match="^paper.md is no longer on the server"):
+            call()
+    assert not store_dir(s).exists() and len(collection.index.manifest["documents"]) == 1
+
+
 class SlowModel:
     """Like rqa.llm.Model: one generation at a time behind a lock, a word every `delay` seconds;
     records what each call asked for."""

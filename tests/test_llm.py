@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from rqa.config import PRIMER_DIR, Settings
-from rqa.errors import ModelError
-from rqa.llm import FORMATS, ModelPool, chat_format, load_model, needs_reasoning, resolve_model
+from rqa.errors import Cancelled, ModelError
+from rqa.llm import FORMATS, ModelPool, chat_format, load_model, needs_reasoning, resolve_model, wait_for
 from rqa.models import OFFLINE_MODELS, OfflineModel, offline_model_path
 
 TEST_MODEL = "smollm2-135m-instruct"
@@ -270,3 +270,21 @@ def test_the_packaged_adapters_are_intact_fit_their_base_and_have_a_card():
     # the default model gets the citing fine-tune, not the older one that answers fewer questions
     assert resolve_model(Settings.load(model=Settings().model)).adapter.name == "qwen2.5-coder-1.5b-instruct-cite.gguf"
     assert resolve_model(Settings.load(model=TEST_MODEL)).adapter is None  # no adapter ships for this one
+
+
+def test_a_question_whose_asker_has_gone_does_not_take_the_model():
+    """Waiting for the in-process model's lock ends once the asker has gone, and a question cancelled
+    in the same step as the lock came free does not take it (the prompt would be read for no one)."""
+    import threading
+
+    lock, cancel = threading.Lock(), threading.Event()
+    lock.acquire()
+    threading.Timer(0.3, cancel.set).start()
+    with pytest.raises(Cancelled):
+        wait_for(lock, cancel)
+    lock.release()
+    with pytest.raises(Cancelled):
+        wait_for(lock, cancel)  # free, but the asker has gone
+    assert not lock.locked()
+    wait_for(lock, None)
+    assert lock.locked()
