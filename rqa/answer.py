@@ -27,6 +27,7 @@ import logging
 import re
 import threading
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -138,7 +139,11 @@ def clean_question(question: str | bytes, max_chars: int) -> tuple[str, list[str
     question = question.decode("utf-8", errors="replace")
     if "\ufffd" in question:
         notices.append("The question contained invalid UTF-8; undecodable bytes were replaced.")
-    question = re.sub(r"\s+", " ", question.replace("\x00", " ")).strip()
+    # control characters (escape codes) and invisible format ones (zero-width spaces, a BOM) are no
+    # part of a question: one of only those is empty. The joiners stay: some scripts and emoji need them.
+    question = "".join(" " if unicodedata.category(c) == "Cc" else
+                       "" if unicodedata.category(c) == "Cf" and c not in "\u200c\u200d" else c for c in question)
+    question = re.sub(r"\s+", " ", question).strip()
     if not question:
         raise QuestionError("Please type a question.")
     if len(question) > max_chars:  # refused, not cut: the cut-off part may be what was asked
@@ -163,6 +168,8 @@ class AnswerStream:
         self.hits: list[Hit] = retrieve(index, self.question, settings, expansion=self.expansion)
         self.timings = {"expansion_s": expanded - self._t0, "retrieval_s": time.perf_counter() - expanded}
         self.model = models.for_question(self.question)
+        if self.hits:
+            self._check_fits()
         self.answer: Answer | None = None
         self.finish_reason: str | None = None  # the model's: "stop" or "length", once it has ended
         self.cancelled = threading.Event()  # set by `cancel`: the asker has gone
@@ -173,6 +180,18 @@ class AnswerStream:
         return build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)),
                               self.settings.grounding, self.settings.answer_style, self.settings.demonstration,
                               self.settings.equation_hint)
+
+    def _check_fits(self) -> None:
+        """The character bound on questions assumes English's three to four characters a token; a
+        question of CJK characters, emoji or digits within it can still take the prompt past the
+        model's context, which the model refused mid-request. Refused here in one line instead,
+        leaving room for the answer."""
+        tokens = self.model.count_tokens(self.messages)
+        room = self.settings.n_ctx - self.settings.max_new_tokens
+        if tokens is not None and tokens > room:
+            raise QuestionError(f"The question is too long for the model: with its sources the prompt takes "
+                                f"{tokens:,} tokens, and {room:,} fit. Please ask it in fewer words.",
+                                code="context_length_exceeded")
 
     def __iter__(self) -> Iterator[str]:
         if not self.hits:  # an empty index: nothing to ground an answer in, so the model is not asked

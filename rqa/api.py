@@ -172,7 +172,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             stream = await run_in_threadpool(answer_stream, question, app.index, app.models, settings, app.sympy)
         except QuestionError as e:
             release()
-            return error(400, str(e), param="messages")
+            return error(400, str(e), param="messages", code=e.code)
         except Exception:
             release()
             log.exception("API question failed before generation")

@@ -33,7 +33,12 @@ class StoreError(UserError, ValueError):
 
 
 class QuestionError(UserError, ValueError):
-    """A question that cannot be asked as it is (empty, too long)."""
+    """A question that cannot be asked as it is (empty, too long); `code` is OpenAI's error code
+    for the API where one fits."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class RequestError(UserError, ValueError):

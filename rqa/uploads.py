@@ -39,7 +39,8 @@ def uploaded_files(names: list[str], upload_root: Path) -> list[Path]:
             raise StoreError(swept(path.name))
         if path.is_symlink() or root not in real.parents or not real.is_file():
             raise StoreError(f"{path.name} was not uploaded through this page; nothing was added")
-        out.append(real)
+        if real not in out:  # named twice in one request: added and reported once
+            out.append(real)
     return out
 
 

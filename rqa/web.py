@@ -142,7 +142,10 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
         table = gr.Dataframe(papers_table(app.index), headers=["title", "arXiv", "pages", "chunks", "files"],
                              interactive=False, wrap=True, elem_id="rqa-paper-list")
         with gr.Row():
-            chosen = gr.Dropdown(paper_choices(app.index), label="Paper", elem_id="rqa-paper-choice")
+            # Any value is taken (the handler refuses a paper not in the index in one line): a client
+            # of the HTTP API holds the choices of the page it never loaded, without the papers added since.
+            chosen = gr.Dropdown(paper_choices(app.index), label="Paper", elem_id="rqa-paper-choice",
+                                 allow_custom_value=True)
             remove = gr.Button("Remove from the index", variant="stop", elem_id="rqa-remove")
 
     def refreshed(message: str):

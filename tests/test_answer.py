@@ -35,6 +35,11 @@ def test_question_cleaning():
     q, notes = clean_question("lone \udcff surrogate", 2000)  # what argv gives for bad bytes
     assert q == "lone \ufffd surrogate" and "invalid UTF-8" in notes[0]
     assert clean_question("  Why   scale?  ", 2000) == ("Why scale?", [])
+    # invisible and control characters alone are no question; among words they go
+    for empty in ("\u200b\ufeff", "\x07\x1b\x00\u2060"):
+        with pytest.raises(QuestionError, match="type a question"):
+            clean_question(empty, 2000)
+    assert clean_question("\ufeffWhy\u200b scale\x1b?", 2000) == ("Why scale ?", [])
 
 
 def test_citation_parsing():
@@ -502,6 +507,24 @@ def test_an_empty_index_is_answered_without_the_model(shared_index):
     answer = stream.answer
     assert model.prompts == [] and expander.prompts == []  # neither answering nor expanding asked a model
     assert answer.abstained and not answer.citations and "rqa ingest" in answer.text
+
+
+def test_a_question_too_long_in_tokens_is_refused_in_one_line(shared_index):
+    """The probe's repro: 1,990 CJK characters pass the character bound, then llama-server refused
+    the 2,427-token prompt (HTTP 400) and the API answered 500. Refused now before the model, with
+    room kept for the answer."""
+    from rqa.collection import open_index
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    class Dense(ScriptedModel):
+        def count_tokens(self, messages):
+            return 2427
+
+    index, model = open_index(shared_index), Dense("An answer [1].")
+    with pytest.raises(QuestionError, match=r"^The question is too long for the model: .* 2,427 tokens, and 1,792 fit") as e:
+        answer_stream("注意力机制是如何工作的？" * 100, index, ScriptedPool(model), shared_index)
+    assert e.value.code == "context_length_exceeded" and model.prompts == []
+    assert "".join(answer_stream("What is LoRA?", index, ScriptedPool(ScriptedModel("LoRA [1].")), shared_index))
 
 
 def test_the_stream_keeps_why_the_model_stopped(shared_index):

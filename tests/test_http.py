@@ -474,6 +474,31 @@ def test_streamed_links_are_removed_as_they_stream(tmp_path):
         assert text.startswith("See (link to evil.example removed) for it")
 
 
+def test_a_paper_added_since_startup_is_removed_through_the_http_api(tmp_path):
+    """The probe's repro: `remove_paper` refused a paper added after startup ("not in the list of
+    choices": a client of the HTTP API never loads the page that refreshes them) and echoed any
+    value sent with the whole list. A file named twice in one request was reported twice."""
+    with live_server(tmp_path) as (url, app):
+        stored = upload(url, PRIMER_DIR / "03-lora.md")
+        report = gradio_call(url, "add_papers", [[file_data(stored), file_data(stored)]])[0]
+        assert report.count("03-lora") == 1 and "added" in report
+        sha = next(k for k, d in app.index.manifest["documents"].items() if d["paper"] == "03-lora")
+        report = gradio_call(url, "remove_paper", [sha])[0]
+        assert report.startswith("Removed") and sha not in app.index.manifest["documents"]
+        report = gradio_call(url, "remove_paper", ["x" * 10_000])[0]
+        assert report == "**Not removed:** that paper is not in the index (removed already?)"
+
+
+def test_a_question_too_long_in_tokens_gets_a_400(tmp_path):
+    """Within the character bound but past the model's context in tokens: 400 with OpenAI's code,
+    not a 500; a question that fits is answered."""
+    with live_server(tmp_path, n_ctx=1024, max_new_tokens=256) as (url, _):
+        r = ask(url, "a " * 990)  # the scripted model counts a word a token
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert r.json()["error"]["message"].startswith("The question is too long for the model")
+        assert ask(url).status_code == 200
+
+
 def test_uploads_do_not_stay_in_gradio_upload_folder(tmp_path):
     """Gradio's copy of every upload stayed in its upload folder for good, added or not: now each is
     deleted once older than `upload_cache_s`, and all at shutdown."""
