@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +23,22 @@ def upload_folder() -> Path:
     from gradio.utils import get_upload_folder
 
     return Path(get_upload_folder())
+
+
+EXPORT_KEEP_S = 60  # Gradio copies a returned file into its own cache as the handler returns
+
+
+def export_file(text: str, fmt: str, folder: Path) -> Path:
+    """The ratings export as a file for the download, in a folder of its own under `folder`. Gradio
+    serves its own copy (swept with the uploads, upload_cache_s), so earlier exports' files, each a
+    copy of every rating, are deleted here instead of staying for good."""
+    for old in folder.iterdir():
+        if time.time() - old.stat().st_mtime > EXPORT_KEEP_S:
+            shutil.rmtree(old, ignore_errors=True)
+    out = folder / uuid.uuid4().hex / f"ratings.{fmt}"
+    out.parent.mkdir()
+    out.write_text(text, encoding="utf-8")
+    return out
 
 
 def build_annotator_tab(app: AppState) -> None:
@@ -95,12 +114,12 @@ def build_annotator_tab(app: AppState) -> None:
             return f"**Import failed:** {e}", gr.update()
         return f"Imported {n} items.", render_stats()
 
+    exports = Path(tempfile.mkdtemp(prefix="rqa-exports-"))
+
     def do_export(name: str, fmt: str):
         if not name:
             return None
-        out = Path(tempfile.mkdtemp()) / f"ratings.{fmt}"
-        out.write_text(app.db.export(fmt), encoding="utf-8")
-        return str(out)
+        return str(export_file(app.db.export(fmt), fmt, exports))
 
     login.click(do_login, [token], [annotator, item, status, item_view, stats])
     submit.click(do_submit, [annotator, item, depth, correctness, comment], [item, status, item_view, stats])

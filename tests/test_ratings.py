@@ -131,3 +131,16 @@ def test_the_csv_export_does_not_hand_a_spreadsheet_formulas_from_chat_users(tmp
     assert row["question"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
     assert row["answer"].startswith("'+cmd") and row["comment"] == "'@SUM(1+1)" and row["depth"] == "3"
     assert json.loads(db.export("jsonl"))["question"].startswith("=HYPERLINK")  # JSON keeps the text as written
+
+
+def test_ratings_exports_do_not_pile_up(tmp_path, monkeypatch):
+    """Each export wrote a copy of every rating to a temporary folder of its own, never deleted
+    (Gradio serves its own copy): an export now deletes those older than a minute."""
+    from rqa import annotate
+
+    first = annotate.export_file("depth\n1\n", "csv", tmp_path)
+    second = annotate.export_file("depth\n2\n", "csv", tmp_path)
+    assert first.read_text() == "depth\n1\n" and second.read_text() == "depth\n2\n"  # a fresh one stays
+    monkeypatch.setattr(annotate, "EXPORT_KEEP_S", -1)
+    third = annotate.export_file("{}\n", "jsonl", tmp_path)
+    assert [p.name for p in tmp_path.glob("*/*")] == ["ratings.jsonl"] and third.is_file()
