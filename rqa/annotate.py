@@ -102,17 +102,19 @@ def build_annotator_tab(app: AppState) -> None:
         return (row["id"] if row else None, f"Saved rating of item {item_id} as **{name}**.",
                 render_item(row), render_stats())
 
-    def do_import(name: str, file):
+    def do_import(name: str, item_id, file):
         if not name:
-            return "**Log in as an annotator first.**", gr.update()
+            return "**Log in as an annotator first.**", gr.update(), item_id, gr.update()
         if file is None:
-            return "Choose a JSONL file first.", gr.update()
+            return "Choose a JSONL file first.", gr.update(), item_id, gr.update()
         try:
             (path,) = uploaded_files([file if isinstance(file, str) else file.name], upload_folder())
             n = app.db.import_jsonl(path.read_text(encoding="utf-8"))
         except (RatingError, StoreError, UnicodeDecodeError, ValueError) as e:
-            return f"**Import failed:** {e}", gr.update()
-        return f"Imported {n} items.", render_stats()
+            return f"**Import failed:** {e}", gr.update(), item_id, gr.update()
+        if item_id is None and (row := app.db.next_item(name)):  # nothing was shown to rate: show the new items
+            return f"Imported {n} items.", render_stats(), row["id"], render_item(row)
+        return f"Imported {n} items.", render_stats(), item_id, gr.update()
 
     exports = Path(tempfile.mkdtemp(prefix="rqa-exports-"))
 
@@ -123,6 +125,6 @@ def build_annotator_tab(app: AppState) -> None:
 
     login.click(do_login, [token], [annotator, item, status, item_view, stats])
     submit.click(do_submit, [annotator, item, depth, correctness, comment], [item, status, item_view, stats])
-    upload.upload(do_import, [annotator, upload], [status, stats])
+    upload.upload(do_import, [annotator, item, upload], [status, stats, item, item_view])
     export_csv.click(lambda n: do_export(n, "csv"), [annotator], [download])
     export_jsonl.click(lambda n: do_export(n, "jsonl"), [annotator], [download])

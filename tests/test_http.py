@@ -48,10 +48,13 @@ def live_server(tmp_path, model=None, **settings):
         thread.join(timeout=30)
 
 
-def gradio_call(url: str, api_name: str, data: list, timeout: float = 240, refused: bool = False):
+def gradio_call(url: str, api_name: str, data: list, timeout: float = 240, refused: bool = False,
+                session: str | None = None):
     """Gradio's HTTP API as any client may call it: POST the inputs, then read the event stream.
-    Returns the outputs; with `refused`, asserts the call was refused and returns the error's text."""
-    r = httpx.post(f"{url}/gradio_api/call/{api_name}", json={"data": data}, timeout=30)
+    Returns the outputs; with `refused`, asserts the call was refused and returns the error's text.
+    Calls naming one `session` share its state (a page's, such as who logged in)."""
+    body = {"data": data, **({"session_hash": session} if session else {})}
+    r = httpx.post(f"{url}/gradio_api/call/{api_name}", json=body, timeout=30)
     r.raise_for_status()
     event_id = r.json()["event_id"]
     with httpx.stream("GET", f"{url}/gradio_api/call/{api_name}/{event_id}", timeout=timeout) as events:
@@ -118,6 +121,20 @@ def test_ratings_import_reads_only_uploaded_files(tmp_path):
         # the handler itself is reached with an upload, and (with no annotator logged in) refuses too
         status = gradio_call(url, "do_import", [file_data(upload(url, planted))])[0]
         assert "Log in as an annotator first" in status
+
+
+def test_an_annotator_rates_items_imported_after_login(tmp_path):
+    """The probe's repro: items imported after logging in with nothing to rate were not shown, and
+    a rating was refused ("Nothing to rate.") until the annotator logged in again."""
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"question": "What is BM25?", "answer": "A ranking function [1].", "model": "m"}) + "\n")
+    with live_server(tmp_path) as (url, app):
+        # outputs as the page gets them; a state's value is not sent (None)
+        assert gradio_call(url, "do_login", ["tok-ann"], session="s1")[2] == "Logged in as **ann**."
+        status, _, _, shown = gradio_call(url, "do_import", [file_data(upload(url, items))], session="s1")
+        assert status == "Imported 1 items." and "What is BM25?" in shown
+        assert gradio_call(url, "do_submit", [4, "correct", ""], session="s1")[1].startswith("Saved rating of item")
+        assert app.db.summary()["ratings"] == 1
 
 
 def test_upload_check_refuses_paths_outside_the_upload_folder(tmp_path):
