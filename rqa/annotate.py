@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import tempfile
@@ -33,8 +34,9 @@ def export_file(text: str, fmt: str, folder: Path) -> Path:
     serves its own copy (swept with the uploads, upload_cache_s), so earlier exports' files, each a
     copy of every rating, are deleted here instead of staying for good."""
     for old in folder.iterdir():
-        if time.time() - old.stat().st_mtime > EXPORT_KEEP_S:
-            shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another export may be deleting it too
+            if time.time() - old.stat().st_mtime > EXPORT_KEEP_S:
+                shutil.rmtree(old, ignore_errors=True)
     out = folder / uuid.uuid4().hex / f"ratings.{fmt}"
     out.parent.mkdir()
     out.write_text(text, encoding="utf-8")
