@@ -86,14 +86,13 @@ def generation_settings(body: dict, settings):
     if n is not None and (n != 1 or isinstance(n, bool)):
         raise RequestError("'n' must be 1: rqa writes one answer per question", "n")
     changes = {}
-    for name in ("max_completion_tokens", "max_tokens"):
+    for name in ("max_tokens", "max_completion_tokens"):  # each checked; the newer name wins where both are sent
         value = body.get(name)
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_CAP:
             raise RequestError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}", name)
         changes["max_new_tokens"] = value
-        break
     temperature = body.get("temperature")
     if temperature is not None:
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:

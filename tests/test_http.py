@@ -370,6 +370,7 @@ def test_questions_past_the_bound_get_503(tmp_path):
     ({"response_format": {"type": "json_object"}}, "'response_format' is not supported", "response_format"),
     ({"max_tokens": 10**9}, "'max_tokens' must be an integer from 1 to", "max_tokens"),
     ({"max_tokens": -5}, "'max_tokens' must be an integer from 1 to", "max_tokens"),
+    ({"max_tokens": 5000, "max_completion_tokens": 5}, "'max_tokens' must be an integer from 1 to", "max_tokens"),
     ({"temperature": -3}, "'temperature' must be a number from 0 to 2", "temperature"),
     ({"stream": "yes"}, "'stream' must be a boolean", "stream"),
 ])
