@@ -168,6 +168,7 @@ class AnswerStream:
         self.hits: list[Hit] = retrieve(index, self.question, settings, expansion=self.expansion)
         self.timings = {"expansion_s": expanded - self._t0, "retrieval_s": time.perf_counter() - expanded}
         self.model = models.for_question(self.question)
+        self.prompt_tokens: int | None = None  # counted by the model's tokenizer, where it can say
         if self.hits:
             self._check_fits()
         self.answer: Answer | None = None
@@ -186,7 +187,7 @@ class AnswerStream:
         question of CJK characters, emoji or digits within it can still take the prompt past the
         model's context, which the model refused mid-request. Refused here in one line instead,
         leaving room for the answer."""
-        tokens = self.model.count_tokens(self.messages)
+        tokens = self.prompt_tokens = self.model.count_tokens(self.messages)
         room = self.settings.n_ctx - self.settings.max_new_tokens
         if tokens is not None and tokens > room:
             raise QuestionError(f"The question is too long for the model: with its sources the prompt takes "

@@ -196,7 +196,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                              "finish_reason": finish_reason(stream)}],
-                "usage": await run_in_threadpool(usage, stream, answer),  # may ask llama-server
+                "usage": usage(stream, answer),
                 "rqa": extra(answer)}
 
 
@@ -270,9 +270,9 @@ async def answered(generation: Generation, request: Request) -> Answer | None:
 
 
 def usage(stream, answer: Answer) -> dict:
-    """OpenAI's token counts. The prompt's are counted by the model's tokenizer (a chat-completions
-    server behind rqa cannot say: 0 there); without papers no prompt was read."""
-    prompt = (stream.model.count_tokens(stream.messages) or 0) if stream.hits else 0
+    """OpenAI's token counts. The prompt's were counted before the model was asked (a
+    chat-completions server behind rqa cannot say: 0 there); without papers no prompt was read."""
+    prompt = stream.prompt_tokens or 0
     completion = answer.timings.get("tokens", 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
