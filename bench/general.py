@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rqa.config import Settings
 from rqa.llm import ModelPool
+from rqa.types import GREEDY
 
 QUESTIONS = Path(__file__).with_name("general.jsonl")
 SYSTEM = "Answer the question briefly and correctly."
@@ -31,7 +32,7 @@ def accuracy(model: str, adapter: str, questions: list[dict], scale: float = 1.0
     right, answers, t0 = 0, [], time.perf_counter()
     for q in questions:
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q["q"]}]
-        text = "".join(llm.stream(messages, 48, 0.0))
+        text = "".join(llm.stream(messages, 48, GREEDY))
         answers.append(text.strip())
         right += any(a.lower() in text.lower() for a in q["a"])
     return right / len(questions), time.perf_counter() - t0, answers

@@ -40,6 +40,7 @@ from rqa.search import retrieve
 from rqa.index import load_index
 from rqa.llm import ModelPool
 from rqa.prompt import build_messages
+from rqa.types import GREEDY
 
 QUESTIONS = ["Why are dot products scaled in scaled dot-product attention?",
              "How does LoRA initialise its low-rank matrices?",
@@ -198,7 +199,7 @@ def continuation_after_cut(settings: Settings, rounds: int = 3) -> None:
             for question in QUESTIONS:
                 messages = build_messages(question, retrieve(index, question, settings), settings.source_chars)
                 for label, model in (("named by rqa", named), ("chosen by the server", chosen)):
-                    stream = model.stream(messages, TOKENS, 0.0)
+                    stream = model.stream(messages, TOKENS, GREEDY)
                     pieces = [piece for _, piece in zip(range(24), stream)]
                     stream.close()  # cut, as on a repeated sentence
                     text = "".join(pieces)

@@ -45,7 +45,7 @@ from rqa.prompt import build_messages
 from rqa.support import (SUPPORT_EMBEDDER, Quote, SentenceSupport, answer_sentences, check_support, quote_sentences,
                          supporting_sentences)
 from rqa.text import cited_numbers, sentence_spans
-from rqa.types import Hit
+from rqa.types import Hit, Sampling
 
 log = logging.getLogger("rqa.answer")
 
@@ -156,9 +156,10 @@ class AnswerStream:
     """One question being answered: `hits` now, text pieces by iteration, then `answer`."""
 
     def __init__(self, question: str, index: Index, models: Models, settings: Settings,
-                 sympy: SympyWorker | None = None):
+                 sympy: SympyWorker | None = None, sampling: Sampling | None = None):
         self.question, self.notices = clean_question(question, settings.max_question_chars)
         self.settings, self.sympy, self.index = settings, sympy, index
+        self.sampling = sampling or Sampling(temperature=settings.temperature)  # an API request's, or the app's
         self._t0 = time.perf_counter()
         # no papers, nothing to expand the question for: the model is not asked at all (below)
         self.expansion, notice = expand(self.question, models, settings) if index.manifest.get("documents") \
@@ -208,7 +209,7 @@ class AnswerStream:
         text, looped_at = "", None
         # closed explicitly when the reader stops early (a client gone): the model's lock is released now
         with contextlib.closing(self.model.stream(messages, self.settings.max_new_tokens,
-                                                  self.settings.temperature, self.cancelled)) as generated:
+                                                  self.sampling, self.cancelled)) as generated:
             while True:  # not a for loop: the generator's return value says why the model stopped
                 try:
                     piece = next(generated)
@@ -284,8 +285,8 @@ def source_chars(settings: Settings, n_sources: int) -> int:
 
 
 def answer_stream(question: str, index: Index, models: Models, settings: Settings,
-                  sympy: SympyWorker | None = None) -> AnswerStream:
-    return AnswerStream(question, index, models, settings, sympy)
+                  sympy: SympyWorker | None = None, sampling: Sampling | None = None) -> AnswerStream:
+    return AnswerStream(question, index, models, settings, sympy, sampling)
 
 
 # A URL in any form a Markdown renderer turns into a link or an image: a scheme (any case, an

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from rqa.answer import Answer, answer_stream, remove_links
 from rqa.errors import Cancelled, QuestionError, RequestError
 from rqa.service import AppState, Refused, admit, client_id
+from rqa.types import Sampling
 
 log = logging.getLogger("rqa.api")
 MODEL_ID = "rqa"
@@ -70,21 +71,49 @@ def extra(answer: Answer) -> dict:
             "quotes": [q.to_json() for q in answer.quotes]}
 
 
-# OpenAI request fields rqa cannot honour: refused with a 400 rather than silently ignored.
+# OpenAI request fields rqa cannot honour: refused with a 400 rather than silently ignored. Fields
+# that change nothing of the answer (user, metadata, store, service_tier...) are accepted and ignored.
 UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "response_format",
-               "audio", "modalities", "prediction")
+               "audio", "modalities", "prediction", "logit_bias", "web_search_options")
+OPENAI_DEFAULTS = (None, False, [], {}, "none", "auto", {"type": "text"})
 MAX_TOKENS_CAP = 1024  # a request may ask for fewer new tokens than the server's setting, or up to this
+MAX_STOPS, MAX_STOP_CHARS = 4, 100  # OpenAI's count; a stop string is a marker, not a text
 
 
-def generation_settings(body: dict, settings):
-    """The server's settings with the request's `max_tokens` / `max_completion_tokens` and
-    `temperature` applied; raises ValueError for what is out of range or not supported."""
+def number(body: dict, name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise RequestError(f"'{name}' must be a number from {low:g} to {high:g}", name)
+    return float(value)
+
+
+def stop_strings(value) -> tuple[str, ...]:
+    """OpenAI's `stop`: null, a string, or an array of up to 4 strings."""
+    stops = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or len(stops) > MAX_STOPS \
+            or not all(isinstance(x, str) and 0 < len(x) <= MAX_STOP_CHARS for x in stops):
+        raise RequestError(f"'stop' must be a string or an array of up to {MAX_STOPS} strings, "
+                           f"each 1 to {MAX_STOP_CHARS} characters", "stop")
+    return tuple(dict.fromkeys(stops))
+
+
+def generation_settings(body: dict, settings) -> tuple:
+    """The server's settings with the request's `max_tokens` / `max_completion_tokens` applied, and
+    how the answer's tokens are drawn (`temperature`, `top_p`, `seed`, the two penalties, `stop`);
+    raises RequestError for what is out of range or not supported."""
     for name in UNSUPPORTED:
-        if body.get(name) not in (None, False, [], "none", "auto", {"type": "text"}):  # absent, or OpenAI's default
+        if body.get(name) not in OPENAI_DEFAULTS:
             raise RequestError(f"'{name}' is not supported by rqa: it answers from the papers with text only", name)
     n = body.get("n")
     if n is not None and (n != 1 or isinstance(n, bool)):
         raise RequestError("'n' must be 1: rqa writes one answer per question", "n")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or not body.get("stream")
+                                or not isinstance(options.get("include_usage", False), bool)):
+        raise RequestError("'stream_options' is allowed only with 'stream': true, as an object whose "
+                           "'include_usage' is a boolean", "stream_options")
     changes = {}
     for name in ("max_tokens", "max_completion_tokens"):  # each checked; the newer name wins where both are sent
         value = body.get(name)
@@ -92,15 +121,16 @@ def generation_settings(body: dict, settings):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_CAP:
             raise RequestError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}", name)
-        changes["max_new_tokens"] = value
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
-            raise RequestError("'temperature' must be a number from 0 to 2", "temperature")
-        changes["temperature"] = float(temperature)
-    if changes.get("max_new_tokens", 0) > settings.n_ctx - 256:
-        changes["max_new_tokens"] = settings.n_ctx - 256
-    return dataclasses.replace(settings, **changes) if changes else settings
+        changes["max_new_tokens"] = min(value, settings.n_ctx - 256)
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32 - 1):
+        raise RequestError(f"'seed' must be an integer from 0 to {2**32 - 2}", "seed")  # llama.cpp's 2^32-1: random
+    sampling = Sampling(temperature=settings.temperature if (t := number(body, "temperature", 0, 2)) is None else t,
+                        top_p=1.0 if (p := number(body, "top_p", 0, 1)) is None else p, seed=seed,
+                        presence_penalty=number(body, "presence_penalty", -2, 2) or 0.0,
+                        frequency_penalty=number(body, "frequency_penalty", -2, 2) or 0.0,
+                        stop=stop_strings(body.get("stop")))
+    return (dataclasses.replace(settings, **changes) if changes else settings), sampling
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -152,7 +182,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             return error(400, f"the request body is not valid JSON ({reason})")
         try:
             question = parse_question(body)
-            settings = generation_settings(body, app.settings)
+            settings, sampling = generation_settings(body, app.settings)
         except RequestError as e:
             return error(400, str(e), param=e.param)
         if not in_flight.acquire(blocking=False):  # before the rate limit: a refused question is not charged
@@ -168,7 +198,8 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
                          headers={"Retry-After": str(e.retry_after)} if e.retry_after else None)
         try:
             # expansion, retrieval and a first embedder load block for seconds: never on the event loop
-            stream = await run_in_threadpool(answer_stream, question, app.index, app.models, settings, app.sympy)
+            stream = await run_in_threadpool(answer_stream, question, app.index, app.models, settings, app.sympy,
+                                             sampling)
         except QuestionError as e:
             release()
             return error(400, str(e), param="messages", code=e.code)
@@ -183,7 +214,9 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
         base = {"id": rid, "created": created, "model": MODEL_ID}
         generation = Generation(stream, release)
         if body.get("stream"):
-            return ReleasingStream(sse(generation, base, request), generation.close, media_type="text/event-stream")
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return ReleasingStream(sse(generation, base, request, include_usage), generation.close,
+                                   media_type="text/event-stream")
         try:
             answer = await answered(generation, request)
         except Exception:
@@ -311,15 +344,17 @@ class ReleasingStream(StreamingResponse):
             self.close()
 
 
-async def sse(generation: Generation, base: dict, request: Request | None = None):
+async def sse(generation: Generation, base: dict, request: Request | None = None, include_usage: bool = False):
     """Server-sent events, OpenAI's chunk format. Each piece is generated in a worker thread; when
     the client goes, the `finally` closes the answer's generator, which releases the model at once.
     What is sent is the answer with links removed (rqa.answer.remove_links): text up to its last
-    blank is final, since a URL holds no blank, so only the last word waits for the next piece."""
+    blank is final, since a URL holds no blank, so only the last word waits for the next piece.
+    `include_usage` (OpenAI's stream_options): every chunk says "usage": null, and one more chunk,
+    with no choices, carries the token counts before [DONE]."""
     def event(delta: dict, finish: str | None = None, **more) -> str:
         chunk = {**base, "object": "chat.completion.chunk",
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
-        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+        return f"data: {json.dumps(chunk | ({'usage': None} if include_usage else {}), ensure_ascii=False)}\n\n"
 
     stream = generation.stream
     written, settled, sent = "", "", ""
@@ -349,6 +384,9 @@ async def sse(generation: Generation, base: dict, request: Request | None = None
         if stream.answer.quote_text:  # the sources' sentences come after the model's last word
             yield event({"content": stream.answer.quote_text})
         yield event({}, finish_reason(stream), rqa=extra(stream.answer))
+        if include_usage:
+            last = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage(stream, stream.answer)}
+            yield f"data: {json.dumps(last)}\n\n"
         yield "data: [DONE]\n\n"
     finally:
         generation.close()

@@ -25,6 +25,7 @@ import logging
 from rqa.config import Settings
 from rqa.llm import Models
 from rqa.prompt import sanitize
+from rqa.types import GREEDY
 
 log = logging.getLogger("rqa.expand")
 
@@ -46,7 +47,7 @@ def expand(question: str, models: Models, settings: Settings) -> tuple[str, str 
         model = models.expander()
         if model.busy:  # under load the question alone, at once, rather than a queue of guesses
             return "", BUSY
-        return " ".join("".join(model.stream(messages, settings.expand_tokens, 0.0)).split()), None
+        return " ".join("".join(model.stream(messages, settings.expand_tokens, GREEDY)).split()), None
     except Exception as e:  # a missing or broken expansion model must not stop the answer
         log.warning("query expansion failed: %s: %s", type(e).__name__, e)
         return "", f"The search used the question alone: query expansion failed ({e})."

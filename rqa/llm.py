@@ -22,6 +22,7 @@ from rqa.errors import Cancelled, ModelError, ServerError
 from rqa.llama_server import LlamaServer, find_binary
 from rqa.remote import CANCEL_CHECK_S, RemoteModel
 from rqa.text import sha256_file
+from rqa.types import Sampling
 from rqa.models import offline_model_path, packaged_adapter
 
 log = logging.getLogger("rqa.llm")
@@ -239,11 +240,12 @@ class ChatModel(Protocol):
     adapter_name: str | None  # the LoRA adapter applied to it, if any
     busy: bool  # generating for someone else: a new question waits
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float,
+    def stream(self, messages: list[dict], max_tokens: int, sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str]:
-        """The answer's text pieces; the generator returns why it ended ("stop", "length"), or None
-        where the model does not say. Once `cancel` is set (the asker has gone), a question still
-        waiting for the model raises Cancelled instead of being generated."""
+        """The answer's text pieces, drawn as `sampling` says (its stop strings left out); the
+        generator returns why it ended ("stop", "length"), or None where the model does not say.
+        Once `cancel` is set (the asker has gone), a question still waiting for the model raises
+        Cancelled instead of being generated."""
 
     def complete(self, messages: list[dict], prefix: str, max_tokens: int, stop: list[str]) -> str | None:
         """Its own turn continued from `prefix`; None where it cannot be (a chat-completions server)."""
@@ -286,7 +288,7 @@ class Model:
         """Generating for someone: a new question waits for the lock."""
         return self.lock.locked()
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float,
+    def stream(self, messages: list[dict], max_tokens: int, sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str]:
         """Stream text pieces, then return why it ended. One generation at a time per model:
         llama.cpp contexts are not thread-safe, so concurrent sessions queue on the lock (and leave
@@ -301,8 +303,8 @@ class Model:
             self.llm.reset()
             # No repeat penalty: answers must repeat the sources' numbers and symbols exactly.
             finish = None
-            for part in self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature,
-                                                   repeat_penalty=1.0, stop=list(self.fmt.stop), stream=True):
+            for part in self.llm.create_completion(prompt, max_tokens=max_tokens, stream=True, repeat_penalty=1.0,
+                                                   stop=[*self.fmt.stop, *sampling.stop], **sampling.llama_args()):
                 text, finish = part["choices"][0]["text"], part["choices"][0].get("finish_reason") or finish
                 if text:
                     yield text

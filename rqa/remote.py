@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import httpx
 
 from rqa.errors import Cancelled, ModelError
+from rqa.types import Sampling
 
 # A request may wait for a free slot behind other users' answers before its first byte arrives.
 READ_TIMEOUT_S = 600.0
@@ -75,20 +76,21 @@ class RemoteModel:
         except httpx.TransportError as e:
             return type(e).__name__
 
-    def request(self, messages: list[dict], max_tokens: int, temperature: float) -> tuple[str, dict]:
+    def request(self, messages: list[dict], max_tokens: int, sampling: Sampling) -> tuple[str, dict]:
         # No repeat penalty (llama-server's default is 1.0 too): answers repeat the sources' numbers.
-        body = {"max_tokens": max_tokens, "temperature": temperature, "stream": True}
+        body = {"max_tokens": max_tokens, "stream": True, **sampling.llama_args()}
         if self.render is None:
-            return "/v1/chat/completions", {**body, "model": self.model_id or self.name, "messages": messages}
+            stop = {"stop": list(sampling.stop)} if sampling.stop else {}
+            return "/v1/chat/completions", {**body, **stop, "model": self.model_id or self.name, "messages": messages}
         # cache_prompt: each slot keeps the previous prompt's KV cache and evaluates only what differs
-        return "/v1/completions", {**body, "prompt": self.render(messages), "stop": list(self.stop),
+        return "/v1/completions", {**body, "prompt": self.render(messages), "stop": [*self.stop, *sampling.stop],
                                    "repeat_penalty": 1.0, "cache_prompt": True}
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float,
+    def stream(self, messages: list[dict], max_tokens: int, sampling: Sampling,
                cancel: threading.Event | None = None) -> Iterator[str]:
         """See ChatModel.stream. A question waiting for a slot leaves once `cancel` is set; one the
         server is already reading stops at its first token (the consumer then closes this)."""
-        path, body = self.request(messages, max_tokens, temperature)
+        path, body = self.request(messages, max_tokens, sampling)
         with self._count_lock:
             self._in_flight += 1
         slot, written, read, finish = None, [], False, None

@@ -63,3 +63,28 @@ class Hit:
         c = self.chunk
         return {"chunk_id": c.chunk_id, "paper": c.paper, "title": c.title, "section": c.section,
                 "pages": c.pages, "text": c.text, "score": round(self.score, 6)}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the model picks each token. The app answers greedily (temperature 0: the answer restates
+    facts); an API request may ask for more, as OpenAI's fields name it. `stop`: strings that end the
+    answer where the model writes them, left out of it, as the model's own end of turn is."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0  # sampling only: the smallest set of tokens holding this much probability
+    seed: int | None = None  # sampling only: None draws a fresh one per answer
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+
+    def llama_args(self) -> dict:
+        """llama.cpp's arguments, except `stop` (llama-cpp-python's and llama-server's names are
+        OpenAI's). top_p is sent even at its default: llama-cpp-python's own default is 0.95."""
+        args = {"temperature": self.temperature, "top_p": self.top_p,
+                "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
+        return args if self.seed is None else {**args, "seed": self.seed}
+
+
+GREEDY = Sampling()
+

@@ -46,7 +46,7 @@ class ScriptedModel:
         self.prompts: list[list[dict]] = []
         self.completions: list[str] = []  # the prefixes complete() was asked to continue
 
-    def stream(self, messages, max_tokens, temperature, cancel=None):
+    def stream(self, messages, max_tokens, sampling, cancel=None):
         import re
 
         self.prompts.append(messages)

@@ -534,8 +534,8 @@ def test_the_stream_keeps_why_the_model_stopped(shared_index):
     from tests.conftest import ScriptedModel, ScriptedPool
 
     class Cut(ScriptedModel):
-        def stream(self, messages, max_tokens, temperature, cancel=None):
-            yield from super().stream(messages, max_tokens, temperature)
+        def stream(self, messages, max_tokens, sampling, cancel=None):
+            yield from super().stream(messages, max_tokens, sampling)
             return "length"
 
     stream = answer_stream("How does LoRA adapt a model?", open_index(shared_index),

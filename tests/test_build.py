@@ -18,6 +18,7 @@ from build.filters import informative, names_its_subject, token_entropy, with_su
 from build.generate import ExtractiveGenerator, GenerationFailed, groq_generator, openai_generator, parse_reply
 from build.train import MemoryError_, check_fits, preset_with
 from rqa.config import Settings
+from rqa.types import GREEDY
 from tests.conftest import PAPERS, ROOT
 
 GOOD = {"question": "How does the Transformer scale dot-product attention?",
@@ -419,7 +420,7 @@ def test_build_all_tiny_end_to_end_then_dpo(tmp_path):
         pool = ModelPool(Settings.load(model_path=str(out / "export" / model_path), adapter=adapter, n_ctx=512,
                                        adapter_scale=scale), engine=engine)
         try:
-            return "".join(pool.get().stream(msgs, 16, 0.0)), pool.get().adapter_name
+            return "".join(pool.get().stream(msgs, 16, GREEDY)), pool.get().adapter_name
         finally:
             pool.close()
 

@@ -18,6 +18,7 @@ from rqa.ratelimit import RateLimiter
 from rqa.ratings import RatingsDB
 from rqa.service import AppState
 from rqa.server import create_server
+from rqa.types import Sampling
 from tests.conftest import ScriptedModel, ScriptedPool, free_port
 
 
@@ -188,8 +189,8 @@ class SlowModel:
     def busy(self):
         return self.lock.locked()
 
-    def stream(self, messages, max_tokens, temperature, cancel=None):
-        self.calls.append({"max_tokens": max_tokens, "temperature": temperature})
+    def stream(self, messages, max_tokens, sampling, cancel=None):
+        self.calls.append({"max_tokens": max_tokens, "sampling": sampling})
         with self.lock:
             for i in range(min(self.words, max_tokens)):
                 time.sleep(self.delay)
@@ -335,7 +336,7 @@ def test_oversized_body_is_refused_on_its_content_length(tmp_path):
 def test_a_question_does_not_block_the_server(tmp_path):
     """Expansion, search and a first embedder load ran on the event loop: every other request waited."""
     class SlowExpander(ScriptedModel):
-        def stream(self, messages, max_tokens, temperature):
+        def stream(self, messages, max_tokens, sampling):
             time.sleep(4)
             yield "a guess"
 
@@ -373,6 +374,17 @@ def test_questions_past_the_bound_get_503(tmp_path):
     ({"max_tokens": 5000, "max_completion_tokens": 5}, "'max_tokens' must be an integer from 1 to", "max_tokens"),
     ({"temperature": -3}, "'temperature' must be a number from 0 to 2", "temperature"),
     ({"stream": "yes"}, "'stream' must be a boolean", "stream"),
+    ({"top_p": 1.5}, "'top_p' must be a number from 0 to 1", "top_p"),
+    ({"seed": -1}, "'seed' must be an integer from 0 to", "seed"),
+    ({"seed": "7"}, "'seed' must be an integer from 0 to", "seed"),
+    ({"presence_penalty": 3}, "'presence_penalty' must be a number from -2 to 2", "presence_penalty"),
+    ({"frequency_penalty": True}, "'frequency_penalty' must be a number from -2 to 2", "frequency_penalty"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "'stop' must be a string or an array of up to 4 strings", "stop"),
+    ({"stop": ""}, "'stop' must be a string or an array of up to 4 strings", "stop"),
+    ({"stop": [1]}, "'stop' must be a string or an array of up to 4 strings", "stop"),
+    ({"logit_bias": {"1734": 5}}, "'logit_bias' is not supported", "logit_bias"),
+    ({"stream_options": {"include_usage": True}}, "'stream_options' is allowed only with 'stream': true",
+     "stream_options"),
 ])
 def test_unsupported_openai_parameters_are_refused_naming_the_field(tmp_path, more, message, param):
     with live_server(tmp_path, rate_limit_per_minute=0) as (url, _):
@@ -386,14 +398,17 @@ def test_the_openai_default_response_format_is_accepted(tmp_path):
         assert ask(url, response_format={"type": "text"}).status_code == 200
 
 
-def test_max_tokens_and_temperature_are_honoured_and_any_bearer_case_is_accepted(tmp_path):
+def test_max_tokens_and_sampling_are_honoured_and_any_bearer_case_is_accepted(tmp_path):
+    """OpenAI's top_p, seed, penalties and stop were accepted and ignored: the model drew its tokens
+    as if they had not been sent. Each now reaches the model (the real models' side: test_llm)."""
     model = SlowModel(words=50, delay=0)
     with live_server(tmp_path, model=model, rate_limit_per_minute=0, expand_tokens=0, api_keys="k1") as (url, _):
         r = httpx.post(url + "/v1/chat/completions", timeout=30, headers={"Authorization": "bearer k1"},
                        json={"messages": [{"role": "user", "content": "What is BM25?"}], "max_tokens": 3,
-                             "temperature": 0.7})
+                             "temperature": 0.7, "top_p": 0.9, "seed": 7, "presence_penalty": 0.5,
+                             "frequency_penalty": -0.5, "stop": ["word9", "word9", "END"], "user": "u1"})
         assert r.status_code == 200, r.text
-        assert model.calls[-1] == {"max_tokens": 3, "temperature": 0.7}
+        assert model.calls[-1] == {"max_tokens": 3, "sampling": Sampling(0.7, 0.9, 7, 0.5, -0.5, ("word9", "END"))}
         assert r.json()["choices"][0]["message"]["content"].split()[:3] == ["word0", "word1", "word2"]
         assert "word3" not in r.json()["choices"][0]["message"]["content"]
         assert r.json()["choices"][0]["finish_reason"] == "length"  # cut by max_tokens, as OpenAI says it
@@ -401,11 +416,20 @@ def test_max_tokens_and_temperature_are_honoured_and_any_bearer_case_is_accepted
         r = httpx.post(url + "/v1/chat/completions", timeout=30, headers={"Authorization": "Bearer k1"},
                        json={"messages": [{"role": "user", "content": "What is BM25?"}], "max_tokens": 3})
         assert r.json()["choices"][0]["finish_reason"] == "stop"
+        assert model.calls[-1]["sampling"] == Sampling()  # nothing asked: the app's greedy answer
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30, headers={"Authorization": "Bearer k1"},
+                          json={"messages": [{"role": "user", "content": "What is BM25?"}], "max_tokens": 2,
+                                "stream": True, "stream_options": {"include_usage": True}}) as s:
+            events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+        # OpenAI's include_usage: "usage": null on every chunk, then one with no choices and the counts
+        assert events[-2]["choices"][0]["finish_reason"] == "length"
+        assert all(e["usage"] is None for e in events[:-1])
+        assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 2
         with httpx.stream("POST", url + "/v1/chat/completions", timeout=30, headers={"Authorization": "Bearer k1"},
                           json={"messages": [{"role": "user", "content": "What is BM25?"}], "max_tokens": 2,
                                 "stream": True}) as s:
             events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
-        assert events[-1]["choices"][0]["finish_reason"] == "length"
+        assert events[-1]["choices"][0]["finish_reason"] == "length" and "usage" not in events[-1]
         assert httpx.get(url + "/v1/models", headers={"Authorization": "BEARER k1"}).status_code == 200
         assert httpx.get(url + "/v1/models", headers={"Authorization": "Basic k1"}).status_code == 401
 
@@ -459,7 +483,7 @@ def test_a_client_gone_before_the_first_chunk_frees_its_slot(tmp_path):
     """A stream whose client left during the search never started its body, so the slot it held
     was never given back: after api_max_in_flight such clients, every question got 503."""
     class SlowExpander(ScriptedModel):
-        def stream(self, messages, max_tokens, temperature):
+        def stream(self, messages, max_tokens, sampling):
             time.sleep(2)
             yield "a guess"
 

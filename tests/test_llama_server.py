@@ -21,6 +21,7 @@ from rqa.errors import Cancelled, ModelError
 from rqa.llama_server import find_binary
 from rqa.llm import ModelPool
 from rqa.remote import RemoteModel
+from rqa.types import GREEDY, Sampling
 from tests.conftest import ROOT
 
 TEST_MODEL = "smollm2-135m-instruct"
@@ -50,7 +51,7 @@ def slot_busy(model: RemoteModel) -> list[bool]:
 def test_the_server_serves_the_model_with_its_own_turn_format(pool):
     model = pool.get()
     assert isinstance(model, RemoteModel) and model.name == "smollm2-135m-instruct.gguf" and model.slots == 2
-    text = "".join(model.stream(SHORT, 16, 0.0))
+    text = "".join(model.stream(SHORT, 16, GREEDY))
     assert text.strip() and "<|im_" not in text  # the chat turn ended at its own stop token
     assert pool.expander() is model  # expansion and answers share the server
 
@@ -71,21 +72,37 @@ def test_the_prompt_is_counted_and_the_stop_named_as_the_model_reads_and_writes(
     from rqa.llm import load_model
 
     model = pool.get()
-    body = {**model.request(SHORT, 1, 0.0)[1], "stream": False, "cache_prompt": False}
+    body = {**model.request(SHORT, 1, GREEDY)[1], "stream": False, "cache_prompt": False}
     read = httpx.post(model.url + "/v1/completions", json=body, timeout=60).json()["usage"]["prompt_tokens"]
     assert model.count_tokens(SHORT) == read > 5
     local = load_model(pool.files.q4, Settings.load(model=TEST_MODEL, n_ctx=512))
     assert local.count_tokens(SHORT) == read
     assert dataclasses.replace(model, render=None).count_tokens(SHORT) is None
     for m in (model, local):
-        assert ended(m.stream(LONG, 3, 0.0)) == "length" and ended(m.stream(SHORT, 64, 0.0)) == "stop"
+        assert ended(m.stream(LONG, 3, GREEDY)) == "length" and ended(m.stream(SHORT, 64, GREEDY)) == "stop"
+
+
+def test_stop_strings_and_the_sampler_reach_both_engines(pool):
+    """The API's stop, top_p and seed reached neither engine (accepted, then ignored). A stop string
+    ends the answer where the model writes it, left out; a seed makes a sampled answer repeatable."""
+    from rqa.llm import load_model
+
+    local = load_model(pool.files.q4, Settings.load(model=TEST_MODEL, n_ctx=512))
+    for m in (pool.get(), local):
+        text = "".join(m.stream(LONG, 24, GREEDY))
+        stop = text.split()[3]  # the model's fourth word (a number: "1\n2\n3\n4...")
+        cut = m.stream(LONG, 24, Sampling(stop=("never written", stop)))
+        assert "".join(cut) == text[:text.index(stop)] and ended(m.stream(LONG, 24, Sampling(stop=(stop,)))) == "stop"
+        hot = Sampling(temperature=1.5, top_p=0.95, seed=7)
+        drawn = ["".join(m.stream(SHORT, 24, s)) for s in (hot, hot, dataclasses.replace(hot, seed=8))]
+        assert drawn[0] == drawn[1] != drawn[2], (m, drawn)
 
 
 def test_the_model_continues_its_own_turn_from_a_prefix(pool):
     """How the answer path asks which source a sentence came from: the turn is continued, not begun
     again; cut where a word begins, greedy decoding writes what it wrote the first time."""
     model = pool.get()
-    text = "".join(model.stream(SHORT, 24, 0.0))
+    text = "".join(model.stream(SHORT, 24, GREEDY))
     cut = text.index(" ", text.index(" ") + 1)  # after its second word
     continued = model.complete(SHORT, text[:cut], 2, [])
     assert continued.strip() and text[cut:].startswith(continued)
@@ -139,7 +156,7 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
     ask = lambda q: [{"role": "user", "content": q}]  # noqa: E731
     held = []
     try:
-        first, second = model.stream(ask("first question"), 64, 0.0), model.stream(ask("second question"), 64, 0.0)
+        first, second = model.stream(ask("first question"), 64, GREEDY), model.stream(ask("second question"), 64, GREEDY)
         next(first), next(second)  # both generating: one slot each
         first.close(), second.close()  # cut short
         assert model.complete(ask("second question"), "w0", 3, ["]"]) == "1"
@@ -147,11 +164,11 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
         slot = [b["id_slot"] for b in RecordingServer.bodies]
         assert slot[0] != slot[1] and slot[2:] == [slot[1], slot[0]]  # each continuation on its own answer's slot
 
-        held = [model.stream(ask("third"), 64, 0.0), model.stream(ask("fourth"), 64, 0.0)]
+        held = [model.stream(ask("third"), 64, GREEDY), model.stream(ask("fourth"), 64, GREEDY)]
         for stream in held:
             next(stream)
         assert model.busy
-        late, fifth = [], model.stream(ask("fifth"), 64, 0.0)
+        late, fifth = [], model.stream(ask("fifth"), 64, GREEDY)
         held.append(fifth)
         waiting = threading.Thread(target=lambda: late.append(next(fifth)), daemon=True)
         waiting.start()
@@ -162,7 +179,7 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
         assert late == ["w0 "] and RecordingServer.bodies[-1]["id_slot"] == RecordingServer.bodies[5]["id_slot"]
         # a question whose asker has gone leaves the wait at once, and is never sent
         cancel, gone = threading.Event(), []
-        sixth = model.stream(ask("sixth"), 64, 0.0, cancel)
+        sixth = model.stream(ask("sixth"), 64, GREEDY, cancel)
         waiting = threading.Thread(target=lambda: gone.append(pytest.raises(Cancelled, next, sixth)), daemon=True)
         waiting.start()
         waiting.join(0.3)
@@ -173,10 +190,10 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
         # a wait that outlasts the read timeout is one line
         monkeypatch.setattr("rqa.remote.READ_TIMEOUT_S", 0.3)
         with pytest.raises(ModelError, match="^every slot of the model server stayed busy for 0 s"):
-            next(model.stream(ask("sixth"), 64, 0.0))  # both slots held: "third" and the waiting "fifth"
+            next(model.stream(ask("sixth"), 64, GREEDY))  # both slots held: "third" and the waiting "fifth"
         # a server rqa did not start chooses for itself
         other = RemoteModel(model.url, "m", slots=2, trust_env=False, render=lambda messages: "<turn>")
-        "".join(other.stream(ask("any"), 64, 0.0))
+        "".join(other.stream(ask("any"), 64, GREEDY))
         assert "id_slot" not in RecordingServer.bodies[-1]
     finally:
         for stream in held:
@@ -189,7 +206,7 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
 def test_two_questions_stream_at_once(pool):
     model = pool.get()
     first, done = {}, {}
-    threads = [threading.Thread(target=first_piece, args=(model.stream(LONG, 200, 0.0), first, key, done))
+    threads = [threading.Thread(target=first_piece, args=(model.stream(LONG, 200, GREEDY), first, key, done))
                for key in ("a", "b")]
     for t in threads:
         t.start()
@@ -202,7 +219,7 @@ def test_two_questions_stream_at_once(pool):
 
 def test_a_closed_stream_frees_its_slot_at_once(pool):
     model = pool.get()
-    stream = model.stream(LONG, 2000, 0.0)
+    stream = model.stream(LONG, 2000, GREEDY)
     next(stream)
     assert any(slot_busy(model))
     stream.close()  # what the app does when its client disconnects
@@ -210,19 +227,19 @@ def test_a_closed_stream_frees_its_slot_at_once(pool):
     while any(slot_busy(model)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(slot_busy(model)), "the cancelled generation still holds its slot"
-    assert not model.busy and "".join(model.stream(SHORT, 8, 0.0)).strip()
+    assert not model.busy and "".join(model.stream(SHORT, 8, GREEDY)).strip()
 
 
 def test_a_server_killed_mid_answer_gives_one_line_and_comes_back(pool):
     model = pool.get()
-    stream = model.stream(LONG, 2000, 0.0)
+    stream = model.stream(LONG, 2000, GREEDY)
     next(stream)
     os.kill(model.server.pid, signal.SIGKILL)
     with pytest.raises(ModelError, match="stopped answering .*exited with code -9.*restarted.*ask again"):
         for _ in stream:
             pass
     assert model.server.wait_ready(120) and model.server.crashes == 1
-    assert "".join(model.stream(SHORT, 8, 0.0)).strip()
+    assert "".join(model.stream(SHORT, 8, GREEDY)).strip()
 
 
 def test_a_missing_binary_falls_back_in_process_with_a_notice(tmp_path):
@@ -312,7 +329,7 @@ def test_a_server_that_cannot_start_falls_back_in_process_with_a_notice(tmp_path
     pool = ModelPool(Settings.load(model=TEST_MODEL, llama_server=str(broken)), engine="server")
     model = pool.get()
     assert not isinstance(model, RemoteModel) and "could not start" in pool.notices[0]
-    assert "".join(model.stream(SHORT, 8, 0.0)).strip()
+    assert "".join(model.stream(SHORT, 8, GREEDY)).strip()
 
 
 def test_llm_url_sends_answers_to_an_openai_compatible_server_and_an_unreachable_one_is_named(pool):
@@ -320,13 +337,13 @@ def test_llm_url_sends_answers_to_an_openai_compatible_server_and_an_unreachable
     remote = ModelPool(Settings.load(llm_url=served.url + "/v1", llm_model="any", slots=2))
     model = remote.get()
     assert model.render is None and remote.expander() is model and not remote.notices
-    assert "".join(model.stream(SHORT, 16, 0.0)).strip()  # through /v1/chat/completions
+    assert "".join(model.stream(SHORT, 16, GREEDY)).strip()  # through /v1/chat/completions
 
     gone = ModelPool(Settings.load(llm_url="http://127.0.0.1:9/v1"))
     model = gone.get()
     assert "does not answer" in gone.notices[0]
     with pytest.raises(ModelError, match="stopped answering .*ConnectError from http://127.0.0.1:9"):
-        list(model.stream(SHORT, 8, 0.0))
+        list(model.stream(SHORT, 8, GREEDY))
 
 
 def test_an_adapter_goes_to_llama_server_with_its_scale_and_a_path_it_cannot_read_is_refused(tmp_path):
