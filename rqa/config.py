@@ -198,6 +198,12 @@ class Settings:
     annotators: str = setting("", "app", "name:token,name2:token2, or a file of such lines: who may rate in the "
                               "annotator tab")
     api_keys: str = setting("", "app", "comma-separated keys for /v1/*; empty: the API is open like the chat")
+    # On a public server anyone could otherwise empty the index every other user asks.
+    papers_edit: str = setting("open", "app", "who may add and remove papers in the Papers panel: open (anyone "
+                               "using the page), key (whoever enters papers_key), off (nobody: the list only)",
+                               choices=("open", "key", "off"))
+    papers_key: str = setting("", "app", "the key the Papers panel asks for when papers_edit is key (long and "
+                              "random: a secret)")
     # answers are generated one at a time on a CPU: one more gets 503 instead of an unbounded wait
     api_max_in_flight: int = setting(8, "app", "API questions answered or waiting at once; past it, 503 with "
                                      "Retry-After", (1, 10_000))
@@ -221,6 +227,8 @@ class Settings:
         if self.max_new_tokens > self.n_ctx - 256:
             raise SettingsError(f"setting max_new_tokens={self.max_new_tokens} leaves no room for the question "
                                 f"and sources in n_ctx={self.n_ctx}")
+        if self.papers_edit == "key" and not self.papers_key.strip():
+            raise SettingsError("setting papers_edit='key' needs papers_key (environment RQA_PAPERS_KEY)")
         if self.index_uri and self.hub_index_repo:
             raise SettingsError("settings index_uri and hub_index_repo both name the index: set one of them")
 

@@ -3,6 +3,7 @@ annotator tab (rqa.annotate). rqa.server mounts it beside the API."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 from pathlib import Path
 
@@ -130,34 +131,56 @@ def paper_choices(index: Index) -> list[tuple[str, str]]:
     return [(shown(f"{p.title} ({p.paper})"), p.sha256) for p in papers(index)]
 
 
+WRONG_KEY = "**Not {what}:** the key to add or remove papers is wrong (ask whoever runs this server)."
+
+
 def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> None:
-    # One function (61 lines), for the reason build_annotator_tab gives: components and handlers share a closure.
+    # One function, for the reason build_annotator_tab gives: components and handlers share a closure.
+    # papers_edit "off" builds no upload, no removal and no handler for either: nothing to call.
+    edit = app.settings.papers_edit
     with gr.Accordion(f"Papers ({len(app.index.manifest['documents'])} in the index)", open=False,
                       elem_id="rqa-papers") as panel:
-        files = gr.File(label=f"Add papers: PDF, .md, .txt or .tex (at most {app.settings.max_files_per_upload} "
-                              f"files, {app.settings.max_upload_mb} MB each)", file_count="multiple",
-                        file_types=sorted(SUFFIXES), elem_id="rqa-upload")
-        add = gr.Button("Add to the index", elem_id="rqa-add")
-        report = gr.Markdown("", elem_id="rqa-ingest-report")
+        if edit != "off":
+            files = gr.File(label=f"Add papers: PDF, .md, .txt or .tex (at most {app.settings.max_files_per_upload} "
+                                  f"files, {app.settings.max_upload_mb} MB each)", file_count="multiple",
+                            file_types=sorted(SUFFIXES), elem_id="rqa-upload")
+            key = gr.Textbox(label="Key to add or remove papers", type="password", visible=edit == "key",
+                             elem_id="rqa-papers-key")
+            add = gr.Button("Add to the index", elem_id="rqa-add")
+        report = gr.Markdown("" if edit != "off" else "The papers of this server cannot be changed here.",
+                             elem_id="rqa-ingest-report")
         table = gr.Dataframe(papers_table(app.index), headers=["title", "arXiv", "pages", "chunks", "files"],
                              interactive=False, wrap=True, elem_id="rqa-paper-list")
-        with gr.Row():
-            # Any value is taken (the handler refuses a paper not in the index in one line): a client
-            # of the HTTP API holds the choices of the page it never loaded, without the papers added since.
-            chosen = gr.Dropdown(paper_choices(app.index), label="Paper", elem_id="rqa-paper-choice",
-                                 allow_custom_value=True)
-            remove = gr.Button("Remove from the index", variant="stop", elem_id="rqa-remove")
+        if edit != "off":
+            with gr.Row():
+                # Any value is taken (the handler refuses a paper not in the index in one line): a client
+                # of the HTTP API holds the choices of the page it never loaded, without the papers added since.
+                chosen = gr.Dropdown(paper_choices(app.index), label="Paper", elem_id="rqa-paper-choice",
+                                     allow_custom_value=True)
+                remove = gr.Button("Remove from the index", variant="stop", elem_id="rqa-remove")
 
-    def refreshed(message: str):
+    def refreshed(message: str | None):
         index = app.index
-        return (message, papers_table(index), gr.update(choices=paper_choices(index), value=None),
-                gr.update(samples=[[q] for q in example_questions(index)]),
-                gr.update(label=f"Papers ({len(index.manifest['documents'])} in the index)"))
+        shown_now = (gr.update() if message is None else message, papers_table(index),
+                     gr.update(samples=[[q] for q in example_questions(index)]),
+                     gr.update(label=f"Papers ({len(index.manifest['documents'])} in the index)"))
+        return shown_now if edit == "off" else (*shown_now, gr.update(choices=paper_choices(index), value=None))
 
-    def do_add(uploaded, progress=gr.Progress(track_tqdm=True)):
+    if edit == "off":
+        page.load(lambda: refreshed(None), None, [report, table, examples, panel], api_visibility="private",
+                  queue=False)
+        return
+
+    def allowed(given: str | None) -> bool:
+        """Whether `given` opens the panel; compared in constant time (a secret)."""
+        return edit == "open" or hmac.compare_digest((given or "").encode(), app.settings.papers_key.encode())
+
+    def do_add(uploaded, given, progress=gr.Progress(track_tqdm=True)):
         names = [f if isinstance(f, str) else f.name for f in (uploaded or [])]
         if not names:
             return refreshed("Choose one or more files first.")
+        if not allowed(given):
+            return refreshed(WRONG_KEY.format(what="added"))
         try:
             paths = uploaded_files(names, upload_folder())
             refused = check_uploads(paths, app.index, app.settings)
@@ -183,18 +206,20 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
                              f"- **{name}**: {f.status}: {shown(f.title)} ({f.pages} pages, {f.chunks} chunks)")
         return refreshed("\n".join(lines))
 
-    def do_remove(sha):
+    def do_remove(sha, given):
         if not sha:
             return refreshed("Choose a paper to remove.")
+        if not allowed(given):
+            return refreshed(WRONG_KEY.format(what="removed"))
         try:
             paper = app.collection.remove(sha)
         except USER_ERRORS as e:
             return refreshed(f"**Not removed:** {e}")
         return refreshed(f"Removed **{shown(paper.title if paper else sha[:12])}** from the index.")
 
-    outputs = [report, table, chosen, examples, panel]
+    outputs = [report, table, examples, panel, chosen]
     # The components above hold the index as it was when the app started: a page opened after an
     # upload or removal must show the index as it is now, and offer its papers for removal.
     page.load(lambda: refreshed(""), None, outputs, api_visibility="private", queue=False)
-    add.click(do_add, [files], outputs, api_name="add_papers")
-    remove.click(do_remove, [chosen], outputs, api_name="remove_paper")
+    add.click(do_add, [files, key], outputs, api_name="add_papers")
+    remove.click(do_remove, [chosen, key], outputs, api_name="remove_paper")

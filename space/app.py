@@ -18,6 +18,8 @@ def configure(config_file: Path = HERE / "rqa_space.json") -> None:
     os.environ.setdefault("RQA_HUB_INDEX_REPO", config["index_repo"])
     if config.get("lookup_file"):
         os.environ.setdefault("RQA_HUB_Q4_FILE", config["lookup_file"])
+    # A public Space's papers are not changed from its page unless the owner opens them (with a key).
+    os.environ.setdefault("RQA_PAPERS_EDIT", "off")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_papers_panel_reads_only_uploaded_files(tmp_path):
     secret.parent.mkdir()
     secret.write_text("# Private notes\n\n" + "The vault combination is zebra-quartz-1234. " * 20)
     with live_server(tmp_path) as (url, app):
-        refusal = gradio_call(url, "add_papers", [[file_data(secret)]], refused=True)
+        refusal = gradio_call(url, "add_papers", [[file_data(secret)], ""], refused=True)
         assert "not uploaded by a user" in refusal and "zebra" not in refusal
         assert "notes" not in {p["paper"] for p in app.index.manifest["documents"].values()}
         reply = httpx.post(url + "/v1/chat/completions", timeout=60, json={
@@ -102,13 +102,13 @@ def test_papers_panel_reads_only_uploaded_files(tmp_path):
         link.parent.mkdir(parents=True)
         link.symlink_to(secret)
         try:
-            assert "not uploaded by a user" in gradio_call(url, "add_papers", [[file_data(link)]], refused=True)
+            assert "not uploaded by a user" in gradio_call(url, "add_papers", [[file_data(link)], ""], refused=True)
         finally:
             link.unlink()
             link.parent.rmdir()
 
         stored = upload(url, PRIMER_DIR / "03-lora.md")
-        report = gradio_call(url, "add_papers", [[file_data(stored)]])[0]
+        report = gradio_call(url, "add_papers", [[file_data(stored)], ""])[0]
         assert "added" in report and "03-lora" in {d["paper"] for d in app.index.manifest["documents"].values()}
 
 
@@ -462,7 +462,7 @@ def test_bidi_controls_in_file_names_are_shown_escaped(tmp_path):
     path = tmp_path / "up" / name
     path.write_text("# Bidi\n\n" + "BM25 is a ranking function used by search engines. " * 10)
     with live_server(tmp_path) as (url, _):
-        report, table = gradio_call(url, "add_papers", [[file_data(upload(url, path))]])[:2]
+        report, table = gradio_call(url, "add_papers", [[file_data(upload(url, path))], ""])[:2]
         assert "added" in report and "\u202e" not in report and "report\\u202efdp.exe.md" in report
         assert "\u202e" not in json.dumps(table, ensure_ascii=False) and "\\\\u202e" in json.dumps(table)
 
@@ -474,7 +474,7 @@ def test_a_waiting_upload_is_told_another_is_being_indexed(tmp_path):
         stored = upload(url, PRIMER_DIR / "03-lora.md")
         app.collection.lock.acquire()  # another upload is being indexed
         threading.Timer(3, app.collection.lock.release).start()
-        report = gradio_call(url, "add_papers", [[file_data(stored)]], timeout=120)[0]
+        report = gradio_call(url, "add_papers", [[file_data(stored)], ""], timeout=120)[0]
         assert report.startswith("Another upload was being indexed; yours waited for it.")
         assert "added" in report and "03-lora" in {d["paper"] for d in app.index.manifest["documents"].values()}
 
@@ -522,13 +522,42 @@ def test_a_paper_added_since_startup_is_removed_through_the_http_api(tmp_path):
     value sent with the whole list. A file named twice in one request was reported twice."""
     with live_server(tmp_path) as (url, app):
         stored = upload(url, PRIMER_DIR / "03-lora.md")
-        report = gradio_call(url, "add_papers", [[file_data(stored), file_data(stored)]])[0]
+        report = gradio_call(url, "add_papers", [[file_data(stored), file_data(stored)], ""])[0]
         assert report.count("03-lora") == 1 and "added" in report
         sha = next(k for k, d in app.index.manifest["documents"].items() if d["paper"] == "03-lora")
-        report = gradio_call(url, "remove_paper", [sha])[0]
+        report = gradio_call(url, "remove_paper", [sha, ""])[0]
         assert report.startswith("Removed") and sha not in app.index.manifest["documents"]
-        report = gradio_call(url, "remove_paper", ["x" * 10_000])[0]
+        report = gradio_call(url, "remove_paper", ["x" * 10_000, ""])[0]
         assert report == "**Not removed:** that paper is not in the index (removed already?)"
+
+
+def test_the_papers_can_be_guarded_by_a_key_or_closed(tmp_path):
+    """Anyone who could load the page (or call its HTTP API) could remove every paper of a public
+    server. With papers_edit=key only the key adds or removes; with off there is nothing to call."""
+    with live_server(tmp_path / "key", papers_edit="key", papers_key="long-random-key") as (url, app):
+        props = {c["props"].get("elem_id"): c["props"] for c in httpx.get(url + "/config", timeout=30).json()["components"]}
+        assert props["rqa-papers-key"]["visible"] is True and props["rqa-papers-key"]["type"] == "password"
+        before = dict(app.index.manifest["documents"])
+        stored = upload(url, PRIMER_DIR / "03-lora.md")
+        for given in ("", "long-random-ke", "long-random-key "):
+            report = gradio_call(url, "add_papers", [[file_data(stored)], given])[0]
+            assert report.startswith("**Not added:** the key to add or remove papers is wrong")
+            sha = next(iter(before))
+            report = gradio_call(url, "remove_paper", [sha, given])[0]
+            assert report.startswith("**Not removed:** the key to add or remove papers is wrong")
+            assert app.index.manifest["documents"] == before
+        report = gradio_call(url, "add_papers", [[file_data(stored)], "long-random-key"])[0]
+        assert "added" in report and "03-lora" in {d["paper"] for d in app.index.manifest["documents"].values()}
+        report = gradio_call(url, "remove_paper", [sha, "long-random-key"])[0]
+        assert report.startswith("Removed") and sha not in app.index.manifest["documents"]
+    with live_server(tmp_path / "off", papers_edit="off") as (url, app):
+        config = httpx.get(url + "/config", timeout=30).json()
+        ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+        assert "rqa-paper-list" in ids and not ids & {"rqa-upload", "rqa-add", "rqa-remove", "rqa-papers-key"}
+        assert not {d.get("api_name") for d in config["dependencies"]} & {"add_papers", "remove_paper"}
+        assert httpx.post(f"{url}/gradio_api/call/remove_paper", json={"data": ["x", ""]}, timeout=30).status_code >= 400
+    with pytest.raises(Exception, match="papers_edit='key' needs papers_key"):
+        Settings.load(papers_edit="key")
 
 
 def test_a_question_too_long_in_tokens_gets_a_400(tmp_path):
@@ -555,12 +584,12 @@ def test_uploads_do_not_stay_in_gradio_upload_folder(tmp_path):
             time.sleep(0.1)
         assert not swept.exists()
         # added after it was swept: asked for again, not taken for a path that never was an upload
-        report = gradio_call(url, "add_papers", [[file_data(swept)]])[0]
+        report = gradio_call(url, "add_papers", [[file_data(swept)], ""])[0]
         assert report.startswith("**Not added:** 03-lora.md is no longer on the server") and "choose it again" in report
     with live_server(tmp_path / "b") as (url, app):
         kept = Path(upload(url, PRIMER_DIR / "03-lora.md"))
         time.sleep(2)
         assert kept.is_file()  # the default keeps it an hour
-        report = gradio_call(url, "add_papers", [[file_data(kept)]])[0]
+        report = gradio_call(url, "add_papers", [[file_data(kept)], ""])[0]
         assert "added" in report
     assert not kept.exists()  # gone at shutdown

@@ -85,8 +85,17 @@ def test_space_config_names_the_file_for_lookup_questions(tmp_path, monkeypatch)
         monkeypatch.delenv(name, raising=False)
     config = tmp_path / "rqa_space.json"
     config.write_text('{"model_repo": "a/m", "index_repo": "a/i"}')
+    monkeypatch.delenv("RQA_PAPERS_EDIT", raising=False)
+    monkeypatch.delenv("RQA_PAPERS_KEY", raising=False)
     space.configure(config)
     assert Settings.load().hub_q4_file == "model-q4_0.gguf"
+    assert Settings.load().papers_edit == "off"  # a public Space's papers: nobody may change them
+    monkeypatch.setenv("RQA_PAPERS_EDIT", "key")  # the owner's variable, with the key as a secret
+    monkeypatch.setenv("RQA_PAPERS_KEY", "the-owner's-secret")
+    space.configure(config)
+    assert Settings.load().papers_edit == "key"
+    monkeypatch.delenv("RQA_PAPERS_KEY")
+    monkeypatch.delenv("RQA_PAPERS_EDIT")
     monkeypatch.delenv("RQA_HUB_REPO")
     monkeypatch.delenv("RQA_HUB_INDEX_REPO")
     config.write_text('{"model_repo": "a/m", "index_repo": "a/i", "lookup_file": "model-q8_0.gguf"}')
