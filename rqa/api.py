@@ -123,13 +123,16 @@ def generation_settings(body: dict, settings) -> tuple:
             raise RequestError(f"'{name}' must be an integer from 1 to {MAX_TOKENS_CAP}", name)
         changes["max_new_tokens"] = min(value, settings.n_ctx - 256)
     seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32 - 1):
-        raise RequestError(f"'seed' must be an integer from 0 to {2**32 - 2}", "seed")  # llama.cpp's 2^32-1: random
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not -2**63 <= seed < 2**63):
+        raise RequestError("'seed' must be an integer (64-bit)", "seed")
     sampling = Sampling(temperature=settings.temperature if (t := number(body, "temperature", 0, 2)) is None else t,
-                        top_p=1.0 if (p := number(body, "top_p", 0, 1)) is None else p, seed=seed,
+                        top_p=number(body, "top_p", 0, 1),
+                        seed=None if seed is None else seed % (2**32 - 1),  # llama.cpp's seeds; 2^32 - 1 means random
                         presence_penalty=number(body, "presence_penalty", -2, 2) or 0.0,
                         frequency_penalty=number(body, "frequency_penalty", -2, 2) or 0.0,
                         stop=stop_strings(body.get("stop")))
+    if sampling.stop:  # OpenAI's text never holds a stop string: nothing is written after the model's
+        changes.update(name_sources=False, quotes=0)
     return (dataclasses.replace(settings, **changes) if changes else settings), sampling
 
 
@@ -227,7 +230,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
         if answer is None:  # the client has gone: no one to answer
             return Response(status_code=499)
         return {**base, "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": cut_at(answer.text, sampling.stop)},
                              "finish_reason": finish_reason(stream)}],
                 "usage": usage(stream, answer),
                 "rqa": extra(answer)}
@@ -308,6 +311,12 @@ def usage(stream, answer: Answer) -> dict:
     prompt = stream.prompt_tokens or 0
     completion = answer.timings.get("tokens", 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def cut_at(text: str, stops: tuple[str, ...]) -> str:
+    """The text before its first stop string: the model stopped there, but rqa's attribution may
+    have written a citation marker that holds one."""
+    return text[:min([text.find(s) for s in stops if s in text], default=len(text))]
 
 
 def finish_reason(stream) -> str:

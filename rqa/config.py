@@ -229,6 +229,9 @@ class Settings:
                                 f"and sources in n_ctx={self.n_ctx}")
         if self.papers_edit == "key" and not self.papers_key.strip():
             raise SettingsError("setting papers_edit='key' needs papers_key (environment RQA_PAPERS_KEY)")
+        if self.papers_edit == "open" and self.papers_key.strip():  # a key that guards nothing would mislead
+            raise SettingsError("setting papers_key is set but papers_edit is 'open', so anyone may change the "
+                                "papers: set papers_edit=key (environment RQA_PAPERS_EDIT)")
         if self.index_uri and self.hub_index_repo:
             raise SettingsError("settings index_uri and hub_index_repo both name the index: set one of them")
 

@@ -8,10 +8,12 @@ PyPI, assembled and verified once).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import re
+import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,8 +305,11 @@ class Model:
             self.llm.reset()
             # No repeat penalty: answers must repeat the sources' numbers and symbols exactly.
             finish = None
+            # llama-cpp-python derives an unseeded answer's seed from the last one: a fresh one instead
+            drawn = sampling if sampling.seed is not None or not sampling.temperature else \
+                dataclasses.replace(sampling, seed=secrets.randbelow(2**32 - 1))
             for part in self.llm.create_completion(prompt, max_tokens=max_tokens, stream=True, repeat_penalty=1.0,
-                                                   stop=[*self.fmt.stop, *sampling.stop], **sampling.llama_args()):
+                                                   stop=[*self.fmt.stop, *sampling.stop], **drawn.llama_args()):
                 text, finish = part["choices"][0]["text"], part["choices"][0].get("finish_reason") or finish
                 if text:
                     yield text

@@ -72,18 +72,19 @@ class Sampling:
     answer where the model writes them, left out of it, as the model's own end of turn is."""
 
     temperature: float = 0.0
-    top_p: float = 1.0  # sampling only: the smallest set of tokens holding this much probability
-    seed: int | None = None  # sampling only: None draws a fresh one per answer
+    top_p: float | None = None  # sampling only: the smallest set of tokens holding this much probability; None: the engine's
+    seed: int | None = None  # sampling only: 0 to 2^32 - 2; None: a fresh one per answer
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
 
     def llama_args(self) -> dict:
-        """llama.cpp's arguments, except `stop` (llama-cpp-python's and llama-server's names are
-        OpenAI's). top_p is sent even at its default: llama-cpp-python's own default is 0.95."""
-        args = {"temperature": self.temperature, "top_p": self.top_p,
-                "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
-        return args if self.seed is None else {**args, "seed": self.seed}
+        """The arguments that differ from the engines' defaults, except `stop` (llama-cpp-python's,
+        llama-server's and OpenAI's names are the same), so that a server behind `llm_url` that
+        knows fewer fields is sent only what was asked for."""
+        args = {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
+                "presence_penalty": self.presence_penalty or None, "frequency_penalty": self.frequency_penalty or None}
+        return {name: value for name, value in args.items() if value is not None}
 
 
 GREEDY = Sampling()

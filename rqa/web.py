@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from pathlib import Path
 
 import gradio as gr
@@ -171,16 +172,25 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
                   queue=False)
         return
 
-    def allowed(given: str | None) -> bool:
-        """Whether `given` opens the panel; compared in constant time (a secret)."""
-        return edit == "open" or hmac.compare_digest((given or "").encode(), app.settings.papers_key.encode())
+    def key_refusal(given: str | None, request: gr.Request, what: str) -> str | None:
+        """Why `given` does not open the panel, or None. Compared in constant time (a secret), and
+        wrong keys are throttled per client as annotator logins are."""
+        if edit == "open":
+            return None
+        client = client_id(request, app.settings.trusted_proxies)
+        if wait := app.login_failures.wait(client):
+            return f"**Not {what}:** too many wrong keys; try again in {math.ceil(wait)} seconds."
+        if hmac.compare_digest((given or "").strip().encode(), app.settings.papers_key.strip().encode()):
+            return None
+        app.login_failures.record(client)
+        return WRONG_KEY.format(what=what)
 
-    def do_add(uploaded, given, progress=gr.Progress(track_tqdm=True)):
+    def do_add(uploaded, given, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         names = [f if isinstance(f, str) else f.name for f in (uploaded or [])]
         if not names:
             return refreshed("Choose one or more files first.")
-        if not allowed(given):
-            return refreshed(WRONG_KEY.format(what="added"))
+        if why := key_refusal(given, request, "added"):
+            return refreshed(why)
         try:
             paths = uploaded_files(names, upload_folder())
             refused = check_uploads(paths, app.index, app.settings)
@@ -206,11 +216,11 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
                              f"- **{name}**: {f.status}: {shown(f.title)} ({f.pages} pages, {f.chunks} chunks)")
         return refreshed("\n".join(lines))
 
-    def do_remove(sha, given):
+    def do_remove(sha, given, request: gr.Request):
         if not sha:
             return refreshed("Choose a paper to remove.")
-        if not allowed(given):
-            return refreshed(WRONG_KEY.format(what="removed"))
+        if why := key_refusal(given, request, "removed"):
+            return refreshed(why)
         try:
             paper = app.collection.remove(sha)
         except USER_ERRORS as e:

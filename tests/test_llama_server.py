@@ -98,6 +98,18 @@ def test_stop_strings_and_the_sampler_reach_both_engines(pool):
         assert drawn[0] == drawn[1] != drawn[2], (m, drawn)
 
 
+def test_a_chat_completions_server_is_sent_only_the_sampling_asked_for():
+    """Behind llm_url another server renders the chat: it gets OpenAI's fields, and only those that
+    differ from its defaults (some servers refuse top_p beside temperature)."""
+    remote = RemoteModel("http://127.0.0.1:9", "m")
+    assert remote.request(SHORT, 8, GREEDY) == ("/v1/chat/completions", {
+        "max_tokens": 8, "stream": True, "temperature": 0.0, "model": "m", "messages": SHORT})
+    body = remote.request(SHORT, 8, Sampling(0.5, 0.9, 3, 0.1, -0.2, ("x", "y")))[1]
+    assert {k: body[k] for k in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "stop")} \
+        == {"temperature": 0.5, "top_p": 0.9, "seed": 3, "presence_penalty": 0.1, "frequency_penalty": -0.2,
+            "stop": ["x", "y"]}
+
+
 def test_the_model_continues_its_own_turn_from_a_prefix(pool):
     """How the answer path asks which source a sentence came from: the turn is continued, not begun
     again; cut where a word begins, greedy decoding writes what it wrote the first time."""
