@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rqa.config import Settings
+from rqa.conversation import context_for
 from rqa.embed import fingerprint
 from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
@@ -156,17 +157,23 @@ class AnswerStream:
     """One question being answered: `hits` now, text pieces by iteration, then `answer`."""
 
     def __init__(self, question: str, index: Index, models: Models, settings: Settings,
-                 sympy: SympyWorker | None = None, sampling: Sampling | None = None):
+                 sympy: SympyWorker | None = None, sampling: Sampling | None = None, earlier: list[str] = ()):
+        """`earlier`: the conversation's questions before this one, oldest first (rqa.conversation)."""
         self.question, self.notices = clean_question(question, settings.max_question_chars)
         self.settings, self.sympy, self.index = settings, sympy, index
         self.sampling = sampling or Sampling(temperature=settings.temperature)  # an API request's, or the app's
         self._t0 = time.perf_counter()
+        # what a follow-up leans on; a message past the question bound was never a question asked here
+        self.context = context_for(self.question, [q for q in earlier if len(q) <= settings.max_question_chars])
+        if self.context:
+            self.notices.append("Read as following on from: " + " / ".join(f"\u201c{q}\u201d" for q in self.context))
+        searched = " ".join([*self.context, self.question])
         # no papers, nothing to expand the question for: the model is not asked at all (below)
-        self.expansion, notice = expand(self.question, models, settings) if index.manifest.get("documents") \
+        self.expansion, notice = expand(searched, models, settings) if index.manifest.get("documents") \
             else ("", None)
         self.notices += [notice] if notice else []
         expanded = time.perf_counter()
-        self.hits: list[Hit] = retrieve(index, self.question, settings, expansion=self.expansion)
+        self.hits: list[Hit] = retrieve(index, searched, settings, expansion=self.expansion)
         self.timings = {"expansion_s": expanded - self._t0, "retrieval_s": time.perf_counter() - expanded}
         self.model = models.for_question(self.question)
         self.prompt_tokens: int | None = None  # counted by the model's tokenizer, where it can say
@@ -176,12 +183,20 @@ class AnswerStream:
         self.finish_reason: str | None = None  # the model's: "stop" or "length", once it has ended
         self.cancelled = threading.Event()  # set by `cancel`: the asker has gone
 
+    @property
+    def asked(self) -> str:
+        """The question with the earlier ones a follow-up leans on, as the model read them: what a
+        rating of the answer is about."""
+        if not self.context:
+            return self.question
+        return "".join(f"Earlier question: {q}\n" for q in self.context) + f"Question: {self.question}"
+
     @functools.cached_property
     def messages(self) -> list[dict]:
         """The chat the model answers: instructions, then the sources and the question."""
         return build_messages(self.question, self.hits, source_chars(self.settings, len(self.hits)),
                               self.settings.grounding, self.settings.answer_style, self.settings.demonstration,
-                              self.settings.equation_hint)
+                              self.settings.equation_hint, self.context)
 
     def _check_fits(self) -> None:
         """The character bound on questions assumes English's three to four characters a token; a
@@ -285,8 +300,9 @@ def source_chars(settings: Settings, n_sources: int) -> int:
 
 
 def answer_stream(question: str, index: Index, models: Models, settings: Settings,
-                  sympy: SympyWorker | None = None, sampling: Sampling | None = None) -> AnswerStream:
-    return AnswerStream(question, index, models, settings, sympy, sampling)
+                  sympy: SympyWorker | None = None, sampling: Sampling | None = None,
+                  earlier: list[str] = ()) -> AnswerStream:
+    return AnswerStream(question, index, models, settings, sympy, sampling, earlier)
 
 
 # A URL in any form a Markdown renderer turns into a link or an image: a scheme (any case, an

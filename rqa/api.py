@@ -37,8 +37,9 @@ def error(status: int, message: str, type_: str = "invalid_request_error", param
                         status_code=status, headers=headers)
 
 
-def parse_question(body) -> str:
-    """The last user message's text; raises RequestError with an OpenAI-style message."""
+def parse_question(body) -> tuple[str, list[str]]:
+    """The last user message's text, and the earlier user messages' (a follow-up may lean on them,
+    rqa.conversation); raises RequestError with an OpenAI-style message."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object", param=None)
     messages = body.get("messages")
@@ -50,15 +51,20 @@ def parse_question(body) -> str:
     user = [m for m in messages if m["role"] == "user"]
     if not user:
         raise RequestError("'messages' holds no user message to answer")
-    content = user[-1].get("content")
+    texts = [message_text(m.get("content")) for m in user]
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise RequestError("'stream' must be a boolean", param="stream")
+    return texts[-1], [t for t in texts[:-1] if t.strip()]
+
+
+def message_text(content) -> str:
+    """A message's text: a string, or the text parts of an array of content parts."""
     if isinstance(content, list):  # content parts: keep the text ones
         if not all(isinstance(p, dict) for p in content):
             raise RequestError("message content parts must be objects")
         content = " ".join(p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
     if not isinstance(content, str):
         raise RequestError("the user message's 'content' must be a string or an array of text parts")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise RequestError("'stream' must be a boolean", param="stream")
     return content
 
 
@@ -184,7 +190,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
             return error(400, f"the request body is not valid JSON ({reason})")
         try:
-            question = parse_question(body)
+            question, earlier = parse_question(body)
             settings, sampling = generation_settings(body, app.settings)
         except RequestError as e:
             return error(400, str(e), param=e.param)
@@ -202,7 +208,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
         try:
             # expansion, retrieval and a first embedder load block for seconds: never on the event loop
             stream = await run_in_threadpool(answer_stream, question, app.index, app.models, settings, app.sympy,
-                                             sampling)
+                                             sampling, earlier)
         except QuestionError as e:
             release()
             return error(400, str(e), param="messages", code=e.code)

@@ -118,23 +118,30 @@ def format_source(n: int, hit: Hit, question: str, budget: int, scorer=word_scor
 EQUATION_HINT = "If an equation in the sources answers it, copy that equation in LaTeX between $...$."
 
 
-def user_message(question: str, sources: str, style: str, equation_hint: bool = False) -> str:
+def user_message(question: str, sources: str, style: str, equation_hint: bool = False,
+                 context: list[str] = ()) -> str:
     q = sanitize(question)
+    # a follow-up question is read after the ones it leans on (rqa.conversation)
+    earlier = "".join(f"Earlier question: {sanitize(c)}\n" for c in context)
     # only where the excerpts hold an equation (rqa.equations reads the plain-text ones PDFs have)
     hint = "\n" + EQUATION_HINT if equation_hint and find_equations(sources) else ""
     if style == "parts":  # the question read before the sources as well as after them
-        return f"Question: {q}\n\nSources:\n\n{sources}\n\nQuestion: {q}\nAnswer every part of it.{hint}"
-    return f"Sources:\n\n{sources}\n\nQuestion: {q}{hint}"
+        return f"{earlier}Question: {q}\n\nSources:\n\n{sources}\n\n{earlier}Question: {q}\nAnswer every part of it.{hint}"
+    return f"Sources:\n\n{sources}\n\n{earlier}Question: {q}{hint}"
 
 
 def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grounding: str = "excerpts",
-                   style: str = "direct", demonstration: bool = False, equation_hint: bool = False) -> list[dict]:
+                   style: str = "direct", demonstration: bool = False, equation_hint: bool = False,
+                   context: list[str] = ()) -> list[dict]:
+    """The chat the model answers. `context`: the earlier questions a follow-up leans on; the
+    excerpts are centred on their words too."""
     scorer = semantic_scores if grounding == "sentences" else word_scores
-    sources = "\n\n".join(format_source(n, h, question, source_chars, scorer) for n, h in enumerate(hits, start=1))
+    searched = " ".join([*context, question])
+    sources = "\n\n".join(format_source(n, h, searched, source_chars, scorer) for n, h in enumerate(hits, start=1))
     messages = [{"role": "system", "content": STYLES[style]}]
     if demonstration:
         demo = "\n\n".join(f"[{n}] {title} - {section} (p. {page})\n{text}"
                             for n, (title, section, page, text) in enumerate(DEMO_SOURCES, start=1))
         messages += [{"role": "user", "content": user_message(DEMO_QUESTION, demo, style)},
                      {"role": "assistant", "content": DEMO_ANSWER}]
-    return messages + [{"role": "user", "content": user_message(question, sources, style, equation_hint)}]
+    return messages + [{"role": "user", "content": user_message(question, sources, style, equation_hint, context)}]

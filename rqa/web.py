@@ -29,8 +29,15 @@ LATEX_DELIMITERS = [
 ]
 
 
+def asked_before(history: list | None) -> list[str]:
+    """The user's earlier questions in this chat, oldest first: what a follow-up may lean on."""
+    return [m["content"] for m in history or [] if isinstance(m, dict) and m.get("role") == "user"
+            and isinstance(m.get("content"), str) and m["content"].strip()]
+
+
 def make_respond(app: AppState):
     def respond(message: str, history: list, request: gr.Request):
+        earlier = asked_before(history)
         history = list(history or []) + [{"role": "user", "content": message or ""}]
 
         def say(text: str, sources=gr.update(), checks=gr.update(), item=None):
@@ -43,7 +50,7 @@ def make_respond(app: AppState):
             return
         try:
             yield say("*Searching the papers...*")
-            stream = answer_stream(question, app.index, app.models, app.settings, app.sympy)
+            stream = answer_stream(question, app.index, app.models, app.settings, app.sympy, earlier=earlier)
             sources = render_retrieved(stream.question, stream.hits)
             waiting = "*Generating answers for other users; yours starts when one is done...*" \
                 if stream.model.busy and stream.hits else "*Reading the sources...*"
@@ -55,7 +62,7 @@ def make_respond(app: AppState):
             answer = stream.answer
             # the model's answer is what is rated (and what preference data learns from), not the quotes;
             # without papers there is none (the app's own line says the index is empty)
-            item_id = app.db.add_item(answer.question, answer.body, answer.model,
+            item_id = app.db.add_item(stream.asked, answer.body, answer.model,
                                       [c.to_json() for c in answer.citations]) if stream.hits else None
             yield say(answer.text or "(empty answer)", render_sources(answer), render_checks(answer), item_id)
         except QuestionError as e:
