@@ -42,7 +42,7 @@ from rqa.expand import expand
 from rqa.index import Index
 from rqa.llm import ChatModel, Models
 from rqa.numbers import NumberCheck, check_numbers, distinctive
-from rqa.prompt import build_messages
+from rqa.prompt import build_messages, sanitize
 from rqa.support import (SUPPORT_EMBEDDER, Quote, SentenceSupport, answer_sentences, check_support, quote_sentences,
                          supporting_sentences)
 from rqa.text import cited_numbers, sentence_spans
@@ -153,6 +153,15 @@ def clean_question(question: str | bytes, max_chars: int) -> tuple[str, list[str
     return question, notices
 
 
+def cleaned_or_none(question: str, max_chars: int) -> str | None:
+    """An earlier question cleaned as clean_question cleans the one asked, its turn-format tokens
+    removed (it is echoed in the answer's notices), or None where it could not have been asked."""
+    try:
+        return " ".join(sanitize(clean_question(question, max_chars)[0]).split()) or None
+    except QuestionError:
+        return None
+
+
 class AnswerStream:
     """One question being answered: `hits` now, text pieces by iteration, then `answer`."""
 
@@ -163,8 +172,10 @@ class AnswerStream:
         self.settings, self.sympy, self.index = settings, sympy, index
         self.sampling = sampling or Sampling(temperature=settings.temperature)  # an API request's, or the app's
         self._t0 = time.perf_counter()
-        # what a follow-up leans on; a message past the question bound was never a question asked here
-        self.context = context_for(self.question, [q for q in earlier if len(q) <= settings.max_question_chars])
+        # what a follow-up leans on, each cleaned as this question was (one line, no control characters);
+        # one that could not have been asked here (empty, past the bound) is left out
+        self.context = context_for(self.question, [q for q in map(functools.partial(
+            cleaned_or_none, max_chars=settings.max_question_chars), earlier) if q])
         if self.context:
             self.notices.append("Read as following on from: " + " / ".join(f"\u201c{q}\u201d" for q in self.context))
         searched = " ".join([*self.context, self.question])

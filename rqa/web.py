@@ -30,9 +30,15 @@ LATEX_DELIMITERS = [
 
 
 def asked_before(history: list | None) -> list[str]:
-    """The user's earlier questions in this chat, oldest first: what a follow-up may lean on."""
-    return [m["content"] for m in history or [] if isinstance(m, dict) and m.get("role") == "user"
-            and isinstance(m.get("content"), str) and m["content"].strip()]
+    """The user's earlier questions in this chat, oldest first: what a follow-up may lean on. Gradio
+    hands a message's content over as a list of parts ({"type": "text", "text": ...})."""
+    def text(content) -> str:
+        if isinstance(content, list):
+            return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return content if isinstance(content, str) else ""
+
+    asked = [text(m.get("content")) for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
+    return [q for q in asked if q.strip()]
 
 
 def make_respond(app: AppState):
@@ -226,6 +232,8 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
     def do_remove(sha, given, request: gr.Request):
         if not sha:
             return refreshed("Choose a paper to remove.")
+        if not isinstance(sha, str):  # Gradio's HTTP API passes any JSON value
+            return refreshed("**Not removed:** that paper is not in the index (removed already?)")
         if why := key_refusal(given, request, "removed"):
             return refreshed(why)
         try:

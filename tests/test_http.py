@@ -536,6 +536,8 @@ def test_a_paper_added_since_startup_is_removed_through_the_http_api(tmp_path):
         assert report.startswith("Removed") and sha not in app.index.manifest["documents"]
         report = gradio_call(url, "remove_paper", ["x" * 10_000, ""])[0]
         assert report == "**Not removed:** that paper is not in the index (removed already?)"
+        report = gradio_call(url, "remove_paper", [{"a": 1}, ""])[0]  # any JSON: was "unhashable type: 'dict'"
+        assert report == "**Not removed:** that paper is not in the index (removed already?)"
 
 
 def test_the_papers_can_be_guarded_by_a_key_or_closed(tmp_path):
