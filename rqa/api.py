@@ -362,7 +362,7 @@ class ReleasingStream(StreamingResponse):
 async def sse(generation: Generation, base: dict, request: Request | None = None, include_usage: bool = False):
     """Server-sent events, OpenAI's chunk format. Each piece is generated in a worker thread; when
     the client goes, the `finally` closes the answer's generator, which releases the model at once.
-    What is sent is the answer with links removed (rqa.answer.remove_links): text up to its last
+    What is sent is the answer with links removed (rqa.answer.remove_links): text before its last
     blank is final, since a URL holds no blank, so only the last word waits for the next piece.
     `include_usage` (OpenAI's stream_options): every chunk says "usage": null, and one more chunk,
     with no choices, carries the token counts before [DONE]."""
@@ -387,7 +387,8 @@ async def sse(generation: Generation, base: dict, request: Request | None = None
             if piece is GONE:
                 return
             written += "" if piece is END else piece
-            final = written if piece is END else written[:max(written.rfind(" "), written.rfind("\n")) + 1]
+            # up to the last blank, not with it: the answer's end is stripped, as the plain response's is
+            final = written.rstrip() if piece is END else written[:max(written.rfind(" "), written.rfind("\n"), 0)]
             if len(final) > len(settled):  # cleaned again only when a word has been completed
                 settled = final
                 clean = remove_links(final, stream.hits)[0]

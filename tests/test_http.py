@@ -437,6 +437,9 @@ def test_max_tokens_and_sampling_are_honoured_and_any_bearer_case_is_accepted(tm
                                 "stream": True}) as s:
             events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
         assert events[-1]["choices"][0]["finish_reason"] == "length" and "usage" not in events[-1]
+        # streamed, the answer reads as the plain response does: "word0 word1", not "word0 word1 "
+        streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+        assert streamed == "word0 word1" == r.json()["choices"][0]["message"]["content"]
         assert httpx.get(url + "/v1/models", headers={"Authorization": "BEARER k1"}).status_code == 200
         assert httpx.get(url + "/v1/models", headers={"Authorization": "Basic k1"}).status_code == 401
 
