@@ -42,7 +42,7 @@ from rqa.expand import expand
 from rqa.index import Index
 from rqa.llm import ChatModel, Models
 from rqa.numbers import NumberCheck, check_numbers, distinctive
-from rqa.prompt import build_messages, sanitize
+from rqa.prompt import build_messages, question_block, sanitize
 from rqa.support import (SUPPORT_EMBEDDER, Quote, SentenceSupport, answer_sentences, check_support, quote_sentences,
                          supporting_sentences)
 from rqa.text import cited_numbers, sentence_spans
@@ -198,9 +198,7 @@ class AnswerStream:
     def asked(self) -> str:
         """The question with the earlier ones a follow-up leans on, as the model read them: what a
         rating of the answer is about."""
-        if not self.context:
-            return self.question
-        return "".join(f"Earlier question: {q}\n" for q in self.context) + f"Question: {self.question}"
+        return question_block(self.question, self.context) if self.context else self.question
 
     @functools.cached_property
     def messages(self) -> list[dict]:

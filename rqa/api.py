@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from rqa.answer import Answer, answer_stream, remove_links
+from rqa.conversation import content_text
 from rqa.errors import Cancelled, QuestionError, RequestError
 from rqa.service import AppState, Refused, admit, client_id
 from rqa.types import Sampling
@@ -58,14 +59,13 @@ def parse_question(body) -> tuple[str, list[str]]:
 
 
 def message_text(content) -> str:
-    """A message's text: a string, or the text parts of an array of content parts."""
-    if isinstance(content, list):  # content parts: keep the text ones
-        if not all(isinstance(p, dict) for p in content):
-            raise RequestError("message content parts must be objects")
-        content = " ".join(p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str))
-    if not isinstance(content, str):
+    """A message's text (rqa.conversation.content_text), or a RequestError saying what is wrong."""
+    text = content_text(content)
+    if text is None and isinstance(content, list):
+        raise RequestError("message content parts must be objects")
+    if text is None:
         raise RequestError("the user message's 'content' must be a string or an array of text parts")
-    return content
+    return text
 
 
 def extra(answer: Answer) -> dict:

@@ -32,6 +32,16 @@ NOT_NAMES = {"What", "Which", "How", "Why", "When", "Where", "Who", "Whom", "Who
 MAX_EARLIER = 3  # questions read back at most: a chain of follow-ups rarely runs longer
 
 
+def content_text(content) -> str | None:
+    """A chat message's text: a string, or the text parts of a list of parts ({"type": "text",
+    "text": ...}, as OpenAI clients and Gradio's chatbot send them); None when it is neither."""
+    if isinstance(content, list):
+        if not all(isinstance(p, dict) for p in content):
+            return None
+        return " ".join(p["text"] for p in content if p.get("type", "text") == "text" and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else None
+
+
 def names_something(question: str) -> bool:
     """Whether the question names a method, model or paper of its own."""
     return any(m.group(0).split("-")[0] not in NOT_NAMES for m in NAME.finditer(question))

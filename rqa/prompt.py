@@ -118,16 +118,19 @@ def format_source(n: int, hit: Hit, question: str, budget: int, scorer=word_scor
 EQUATION_HINT = "If an equation in the sources answers it, copy that equation in LaTeX between $...$."
 
 
+def question_block(question: str, context: list[str] = ()) -> str:
+    """The question as the model reads it: a follow-up after the ones it leans on (rqa.conversation)."""
+    return "".join(f"Earlier question: {sanitize(c)}\n" for c in context) + f"Question: {sanitize(question)}"
+
+
 def user_message(question: str, sources: str, style: str, equation_hint: bool = False,
                  context: list[str] = ()) -> str:
-    q = sanitize(question)
-    # a follow-up question is read after the ones it leans on (rqa.conversation)
-    earlier = "".join(f"Earlier question: {sanitize(c)}\n" for c in context)
+    q = question_block(question, context)
     # only where the excerpts hold an equation (rqa.equations reads the plain-text ones PDFs have)
     hint = "\n" + EQUATION_HINT if equation_hint and find_equations(sources) else ""
     if style == "parts":  # the question read before the sources as well as after them
-        return f"{earlier}Question: {q}\n\nSources:\n\n{sources}\n\n{earlier}Question: {q}\nAnswer every part of it.{hint}"
-    return f"Sources:\n\n{sources}\n\n{earlier}Question: {q}{hint}"
+        return f"{q}\n\nSources:\n\n{sources}\n\n{q}\nAnswer every part of it.{hint}"
+    return f"Sources:\n\n{sources}\n\n{q}{hint}"
 
 
 def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grounding: str = "excerpts",

@@ -13,6 +13,7 @@ import gradio as gr
 from rqa.annotate import build_annotator_tab, upload_folder
 from rqa.answer import answer_stream, remove_links
 from rqa.collection import check_uploads, example_questions, papers
+from rqa.conversation import content_text
 from rqa.errors import USER_ERRORS, QuestionError, RatingError, StoreError
 from rqa.index import Index
 from rqa.ingest import SUFFIXES
@@ -31,14 +32,9 @@ LATEX_DELIMITERS = [
 
 def asked_before(history: list | None) -> list[str]:
     """The user's earlier questions in this chat, oldest first: what a follow-up may lean on. Gradio
-    hands a message's content over as a list of parts ({"type": "text", "text": ...})."""
-    def text(content) -> str:
-        if isinstance(content, list):
-            return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-        return content if isinstance(content, str) else ""
-
-    asked = [text(m.get("content")) for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
-    return [q for q in asked if q.strip()]
+    hands a message's content over as a list of parts."""
+    asked = [content_text(m.get("content")) for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
+    return [q for q in asked if q and q.strip()]
 
 
 def make_respond(app: AppState):
