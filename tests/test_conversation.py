@@ -17,7 +17,9 @@ from tests.test_web import REQUEST
 @pytest.mark.parametrize("question", [
     "How many warmup steps does it use?", "What is its time complexity?", "Which dataset did the authors train on?",
     "And the learning rate?", "What about BERT?", "How does it compare with ResNet?", "Why is that?",
-    "What does the paper propose?", "What did they report on ImageNet?"])
+    "What does the paper propose?", "What did they report on ImageNet?",
+    # hardware, metrics and benchmarks name no paper of their own
+    "On how many TPU v4 chips was it trained?", "What BLEU score did it reach on WMT 2014 English-to-German?"])
 def test_a_question_that_leans_on_an_earlier_one_is_a_follow_up(question):
     assert follows_on(question)
 
@@ -26,7 +28,8 @@ def test_a_question_that_leans_on_an_earlier_one_is_a_follow_up(question):
     "How many warmup steps does the Transformer use?", "What learning rate does Adam use?",
     "How is BERT pre-trained, and what is its vocabulary size?", "What are the model dimension and the "
     "feed-forward inner dimension of the base Transformer?", "Why are the dot products scaled in attention?",
-    "What is the update rule of the parallel version of Reptile?", "How does the model that LoRA adapts change?"])
+    "What is the update rule of the parallel version of Reptile?", "How does the model that LoRA adapts change?",
+    "How many TPU v4 chips did PaLM use, and how long did its training take?"])
 def test_a_question_that_stands_alone_is_not(question):
     assert not follows_on(question)
 
