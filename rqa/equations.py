@@ -28,10 +28,11 @@ MAX_LATEX_CHARS = 500
 KNOWN_FUNCTIONS = {"sin", "cos", "tan", "tanh", "log", "exp", "max", "min"}
 _LATEX_WORDS = KNOWN_FUNCTIONS | {"sqrt", "frac", "cdot", "times", "sum", "prod", "partial", "nabla", "infty",
                                   "binom", "le", "ge", "neq"}
-_GREEK = dict(zip("αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩϵϕϑ",
+# the last two as PDFs give them: "ǫ" (o with ogonek) is Computer Modern's epsilon, "µ" the micro sign
+_GREEK = dict(zip("αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩϵϕϑǫµ",
                   "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau "
                   "upsilon phi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Phi Psi Omega epsilon phi "
-                  "theta".split()))
+                  "theta epsilon mu".split()))
 _SYMBOLS = {"−": "-", "–": "-", "·": r" \cdot ", "×": r" \times ", "∗": "*", "≈": "=", "←": "=", "≤": r" \le ",
             "≥": r" \ge ", "∑": r"\sum ", "∂": r"\partial ", "∇": r"\nabla ", "∞": r"\infty ", "′": "'"}
 _ACCENTS = (("hat|widehat", "'"), ("tilde|widetilde", "''"), ("bar|overline", "'''"))

@@ -131,3 +131,13 @@ def test_a_superscript_in_parentheses_is_one_superscript(worker):
     assert check.status == "matches source" and "equal to source [1]" in check.detail
     (other,) = check_equations("The decay is β2 = 1.0 − k^(-0.5) [1].", [source], worker)
     assert other.status == "unverified"
+
+
+def test_the_letters_pdfs_give_for_epsilon_and_mu_read_as_greek(worker):
+    # Batch Normalization's PDF gives its epsilon as "ǫ" (o with ogonek, Computer Modern's glyph) and
+    # its mu as "µ" (the micro sign): the model writes \epsilon and \mu, or copies the glyphs
+    source = "In the algorithm we set v = σ^{2}_B + ǫ and m = µ_B + 1 for each mini-batch."
+    checks = check_equations(r"It uses $v = \sigma_B^2 + \epsilon$ and $m = 1 + \mu_B$ [1].", [source], worker)
+    assert [c.status for c in checks] == ["matches source", "matches source"]
+    (copied,) = check_equations("It uses v = σ_{B} + ǫ [1].", [r"so $v = \sigma_B + \epsilon$ there"], worker)
+    assert copied.status == "matches source"
