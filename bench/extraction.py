@@ -1,9 +1,9 @@
-"""PDF text before and after keeping sub- and superscripts (rqa.ingest._page_text).
+"""PDF text before and after keeping sub- and superscripts (rqa.pdftext._page_text).
 
     .venv/bin/python -m bench.extraction [--papers DIR] [--show]
 
 "Before" is pdfium's plain page text (textpage.get_text_range(), what rqa.ingest read up to
-FORMAT_VERSION 2); "after" is rqa.ingest._pdf_pages. Scripts change text inside a line, and the
+FORMAT_VERSION 2); "after" is rqa.pdftext.pdf_pages. Scripts change text inside a line, and the
 scripts pdfium puts on lines of their own join their base's line, so a sampled line is paired with
 what it became by matching the characters of the two texts (difflib; see `paired`).
 
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench.common import PAPERS
-from rqa.ingest import _pdf_pages
+from rqa.pdftext import pdf_pages
 
 # "· 10^6" read as "· 106": a power of ten whose exponent is glued to it
 GLUED_POWER_RE = re.compile(r"[·×]\s?10(?:[−-]\d{1,2}|(?!24\b)[1-9]\d?)\b")  # not "× 1024", "× 1000"
@@ -220,7 +220,7 @@ def sample(papers: list[Path]) -> tuple[list[tuple[str, int, str, str]], dict]:
         t0 = time.perf_counter()
         before = plain_pages(path)
         t1 = time.perf_counter()
-        after = _pdf_pages(path)
+        after = pdf_pages(path)
         t2 = time.perf_counter()
         timing[path.name] = (t1 - t0, t2 - t1)
         for paper, page, line, start in SAMPLE:
@@ -262,7 +262,7 @@ def main() -> None:
     glued_b = glued_a = control_b = control_a = 0
     found = {k: [False, False] for k in KNOWN}
     for path in papers:
-        b, a = "\n".join(plain_pages(path)), "\n".join(_pdf_pages(path))
+        b, a = "\n".join(plain_pages(path)), "\n".join(pdf_pages(path))
         glued_b += len(GLUED_POWER_RE.findall(b))
         glued_a += len(GLUED_POWER_RE.findall(a))
         control_b += len(CONTROL_RE.findall(b))

@@ -144,39 +144,39 @@ def test_superscripts_are_kept_with_braces(batchnorm):
 def test_scripts_on_lines_of_their_own_join_their_base():
     """pdfium puts stacked scripts (β^t_1) and some others on lines of their own; they come back to
     their base, a script's own scripts kept (d_{model} inside R^{...})."""
-    from rqa.ingest import _pdf_pages
+    from rqa.pdftext import pdf_pages
 
-    adam = _pdf_pages(PAPERS / "1412.6980.pdf")[1]
+    adam = pdf_pages(PAPERS / "1412.6980.pdf")[1]
     assert "m̂_t ← m_t/(1 − β^t_{1}) (Compute bias-corrected first moment estimate)" in adam  # was "β\nt\n1\n)"
     assert "(1 − β_{2}) · g^{2}_t (Update biased second raw moment estimate)" in adam
-    transformer = _pdf_pages(PAPERS / "1706.03762.pdf")[4]
+    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[4]
     assert "matrices W^Q_i ∈ R^{d_{model}×d_k} , W^K_i ∈ R^{d_{model}×d_k}" in transformer
     assert "Attention(QW^Q_i, KW^K_i, V W^V_i)" in transformer
-    rwkv = _pdf_pages(PAPERS / "2305.13048.pdf")[2]
+    rwkv = pdf_pages(PAPERS / "2305.13048.pdf")[2]
     assert "scaling factor √\r\n1\r\nd_k" in rwkv  # a fraction's parts are no scripts of the word before
 
 
 def test_fractions_and_radicals_on_lines_of_their_own_join_their_line():
     """A display fraction's numerator, denominator and bar, and a radical with its radicand, which
     pdfium puts on lines of their own, read as one line; a binomial coefficient (no bar) does not."""
-    from rqa.ingest import _pdf_pages
+    from rqa.pdftext import pdf_pages
 
-    transformer = _pdf_pages(PAPERS / "1706.03762.pdf")[3]
+    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[3]
     assert "Attention(Q, K, V ) = softmax(QK^T/√d_k)V (1)" in transformer  # was "QK^T", "√", "d_k", ")V (1)"
-    gan = _pdf_pages(PAPERS / "1406.2661.pdf")[3]
+    gan = pdf_pages(PAPERS / "1406.2661.pdf")[3]
     assert "D^{∗}_G(x) = p_{data}(x)/(p_{data}(x) + p_g(x))" in gan
-    adam = _pdf_pages(PAPERS / "1412.6980.pdf")[1]
+    adam = pdf_pages(PAPERS / "1412.6980.pdf")[1]
     assert "θ_t ← θ_{t−1} − α · m̂_t/(√v̂_t + ϵ) (Update parameters)" in adam
-    batchnorm = "\n".join(_pdf_pages(PAPERS / "1502.03167.pdf"))
+    batchnorm = "\n".join(pdf_pages(PAPERS / "1502.03167.pdf"))
     assert "g(x) = 1/(1+exp(−x))" in batchnorm  # an inline fraction whose bar is an image
-    instructgpt = "\n".join(_pdf_pages(PAPERS / "2203.02155.pdf"))
+    instructgpt = "\n".join(pdf_pages(PAPERS / "2203.02155.pdf"))
     assert "(K/2" not in instructgpt  # (K choose 2) has no bar
 
 
 def test_a_table_row_stays_on_one_line():
-    from rqa.ingest import _pdf_pages
+    from rqa.pdftext import pdf_pages
 
-    lines = [ln.strip() for page in _pdf_pages(PAPERS / "1706.03762.pdf") for ln in page.split("\n")]
+    lines = [ln.strip() for page in pdf_pages(PAPERS / "1706.03762.pdf") for ln in page.split("\n")]
     assert "GNMT + RL Ensemble [38] 26.30 41.16 1.8 · 10^{20} 1.1 · 10^{21}" in lines  # Table 2
 
 
@@ -188,14 +188,14 @@ def test_footnote_marks_are_not_exponents(transformer):
 
 def test_math_font_glyphs_are_characters():
     """TeX math-font glyphs that pdfium gives as control codes come out as the characters drawn."""
-    from rqa.ingest import _pdf_pages
+    from rqa.pdftext import pdf_pages
 
-    adam = "\n".join(_pdf_pages(PAPERS / "1412.6980.pdf")[:2])
+    adam = "\n".join(pdf_pages(PAPERS / "1412.6980.pdf")[:2])
     assert "β_{2} = 0.999 and ϵ = 10^{−8}" in adam  # was "\x0f = 10−8"
     assert "square g_t ⊙ g_t" in adam  # was "\x0c"
-    lora = "\n".join(_pdf_pages(PAPERS / "2106.09685.pdf")[:3])
+    lora = "\n".join(pdf_pages(PAPERS / "2106.09685.pdf")[:3])
     assert "|Θ| ≪ |Φ_{0}|" in lora  # was "\x1c"
-    alexnet = "\n".join(_pdf_pages(PAPERS / "alexnet-krizhevsky-2012.pdf"))
+    alexnet = "\n".join(pdf_pages(PAPERS / "alexnet-krizhevsky-2012.pdf"))
     assert "− 0.0005 · ϵ · w_i − ϵ ·" in alexnet and "⟨" in alexnet  # a big angle bracket
     assert not any(c in alexnet + adam + lora for c in "\x0c\x0f\x1c\x1d")
 
@@ -204,17 +204,17 @@ def test_math_font_glyphs_given_as_their_font_code_are_characters():
     """A math-font glyph without Unicode that pdfium gives as its font code in ASCII ("0" for ′, "k"
     for ‖, "X" for ∑, "b" for a wide hat) comes out as the character drawn; a wide accent follows
     its base even where pdfium put it first."""
-    from rqa.ingest import _pdf_pages
+    from rqa.pdftext import pdf_pages
 
-    rwkv = "\n".join(_pdf_pages(PAPERS / "2305.13048.pdf"))
+    rwkv = "\n".join(pdf_pages(PAPERS / "2305.13048.pdf"))
     assert "b′_t = e^{p_{t−1}−w−q}" in rwkv and "b^{0}_t" not in rwkv
-    adam = "\n".join(_pdf_pages(PAPERS / "1412.6980.pdf"))
+    adam = "\n".join(pdf_pages(PAPERS / "1412.6980.pdf"))
     assert "bounded, ‖θ_n − θ_m‖_{2} ≤ D" in adam  # was "kθ_n − θ_mk_{2}"
     assert "|∆_t| ⪅ α" in adam and "g_t ≜ ∇f_t(θ_t)" in adam  # AMS symbols: were "/" and ","
     assert "R(T) = ∑^T" in adam  # the limit above a display sum joins it as a script; was "X^T"
-    batchnorm = "\n".join(_pdf_pages(PAPERS / "1502.03167.pdf"))
+    batchnorm = "\n".join(pdf_pages(PAPERS / "1502.03167.pdf"))
     assert "z\u0302 = F(x\u0302)" in batchnorm  # ẑ = F(x̂); pdfium put the hats first: "bz = F(bx)"
-    retro = "\n".join(_pdf_pages(PAPERS / "2112.04426.pdf"))
+    retro = "\n".join(pdf_pages(PAPERS / "2112.04426.pdf"))
     assert "(𝑥_{𝑗})_{1⩽𝑗<(𝑢−1)𝑚+𝑖}" in retro  # was "16𝑗"
 
 
@@ -273,18 +273,18 @@ def test_decompression_bomb_is_refused_before_pdfium_decodes_it(tmp_path, in_for
 
 
 def test_many_pages_are_refused_before_any_text_is_extracted(monkeypatch):
-    import rqa.ingest as ingest
+    import rqa.pdftext as pdftext
 
     extracted = []
-    monkeypatch.setattr(ingest, "MAX_PDF_PAGES", 2)
-    monkeypatch.setattr(ingest, "_page_text", lambda textpage: extracted.append(1) or "")
+    monkeypatch.setattr(pdftext, "MAX_PDF_PAGES", 2)
+    monkeypatch.setattr(pdftext, "_page_text", lambda textpage: extracted.append(1) or "")
     with pytest.raises(IngestError, match=r"^15 pages is over the 2 a PDF may have$"):
         load_document(PAPERS / "1706.03762.pdf")
     assert not extracted
 
 
 def test_page_count_bound_counts_real_pages(tmp_path):
-    from rqa.ingest import MAX_PDF_PAGES
+    from rqa.pdftext import MAX_PDF_PAGES
 
     pdf = pdfium.PdfDocument.new()
     for _ in range(MAX_PDF_PAGES + 1):

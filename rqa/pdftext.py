@@ -1,0 +1,624 @@
+"""One PDF's pages as text that keeps its math.
+
+pdfium's plain text flattens what makes a formula: "d_k" comes out "dk", "10^6" "106", a stacked
+fraction as two lines, a math font's glyph as a control code. Here each page is read character by
+character where a line needs it (font size, baseline, box), so sub- and superscripts, fractions,
+radicals and math-font glyphs come back as written (`d_k`, `10^{6}`). Before anything is decoded,
+rqa.pdfbounds bounds what the file may make pdfium inflate. rqa.ingest makes documents of the pages.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+from rqa.errors import IngestError
+from rqa.pdfbounds import PdfRefused, check_pdf_content
+
+MAX_PDF_PAGES = 1_000  # the longest shared paper has 83
+
+
+def pdf_pages(path: Path) -> list[str]:
+    """The text of each page; IngestError (one line) where the file is no readable PDF or too large."""
+    import pypdfium2 as pdfium
+
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if b"%PDF" not in head:
+        raise IngestError(f"not a PDF (file starts with {head[:16]!r})")
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as e:
+        msg = str(e)
+        if "password" in msg.lower():
+            raise IngestError("encrypted PDF (password required)") from None
+        raise IngestError(f"corrupt or unreadable PDF ({msg})") from None
+    try:
+        if len(pdf) > MAX_PDF_PAGES:
+            raise IngestError(f"{len(pdf):,} pages is over the {MAX_PDF_PAGES:,} a PDF may have")
+        try:
+            check_pdf_content(path)
+        except PdfRefused as e:
+            raise IngestError(str(e)) from None
+        texts = []
+        for i in range(len(pdf)):
+            page = pdf[i]
+            textpage = page.get_textpage()
+            texts.append(_page_text(textpage))
+            textpage.close()
+            page.close()
+        return texts
+    finally:
+        pdf.close()
+
+
+# Decompression bombs. pdfium decodes a page's content stream, and the form XObjects it draws, in
+# full before it extracts a character: a 300 KB file can hold a 300 MB stream. Before any text is
+# extracted, pypdf walks every page's /Contents and /Resources /XObject forms (nested, each stream
+# decoded once per file) and measures their decoded size in bounded steps, so the check never holds
+# more than one stream's bound. The 28 shared papers: largest page 7.2 MB (2106.09685 p. 26, a
+# plot; pdfium peaks at +24 MB on it), largest file 10.0 MB, at most 83 pages. The page bound also
+# bounds pdfium's object model: its densest case, "0 0 1 1 re f" repeated, costs ~27x the stream
+# (+855 MB RSS for 31 MB), so 16 MB keeps one page near +410 MB (measured at 15 MB). Pages are
+# freed one by one; the file bound caps the parse time (~2.5 s per 31 MB of such operators).
+# Sub- and superscripts. pdfium's plain text drops the layout that makes "d_k" and "10^6" what they
+# are ("dk", "106"); the per-character font size and baseline origin bring it back. Only lines
+# where some character is clearly smaller than the line's body text are walked character by
+# character, so plain prose costs one font-size call per character.
+SCRIPT_SIZE_RATIO = 0.85  # a script glyph is under this share of the line's body size
+SUP_RISE = 0.15           # ... and its baseline this many font sizes of its base above the base (superscript)
+SUB_DROP = 0.08           # ... or this many below (subscript)
+TOUCHING = 0.2            # glyphs closer than this many font sizes touch; a wider gap is a word space
+FOOTNOTE_SYMBOLS = set("*\u2217\u2020\u2021\u00a7\u00b6,")  # ∗ † ‡ § ¶
+FOOTNOTE_DIGITS = set("0123456789,")
+BIG_OPERATORS = set("∑∏∫∮⋃⋂⊎⋀⋁∐")  # bases of limits and scripts, like letters
+MATH_DELIMITERS = set("√‖⌊⌋⌈⌉⟨⟩")
+
+
+def _is_body(ch: str) -> bool:
+    """Whether this glyph tells a line's body size: a letter, digit, big operator, math delimiter,
+    or a wide accent written over its base (m̂ of "m̂_t")."""
+    return ch.isalnum() or ch in BIG_OPERATORS or ch in MATH_DELIMITERS or unicodedata.combining(ch) > 0
+
+
+def _is_base(ch: str) -> bool:
+    """Whether a script can follow this glyph: a body glyph (above) or a closing bracket, not an
+    opening one or a radical (the numerator after ⌈ or √ is not its script)."""
+    return (_is_body(ch) or ch in ")]}|") and ch not in "√⌊⌈⟨"
+
+
+# TeX's math fonts carry no Unicode map for many glyphs, and pdfium then gives the glyph's font
+# code as its character (and flags it, FPDFText_HasUnicodeMapError): Adam's "\x0f = 10^{−8}" is ϵ
+# (Computer Modern math italic), RWKV's "b0_t" is b′_t and GAN's "pdata kpg" is p_data ‖ p_g (math
+# symbols), Adam's "mb_t ← ... p 1 − β^t_2" is m̂_t ← ... √(1 − β^t_2) and "Xm i=1" is ∑ (math
+# extension). Each font family's code table (TeX's OML, OMS, OMX and AMS-a encodings) gives the
+# character back. The font name, after its subset tag, selects the table: Computer Modern (CMMI10,
+# ...) and the TX fonts (txexs, txsys, ...) that copy its layout. A wide accent is written as the
+# combining accent after its base; the pieces of a big bracket, brace or radical are dropped but the
+# one that stands for it (Adobe's private codes U+F8EB..F8FE for the same pieces likewise).
+_DROP = "\x00"  # in a table below: a piece of a larger glyph, written as nothing
+_OML = dict(enumerate(
+    "ΓΔΘΛΞΠΣΥΦΨΩαβγδϵζηθικλμνξπρστυϕχψωεϑϖϱςφ↼↽⇀⇁\x00\x00▹◃0123456789.,</>⋆∂ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "♭♮♯⌣⌢ℓabcdefghijklmnopqrstuvwxyzıȷ℘\u20d7\x00"))
+_OMS = dict(enumerate(
+    "−·×∗÷⋄±∓⊕⊖⊗⊘⊙○∘•≍≡⊆⊇≤≥⪯⪰∼≈⊂⊃≪≫≺≻←→↑↓↔↗↘≃⇐⇒⇑⇓⇔↖↙∝′∞∈∋△▽¬\x00∀∃¬∅ℜℑ⊤⊥"
+    "ℵABCDEFGHIJKLMNOPQRSTUVWXYZ∪∩⊎∧∨⊢⊣⌊⌋⌈⌉{}⟨⟩|‖↕⇕\\≀√⨿∇∫⊔⊓⊑⊒§†‡¶♣♢♡♠"))
+_OMX = dict(enumerate(
+    "()[]⌊⌋⌈⌉{}⟨⟩|‖/\\()()[]⌊⌋⌈⌉{}⟨⟩/\\()[]⌊⌋⌈⌉{}⟨⟩/\\/\\"
+    "()[]\x00\x00\x00\x00{}\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00⟨⟩⊔⊔∮∮⊙⊙⊕⊕⊗⊗∑∏∫⋃⋂⊎⋀⋁∑∏∫⋃⋂⊎⋀⋁"
+    "∐∐\u0302\u0302\u0302\u0303\u0303\u0303[]⌊⌋⌈⌉{}√√√√√\x00\x00\x00↑↓\x00\x00\x00\x00⇑⇓"))
+_MSAM = {0x03: "□", 0x26: "≳", 0x27: "⪆", 0x2C: "≜", 0x2E: "≲", 0x2F: "⪅", 0x35: "≦", 0x36: "⩽",
+         0x3D: "≧", 0x3E: "⩾"}
+_FONT_TABLES = (("CMMI", _OML), ("TXMI", _OML), ("CMSY", _OMS), ("TXSY", _OMS), ("CMEX", _OMX),
+                ("TXEX", _OMX), ("MSAM", _MSAM), ("TXSYA", _MSAM))
+_PIECES = {0xF8EB: "(", 0xF8EE: "[", 0xF8F1: "{", 0xF8F6: ")", 0xF8F9: "]", 0xF8FC: "}"}
+assert len(_OML) == len(_OMS) == len(_OMX) == 128
+
+
+def _font_glyph(handle, i: int, code: int, raw, name, flags) -> str | None:
+    raw.FPDFText_GetFontInfo(handle, i, name, len(name), flags)
+    font = name.value.decode("latin-1").rsplit("+", 1)[-1].upper()
+    # the longest family prefix wins: TXSYA (AMS symbols) before TXSY
+    table = max((t for t in _FONT_TABLES if font.startswith(t[0])), key=lambda t: len(t[0]), default=None)
+    return table[1].get(code) if table else None
+
+
+def _font_glyphs(text: str, index: list[int], handle, raw) -> tuple[str, list[int]]:
+    """text and its character indices with math-font glyphs that have no Unicode and bracket pieces
+    written as the characters they draw; a code 0 glyph (a big "(", which the page text leaves out)
+    put back."""
+    import ctypes
+
+    name, flags = ctypes.create_string_buffer(128), ctypes.c_int()
+    out, out_index, prev = [], [], -1
+    for ch, i in zip(text, index):
+        for j in range(prev + 1, i):  # characters the page text left out
+            if raw.FPDFText_GetUnicode(handle, j) == 0 and (g := _font_glyph(handle, j, 0, raw, name, flags)):
+                out.append(g)
+                out_index.append(j)
+        c = ord(ch)
+        prev = i + 1 if c > 0xFFFF else i
+        if 0xF8EB <= c <= 0xF8FE:
+            ch = _PIECES.get(c, " ")
+        elif (c < 0x20 and ch not in "\n\r\t") or (c < 0x80 and raw.FPDFText_HasUnicodeMapError(handle, i)):
+            ch = _font_glyph(handle, i, c, raw, name, flags) or ch
+            if ch == _DROP:
+                continue
+        out.append(ch)
+        out_index.append(i)
+    _accents_after_bases(out, out_index, handle, raw)
+    return "".join(out), out_index
+
+
+def _char_boxes(handle, raw, index: list[int]):
+    """box(k): the (left, right, bottom, top) of pdfium's character index[k]."""
+    import ctypes
+
+    left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+
+    def box(k: int) -> tuple[float, float, float, float]:
+        raw.FPDFText_GetCharBox(handle, index[k], left, right, bottom, top)
+        return left.value, right.value, bottom.value, top.value
+
+    return box
+
+
+def _accents_after_bases(out: list[str], index: list[int], handle, raw) -> None:
+    """A wide accent pdfium put before its base (BatchNorm's "bz = F(bx)" for ẑ = F(x̂)) moved after
+    it, where it sits over the next glyph more than over the one before."""
+    box = _char_boxes(handle, raw, index)
+
+    def span(k: int) -> tuple[float, float]:
+        return box(k)[:2]
+
+    def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+        return min(a[1], b[1]) - max(a[0], b[0])
+
+    for k in range(len(out) - 1):
+        if unicodedata.combining(out[k]) and not out[k + 1].isspace():
+            accent = span(k)
+            before = overlap(accent, span(k - 1)) if k and not out[k - 1].isspace() else float("-inf")
+            if overlap(accent, span(k + 1)) > before:
+                out[k], out[k + 1] = out[k + 1], out[k]
+                index[k], index[k + 1] = index[k + 1], index[k]
+
+
+def _page_text(textpage) -> str:
+    """The page's text as pdfium lays it out, with scripts written `d_k`, `d_{model}`, `W^O`, `10^{6}`
+    and math-font glyphs without Unicode written as the characters they draw."""
+    import pypdfium2.raw as raw
+
+    text = textpage.get_text_range()
+    n = len(text)
+    handle = textpage.raw
+    index = _char_indices(text, textpage.count_chars(), handle, raw)
+    if not n or index is None:  # text and character boxes would not line up: keep the plain text
+        return text
+    text, index = _font_glyphs(text, index, handle, raw)
+    font_size = raw.FPDFText_GetFontSize
+    sizes = [font_size(handle, i) for i in index]
+    text, index, sizes, bodies = _join_script_lines(text, index, sizes, handle, raw)
+    rules = functools.cache(lambda: _rules(textpage.page, raw))  # read once, and only where a fraction may be
+    lines = _stacked_lines(text, index, sizes, handle, raw, rules)
+
+    def render(a: int, b: int, body: float = 0.0) -> str:
+        return _line_with_scripts(text, sizes, index, a, b, handle, raw, max(bodies[a:b] + [body]))
+
+    out: list[str] = []
+    for segments, fraction_at, end in lines:
+        parts = [" " if (a, b) == SPACE else render(a, b) for a, b in segments[:fraction_at]]
+        if fraction_at < len(segments):  # a numerator over a denominator: "N/D", in brackets where needed
+            (a, k), (k2, b), *denominator = segments[fraction_at:]
+            body = _body_size(text, sizes, a, b)  # the head's scripts are told by the whole line's body size
+            den = "".join(" " if seg == SPACE else render(*seg) for seg in denominator)
+            parts += [render(a, k, body), _operand(render(k2, b).strip()), "/", _operand(den.strip())]
+        out.append("".join(parts) + end)
+    return "".join(out)
+
+
+def _operand(text: str) -> str:
+    return text if re.fullmatch(r"[^\s+\-−±·×/=]+", text) and not text.startswith("(") else "(" + text + ")"
+
+
+SPACE = (-1, -1)  # a line segment that is a word space between two joined lines
+FRACTION_LEADS = set("=([{<>≤≥≈∼") | {"log", "exp", "softmax"}
+LIMIT_BASES = BIG_OPERATORS | {"max", "min", "sup", "inf", "lim", "arg"}  # what stands over a limit, not a fraction
+
+
+def _rules(page, raw) -> list[tuple[float, float, float]]:
+    """The page's thin horizontal rules (left, right, height), drawn or images: fraction bars among them."""
+    out = []
+    for obj in page.get_objects(filter=(raw.FPDF_PAGEOBJ_PATH, raw.FPDF_PAGEOBJ_IMAGE), max_depth=1):
+        left, bottom, right, top = obj.get_bounds()
+        if top - bottom <= 1.5 and right - left >= 2:
+            out.append((left, right, (top + bottom) / 2))
+    return out
+
+
+def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw, rules):
+    """pdfium's lines, with two kinds of stacked math it puts on lines of their own joined: a radical
+    and its radicand ("√", "d_k": "√d_k"), and a fraction's numerator, which ends a line after "=",
+    "(" or a function's name, over its denominator, the next line, centred under it ("D^{∗}_G(x) =
+    p_{data}(x)" over "p_{data}(x) + p_g(x)": p_{data}(x)/(p_{data}(x) + p_g(x))). The bar and the
+    radical's overline are drawn, not text: position says which glyphs they join. Returns, per line,
+    its character ranges, where a fraction starts among them (past the end: none; else the next two
+    ranges are the line's head and the numerator, the rest the denominator) and its line break.
+    `rules()` gives the page's horizontal rules: a fraction has its bar between the two."""
+    box = _char_boxes(handle, raw, index)
+
+    lines = []
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", start)
+        end = n if end < 0 else end + 1
+        b = end - (text[end - 2:end] == "\r\n") - (text[end - 1:end] == "\n")  # the break left out
+        lines.append([[(start, b)], text[b:end]])
+        start = end
+    i = 0
+    while i + 1 < len(lines):  # radicands first: a denominator may be "√d_k"
+        if _is_radicand(text, sizes, box, lines[i][0][-1], lines[i + 1][0][0]):
+            b, c = lines[i][0][-1][1] - 1, lines[i + 1][0][0][0]
+            if box(c)[0] - box(b)[1] > TOUCHING * max(sizes[b], sizes[c]):
+                lines[i][0].append(SPACE)  # "α ·" and "√": a word space between them
+            lines[i][0] += lines[i + 1][0]
+            lines[i][1] = lines[i + 1][1]
+            del lines[i + 1]
+        else:
+            i += 1
+    out = []
+    i = 0
+    while i < len(lines):
+        segments, end = lines[i]
+        if i + 1 < len(lines) and (k := _numerator(text, sizes, box, segments[-1], lines[i + 1][0], rules)) is not None:
+            a, b = segments[-1]
+            denominator, end = lines[i + 1]
+            if i + 2 < len(lines) and _closes_fraction(text, box, [(k, b)], denominator, lines[i + 2][0][0]):
+                end = ""  # ")V (1)" goes on after "softmax(QK^T/√d_k"
+            out.append((segments[:-1] + [(a, k), (k, b)] + denominator, len(segments) - 1, end))
+            i += 2
+            continue
+        out.append((segments, len(segments), end))
+        i += 1
+    return out
+
+
+def _closes_fraction(text: str, box, numerator, denominator, after: tuple[int, int]) -> bool:
+    """The next line starts with a closing bracket right of a fraction, between its numerator and
+    denominator in height: the bracket opened before the numerator, the line going on."""
+    a, b = after
+    if b <= a or text[a] not in ")]}":
+        return False
+    num = [box(q) for q in _glyph_positions(text, numerator)]
+    den = [box(q) for q in _glyph_positions(text, denominator)]
+    left, _, bottom, top = box(a)
+    return left >= max(x[1] for x in num + den) - 1 and bottom < max(x[2] for x in num) \
+        and top > min(x[3] for x in den)
+
+
+def _math_operand(text: str) -> bool:
+    """A numerator or denominator, not prose or a table row: brackets balanced, at most one word of
+    four letters or more, no equation number, not starting with a relation."""
+    depth = 0
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth < 0:
+            return False
+    return depth == 0 and len(re.findall(r"[A-Za-z]{4,}", text)) <= 1 and not re.search(r"\(\d+\)\s*$", text) \
+        and not re.match(r"[=<>≤≥≈∼]", text)
+
+
+def _glyph_positions(text: str, segments) -> list[int]:
+    return [k for a, b in segments for k in range(a, b) if not text[k].isspace()]
+
+
+def _is_radicand(text: str, sizes: list[float], box, radical: tuple[int, int], below: tuple[int, int]) -> bool:
+    """The next line starts at the right edge of a radical ending this line, within its height: with
+    its radicand (Adam's "m̂_t/", "√", "v̂_t + ϵ)"); or with a radical right after this line's last
+    glyph."""
+    a, b = radical
+    c, d = below
+    if b <= a or d <= c or text[c].isspace() or text[b - 1].isspace() or "√" not in (text[b - 1], text[c]):
+        return False
+    size = max(sizes[b - 1], sizes[c]) or 10.0
+    _, rr, rb, rt = box(b - 1)
+    gl, _, gb, gt = box(c)
+    if text[b - 1] != "√":  # a radical pdfium put on a new line after "m̂_t/": beside the glyph before it
+        return rr - 0.3 * size <= gl <= rr + 0.6 * size and gb < rt and gt > rb
+    return rr - 0.3 * size <= gl <= rr + 0.6 * size and gb >= rb - 0.3 * size and gt <= rt + 0.3 * size
+
+
+def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below: list, rules) -> int | None:
+    """Where a fraction's numerator starts at the end of this line segment, whose denominator is the
+    next line (`below`), or None. The numerator follows a lead ("=", "(", "log", ...), and the two
+    sit centred one over the other, the denominator's baseline 0.6 to 2.5 body sizes lower, a
+    rule (the bar) between them as wide as the wider of the two (a binomial coefficient has none)."""
+    den = _glyph_positions(text, below)
+    den_text = "".join(text[a:b] for a, b in below).strip()
+    if not den or len(den_text) > 40 or not _math_operand(den_text):
+        return None
+    size = max(sizes[k] for k in den)
+    if size <= 0:
+        return None
+    boxes = [box(k) for k in den]
+    dl, dr = min(x[0] for x in boxes), max(x[1] for x in boxes)
+    if dr - dl > 12 * size:
+        return None
+    d_base = max((x for k, x in zip(den, boxes) if sizes[k] >= 0.85 * size), key=lambda x: x[0])[2]
+    a, b = last
+    k, depth = b, 0
+    while k > a:
+        ch = text[k - 1]
+        if ch.isspace():
+            word = re.search(r"([A-Za-z]+|[^\w\s])$", text[a:k - 1].rstrip())
+            if depth == 0 and word and (len(word.group(1)) > 1 or word.group(1) in FRACTION_LEADS):
+                break
+            k -= 1
+            continue
+        if depth == 0 and ch in FRACTION_LEADS:
+            break
+        if box(k - 1)[0] < dl - size:
+            return None  # the line goes on left of the denominator without a lead: no fraction
+        depth += ch in ")]}"
+        depth -= depth > 0 and ch in "([{"
+        k -= 1
+    num = _glyph_positions(text, [(k, b)])
+    lead = re.search(r"(?:[A-Za-z]+|\S)$", text[a:k].rstrip())
+    if not num or len(num) > 40 or not lead or lead.group(0) not in FRACTION_LEADS \
+            or not _math_operand(text[k:b].strip()) or text[k:b].strip() in LIMIT_BASES \
+            or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
+        return None
+    nboxes = [box(q) for q in num]
+    nl, nr = min(x[0] for x in nboxes), max(x[1] for x in nboxes)
+    n_base = max((x for q, x in zip(num, nboxes) if sizes[q] >= 0.85 * size), key=lambda x: x[0], default=None)
+    if n_base is None:
+        return None
+    gap = n_base[2] - d_base
+    width = max(nr - nl, dr - dl)
+    if nr - nl > 12 * size:
+        return None
+    centred = abs((nl + nr) / 2 - (dl + dr) / 2) <= 0.05 * width + 0.25 * size
+    inside = (dl >= nl - 0.5 * size and dr <= nr + 0.5 * size) or (nl >= dl - 0.5 * size and nr <= dr + 0.5 * size)
+    if not (0.6 * size <= gap <= 2.5 * size and centred and inside):
+        return None
+    lo, hi = min(nl, dl), max(nr, dr)
+    bar = any(left <= lo + 0.3 * size and right >= hi - 0.3 * size and right - left <= hi - lo + 2 * size
+              and d_base < y < n_base[2] for left, right, y in rules())
+    return k if bar else None
+
+
+def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, raw):
+    """Scripts pdfium put on lines of their own, joined back to their base's line. pdfium breaks the
+    line at a script stacked over another (Adam's "(1 − β", "t", "1", ")" for (1 − β_1^t)) and at
+    one beside a glyph whose baseline it reads as another line's ("g", "2", "t" for g_t^2). A line
+    break goes where the next glyph is script-sized, starts right of the base glyph and sits above
+    or below its baseline as a script does (within a body size); after such scripts, also where the
+    base's line goes on (its baseline, a body size to the right at most; a space where the gap is a
+    word's). The base is a letter, digit or closing bracket (see _script_base): a fraction's
+    numerator and denominator after "−" or "√" stay apart. Returns text, indices and sizes, and for
+    each character the size of the base it was joined to (else 0), so that a short line of a base
+    and its scripts ("g^{2}_{t,i}") is not read as all body text."""
+    import ctypes
+
+    x, y, left, right, bottom, top = (ctypes.c_double() for _ in range(6))
+
+    def glyph(k: int) -> tuple[float, float, float]:  # baseline, left and right of pdfium's char k
+        raw.FPDFText_GetCharOrigin(handle, k, x, y)
+        raw.FPDFText_GetCharBox(handle, k, left, right, bottom, top)
+        return y.value, left.value, right.value
+
+    out, out_index, out_sizes, bodies = [], [], [], []
+
+    def keep(i: int, j: int, body: float = 0.0) -> None:
+        out.extend(text[i:j]), out_index.extend(index[i:j]), out_sizes.extend(sizes[i:j])
+        bodies.extend([body] * (j - i))
+
+    base = None  # (baseline, left, size) of the glyph the scripts being joined belong to
+    reach = 0.0  # right edge of the last glyph joined
+    i, n = 0, len(text)
+    while i < n:
+        if base is None:  # copy up to the next line break at once: no scripts are being joined
+            stop = text.find("\n", i)
+            stop = n if stop < 0 else stop - 1 if stop > i and text[stop - 1] == "\r" else stop
+            if stop > i:
+                keep(i, stop)
+                i = stop
+                continue
+        end = i + 2 if text.startswith("\r\n", i) else i + 1 if text[i] == "\n" else i
+        if end == i:  # not a line break
+            if base and not text[i].isspace() and sizes[i] >= SCRIPT_SIZE_RATIO * base[2]:
+                base = None  # the base's line went on within pdfium's line
+            keep(i, i + 1, base[2] if base else 0.0)
+            i += 1
+            continue
+        if end >= n or not out or out[-1].isspace() or text[end].isspace():
+            base = None
+        elif base is None and (k := _script_base(out, out_sizes, sizes[end])) is not None:
+            by, bl, reach = glyph(out_index[k])
+            after = [glyph(out_index[q]) for q in range(k + 1, len(out)) if out[q] != " "]
+            if len(after) == len(out) - k - 1 or after[0][1] - reach < TOUCHING * out_sizes[k]:
+                reach = max([reach] + [r for _, _, r in after])  # a space past the base must be tight
+                base = (by, bl, out_sizes[k])
+        if base is not None:
+            by, bl, size = base
+            ny, nl, nr = glyph(index[end])
+            script = sizes[end] < SCRIPT_SIZE_RATIO * size
+            if script and nl > bl and nl - reach < 0.5 * size and abs(ny - by) < size \
+                    and (ny - by > SUP_RISE * size or by - ny > SUB_DROP * size):
+                reach = max(reach, nr)  # a script: the line break goes
+                i = end
+                continue
+            if not script and out_sizes[-1] < SCRIPT_SIZE_RATIO * size and abs(ny - by) < 0.15 * size \
+                    and -0.2 * size < nl - reach < size:  # the base's line goes on after its scripts
+                if nl - reach > TOUCHING * size:
+                    out.append(" "), out_index.append(index[i]), out_sizes.append(0.0), bodies.append(0.0)
+                base = None
+                i = end
+                continue
+            base = None
+        keep(i, end)
+        i = end
+    return "".join(out), out_index, out_sizes, bodies
+
+
+def _script_base(out: list[str], sizes: list[float], size: float) -> int | None:
+    """Where a script of this size would have its base at the end of `out`: the last character, or
+    the one before the scripts the text ends with ("W" of "QW^Q" for the "i" under its "Q"), past
+    a space pdfium sized far below the script's (one it put between a base and its script). The
+    base is a letter, digit or closing bracket."""
+    k = len(out) - 1
+    while k >= 0 and len(out) - k < 8 and (out[k] == " " and sizes[k] < 0.5 * size or not out[k].isspace()
+                                            and not size < SCRIPT_SIZE_RATIO * sizes[k]):
+        k -= 1
+    if k < 0 or not size < SCRIPT_SIZE_RATIO * sizes[k] or not _is_base(out[k]):
+        return None
+    return k
+
+
+def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
+    """pdfium's character index of each character of its page text. The text leaves out characters
+    without Unicode (0, and some control codes of math fonts) and writes a line-end hyphen (0x02)
+    as U+FFFE; a character past U+FFFF (math italic 𝑖) takes two indices, its UTF-16 surrogates.
+    Anything else unexpected gives None."""
+    if count == len(text):
+        return list(range(count))
+    index, i = [], 0
+    for ch in text:
+        c = ord(ch)
+        want = 0xD800 + ((c - 0x10000) >> 10) if c > 0xFFFF else c
+        while i < count:
+            u = raw.FPDFText_GetUnicode(handle, i)
+            if u == want or (u == 2 and ch == "\ufffe"):
+                break
+            if u >= 0x20:
+                return None
+            i += 1
+        else:
+            return None
+        index.append(i)
+        i += 2 if c > 0xFFFF else 1
+    return index
+
+
+def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw,
+                       min_body: float = 0.0) -> str:
+    # One function (about 100 lines): the body size, the script runs and their marks are one pass
+    # over one line's characters; split, each part would need the others' intermediate lists.
+    # `min_body`: the size of a base whose scripts were joined to this line (see _join_script_lines).
+    body = _body_size(text, sizes, a, b)
+    if not body:
+        return text[a:b]
+    limit = SCRIPT_SIZE_RATIO * max(body, min_body)
+    small = [not text[i].isspace() and 0 < sizes[i] < limit for i in range(a, b)]
+    if not any(small):
+        return text[a:b]
+    import ctypes
+
+    x, y, left, right, bottom, top = (ctypes.c_double() for _ in range(6))
+
+    def baseline(i: int) -> float:
+        raw.FPDFText_GetCharOrigin(handle, index[i], x, y)
+        return y.value
+
+    def box(i: int) -> tuple[float, float]:
+        raw.FPDFText_GetCharBox(handle, index[i], left, right, bottom, top)
+        return left.value, right.value
+
+    # a space pdfium put inside a script ("d_{f f}") goes when the glyphs around it nearly touch
+    for i in range(a + 1, b - 1):
+        if text[i] == " " and small[i - a - 1] and small[i - a + 1] \
+                and box(i + 1)[0] - box(i - 1)[1] < TOUCHING * sizes[i - 1]:
+            small[i - a] = True
+
+    def tight_space(i: int) -> bool:
+        # a space pdfium put between a base and its script where their glyphs nearly touch (Adam's
+        # "mb t" for the hatted m_t) goes, if the script sits off the base's baseline
+        return text[i - 1] == " " and i - 2 >= a and not text[i - 2].isspace() and not small[i - a - 2] \
+            and box(i)[0] - box(i - 2)[1] < TOUCHING * sizes[i - 2] \
+            and abs(baseline(i) - baseline(i - 2)) > SUB_DROP * sizes[i - 2]
+
+    def nested(k: int, m: int) -> str:
+        # a script's own scripts (d_{model} in R^{d_{model}×d_k}): glyphs smaller than the script's,
+        # off the baseline of the script glyph before them; spaces inside a script go
+        chars = [q for q in range(k, m) if not text[q].isspace()]
+        top = max(sizes[q] for q in chars)
+        parts, at, n = [], None, 0
+        while n < len(chars):
+            q = chars[n]
+            if sizes[q] >= SCRIPT_SIZE_RATIO * top or at is None:
+                parts.append(text[q])
+                at, n = q, n + 1
+                continue
+            r = n
+            while r < len(chars) and sizes[chars[r]] < SCRIPT_SIZE_RATIO * top:
+                r += 1
+            inner = "".join(text[c] for c in chars[n:r])
+            dy = baseline(q) - baseline(at)
+            mark = "^" if dy > SUP_RISE * sizes[at] else "_" if dy < -SUB_DROP * sizes[at] else ""
+            parts.append(_script(mark, inner))
+            n = r
+        return "".join(parts)
+
+    out: list[str] = []
+    i = a
+    while i < b:
+        if not small[i - a] or i == a or small[i - a - 1] or (text[i - 1].isspace() and not tight_space(i)) \
+                or text[i - 1] in "√⌊⌈⟨":
+            out.append(text[i])  # not a script, or one with no base character right before it
+            i += 1
+            continue
+        at = i - 1
+        if text[at] == " ":
+            out.pop()
+            at -= 1
+        j = i
+        while j < b and small[j - a]:
+            j += 1
+        base_y, base_size = baseline(at), sizes[at]
+        kinds = []
+        for k in range(i, j):
+            dy = baseline(k) - base_y if text[k] != " " else 0.0
+            kind = "^" if dy > SUP_RISE * base_size else "_" if dy < -SUB_DROP * base_size else ""
+            kinds.append(kinds[-1] if text[k] == " " and kinds else kind)
+        # a footnote or citation mark after a word or punctuation stays as pdfium wrote it
+        # (digits after a word or ".,;:%"; ∗ † ‡ after those or ")"); "D^{∗}", "x^{2}", "(x)^{2}" stay math
+        before = text[a:at + 1]
+        word = re.search(r"[^\W\d_]{2,}$|[.,;:%]$", before) is not None
+        marks = FOOTNOTE_DIGITS if word else set()
+        if word or before.endswith(")"):
+            marks = marks | FOOTNOTE_SYMBOLS
+        k = i
+        while k < j:
+            m = k
+            while m < j and kinds[m - i] == kinds[k - i]:
+                m += 1
+            kind = kinds[k - i]
+            run = nested(k, m) if kind else text[k:m]
+            if kind and not (kind == "^" and k == i and set(run) <= marks):
+                out.append(_script(kind, run))
+            else:
+                out.append(run)
+            k = m
+        i = j
+    return "".join(out)
+
+
+def _script(mark: str, run: str) -> str:
+    """A script run written after its mark: `_k`, `^{(k)}`, `_{model}`; primes as they are (b′_t)."""
+    if not mark or set(run) <= {"′"}:
+        return run
+    return mark + (run if len(run) == 1 and run.isascii() and run.isalpha() else "{" + run + "}")
+
+
+def _body_size(text: str, sizes: list[float], a: int, b: int) -> float:
+    """A line's body size: the largest size that, with the sizes above it, covers a third of its
+    letters and digits (a header row like "N d_model d_ff h d_k" has more script than base letters)."""
+    counts = Counter(round(sizes[i], 1) for i in range(a, b) if _is_body(text[i]))
+    total, covered = sum(counts.values()), 0
+    for body, count in sorted(counts.items(), reverse=True):
+        covered += count
+        if covered * 3 >= total:
+            return body
+    return 0.0
