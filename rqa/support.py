@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rqa.embed import embed
-from rqa.text import CITATION, CITATION_RE, sentence_spans, tokenize
+from rqa.text import CITATION, CITATION_RE, PAPER_REFERENCE, sentence_spans, tokenize
 
 # A source line that speaks to the model instead of about the work: planted instructions.
 _INSTRUCTION = re.compile(
@@ -138,9 +138,9 @@ class Quote:
         return asdict(self)
 
 
-# A paper's own reference marker, "value 0.1 [36]." or "[12, 13]" or "[2-4]": after a blank, before
-# punctuation or a blank; one starting at 0 is an interval ("[0, 1]"), one after a name an index (x[3]).
-_REFERENCE = re.compile(r"(?<=\s)\[[1-9]\d*(?:\s*[,;\-\u2013]\s*\d+)*\](?=[\s.,;:)]|$)")
+# A paper's own reference marker in a quote, "value 0.1 [36].": after a blank, before punctuation or a
+# blank; one after a name is an index (x[3]) and stays, escaped, where the reader sees it.
+_REFERENCE = re.compile(r"(?<=\s)" + PAPER_REFERENCE + r"(?=[\s.,;:)]|$)")
 _BRACKETED_NUMBER = re.compile(r"\[(\d[^\[\]]*)\]")
 _MARKUP = re.compile(r"\]\(|<[!/a-zA-Z]")  # a Markdown link or an HTML tag: never shown as a quote
 

@@ -54,6 +54,9 @@ def tokenize(text: str) -> list[str]:
 # One citation marker: [2], [1, 3], [2-4], [7;8]. The answer path parses the numbers with it too.
 CITATION = r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]"
 CITATION_RE = re.compile(CITATION)
+# A paper's own reference marker in its text: "[36]", "[12, 13]", "[2-4]". Not one that starts at 0:
+# that is an interval ("scaled to [0, 1]"), which the model and the reader need.
+PAPER_REFERENCE = r"\[[1-9]\d*(?:\s*[,;\-\u2013]\s*\d+)*\]"
 
 
 def cited_numbers(text: str) -> list[int]:
