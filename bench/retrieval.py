@@ -33,7 +33,7 @@ from rqa.collection import ingest_paths
 from rqa.embed import embed
 from rqa.index import Index, build_bm25, build_faiss, index_text, load_index
 from rqa.metrics import first_hit_rank, retrieval_scores
-from rqa.search import _overlap, _same_doc, retrieve
+from rqa.search import overlap, retrieve, same_paper
 
 
 def score(index: Index, questions: list[dict], settings: Settings, mode: str,
@@ -61,8 +61,8 @@ def score_pairs(index: Index, pairs: list[dict], settings: Settings) -> dict:
         if own is None:
             continue
         hits = retrieve(index, p["question"], settings, k=10)
-        ranks.append(next((r for r, h in enumerate(hits, start=1) if _same_doc(h.chunk, own) and
-                           _overlap(h.chunk, own) > 0.5 * (own.char_end - own.char_start)), None))
+        ranks.append(next((r for r, h in enumerate(hits, start=1) if same_paper(h.chunk, own) and
+                           overlap(h.chunk, own) > 0.5 * (own.char_end - own.char_start)), None))
     return {**retrieval_scores(ranks), "n": len(ranks)}
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rqa.config import Settings
 from rqa.index import Index, index_text
-from rqa.search import _overlap, retrieve
+from rqa.search import overlap, retrieve
 from rqa.text import split_spans, train_tokenizer
 from rqa.types import Chunk
 from rqa.errors import UserError
@@ -82,7 +82,7 @@ def hard_negatives(index: Index, query: str, chunk: Chunk, settings: Settings, n
     found = []
     for hit in retrieve(index, query, settings, k=depth, mode=mode):
         c = hit.chunk
-        if c.chunk_id != chunk.chunk_id and not (c.paper == chunk.paper and _overlap(c, chunk) > 0):
+        if c.chunk_id != chunk.chunk_id and not (c.paper == chunk.paper and overlap(c, chunk) > 0):
             found.append(c)
             if len(found) == n:
                 break

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rqa.config import Settings
+from rqa.search import MODES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,14 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ingest", help="build or extend an index from PDF/.md/.txt/.tex files or folders")
     p.add_argument("paths", nargs="+")
     _common(p)
-    p.add_argument("--ann", choices=["flat", "hnsw", "ivf"], help="FAISS index kind")
+    p.add_argument("--ann", choices=Settings.__dataclass_fields__["ann"].metadata["choices"], help="FAISS index kind")
 
     p = sub.add_parser("search", help="print the chunks ranked for a question")
     p.add_argument("question", nargs="?")
     _common(p)
     p.add_argument("--queries", type=Path, help='JSONL file of {"id", "question"} lines (batch mode)')
     p.add_argument("--k", type=int)
-    p.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    p.add_argument("--mode", choices=MODES, default="hybrid")
     _expansion(p)
     p.add_argument("--json", action="store_true")
 

@@ -16,14 +16,7 @@ from rqa.errors import RatingError, StoreError
 from rqa.ratings import RUBRIC
 from rqa.render import render_item
 from rqa.service import AppState, client_id
-from rqa.uploads import uploaded_files
-
-
-def upload_folder() -> Path:
-    """Where Gradio's upload route writes (GRADIO_TEMP_DIR, else the system temp folder's gradio/)."""
-    from gradio.utils import get_upload_folder
-
-    return Path(get_upload_folder())
+from rqa.uploads import upload_folder, uploaded_files
 
 
 EXPORT_KEEP_S = 60  # Gradio copies a returned file into its own cache as the handler returns
@@ -44,7 +37,7 @@ def export_file(text: str, fmt: str, folder: Path) -> Path:
 
 
 def build_annotator_tab(app: AppState) -> None:
-    # One function (83 lines): the layout and the handlers that read and update its components share
+    # One function: the layout and the handlers that read and update its components share
     # them in one closure, read top to bottom as the tab appears; split, they would be passed around.
     annotator = gr.State("")
     item = gr.State(None)

@@ -158,7 +158,7 @@ async def read_body(request: Request, limit: int) -> bytes | None:
 
 
 def add_openai_routes(server: FastAPI, app: AppState) -> None:
-    # One function (76 lines): the routes close over the keys and the in-flight semaphore, and `chat`
+    # One function: the routes close over the keys and the in-flight semaphore, and `chat`
     # is the order of a request's checks (key, size, JSON, fields, slot, admission), best read in one piece.
     keys = {k.strip() for k in app.settings.api_keys.split(",") if k.strip()}
     in_flight = threading.BoundedSemaphore(app.settings.api_max_in_flight)

@@ -61,9 +61,9 @@ class Settings:
                                          (1.0, 4.0))
     # --- index building
     ann: str = setting("flat", "index", "dense index kind", choices=("flat", "hnsw", "ivf"))
-    hnsw_m: int = setting(32, "index", "HNSW graph degree (ann hnsw)", (4, 256))
-    hnsw_ef_search: int = setting(64, "index", "HNSW candidates per search (ann hnsw)", (8, 4096))
-    ivf_min_nprobe: int = setting(8, "index", "IVF lists searched at least (ann ivf; else a 16th of the lists)",
+    hnsw_m: int = setting(32, "index", "HNSW graph degree (ann hnsw; a folder index's FAISS, Milvus builds its own with M 32)", (4, 256))
+    hnsw_ef_search: int = setting(64, "index", "HNSW candidates per search (ann hnsw; a folder index's FAISS)", (8, 4096))
+    ivf_min_nprobe: int = setting(8, "index", "IVF lists searched at least (ann ivf; a folder index's FAISS; else a 16th of the lists)",
                                   (1, 4096))
     # BM25's usual 1.5 / 0.75: Anserini's passage values 0.82 / 0.68 found two paraphrased dev answers
     # and lost a third (docs/HISTORY.md), no gain worth a tuned constant

@@ -221,8 +221,8 @@ def index_exists(path: Path) -> bool:
 
 def load_index(path: Path, embedder: str | None = None) -> Index:
     """Load and verify an index; `embedder`, when given, must be the one it was built with.
-    Every inconsistency is one IndexError_ line naming the file and how to rebuild. One function
-    (72 lines): the checks run in the order the files depend on each other, which it shows."""
+    Every inconsistency is one IndexError_ line naming the file and how to rebuild. One function:
+    the checks run in the order the files depend on each other, which it shows."""
     import bm25s
     import faiss
 

@@ -80,8 +80,8 @@ FAMILIES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "
 
 def chat_format(metadata: dict) -> ChatFormat:
     """The GGUF's own chat template when it has one; else the family's turn format for an
-    instruction-tuned model (general.finetune says it/instruct/chat); else, for a base model such
-    as the offline Gemma 3 270M, a plain completion prompt: base models were never trained on
+    instruction-tuned model (general.finetune says it/instruct/chat); else, for a base model given
+    by `model_path`, a plain completion prompt: base models were never trained on
     turns and answer on topic far more often without them."""
     template = metadata.get("tokenizer.chat_template")
     if template:

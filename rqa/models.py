@@ -32,7 +32,6 @@ class OfflineModel:
     part_glob: str  # file(s) inside each package that hold the model's bytes
     size: int
     sha256: str
-    instruct: bool = True
 
     @property
     def filename(self) -> str:

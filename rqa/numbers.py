@@ -19,9 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 from rqa.equations import LATEX_RE
 from rqa.support import answer_sentences, instruction_sentences
-from rqa.text import CITATION, cited_numbers
+from rqa.text import CITATION_RE, cited_numbers
 
-_CITATIONS = re.compile(CITATION)
 _PART = re.compile(r"\b(?:sections?|sec\.|§|tables?|tab\.|figures?|fig\.|equations?|eqs?\.|appendix|algorithm|"
                    r"chapter)\s*+\(?\s*+[A-Z]?\d++(?:\.\d++)*+\)?|\b(?:pages?|pp?\.)\s*+\d++(?:[-–]\d++)?+(?!\d|\.\d)",
                    re.I)
@@ -61,7 +60,7 @@ def _exponent(text: str) -> int:
 
 def _masked(text: str) -> str:
     """The text with what does not count blanked out, character for character (offsets kept)."""
-    for pattern in (_CITATIONS, LATEX_RE, _PART, _LIST_ITEM):
+    for pattern in (CITATION_RE, LATEX_RE, _PART, _LIST_ITEM):
         text = pattern.sub(lambda m: " " * len(m.group(0)), text)
     return text
 

@@ -504,7 +504,7 @@ def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
 
 def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw,
                        min_body: float = 0.0) -> str:
-    # One function (about 100 lines): the body size, the script runs and their marks are one pass
+    # One function: the body size, the script runs and their marks are one pass
     # over one line's characters; split, each part would need the others' intermediate lists.
     # `min_body`: the size of a base whose scripts were joined to this line (see _join_script_lines).
     body = _body_size(text, sizes, a, b)

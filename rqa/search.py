@@ -100,16 +100,18 @@ def dedupe(hits: list[Hit], max_overlap: float = 0.5) -> list[Hit]:
     kept: list[Hit] = []
     for hit in hits:
         c = hit.chunk
-        if any(_same_doc(k.chunk, c) and _overlap(k.chunk, c) > max_overlap * (c.char_end - c.char_start)
+        if any(same_paper(k.chunk, c) and overlap(k.chunk, c) > max_overlap * (c.char_end - c.char_start)
                for k in kept):
             continue
         kept.append(hit)
     return kept
 
 
-def _same_doc(a: Chunk, b: Chunk) -> bool:
+def same_paper(a: Chunk, b: Chunk) -> bool:
+    """Whether two chunks are of one paper: its content hash where both have one, else its name."""
     return a.doc == b.doc if a.doc and b.doc else a.paper == b.paper
 
 
-def _overlap(a: Chunk, b: Chunk) -> int:
+def overlap(a: Chunk, b: Chunk) -> int:
+    """The characters two chunks of one paper share (the chunker's overlap, or none)."""
     return max(0, min(a.char_end, b.char_end) - max(a.char_start, b.char_start))

@@ -76,7 +76,8 @@ class Refused(Exception):
 
 def admit(app: AppState, question: str, client: str) -> str:
     """The question as it will be answered, or Refused. Checked before the rate limit (a refused
-    question is not charged): empty, undecodable or over `max_question_chars`."""
+    question is not charged): empty (nothing but blanks, control or invisible characters) or over
+    `max_question_chars`. Invalid UTF-8 is replaced, with a notice, not refused."""
     try:
         cleaned, _ = clean_question(question, app.settings.max_question_chars)
     except QuestionError as e:

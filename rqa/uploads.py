@@ -16,13 +16,17 @@ from rqa.config import Settings
 from rqa.errors import StoreError
 from rqa.text import sha256_file
 
-MAX_FILES_PER_UPLOAD = 10
-MAX_FILE_BYTES = 20 * 2**20
-
 
 def store_dir(settings: Settings) -> Path:
     index_dir = Path(settings.index_dir)
     return index_dir.parent / f"{index_dir.name}-uploads"
+
+
+def upload_folder() -> Path:
+    """Where Gradio's upload route writes (GRADIO_TEMP_DIR, else the system temp folder's gradio/)."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder())
 
 
 def uploaded_files(names: list[str], upload_root: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rqa.annotate import build_annotator_tab, upload_folder
+from rqa.annotate import build_annotator_tab
 from rqa.answer import answer_stream, remove_links
 from rqa.collection import check_uploads, example_questions, papers
 from rqa.conversation import content_text
@@ -19,7 +19,7 @@ from rqa.index import Index
 from rqa.ingest import SUFFIXES
 from rqa.render import model_line, render_checks, render_retrieved, render_sources, shown
 from rqa.service import AppState, Refused, admit, client_id
-from rqa.uploads import uploaded_files
+from rqa.uploads import upload_folder, uploaded_files
 
 log = logging.getLogger("rqa.web")
 LATEX_DELIMITERS = [

@@ -16,7 +16,7 @@ from build.generate import ExtractiveGenerator
 from rqa.config import Settings
 from rqa.index import Index, load_index
 from rqa.errors import IndexError_
-from rqa.search import _overlap
+from rqa.search import overlap
 from rqa.types import Chunk
 from tests.conftest import PAPERS, ROOT
 
@@ -53,7 +53,7 @@ def test_hard_negatives_never_overlap_the_positive(dataset):
     for question, chunk in pairs:
         negative = hard_negative(index, question, chunk, Settings())
         assert negative.chunk_id != chunk.chunk_id
-        assert not (negative.paper == chunk.paper and _overlap(negative, chunk) > 0)
+        assert not (negative.paper == chunk.paper and overlap(negative, chunk) > 0)
 
 
 def test_embedder_stage_trains_and_the_index_keeps_its_embedder(dataset, tmp_path):

@@ -96,7 +96,7 @@ def test_papers_panel_reads_only_uploaded_files(tmp_path):
         assert "zebra-quartz" not in json.dumps(reply["rqa"])
 
         # a symlink inside the upload folder that points out of it is refused too
-        from rqa.annotate import upload_folder
+        from rqa.uploads import upload_folder
 
         link = upload_folder() / f"rqa-test-{time.time_ns()}" / "notes.md"
         link.parent.mkdir(parents=True)

@@ -12,7 +12,7 @@ from rqa.collection import open_index
 from rqa.errors import UserError
 from rqa.index import index_text
 from rqa.rerank import _load, rerank
-from rqa.search import _overlap, retrieve
+from rqa.search import overlap, retrieve
 
 QUESTION = "How does LoRA initialise its low-rank matrices?"
 
@@ -41,7 +41,7 @@ def test_each_query_is_grouped_with_hard_negatives_that_share_no_text(shared_ind
         own = next(c for c in index.chunks if c.chunk_id == g["chunk"])
         for text in g["negatives"]:
             c = by_text[text]
-            assert c.chunk_id != own.chunk_id and not (c.paper == own.paper and _overlap(c, own) > 0)
+            assert c.chunk_id != own.chunk_id and not (c.paper == own.paper and overlap(c, own) > 0)
     # inverse-cloze queries: a sentence taken out of its own chunk's text, at most 2 a chunk
     ict = [g for g in groups if g["query"] != QUESTION]
     assert 1 <= len(ict) <= 3 * 2
