@@ -72,9 +72,8 @@ def extra(answer: Answer) -> dict:
     """What an OpenAI response has no field for. `text` is the answer with the sources the model named
     after it, the citations rqa attributed and the quoted sentences (a stream carries the model's
     text as it wrote it, then the quotes); `model_text` is the model's, with the sources it named."""
-    return {"citations": [c.to_json() for c in answer.citations], "checks": answer.checks(),
-            "uncited": [c.to_json() for c in answer.uncited], "text": answer.text, "model_text": answer.model_text,
-            "quotes": [q.to_json() for q in answer.quotes]}
+    full = answer.to_json()
+    return {"text": full["answer"], **{k: full[k] for k in ("citations", "checks", "uncited", "model_text", "quotes")}}
 
 
 # OpenAI request fields rqa cannot honour: refused with a 400 rather than silently ignored. Fields
