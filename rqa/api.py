@@ -38,6 +38,11 @@ def error(status: int, message: str, type_: str = "invalid_request_error", param
                         status_code=status, headers=headers)
 
 
+# The roles of OpenAI's chat messages ("function" is the older name of "tool"). rqa answers the last
+# user message and reads the earlier ones; the others are accepted and not read.
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
 def parse_question(body) -> tuple[str, list[str]]:
     """The last user message's text, and the earlier user messages' (a follow-up may lean on them,
     rqa.conversation); raises RequestError with an OpenAI-style message."""
@@ -46,26 +51,41 @@ def parse_question(body) -> tuple[str, list[str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty array")
-    for m in messages:
+    texts = []
+    for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise RequestError("each message must be an object with a string 'role'")
-    user = [m for m in messages if m["role"] == "user"]
-    if not user:
+            raise RequestError(f"message {i}: each message must be an object with a string 'role'")
+        if m["role"] not in ROLES:
+            raise RequestError(f"message {i}: unknown role {m['role'][:40]!r} (one of {', '.join(ROLES)})")
+        if m["role"] == "user":
+            texts.append(message_text(m.get("content"), i))
+        elif not (m.get("content") is None or isinstance(m["content"], str) or
+                  isinstance(m["content"], list) and all(isinstance(p, dict) for p in m["content"])):
+            raise RequestError(f"message {i}: 'content' must be a string, null or an array of content parts")
+    if not texts:
         raise RequestError("'messages' holds no user message to answer")
-    texts = [message_text(m.get("content")) for m in user]
     if "stream" in body and not isinstance(body["stream"], bool):
         raise RequestError("'stream' must be a boolean", param="stream")
     return texts[-1], [t for t in texts[:-1] if t.strip()]
 
 
-def message_text(content) -> str:
-    """A message's text (rqa.conversation.content_text), or a RequestError saying what is wrong."""
-    text = content_text(content)
-    if text is None and isinstance(content, list):
-        raise RequestError("message content parts must be objects")
-    if text is None:
-        raise RequestError("the user message's 'content' must be a string or an array of text parts")
-    return text
+def message_text(content, i: int) -> str:
+    """A user message's text: a string, or an array of text parts ({"type": "text", "text": ...},
+    rqa.conversation.content_text joins them); anything else, an image among them, is refused by
+    name rather than dropped unread."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise RequestError(f"message {i}: the user message's 'content' must be a string or an array of text parts")
+    for j, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise RequestError(f"message {i}: content part {j} must be an object")
+        if part.get("type", "text") != "text":
+            raise RequestError(f"message {i}: content part {j} is of type {str(part.get('type'))[:40]!r}; "
+                               "rqa reads text parts only")
+        if not isinstance(part.get("text"), str):
+            raise RequestError(f"message {i}: content part {j}'s 'text' must be a string")
+    return content_text(content)
 
 
 def extra(answer: Answer) -> dict:

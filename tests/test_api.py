@@ -54,6 +54,17 @@ def test_streamed_answer_ends_with_citations(api_app):
     ({"messages": [{"content": "no role"}]}, 400, "string 'role'"),
     ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "no user message"),
     ({"messages": [{"role": "user", "content": 42}]}, 400, "must be a string"),
+    # every message is checked, not only the user's: a role rqa does not know is named, not skipped
+    ({"messages": [{"role": "wizard", "content": "x"}, {"role": "user", "content": "q"}]}, 400,
+     "message 0: unknown role 'wizard'"),
+    ({"messages": [{"role": "assistant", "content": 5}, {"role": "user", "content": "q"}]}, 400,
+     "message 0: 'content' must be a string, null or an array"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, 400,
+     "content part 0's 'text' must be a string"),
+    # an image is refused by name, alone or beside text, rather than dropped unread
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "What is in it?"},
+                                                {"type": "image_url", "image_url": {"url": "x"}}]}]}, 400,
+     "content part 1 is of type 'image_url'; rqa reads text parts only"),
     ({"messages": [{"role": "user", "content": "   "}]}, 400, "type a question"),
     ({"messages": [{"role": "user", "content": "q"}], "stream": "yes"}, 400, "'stream' must be a boolean"),
     ({"messages": [{"role": "user", "content": "x" * 5000}]}, 400, "at most 2,000 are answered"),
