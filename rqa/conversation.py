@@ -29,12 +29,15 @@ NOT_NAMES = {"What", "Which", "How", "Why", "When", "Where", "Who", "Whom", "Who
              "That", "These", "Those", "It", "Its", "They", "Their", "In", "On", "For", "According", "Table",
              "Figure", "Fig", "Section", "Appendix", "Equation", "Eq", "Algorithm", "Theorem", "Lemma", "Same",
              "Please", "Tell", "Explain", "Describe", "Give", "List", "Compare"}
-# Nor the hardware, metrics and benchmarks that any paper reports on: "On how many TPU v4 chips was
-# it trained?" and "What BLEU score did it reach?" still ask about the paper before
-SHARED_TERMS = {"GPU", "GPUs", "TPU", "TPUs", "CPU", "CPUs", "FLOP", "FLOPs", "FLOPS", "PFLOPs", "GB", "TB", "MB",
-                "BLEU", "ROUGE", "F1", "EM", "MRR", "AUC", "FID", "WER", "PPL", "SOTA", "ImageNet", "WMT", "GLUE",
-                "SuperGLUE", "SQuAD", "CIFAR", "COCO", "MNIST", "JFT"}
-VERSION = re.compile(r"v\d+(?:\.\d+)*")  # "v4" of "TPU v4", a version and not a name
+# Nor the hardware, units, metrics and data sets that any paper reports on: "On how many TPU v4 chips
+# was it trained?", "How many A100 GPUs did it use?" and "What MMLU score does it get?" still ask
+# about the paper before
+SHARED_TERMS = {"BLEU", "ROUGE", "METEOR", "F1", "EM", "MRR", "AUC", "FID", "WER", "PPL", "SOTA", "ImageNet", "WMT",
+                "GLUE", "SuperGLUE", "SQuAD", "CIFAR", "COCO", "MNIST", "JFT", "MMLU", "C4", "HellaSwag", "LAMBADA",
+                "TriviaQA", "MNLI", "SST", "VTAB", "WikiText", "PTB", "BookCorpus", "Wikipedia", "HBM", "SRAM",
+                "DRAM", "NVIDIA", "Nvidia"}
+# accelerators by kind or model (GPUs, TPUv4, A100s, V100), FLOP counts and bytes (TFLOPs, GiB), versions
+SHARED_FORMS = re.compile(r"(?:GPU|TPU|CPU)(?:v?\d+)?s?|[AHVPK]\d{2,3}s?|[KMGTPE]?FLOP[Ss]?|[KMGTPE]i?B|v\d+(?:\.\d+)*")
 MAX_EARLIER = 3  # questions read back at most: a chain of follow-ups rarely runs longer
 
 
@@ -51,7 +54,7 @@ def content_text(content) -> str | None:
 def names_something(question: str) -> bool:
     """Whether the question names a method, model or paper of its own."""
     words = (m.group(0).split("-")[0] for m in NAME.finditer(question))
-    return any(w not in NOT_NAMES and w not in SHARED_TERMS and not VERSION.fullmatch(w) for w in words)
+    return any(w not in NOT_NAMES and w not in SHARED_TERMS and not SHARED_FORMS.fullmatch(w) for w in words)
 
 
 def follows_on(question: str) -> bool:

@@ -19,7 +19,9 @@ from tests.test_web import REQUEST
     "And the learning rate?", "What about BERT?", "How does it compare with ResNet?", "Why is that?",
     "What does the paper propose?", "What did they report on ImageNet?",
     # hardware, metrics and benchmarks name no paper of their own
-    "On how many TPU v4 chips was it trained?", "What BLEU score did it reach on WMT 2014 English-to-German?"])
+    "On how many TPU v4 chips was it trained?", "What BLEU score did it reach on WMT 2014 English-to-German?",
+    "How many A100 GPUs did it use?", "On how many TPUv4 chips was it trained?", "What MMLU score does it get?",
+    "How many TFLOPs did it use?", "How many GB of HBM did it need?", "How many tokens of C4 was it trained on?"])
 def test_a_question_that_leans_on_an_earlier_one_is_a_follow_up(question):
     assert follows_on(question)
 
@@ -29,7 +31,8 @@ def test_a_question_that_leans_on_an_earlier_one_is_a_follow_up(question):
     "How is BERT pre-trained, and what is its vocabulary size?", "What are the model dimension and the "
     "feed-forward inner dimension of the base Transformer?", "Why are the dot products scaled in attention?",
     "What is the update rule of the parallel version of Reptile?", "How does the model that LoRA adapts change?",
-    "How many TPU v4 chips did PaLM use, and how long did its training take?"])
+    "How many TPU v4 chips did PaLM use, and how long did its training take?",
+    "How many A100s did OPT-175B use, and what was its carbon footprint?", "How is T5 trained, and what is its vocabulary?"])
 def test_a_question_that_stands_alone_is_not(question):
     assert not follows_on(question)
 
