@@ -32,8 +32,9 @@ def upload_folder() -> Path:
 def uploaded_files(names: list[str], upload_root: Path) -> list[Path]:
     """The files an upload request names, each checked to be a file that arrived through the
     upload route: inside `upload_root` (Gradio's upload folder) once resolved, not a link. A
-    request is free to name any path, and the UI runs mounted on FastAPI, where Gradio's own
-    check does not run: without this, any file the server can read could be ingested and shown."""
+    request is free to name any path. The pinned Gradio refuses one it did not receive before this
+    runs, but that check is the framework's, not rqa's, and has varied with versions and mounts:
+    without this, any file the server can read could be ingested and shown."""
     root = Path(upload_root).resolve()
     out = []
     for name in names:
