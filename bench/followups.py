@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.common import dev_questions
 from rqa.collection import open_index
 from rqa.config import Settings
-from rqa.conversation import context_for
+from rqa.conversation import context_for, searched_text
 from rqa.metrics import first_hit_rank, retrieval_scores
 from rqa.search import retrieve
 
@@ -34,7 +34,7 @@ CONVERSATIONS = Path(__file__).with_name("followups.jsonl")
 
 def searched(question: str, earlier: list[str]) -> str:
     """What the answer path searches for (rqa.answer.AnswerStream)."""
-    return " ".join([*context_for(question, earlier), question])
+    return searched_text(question, context_for(question, earlier))
 
 
 def ranks(index, settings, texts: list[str], conversations: list[dict]) -> list[int | None]:

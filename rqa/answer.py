@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rqa.config import Settings
-from rqa.conversation import context_for
+from rqa.conversation import context_for, searched_text
 from rqa.embed import fingerprint
 from rqa.search import retrieve
 from rqa.equations import EquationCheck, SympyWorker, check_equations
@@ -174,11 +174,11 @@ class AnswerStream:
         self._t0 = time.perf_counter()
         # what a follow-up leans on, each cleaned as this question was (one line, no control characters);
         # one that could not have been asked here (empty, past the bound) is left out
-        self.context = context_for(self.question, [q for q in map(functools.partial(
-            cleaned_or_none, max_chars=settings.max_question_chars), earlier) if q])
+        cleaned = (cleaned_or_none(q, settings.max_question_chars) for q in earlier)
+        self.context = context_for(self.question, [q for q in cleaned if q])
         if self.context:
             self.notices.append("Read as following on from: " + " / ".join(f"\u201c{q}\u201d" for q in self.context))
-        searched = " ".join([*self.context, self.question])
+        searched = searched_text(self.question, self.context)
         # no papers, nothing to expand the question for: the model is not asked at all (below)
         self.expansion, notice = expand(searched, models, settings) if index.manifest.get("documents") \
             else ("", None)

@@ -68,6 +68,12 @@ def follows_on(question: str) -> bool:
     return back is not None and not names_something(question[:back.start()])
 
 
+def searched_text(question: str, context: list[str]) -> str:
+    """What a question is searched for, and its excerpts centred on: the earlier questions it leans
+    on, then its own words."""
+    return " ".join([*context, question])
+
+
 def context_for(question: str, earlier: list[str]) -> list[str]:
     """The earlier questions (oldest first) that `question` follows on from: back to the last one
     that stands alone, at most MAX_EARLIER; none when it stands alone itself."""

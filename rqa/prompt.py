@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from rqa.conversation import searched_text
 from rqa.equations import find_equations
 from rqa.support import semantic_scores
 from rqa.text import PAPER_REFERENCE, sentence_spans, tokenize
@@ -140,7 +141,7 @@ def build_messages(question: str, hits: list[Hit], source_chars: int = 800, grou
     """The chat the model answers. `context`: the earlier questions a follow-up leans on; the
     excerpts are centred on their words too."""
     scorer = semantic_scores if grounding == "sentences" else word_scores
-    searched = " ".join([*context, question])
+    searched = searched_text(question, context)
     sources = "\n\n".join(format_source(n, h, searched, source_chars, scorer) for n, h in enumerate(hits, start=1))
     messages = [{"role": "system", "content": STYLES[style]}]
     if demonstration:
