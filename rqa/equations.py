@@ -28,19 +28,20 @@ MAX_LATEX_CHARS = 500
 KNOWN_FUNCTIONS = {"sin", "cos", "tan", "tanh", "log", "exp", "max", "min"}
 _LATEX_WORDS = KNOWN_FUNCTIONS | {"sqrt", "frac", "cdot", "times", "sum", "prod", "partial", "nabla", "infty",
                                   "binom", "le", "ge", "neq"}
-# the last two as PDFs give them: "ǫ" (o with ogonek) is Computer Modern's epsilon, "µ" the micro sign
-_GREEK = dict(zip("αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩϵϕϑǫµ",
+# the Greek letters and ℓ, as LaTeX names them; "ǫ" (o with ogonek) is Computer Modern's epsilon as
+# PDFs give it, "µ" the micro sign
+_GREEK = dict(zip("αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΦΨΩϵϕϑǫµℓ",
                   "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau "
                   "upsilon phi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Phi Psi Omega epsilon phi "
-                  "theta epsilon mu".split()))
-_SYMBOLS = {"−": "-", "–": "-", "·": r" \cdot ", "×": r" \times ", "∗": "*", "≈": "=", "←": "=", "≤": r" \le ",
-            "≥": r" \ge ", "∑": r"\sum ", "∂": r"\partial ", "∇": r"\nabla ", "∞": r"\infty ", "′": "'"}
+                  "theta epsilon mu ell".split()))
+_SYMBOLS = {"−": "-", "–": "-", "·": r" \cdot ", "×": r" \times ", "∗": "*", "≈": "=", "←": "=", "≜": "=", "≡": "=",
+            "≤": r" \le ", "≥": r" \ge ", "∑": r"\sum ", "∂": r"\partial ", "∇": r"\nabla ", "∞": r"\infty ", "′": "'"}
 _ACCENTS = (("hat|widehat", "'"), ("tilde|widetilde", "''"), ("bar|overline", "'''"))
-_RELATIONS = ("=", "≈", "←", "≤", "≥", "<", ">", ":=", "<=", ">=")
+_RELATIONS = ("=", "≈", "←", "≜", "≡", "≤", "≥", "<", ">", ":=", "<=", ">=")  # ≜ and ≡: "defined as"
 # common short English words: where a plain-text equation ends, although they are one or two letters
 _STOP = {"is", "of", "to", "in", "by", "as", "at", "on", "or", "an", "be", "if", "we", "it", "so", "do", "no",
          "and", "the", "for", "with", "where", "which", "when", "then", "that", "this", "are", "was"}
-_MATH_CHARS = set("_^{}()[]=+−-*/·×√∑∂∇|<>≤≥≈←′∗'0123456789\\") | set(_GREEK)
+_MATH_CHARS = set("_^{}()[]=+−-*/·×√∑∂∇|<>≤≥≈←≜≡′∗'0123456789\\") | set(_GREEK)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def plain_equations(text: str) -> list[str]:
         line = re.sub(r"^\s*[-*•]\s", " ", line)  # a bullet is not a minus sign
         # "(2)" ends an equation: the next one in the text is another
         for part in re.split(r"(?<=\S)\s\(\d{1,3}\)(?=\s|$)", line):
-            _line_equations(re.sub(r"(:=|<=|>=|[=≈←≤≥<>])", r" \1 ", part).split(), out)
+            _line_equations(re.sub(r"(:=|<=|>=|[=≈←≜≡≤≥<>])", r" \1 ", part).split(), out)
     return out
 
 
@@ -102,12 +103,16 @@ def _line_equations(tokens: list[str], out: list[str]) -> None:
             continue
         lo = i
         while lo > 0 and i - lo < 6 and _mathy(tokens[lo - 1]) and tokens[lo - 1][-1] not in ".;:":
+            if tokens[lo - 1][-1] == "," and lo < i and _closed(tokens[lo:i]):
+                break  # "..., softmax(x) =": the equation before ends at the comma
             lo -= 1
         hi = i + 1
         while hi < len(tokens) and hi - i < 60 and _mathy(tokens[hi]):
             hi += 1
             if tokens[hi - 1][-1] in ",.;" and (hi == len(tokens) or not _mathy(tokens[hi])):
                 break  # "..., where": the sentence goes on in words
+            if tokens[hi - 1][-1] == "," and _closed(tokens[i + 1:hi]):
+                break  # "ℓ(x) = ..., softmax(x) = ...": the next equation (a comma within brackets is an argument's)
         left, right = _balanced(tokens[lo:i], from_end=False), _balanced(tokens[i + 1:hi], from_end=True)
         right = right.rstrip(",.;: ")
         if left and right and re.search(r"[-−+*/·×^√∑(\\]", right):
@@ -117,15 +122,17 @@ def _line_equations(tokens: list[str], out: list[str]) -> None:
         i = hi
 
 
+def _closed(tokens: list[str]) -> bool:
+    joined = " ".join(tokens)
+    return all(joined.count(a) == joined.count(b) for a, b in ("()", "{}", "[]"))
+
+
 def _balanced(tokens: list[str], from_end: bool) -> str:
     """The tokens, less those at the far end that leave a bracket open ("... g_t (Update")."""
     tokens = list(tokens)
-    while tokens:
-        joined = " ".join(tokens)
-        if all(joined.count(a) == joined.count(b) for a, b in ("()", "{}", "[]")):
-            return joined
+    while tokens and not _closed(tokens):
         tokens.pop(-1 if from_end else 0)
-    return ""
+    return " ".join(tokens)
 
 
 def find_equations(text: str) -> list[str]:
@@ -166,7 +173,7 @@ def _prepare(latex: str) -> str:
     latex = re.sub(r"(?<![A-Za-z\\])([A-Za-z%s])(\d+)(?![\d.])" % "".join(_GREEK), r"\1_{\2}", latex)  # β2, W1
     latex = "".join(f"\\{_GREEK[c]} " if c in _GREEK else _SYMBOLS.get(c, c) for c in latex)
     latex = latex.replace(":=", "=")
-    latex = re.sub(r"\\(leftarrow|gets|approx|coloneqq|simeq|triangleq)(?![a-zA-Z])", "=", latex)
+    latex = re.sub(r"\\(leftarrow|gets|approx|coloneqq|simeq|triangleq|equiv)(?![a-zA-Z])", "=", latex)
     latex = re.sub(r"\\(left|right|big|Big|bigg|Bigg)(?![a-zA-Z])", "", latex)
     latex = re.sub(r"\\[,;!: ]|\\quad|\\qquad", " ", latex)
     for accent, primes in _ACCENTS:  # one prime per kind: x-hat and x-tilde stay apart from x

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from rqa.equations import SympyWorker, check_equations, extract_latex, find_equations
+from rqa.equations import SympyWorker, check_equations, extract_latex, find_equations, plain_equations
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +141,23 @@ def test_the_letters_pdfs_give_for_epsilon_and_mu_read_as_greek(worker):
     assert [c.status for c in checks] == ["matches source", "matches source"]
     (copied,) = check_equations("It uses v = σ_{B} + ǫ [1].", [r"so $v = \sigma_B + \epsilon$ there"], worker)
     assert copied.status == "matches source"
+
+
+def test_ell_reads_as_latex_ell(worker):
+    # FlashAttention writes its softmax denominator ℓ(x); the model writes \ell(x)
+    source = "Therefore ℓ(x) = e^{m(x_1)−m(x)} ℓ(x_1) + e^{m(x_2)−m(x)} ℓ(x_2), softmax(x) = f(x)/ℓ(x)."
+    answer = r"It keeps $\ell(x) = e^{m(x_1) - m(x)}\ell(x_1) + e^{m(x_2) - m(x)}\ell(x_2)$ [1]."
+    (check,) = check_equations(answer, [source], worker)
+    assert (check.status, check.source) == ("matches source", 1)
+    # two equations a comma apart are two, not one that neither source nor answer holds
+    assert plain_equations(source) == ["ℓ(x) = e^{m(x_1)−m(x)} ℓ(x_1) + e^{m(x_2)−m(x)} ℓ(x_2)", "softmax(x) = f(x)/ℓ(x)"]
+
+
+def test_defined_as_is_a_relation(worker):
+    # RETRO defines its relative positions with ≜; the model writes "="
+    source = "we denote by d(i, i′) ≜ i − i′ + l − 1 the distance, and d_{enc} (i′, i) ≜ i′ − i for the encoder."
+    assert plain_equations(source) == ["d(i, i′) ≜ i − i′ + l − 1", "d_{enc} (i′, i) ≜ i′ − i"]
+    (check,) = check_equations(r"It is $d_{enc}(i', i) = i' - i$ [1].", [source], worker)
+    assert (check.status, check.source) == ("matches source", 1)
+    (other,) = check_equations(r"It is $d_{enc}(i', i) = i - i'$ [1].", [source], worker)
+    assert other.status == "unverified"
