@@ -116,9 +116,9 @@ VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
     ('1412.6980.pdf', 9, '(v_t)^{1/p} = lim_{p→∞}( (1 − β^p_{2})'): (False, True),
     ('1412.6980.pdf', 13, 'β_{2}'): (False, True),
     ('1502.03167.pdf', 5, 'pair of parameters γ^{(k)}'): (False, True),
-    ('1502.03167.pdf', 4, '∂x̂_i'): (False, True),
+    ('1502.03167.pdf', 4, '∂ℓ/∂x̂_i'): (False, True),  # the denominator alone before the whole-line numerators
     ('1503.02531.pdf', 7, '1 141993 +1421 +3.4%'): (True, True),
-    ('1503.02531.pdf', 3, '∂z_i'): (False, True),
+    ('1503.02531.pdf', 3, '∂C/∂z_i'): (False, True),  # the same
     ('1512.03385.pdf', 6, 'VGG [41] (v5) 24.4 7.1'): (True, True),
     ('1512.03385.pdf', 5, '['): (False, True),
     ('1706.03762.pdf', 8, 'GNMT + RL Ensemble [38] 26.30 41.16 1.8 '): (False, True),

@@ -272,10 +272,13 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
     i = 0
     while i < len(lines):
         segments, end = lines[i]
-        if i + 1 < len(lines) and (k := _numerator(text, sizes, box, segments[-1], lines[i + 1][0], rules)) is not None:
+        if i + 1 < len(lines):
+            denominator, closers = _closers_off(text, lines[i + 1][0])
+            k = _numerator(text, sizes, box, segments[-1], denominator, rules, whole_line=len(segments) == 1)
+        if i + 1 < len(lines) and k is not None:
             a, b = segments[-1]
-            denominator, end = lines[i + 1]
-            if i + 2 < len(lines) and _closes_fraction(text, box, [(k, b)], denominator, lines[i + 2][0][0]):
+            end = closers + lines[i + 1][1]
+            if not closers and i + 2 < len(lines) and _closes_fraction(text, box, [(k, b)], denominator, lines[i + 2][0][0]):
                 end = ""  # ")V (1)" goes on after "softmax(QK^T/√d_k"
             out.append((segments[:-1] + [(a, k), (k, b)] + denominator, len(segments) - 1, end))
             i += 2
@@ -283,6 +286,21 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
         out.append((segments, len(segments), end))
         i += 1
     return out
+
+
+def _closers_off(text: str, line: list) -> tuple[list, str]:
+    """A line that may be a denominator, less what ends it right of the fraction: closing brackets it
+    does not open (QLoRA's "2^k + 1)) , (4)": the big brackets drawn on its line), a comma and an
+    equation number. Returns the line's ranges left and the text taken off."""
+    *rest, (a, b) = line
+    tail = re.search(r"[)\]}]*\s*[,;.]?\s*(?:\(\d{1,3}\))?\s*$", text[a:b])
+    k = a + tail.start()
+    body = "".join(text[x:y] for x, y in rest) + text[a:k]
+    closers = len(re.match(r"[)\]}]*", tail.group(0)).group(0))
+    keep = k + min(closers, max(sum(body.count(o) - body.count(c) for o, c in ("()", "[]", "{}")), 0))
+    if k == a or not text[keep:b].strip():
+        return line, ""
+    return rest + [(a, keep)], text[keep:b]
 
 
 def _closes_fraction(text: str, box, numerator, denominator, after: tuple[int, int]) -> bool:
@@ -300,14 +318,15 @@ def _closes_fraction(text: str, box, numerator, denominator, after: tuple[int, i
 
 def _math_operand(text: str) -> bool:
     """A numerator or denominator, not prose or a table row: brackets balanced, at most one word of
-    four letters or more, no equation number, not starting with a relation."""
+    four letters or more, no equation number, not starting with a relation, no CJK characters (the
+    shogi pieces of MuZero's board figure)."""
     depth = 0
     for ch in text:
         depth += (ch in "([{") - (ch in ")]}")
         if depth < 0:
             return False
     return depth == 0 and len(re.findall(r"[A-Za-z]{4,}", text)) <= 1 and not re.search(r"\(\d+\)\s*$", text) \
-        and not re.match(r"[=<>≤≥≈∼]", text)
+        and not re.match(r"[=<>≤≥≈∼]", text) and not re.search("[\u2e80-\u9fff\uac00-\ud7af]", text)
 
 
 def _glyph_positions(text: str, segments) -> list[int]:
@@ -330,7 +349,8 @@ def _is_radicand(text: str, sizes: list[float], box, radical: tuple[int, int], b
     return rr - 0.3 * size <= gl <= rr + 0.6 * size and gb >= rb - 0.3 * size and gt <= rt + 0.3 * size
 
 
-def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below: list, rules) -> int | None:
+def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below: list, rules,
+               whole_line: bool = False) -> int | None:
     """Where a fraction's numerator starts at the end of this line segment, whose denominator is the
     next line (`below`), or None. The numerator follows a lead ("=", "(", "log", ...), and the two
     sit centred one over the other, the denominator's baseline 0.6 to 2.5 body sizes lower, a
@@ -366,7 +386,10 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         k -= 1
     num = _glyph_positions(text, [(k, b)])
     lead = re.search(r"(?:[A-Za-z]+|\S)$", text[a:k].rstrip())
-    if not num or len(num) > 40 or not lead or lead.group(0) not in FRACTION_LEADS \
+    # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
+    # position and the bar alone tell it
+    led = (k == a and whole_line) or (lead is not None and lead.group(0) in FRACTION_LEADS)
+    if not num or len(num) > 40 or not led \
             or not _math_operand(text[k:b].strip()) or text[k:b].strip() in LIMIT_BASES \
             or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
         return None

@@ -173,6 +173,21 @@ def test_fractions_and_radicals_on_lines_of_their_own_join_their_line():
     assert "(K/2" not in instructgpt  # (K choose 2) has no bar
 
 
+def test_a_fraction_whose_numerator_is_a_line_of_its_own():
+    """pdfium gives QLoRA's display equation a line per piece ("q_i =", "1", "2", "(", ...): a
+    numerator alone on its line, centred over its bar and denominator, is a fraction without a lead,
+    and the big brackets and the equation number on the denominator's line stay after it."""
+    from rqa.pdftext import pdf_pages
+
+    qlora = pdf_pages(PAPERS / "2305.14314.pdf")[3]
+    equation = " ".join(qlora[qlora.index("q_i ="):qlora.index(", (4)") + 5].split())
+    assert equation == "q_i = 1/2 ( Q_X ( i/(2^k + 1)) + Q_X ( (i + 1)/(2^k + 1))) , (4)"  # was "1 2", "i 2^k + 1)"
+    reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
+    assert "φ ← φ + ϵ\r\n1/n\r\n" in reptile
+    muzero = "\n".join(pdf_pages(PAPERS / "1911.08265.pdf"))
+    assert "飛 角\r\n歩 歩" in muzero  # the shogi pieces of a board figure are no fraction
+
+
 def test_a_table_row_stays_on_one_line():
     from rqa.pdftext import pdf_pages
 
