@@ -123,6 +123,7 @@ def _line_equations(tokens: list[str], out: list[str]) -> None:
 
 
 def _closed(tokens: list[str]) -> bool:
+    """Every bracket the tokens open they close (counted, not matched)."""
     joined = " ".join(tokens)
     return all(joined.count(a) == joined.count(b) for a, b in ("()", "{}", "[]"))
 

@@ -243,7 +243,9 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
     and its radicand ("√", "d_k": "√d_k"), and a fraction's numerator, which ends a line after "=",
     "(" or a function's name, over its denominator, the next line, centred under it ("D^{∗}_G(x) =
     p_{data}(x)" over "p_{data}(x) + p_g(x)": p_{data}(x)/(p_{data}(x) + p_g(x))). The bar and the
-    radical's overline are drawn, not text: position says which glyphs they join. Returns, per line,
+    radical's overline are drawn, not text: position says which glyphs they join. A numerator alone on
+    its line is one too (QLoRA's "q_i =", "1", "2"), and what ends the denominator's line right of
+    the fraction (big brackets, an equation number) follows it. Returns, per line,
     its character ranges, where a fraction starts among them (past the end: none; else the next two
     ranges are the line's head and the numerator, the rest the denominator) and its line break.
     `rules()` gives the page's horizontal rules: a fraction has its bar between the two."""
@@ -272,10 +274,11 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
     i = 0
     while i < len(lines):
         segments, end = lines[i]
+        k = None
         if i + 1 < len(lines):
             denominator, closers = _closers_off(text, lines[i + 1][0])
             k = _numerator(text, sizes, box, segments[-1], denominator, rules, whole_line=len(segments) == 1)
-        if i + 1 < len(lines) and k is not None:
+        if k is not None:
             a, b = segments[-1]
             end = closers + lines[i + 1][1]
             if not closers and i + 2 < len(lines) and _closes_fraction(text, box, [(k, b)], denominator, lines[i + 2][0][0]):
@@ -293,11 +296,12 @@ def _closers_off(text: str, line: list) -> tuple[list, str]:
     does not open (QLoRA's "2^k + 1)) , (4)": the big brackets drawn on its line), a comma and an
     equation number. Returns the line's ranges left and the text taken off."""
     *rest, (a, b) = line
-    tail = re.search(r"[)\]}]*\s*[,;.]?\s*(?:\(\d{1,3}\))?\s*$", text[a:b])
+    # an equation number stands apart: "p(1)" is a function's argument
+    tail = re.search(r"[)\]}]*\s*[,;.]?\s*(?:(?<![\w'^}])\(\d{1,3}\))?\s*$", text[a:b])
     k = a + tail.start()
     body = "".join(text[x:y] for x, y in rest) + text[a:k]
-    closers = len(re.match(r"[)\]}]*", tail.group(0)).group(0))
-    keep = k + min(closers, max(sum(body.count(o) - body.count(c) for o, c in ("()", "[]", "{}")), 0))
+    n_closers = len(re.match(r"[)\]}]*", tail.group(0)).group(0))
+    keep = k + min(n_closers, max(sum(body.count(o) - body.count(c) for o, c in ("()", "[]", "{}")), 0))
     if k == a or not text[keep:b].strip():
         return line, ""
     return rest + [(a, keep)], text[keep:b]
@@ -352,7 +356,8 @@ def _is_radicand(text: str, sizes: list[float], box, radical: tuple[int, int], b
 def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below: list, rules,
                whole_line: bool = False) -> int | None:
     """Where a fraction's numerator starts at the end of this line segment, whose denominator is the
-    next line (`below`), or None. The numerator follows a lead ("=", "(", "log", ...), and the two
+    next line (`below`), or None. The numerator follows a lead ("=", "(", "log", ...), or is the
+    whole line (`whole_line`: the segment is its line's only one), and the two
     sit centred one over the other, the denominator's baseline 0.6 to 2.5 body sizes lower, a
     rule (the bar) between them as wide as the wider of the two (a binomial coefficient has none)."""
     den = _glyph_positions(text, below)
@@ -387,8 +392,10 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
     num = _glyph_positions(text, [(k, b)])
     lead = re.search(r"(?:[A-Za-z]+|\S)$", text[a:k].rstrip())
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
-    # position and the bar alone tell it
-    led = (k == a and whole_line) or (lead is not None and lead.group(0) in FRACTION_LEADS)
+    # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
+    # characters ("Model" over "Size" with a rule between is a figure's labels)
+    alone = k == a and whole_line and (bool(re.search(r"[^A-Za-z\s]", text[k:b])) or len(text[k:b].strip()) <= 3)
+    led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS)
     if not num or len(num) > 40 or not led \
             or not _math_operand(text[k:b].strip()) or text[k:b].strip() in LIMIT_BASES \
             or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):

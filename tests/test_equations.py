@@ -149,7 +149,9 @@ def test_ell_reads_as_latex_ell(worker):
     answer = r"It keeps $\ell(x) = e^{m(x_1) - m(x)}\ell(x_1) + e^{m(x_2) - m(x)}\ell(x_2)$ [1]."
     (check,) = check_equations(answer, [source], worker)
     assert (check.status, check.source) == ("matches source", 1)
-    # two equations a comma apart are two, not one that neither source nor answer holds
+    # two equations a comma apart are two, not one that neither source nor answer holds; a comma
+    # inside brackets separates arguments
+    assert plain_equations("so y = f(x, z) + 1, z = g(x) * 2 here") == ["y = f(x, z) + 1", "z = g(x) * 2"]
     assert plain_equations(source) == ["ℓ(x) = e^{m(x_1)−m(x)} ℓ(x_1) + e^{m(x_2)−m(x)} ℓ(x_2)", "softmax(x) = f(x)/ℓ(x)"]
 
 

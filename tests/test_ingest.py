@@ -188,6 +188,19 @@ def test_a_fraction_whose_numerator_is_a_line_of_its_own():
     assert "飛 角\r\n歩 歩" in muzero  # the shogi pieces of a board figure are no fraction
 
 
+def test_what_ends_a_denominator_line_right_of_the_fraction():
+    from rqa.pdftext import _closers_off
+
+    def off(line):
+        ranges, taken = _closers_off(line, [(0, len(line))])
+        return line[ranges[-1][0]:ranges[-1][1]], taken
+
+    assert off("2^k + 1)) , (4)") == ("2^k + 1", ")) , (4)")  # big brackets and the equation number
+    assert off("(a + b))") == ("(a + b)", ")")  # a bracket it opens stays with it
+    assert off("q + p(1)") == ("q + p(1)", "")  # a function's argument is no equation number
+    assert off("x + 1") == ("x + 1", "")
+
+
 def test_a_table_row_stays_on_one_line():
     from rqa.pdftext import pdf_pages
 
