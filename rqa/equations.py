@@ -136,6 +136,15 @@ def _balanced(tokens: list[str], from_end: bool) -> str:
     return " ".join(tokens)
 
 
+_RELATION_RE = re.compile(r"\s*(?::=|<=|>=|[=≈←≜≡≤≥<>]|\\(?:leftarrow|gets|approx|coloneqq|simeq|triangleq|equiv"
+                          r"|le|ge|leq|geq)(?![a-zA-Z]))\s*")
+
+
+def relation_sides(equation: str) -> list[str]:
+    """The sides of an equation, split at its relation signs: one part for an expression."""
+    return [side for side in _RELATION_RE.split(equation) if side.strip()]
+
+
 def find_equations(text: str) -> list[str]:
     """Every equation in text: LaTeX between math delimiters, then plain-text ones."""
     latex = extract_latex(text)
@@ -161,9 +170,54 @@ def _named(m: re.Match) -> str:
     return "N_{%d}" % (zlib.crc32(m.group(2).lower().encode()) % 10**6)
 
 
+_OPENERS, _CLOSERS = "([{", ")]}"
+_OPERAND_END = set(" +-−±=,;<>≤≥≈←≜≡·×∗*/")  # what ends a side-by-side operand of "/"
+
+
+def _close(text: str, i: int, step: int) -> int:
+    """The index of the bracket matching the one at i, looking forward (step 1) or back (-1); -1 if none."""
+    opens, closes = (_OPENERS, _CLOSERS) if step > 0 else (_CLOSERS, _OPENERS)
+    depth = 0
+    while 0 <= i < len(text):
+        depth += (text[i] in opens) - (text[i] in closes)
+        if depth == 0:
+            return i
+        i += step
+    return -1
+
+
+def _slash_fractions(text: str) -> str:
+    """"a/b" written inline, as the PDF text and plain answers write fractions, as \\frac{a}{b}: SymPy's
+    LaTeX grammar binds a product tighter than "/", so "1/2 (x + y)" would read as 1/(2(x + y)) and
+    the paper's "1/(NT^{2}) (z_i − v_i)" as 1/((NT^2)(z_i − v_i)). Each operand is the run of
+    characters on its side up to a space or operator, brackets kept whole; an operand in brackets
+    loses them."""
+    i = text.find("/")
+    while i >= 0:
+        lo = i - 1
+        while lo >= 0 and text[lo] not in _OPERAND_END and text[lo] not in _OPENERS:
+            lo = _close(text, lo, -1) - 1 if text[lo] in _CLOSERS else lo - 1
+            if lo < -1:
+                break
+        hi = i + 1
+        while hi < len(text) and text[hi] not in _OPERAND_END and text[hi] not in _CLOSERS:
+            hi = _close(text, hi, 1) + 1 if text[hi] in _OPENERS else hi + 1
+            if hi == 0:
+                break
+        if lo < -1 or hi == 0 or lo + 1 == i or hi == i + 1:  # an unmatched bracket or an empty side
+            i = text.find("/", i + 1)
+            continue
+        num, den = (s[1:-1] if s[0] == "(" and _close(s, 0, 1) == len(s) - 1 else s
+                    for s in (text[lo + 1:i], text[i + 1:hi]))
+        text = f"{text[:lo + 1]}\\frac{{{num}}}{{{den}}}{text[hi:]}"
+        i = text.find("/", lo + 1)
+    return text
+
+
 def _prepare(latex: str) -> str:
     """LaTeX, or plain-text math, as the LaTeX SymPy reads; answers and sources go the same way."""
     latex = " ".join(latex.split()).rstrip(".,;")  # one space: a run of them costs some patterns below dearly
+    latex = _slash_fractions(latex)
     latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
     latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat
     latex = re.sub(r"\^\s*\(([^()]*)\)", r"^{(\1)}", latex)  # "k^(-0.8)" in a plain-text answer: k^{(-0.8)}
@@ -236,11 +290,35 @@ def _equal(a, b) -> bool:
     return False
 
 
+def _side_equal(expression: str, equation: str) -> bool:
+    """Whether an expression (no relation sign) is SymPy-equal to a side of an equation: the answer's
+    "reduces to 1/(NT^2)(z_i - v_i)" against the paper's "∂C/∂z_i ≈ 1/NT^2 (z_i − v_i)". Each side is
+    read alone, so a side SymPy cannot read does not hide the other. No renaming and no change of
+    sign, as between equations; and an expression of one term ("U^k_{τ}(φ)", "x_i") says too little
+    to verify."""
+    from sympy import simplify
+    from sympy.core.relational import Relational
+
+    expr = _parse(expression)
+    operator = re.search(r"[-+*/]|\\(?:frac|cdot|times|sum|sqrt)(?![a-zA-Z])", _prepare(expression))
+    if isinstance(expr, Relational) or len(expr.free_symbols) < 2 or not operator:
+        return False
+    for side in relation_sides(equation):
+        try:
+            if simplify(expr - _parse(side)) == 0:
+                return True
+        except Exception:  # this side is notation SymPy does not read: try the other
+            continue
+    return False
+
+
 def _task(kind: str, args: tuple):
     if kind == "parse":
         return str(_parse(args[0]))
     if kind == "equal":
         return _equal(_parse(args[0]), _parse(args[1]))
+    if kind == "side":
+        return _side_equal(args[0], args[1])
     raise ValueError(kind)
 
 
@@ -339,16 +417,21 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker,
         if status != "ok":
             checks.append(EquationCheck(latex, "malformed", str(detail)))
             continue
-        check = EquationCheck(latex, "unverified", "no source equation is equal to it")
+        # an expression ("reduces to 1/(NT^2)(z_i - v_i)") is compared with the sides of the sources'
+        # equations, an equation with their equations: "x - y" is not the equation "x = y"
+        expression = len(relation_sides(latex)) == 1
+        check = EquationCheck(latex, "unverified", "no source equation is equal to it" if not expression
+                              else "no side of a source equation is equal to it")
         for n, eq in source_eqs:
             if time.monotonic() > deadline:
                 check.detail = "not compared with every source equation: the check's time ran out"
                 break
-            if parsed_sources.setdefault(eq, worker.call("parse", eq)[0] == "ok") is False:
+            if not expression and parsed_sources.setdefault(eq, worker.call("parse", eq)[0] == "ok") is False:
                 continue
-            status, same = worker.call("equal", latex, eq)
+            status, same = worker.call("side" if expression else "equal", latex, eq)
             if status == "ok" and same:
-                check = EquationCheck(latex, "matches source", f"equal to source [{n}]: {eq}", n)
+                check = EquationCheck(latex, "matches source", f"equal to {'a side of ' if expression else ''}"
+                                      f"source [{n}]: {eq}", n)
                 break
         checks.append(check)
     return checks

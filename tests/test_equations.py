@@ -163,3 +163,27 @@ def test_defined_as_is_a_relation(worker):
     assert (check.status, check.source) == ("matches source", 1)
     (other,) = check_equations(r"It is $d_{enc}(i', i) = i - i'$ [1].", [source], worker)
     assert other.status == "unverified"
+
+
+def test_an_expression_is_compared_with_the_sides_of_source_equations(worker):
+    """"The gradient reduces to 1/(NT^2)(z_i - v_i)": an expression with no relation sign is verified
+    by a side of a source equation, read alone (the other side, ∂C/∂z_i, SymPy does not read); an
+    expression is never equal to a whole equation ("x - y" is not "x = y"), and one term says too
+    little to verify."""
+    source = "we have ∂C/∂z_i ≈ 1/(NT^{2}) (z_i − v_i) (4) So in the high temperature limit"
+    check = check_equations(r"It reduces to $\frac{1}{NT^2}(z_i - v_i)$.", [source], worker)[0]
+    assert check.status == "matches source" and "a side of source [1]" in check.detail
+    assert check_equations(r"It reduces to $\frac{1}{N}(z_i - v_i)$.", [source], worker)[0].status == "unverified"
+    assert check_equations(r"It is $x_i - y_i$ here.", ["so that x_i = y_i (2) holds"], worker)[0].status == "unverified"
+    assert check_equations(r"It is $U^k_{\tau}(\phi)$ here.", ["with W = U^k_{τ}(φ) (3) the"], worker)[0].status \
+        == "unverified"
+
+
+def test_an_inline_fraction_binds_tighter_than_the_product_after_it(worker):
+    """SymPy's grammar reads "1/2 (a + b)" as 1/(2(a + b)); PDF text writes fractions that way
+    (QLoRA's "q_i = 1/2 ( Q_X ( i/(2^k + 1)) + ...)")."""
+    answer = r"$q_i = \frac{1}{2}\left(Q_X\left(\frac{i}{2^k+1}\right) + Q_X\left(\frac{i+1}{2^k+1}\right)\right)$"
+    source = "as q_i = 1/2 ( Q_X ( i/(2^k + 1)) + Q_X ( (i + 1)/(2^k + 1))) , (4) where"
+    assert check_equations(answer, [source], worker)[0].status == "matches source"
+    assert check_equations(r"$q_i = \frac{1}{2 (Q_X(i) + 1)}$", ["as q_i = 1/2 ( Q_X ( i) + 1) , (4)"],
+                           worker)[0].status == "unverified"
