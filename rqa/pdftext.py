@@ -204,28 +204,106 @@ def _page_text(textpage) -> str:
     rules = functools.cache(lambda: _rules(textpage.page, raw))  # read once, and only where a fraction may be
     lines = _stacked_lines(text, index, sizes, handle, raw, rules)
 
-    def render(a: int, b: int, body: float = 0.0) -> str:
-        return _line_with_scripts(text, sizes, index, a, b, handle, raw, max(bodies[a:b] + [body]))
+    def render(a: int, b: int, body: float = 0.0, math: bool = False) -> str:
+        return _line_with_scripts(text, sizes, index, a, b, handle, raw, max(bodies[a:b] + [body]), math)
 
+    box = _char_boxes(handle, raw, index)
     out: list[str] = []
     for segments, fraction_at, end in lines:
-        parts = [" " if (a, b) == SPACE else render(a, b) for a, b in segments[:fraction_at]]
+        head = _radicands(text, sizes, box, rules, segments[:fraction_at])
+        parts = [MARKS[seg] if seg in MARKS else render(*seg) for seg in head]
         if fraction_at < len(segments):  # a numerator over a denominator: "N/D", in brackets where needed
             (a, k), (k2, b), *denominator = segments[fraction_at:]
             body = _body_size(text, sizes, a, b)  # the head's scripts are told by the whole line's body size
-            den = "".join(" " if seg == SPACE else render(*seg) for seg in denominator)
-            parts += [render(a, k, body), _operand(render(k2, b).strip()), "/", _operand(den.strip())]
+            # a fraction's parts hold no footnote marks: Hinton et al.'s "1/NT2" is 1/(NT^{2})
+            den = "".join(MARKS[seg] if seg in MARKS else render(*seg, math=True)
+                          for seg in _radicands(text, sizes, box, rules, denominator))
+            parts += [render(a, k, body), _operand(render(k2, b, math=True).strip()), "/", _operand(den.strip(), True)]
         out.append("".join(parts) + end)
     return "".join(out)
 
 
-def _operand(text: str) -> str:
-    return text if re.fullmatch(r"[^\s+\-−±·×/=]+", text) and not text.startswith("(") else "(" + text + ")"
+def _operand(text: str, denominator: bool = False) -> str:
+    """A fraction's numerator or denominator as one operand of "/": in brackets unless it is one term.
+    A denominator that is a product written side by side ("NT^{2}", "0.3l") is bracketed too: "/"
+    would divide by its first factor alone."""
+    product = denominator and re.fullmatch(r"\d+(?:\.\d+)?[A-Za-z]{1,3}|[A-Za-z]{2,3}",
+                                            re.sub(r"[_^](?:\{[^{}]*\}|\S)", "", text))
+    one_term = re.fullmatch(r"[^\s+\-−±·×/=]+", text) and not text.startswith("(") and not product
+    return text if one_term else "(" + text + ")"
 
 
 SPACE = (-1, -1)  # a line segment that is a word space between two joined lines
+OPEN, CLOSE = (-2, -2), (-3, -3)  # the brackets around a radicand of more than one term
+LOWER, END = (-4, -4), (-5, -5)  # around a big operator's lower limit
+MARKS = {SPACE: " ", OPEN: "(", CLOSE: ")", LOWER: "_{", END: "}"}
 FRACTION_LEADS = set("=([{<>≤≥≈∼") | {"log", "exp", "softmax"}
 LIMIT_BASES = BIG_OPERATORS | {"max", "min", "sup", "inf", "lim", "arg"}  # what stands over a limit, not a fraction
+
+
+def _radicands(text: str, sizes: list[float], box, rules, segments: list) -> list:
+    """The segments with a radicand of more than one term bracketed (OPEN, CLOSE around it): the
+    radical's overline, a rule drawn from its top right, covers it, so BatchNorm's "√σ^{2}_B + ǫ"
+    is √(σ^{2}_B + ǫ) and MuZero's "√|x| + 1 − 1" √(|x| + 1) − 1. A radicand of one term stays as it
+    is (√d_k)."""
+    if not any(a >= 0 and "√" in text[a:b] for a, b in segments):
+        return segments
+    flat = [q for a, b in segments for q in (range(a, b) if a >= 0 else [(a, b)])]
+    opens, closes = set(), set()
+    for n, r in enumerate(flat):
+        if not isinstance(r, int) or text[r] != "√":
+            continue
+        left, right, bottom, top = box(r)
+        size = sizes[r] or 10.0
+        # the overline: starts within the radical's right part, near its top
+        over = [(a, z) for a, z, y in rules() if right - 0.6 * size <= a <= right + 0.3 * size and abs(y - top) <= 0.4 * size]
+        if not over:
+            continue
+        reach = max(z for _, z in over)
+        covered = []
+        for q in flat[n + 1:]:
+            if not isinstance(q, int):
+                continue
+            if text[q].isspace():
+                covered.append(q)
+                continue
+            ql, qr, qb, qt = box(q)
+            if ql >= reach - 0.2 * size or qt < bottom - 0.5 * size or qb > top:
+                break  # right of the overline, below the radical or above it (a numerator over it)
+            covered.append(q)
+        while covered and text[covered[-1]].isspace():
+            covered.pop()
+        terms = "".join(text[q] for q in covered).strip()
+        if re.search(r"\s|[+−\-±·×/]", terms) and _closed(terms):
+            opens.add(r)
+            closes.add(covered[-1])
+    if not opens:
+        return segments
+    out, run = [], None
+    for q in flat:
+        if not isinstance(q, int) or (run and q != run[1]):
+            if run:
+                out.append(tuple(run))
+            run = None
+        if not isinstance(q, int):
+            out.append(q)
+            continue
+        run = [run[0], q + 1] if run else [q, q + 1]
+        if q in opens or q in closes:
+            out += [tuple(run), OPEN if q in opens else CLOSE]
+            run = None
+    if run:
+        out.append(tuple(run))
+    return out
+
+
+def _closed(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _rules(page, raw) -> list[tuple[float, float, float]]:
@@ -270,12 +348,19 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
             del lines[i + 1]
         else:
             i += 1
+    i = 0
+    while i + 1 < len(lines):  # a big operator's lower limit, put on a line of its own: "∑^n", "i=1"
+        joined = _with_lower_limit(text, sizes, box, lines[i][0], lines[i + 1][0])
+        if joined:
+            lines[i] = [joined, lines[i + 1][1]]
+            del lines[i + 1]
+        i += 1
     out = []
     i = 0
     while i < len(lines):
         segments, end = lines[i]
         k = None
-        if i + 1 < len(lines):
+        if i + 1 < len(lines) and segments[-1] not in MARKS:
             denominator, closers = _closers_off(text, lines[i + 1][0])
             k = _numerator(text, sizes, box, segments[-1], denominator, rules, whole_line=len(segments) == 1)
         if k is not None:
@@ -289,6 +374,30 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
         out.append((segments, len(segments), end))
         i += 1
     return out
+
+
+def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: list) -> list | None:
+    """A line ending in a big operator and its upper limit ("∑^n", read as a script), with the next
+    line, when that is the operator's lower limit ("i=1", script-sized, under the operator), as one:
+    the operator, then LOWER the limit END (∑^n_{i=1}). None where the next line is no such limit."""
+    a, b = line[-1]
+    if a < 0 or len(below) != 1 or below[0][0] < 0:
+        return None
+    c, d = below[0]
+    m = re.search(r"[∑∏](\S{0,5})$", text[a:b])
+    if not m or not re.fullmatch(r"[A-Za-z]\s?=\s?[\w−-]{1,4}", text[c:d].strip()):
+        return None
+    p = a + m.start()
+    size = sizes[p] or 10.0
+    if any(sizes[q] >= SCRIPT_SIZE_RATIO * size for q in range(p + 1, b)) \
+            or any(sizes[q] >= SCRIPT_SIZE_RATIO * size for q in range(c, d) if not text[q].isspace()):
+        return None  # the limits are smaller than the operator
+    left, right, bottom, _ = box(p)
+    glyphs = [box(q) for q in range(c, d) if not text[q].isspace()]
+    centre = (min(g[0] for g in glyphs) + max(g[1] for g in glyphs)) / 2
+    if not (left - 0.3 * size <= centre <= right + 0.3 * size and max(g[3] for g in glyphs) <= bottom + 0.3 * size):
+        return None  # not under the operator
+    return line[:-1] + [(a, b), LOWER, (c, d), END]
 
 
 def _closers_off(text: str, line: list) -> tuple[list, str]:
@@ -389,8 +498,13 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         depth += ch in ")]}"
         depth -= depth > 0 and ch in "([{"
         k -= 1
-    num = _glyph_positions(text, [(k, b)])
     lead = re.search(r"(?:[A-Za-z]+|\S)$", text[a:k].rstrip())
+    if whole_line and k > a and (lead is None or lead.group(0) not in FRACTION_LEADS) \
+            and re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b]):
+        # a word ended the walk ("xi" of BatchNorm's numerator "xi − µB", x_i): a line of its own that
+        # holds an operator is tried whole (a table's header over its first row holds none)
+        k = a
+    num = _glyph_positions(text, [(k, b)])
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
     # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
     # characters ("Model" over "Size" with a rule between is a figure's labels)
@@ -533,10 +647,11 @@ def _char_indices(text: str, count: int, handle, raw) -> list[int] | None:
 
 
 def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, b: int, handle, raw,
-                       min_body: float = 0.0) -> str:
+                       min_body: float = 0.0, math: bool = False) -> str:
     # One function: the body size, the script runs and their marks are one pass
     # over one line's characters; split, each part would need the others' intermediate lists.
-    # `min_body`: the size of a base whose scripts were joined to this line (see _join_script_lines).
+    # `min_body`: the size of a base whose scripts were joined to this line (see _join_script_lines);
+    # `math`: the text is a fraction's numerator or denominator, where no script is a footnote mark.
     body = _body_size(text, sizes, a, b)
     if not body:
         return text[a:b]
@@ -615,9 +730,9 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
         # a footnote or citation mark after a word or punctuation stays as pdfium wrote it
         # (digits after a word or ".,;:%"; ∗ † ‡ after those or ")"); "D^{∗}", "x^{2}", "(x)^{2}" stay math
         before = text[a:at + 1]
-        word = re.search(r"[^\W\d_]{2,}$|[.,;:%]$", before) is not None
+        word = not math and re.search(r"[^\W\d_]{2,}$|[.,;:%]$", before) is not None
         marks = FOOTNOTE_DIGITS if word else set()
-        if word or before.endswith(")"):
+        if word or (not math and before.endswith(")")):
             marks = marks | FOOTNOTE_SYMBOLS
         k = i
         while k < j:

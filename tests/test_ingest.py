@@ -188,6 +188,39 @@ def test_a_fraction_whose_numerator_is_a_line_of_its_own():
     assert "飛 角\r\n歩 歩" in muzero  # the shogi pieces of a board figure are no fraction
 
 
+def test_a_fraction_holds_no_footnote_marks_and_a_product_below_it_is_bracketed():
+    """Hinton et al.'s "1/NT2" read the superscript 2 as a footnote mark after the word "NT"; and
+    "/" would divide by N alone."""
+    from rqa.pdftext import pdf_pages
+
+    distillation = pdf_pages(PAPERS / "1503.02531.pdf")[2]
+    assert "1/(NT^{2})\r\n(z_i − v_i) (4)" in distillation  # was "1/NT2"
+
+
+def test_a_numerator_line_that_starts_with_a_script_base_and_a_radicand_under_its_overline():
+    """BatchNorm's normalisation: the numerator line "x_i − µ_B" starts with a two-letter run ("xi")
+    that once ended the numerator's walk, and the radical's overline covers "σ^{2}_B + ǫ"; a
+    table's header over its first row holds no operator and stays apart."""
+    from rqa.pdftext import pdf_pages
+
+    batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")
+    assert "x̂_i ←\r\n(x_i − µ_B)/(√(σ^{2}_B + ǫ))\r\n// normalize" in batchnorm[2]  # was three lines
+    assert "x̂ =\r\n(x − E[x])/(√(Var[x] + ǫ))" in batchnorm[3]  # was "√Var[x] + ǫ"
+    muzero = "\n".join(pdf_pages(PAPERS / "1911.08265.pdf"))
+    assert "h(x) =\r\nsign(x)(√(|x| + 1) − 1 + ϵx)" in muzero  # was "√|x| + 1 − 1"
+    instructgpt = pdf_pages(PAPERS / "2203.02155.pdf")[5]
+    assert "Use-case (%)\r\nGeneration 45.6%" in instructgpt
+
+
+def test_a_big_operators_lower_limit_on_a_line_of_its_own_joins_it():
+    from rqa.pdftext import pdf_pages
+
+    reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
+    assert "φ ← φ + ϵ\r\n1/n\r\n∑^n_{i=1}\r\n(φ̃_i − φ) (5)" in reptile  # was "∑^n", "i=1"
+    realm = pdf_pages(PAPERS / "2002.08909.pdf")[3]
+    assert "p(y | z, x) = ∏^{J_x}_{j=1}" in realm
+
+
 def test_what_ends_a_denominator_line_right_of_the_fraction():
     from rqa.pdftext import _closers_off
 
