@@ -217,6 +217,7 @@ def _slash_fractions(text: str) -> str:
 def _prepare(latex: str) -> str:
     """LaTeX, or plain-text math, as the LaTeX SymPy reads; answers and sources go the same way."""
     latex = " ".join(latex.split()).rstrip(".,;")  # one space: a run of them costs some patterns below dearly
+    latex = re.sub("[\ufe00-\ufe0f]", "", latex)  # variation selectors: RETRO's "∑︁" is ∑
     latex = _slash_fractions(latex)
     latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
     latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat

@@ -317,16 +317,18 @@ def _rules(page, raw) -> list[tuple[float, float, float]]:
 
 
 def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw, rules):
-    """pdfium's lines, with two kinds of stacked math it puts on lines of their own joined: a radical
-    and its radicand ("√", "d_k": "√d_k"), and a fraction's numerator, which ends a line after "=",
-    "(" or a function's name, over its denominator, the next line, centred under it ("D^{∗}_G(x) =
-    p_{data}(x)" over "p_{data}(x) + p_g(x)": p_{data}(x)/(p_{data}(x) + p_g(x))). The bar and the
-    radical's overline are drawn, not text: position says which glyphs they join. A numerator alone on
-    its line is one too (QLoRA's "q_i =", "1", "2"), and what ends the denominator's line right of
-    the fraction (big brackets, an equation number) follows it. Returns, per line,
-    its character ranges, where a fraction starts among them (past the end: none; else the next two
-    ranges are the line's head and the numerator, the rest the denominator) and its line break.
-    `rules()` gives the page's horizontal rules: a fraction has its bar between the two."""
+    """pdfium's lines, with the stacked math it puts on lines of their own joined: a radical and its
+    radicand ("√", "d_k": "√d_k", also where pdfium put the radical before the numerator over it), a
+    big operator's lower limit ("∑^n", "i=1": ∑^n_{i=1}), and a fraction's numerator, which ends a
+    line after "=", "(" or a function's name, over its denominator, the next line, centred under it
+    ("D^{∗}_G(x) = p_{data}(x)" over "p_{data}(x) + p_g(x)": p_{data}(x)/(p_{data}(x) + p_g(x))). The
+    bar and the radical's overline are drawn, not text: position says which glyphs they join. A
+    numerator alone on its line is one too (QLoRA's "q_i =", "1", "2"), and what ends the
+    denominator's line right of the fraction (big brackets, an equation number) follows it. Returns,
+    per line, its character ranges (or MARKS), where a fraction starts among them (past the end:
+    none; else the next two ranges are the line's head and the numerator, the rest the denominator)
+    and its line break. `rules()` gives the page's horizontal rules: a fraction has its bar between
+    the two."""
     box = _char_boxes(handle, raw, index)
 
     lines = []
@@ -346,8 +348,17 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
             lines[i][0] += lines[i + 1][0]
             lines[i][1] = lines[i + 1][1]
             del lines[i + 1]
+        elif i + 2 < len(lines) and len(lines[i + 1][0]) == 1 and _span(lines[i + 1][0][0]) <= 12 \
+                and _radical_under(text, sizes, box, lines[i][0][-1], lines[i + 1][0][0], lines[i + 2][0][0]):
+            # pdfium put a radical under a fraction's bar before the numerator's line (the
+            # Transformer's "√", "1", "d_k" for 1/√d_k): it goes to its radicand's line, the denominator
+            a, b = lines[i][0][-1]
+            lines[i][0][-1:] = [(a, b - 1)] if text[a:b - 1].strip() else []
+            lines[i + 2][0].insert(0, (b - 1, b))
+            i += 1
         else:
             i += 1
+    lines = [line for line in lines if line[0]]
     i = 0
     while i + 1 < len(lines):  # a big operator's lower limit, put on a line of its own: "∑^n", "i=1"
         joined = _with_lower_limit(text, sizes, box, lines[i][0], lines[i + 1][0])
@@ -376,23 +387,43 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
     return out
 
 
+def _span(segment: tuple[int, int]) -> int:
+    return segment[1] - segment[0]
+
+
+def _radical_under(text: str, sizes: list[float], box, line_end: tuple[int, int], numerator: tuple[int, int],
+                   radicand: tuple[int, int]) -> bool:
+    """The radical ending a line stands under the next line (a numerator: wholly above the
+    radical) and before the line after it (its radicand)."""
+    a, b = line_end
+    if b <= a or text[b - 1] != "√" or not _is_radicand(text, sizes, box, line_end, radicand):
+        return False
+    top = box(b - 1)[3]
+    size = sizes[b - 1] or 10.0
+    glyphs = [box(q) for q in range(*numerator) if not text[q].isspace()]
+    return bool(glyphs) and min(g[2] for g in glyphs) >= top - 0.3 * size
+
+
 def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: list) -> list | None:
-    """A line ending in a big operator and its upper limit ("∑^n", read as a script), with the next
-    line, when that is the operator's lower limit ("i=1", script-sized, under the operator), as one:
-    the operator, then LOWER the limit END (∑^n_{i=1}). None where the next line is no such limit."""
+    """A line ending in a big operator and its upper limit ("∑^n", read as a script), or in "max",
+    "min" and the like, with the next line, when that is the operator's lower limit ("i=1", "(x,y)∈Z":
+    script-sized, under the operator), as one: the operator, then LOWER the limit END (∑^n_{i=1},
+    max_{𝑖}). None where the next line is no such limit."""
     a, b = line[-1]
     if a < 0 or len(below) != 1 or below[0][0] < 0:
         return None
     c, d = below[0]
-    m = re.search(r"[∑∏](\S{0,5})$", text[a:b])
-    if not m or not re.fullmatch(r"[A-Za-z]\s?=\s?[\w−-]{1,4}", text[c:d].strip()):
+    # the operator: a big one (FlashAttention's "∑︁" carries a variation selector) or a word over its limit
+    m = re.search(r"(?:[∑∏]\ufe01?|(?<![A-Za-z])(?:max|min|sup|inf|lim))(\S{0,5})$", text[a:b])
+    if not m or not 0 < len(text[c:d].strip()) <= 12 or " " in text[c:d].strip():
         return None
-    p = a + m.start()
-    size = sizes[p] or 10.0
-    if any(sizes[q] >= SCRIPT_SIZE_RATIO * size for q in range(p + 1, b)) \
-            or any(sizes[q] >= SCRIPT_SIZE_RATIO * size for q in range(c, d) if not text[q].isspace()):
+    p, q = a + m.start(), a + m.start(1)  # the operator's first glyph; its upper limit's
+    size = max(sizes[k] for k in range(p, q)) or 10.0
+    if any(sizes[k] >= SCRIPT_SIZE_RATIO * size for k in range(q, b)) \
+            or any(sizes[k] >= SCRIPT_SIZE_RATIO * size for k in range(c, d) if not text[k].isspace()):
         return None  # the limits are smaller than the operator
-    left, right, bottom, _ = box(p)
+    boxes = [box(k) for k in range(p, q) if text[k] != "\ufe01"]
+    left, right, bottom = min(x[0] for x in boxes), max(x[1] for x in boxes), min(x[2] for x in boxes)
     glyphs = [box(q) for q in range(c, d) if not text[q].isspace()]
     centre = (min(g[0] for g in glyphs) + max(g[1] for g in glyphs)) / 2
     if not (left - 0.3 * size <= centre <= right + 0.3 * size and max(g[3] for g in glyphs) <= bottom + 0.3 * size):
@@ -473,7 +504,7 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
     den_text = "".join(text[a:b] for a, b in below).strip()
     if not den or len(den_text) > 40 or not _math_operand(den_text):
         return None
-    size = max(sizes[k] for k in den)
+    size = max((sizes[k] for k in den if text[k] != "√"), default=0.0)  # a radical's glyph is sized apart
     if size <= 0:
         return None
     boxes = [box(k) for k in den]

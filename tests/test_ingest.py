@@ -153,7 +153,7 @@ def test_scripts_on_lines_of_their_own_join_their_base():
     assert "matrices W^Q_i ∈ R^{d_{model}×d_k} , W^K_i ∈ R^{d_{model}×d_k}" in transformer
     assert "Attention(QW^Q_i, KW^K_i, V W^V_i)" in transformer
     rwkv = pdf_pages(PAPERS / "2305.13048.pdf")[2]
-    assert "scaling factor √\r\n1\r\nd_k" in rwkv  # a fraction's parts are no scripts of the word before
+    assert "scaling factor \r\n1/√d_k" in rwkv  # a fraction's parts are no scripts of the word before
 
 
 def test_fractions_and_radicals_on_lines_of_their_own_join_their_line():
@@ -217,8 +217,24 @@ def test_a_big_operators_lower_limit_on_a_line_of_its_own_joins_it():
 
     reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
     assert "φ ← φ + ϵ\r\n1/n\r\n∑^n_{i=1}\r\n(φ̃_i − φ) (5)" in reptile  # was "∑^n", "i=1"
-    realm = pdf_pages(PAPERS / "2002.08909.pdf")[3]
-    assert "p(y | z, x) = ∏^{J_x}_{j=1}" in realm
+    realm = pdf_pages(PAPERS / "2002.08909.pdf")
+    assert "p(y | z, x) = ∏^{J_x}_{j=1}" in realm[3]
+    assert "p(y | x) = ∑_{z∈Z}" in realm[2]  # a lower limit alone
+    lora = pdf_pages(PAPERS / "2106.09685.pdf")[2]
+    assert "max_{Φ}\r\n∑_{(x,y)∈Z}\r\n∑^{|y|}_{t=1}" in lora  # and under a word ("max", "Φ")
+    flashattention = pdf_pages(PAPERS / "2205.14135.pdf")[3]
+    assert "𝑚(𝑥) := max_{𝑖}" in flashattention
+
+
+def test_a_radical_pdfium_puts_before_the_numerator_goes_under_the_bar():
+    """The Transformer's scaling factor: pdfium gives "√", "1", "d_k", the radical first because it
+    is the leftmost glyph; and a denominator's size is its text's, not the radical glyph's."""
+    from rqa.pdftext import pdf_pages
+
+    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[3]
+    assert "we scale the dot products by \r\n1/√d_k\r\n." in transformer  # was "by √", "1", "d_k"
+    batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")[3]
+    assert "y = \r\nγ/(√(Var[x]+ǫ))\r\n· x +\r\n(\r\nβ − \r\n(γ E[x])/(√(Var[x]+ǫ)))" in batchnorm
 
 
 def test_what_ends_a_denominator_line_right_of_the_fraction():
