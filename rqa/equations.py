@@ -141,8 +141,17 @@ _RELATION_RE = re.compile(r"\s*(?::=|<=|>=|[=≈←≜≡≤≥<>]|\\(?:leftarro
 
 
 def relation_sides(equation: str) -> list[str]:
-    """The sides of an equation, split at its relation signs: one part for an expression."""
-    return [side for side in _RELATION_RE.split(equation) if side.strip()]
+    """The sides of an equation, split at its relation signs outside brackets ("\\sum_{i=1}^n x_i"
+    is one side): one part for an expression."""
+    parts, start, depth, pos = [], 0, 0, 0
+    for m in _RELATION_RE.finditer(equation):
+        depth += sum((c in "([{") - (c in ")]}") for c in equation[pos:m.start()])
+        pos = m.end()
+        if depth == 0:
+            parts.append(equation[start:m.start()])
+            start = m.end()
+    parts.append(equation[start:])
+    return [side for side in parts if side.strip()]
 
 
 def find_equations(text: str) -> list[str]:
@@ -171,7 +180,8 @@ def _named(m: re.Match) -> str:
 
 
 _OPENERS, _CLOSERS = "([{", ")]}"
-_OPERAND_END = set(" +-−±=,;<>≤≥≈←≜≡·×∗*/")  # what ends a side-by-side operand of "/"
+_OPERAND_END = set(" +-−–±=,;<>≤≥≈←≜≡·⋅×∗*/")  # what ends a side-by-side operand of "/"
+_OPERATOR_COMMAND = re.compile(r"\\(?:cdot|times|pm|mp|div)(?![a-zA-Z])")  # ... and these
 
 
 def _close(text: str, i: int, step: int) -> int:
@@ -199,8 +209,12 @@ def _slash_fractions(text: str) -> str:
             lo = _close(text, lo, -1) - 1 if text[lo] in _CLOSERS else lo - 1
             if lo < -1:
                 break
+        commands = list(_OPERATOR_COMMAND.finditer(text, lo + 1, i))
+        if commands:  # "x\\cdot a/b": the numerator starts after the operator
+            lo = commands[-1].end() - 1
         hi = i + 1
-        while hi < len(text) and text[hi] not in _OPERAND_END and text[hi] not in _CLOSERS:
+        while hi < len(text) and text[hi] not in _OPERAND_END and text[hi] not in _CLOSERS \
+                and not _OPERATOR_COMMAND.match(text, hi):
             hi = _close(text, hi, 1) + 1 if text[hi] in _OPENERS else hi + 1
             if hi == 0:
                 break
@@ -218,7 +232,7 @@ def _prepare(latex: str) -> str:
     """LaTeX, or plain-text math, as the LaTeX SymPy reads; answers and sources go the same way."""
     latex = " ".join(latex.split()).rstrip(".,;")  # one space: a run of them costs some patterns below dearly
     latex = re.sub("[\ufe00-\ufe0f]", "", latex)  # variation selectors: RETRO's "∑︁" is ∑
-    latex = _slash_fractions(latex)
+    latex = _slash_fractions(re.sub(r"\s*/\s*", "/", latex))  # "1 / 2 (x)" as "1/2 (x)"
     latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
     latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat
     latex = re.sub(r"\^\s*\(([^()]*)\)", r"^{(\1)}", latex)  # "k^(-0.8)" in a plain-text answer: k^{(-0.8)}
@@ -301,12 +315,14 @@ def _side_equal(expression: str, equation: str) -> bool:
     from sympy.core.relational import Relational
 
     expr = _parse(expression)
-    operator = re.search(r"[-+*/]|\\(?:frac|cdot|times|sum|sqrt)(?![a-zA-Z])", _prepare(expression))
+    outside = re.sub(r"[_^](?:\{[^{}]*\}|\S)", "", _prepare(expression))  # "h_{t-1}" holds no operator
+    operator = re.search(r"[-+*/]|\\(?:frac|cdot|times|sum|sqrt)(?![a-zA-Z])", outside)
     if isinstance(expr, Relational) or len(expr.free_symbols) < 2 or not operator:
         return False
     for side in relation_sides(equation):
         try:
-            if simplify(expr - _parse(side)) == 0:
+            read = _parse(side)
+            if len(read.free_symbols) >= 2 and simplify(expr - read) == 0:
                 return True
         except Exception:  # this side is notation SymPy does not read: try the other
             continue
@@ -387,8 +403,10 @@ class SympyWorker:
 
 def equals_reference(answer: str, latex: str, worker: SympyWorker) -> bool:
     """Whether an equation of the answer is SymPy-equal to a reference: the key fact of an equation
-    question (../shared/eval/README.md)."""
-    return any(worker.call("equal", eq, latex) == ("ok", True) for eq in find_equations(answer)[:20])
+    question (../shared/eval/README.md). An expression of the answer is compared with the
+    reference's sides, as with a source's."""
+    return any(worker.call("side" if len(relation_sides(eq)) == 1 else "equal", eq, latex) == ("ok", True)
+               for eq in find_equations(answer)[:20])
 
 
 def check_equations(answer: str, sources: list[str], worker: SympyWorker,

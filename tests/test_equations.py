@@ -177,6 +177,8 @@ def test_an_expression_is_compared_with_the_sides_of_source_equations(worker):
     assert check_equations(r"It is $x_i - y_i$ here.", ["so that x_i = y_i (2) holds"], worker)[0].status == "unverified"
     assert check_equations(r"It is $U^k_{\tau}(\phi)$ here.", ["with W = U^k_{τ}(φ) (3) the"], worker)[0].status \
         == "unverified"
+    assert check_equations(r"It is $W h_{t-1}$ here.", ["with o_t = W h_{t-1} (3) the"], worker)[0].status \
+        == "unverified"  # the "-" of a subscript is no operator
 
 
 def test_an_inline_fraction_binds_tighter_than_the_product_after_it(worker):
@@ -187,3 +189,32 @@ def test_an_inline_fraction_binds_tighter_than_the_product_after_it(worker):
     assert check_equations(answer, [source], worker)[0].status == "matches source"
     assert check_equations(r"$q_i = \frac{1}{2 (Q_X(i) + 1)}$", ["as q_i = 1/2 ( Q_X ( i) + 1) , (4)"],
                            worker)[0].status == "unverified"
+
+
+def test_sides_are_split_outside_brackets_only(worker):
+    """"\\sum_{i=1}^n" holds no relation: an expression with a sum is an expression (and is no
+    difference that a whole equation could equal)."""
+    from rqa.equations import relation_sides
+
+    assert relation_sides(r"\sum_{i=1}^n a_i - b") == [r"\sum_{i=1}^n a_i - b"]
+    assert relation_sides("L = ∑^n_{i=1} ℓ_i") == ["L", "∑^n_{i=1} ℓ_i"]
+    assert check_equations(r"It is $\sum_{i=1}^n a_i - b$.", ["so b = ∑^n_{i=1} a_i (3) holds"], worker)[0].status \
+        == "unverified"
+    assert check_equations(r"It is $\sum_{i=1}^n a_i b_i$.", ["so L = ∑^n_{i=1} a_i b_i (3) holds"], worker)[0].status \
+        == "matches source"
+
+
+def test_an_expression_equals_a_side_of_the_reference(worker):
+    from rqa.equations import equals_reference
+
+    reference = r"\frac{\partial C}{\partial z_i} \approx \frac{1}{N T^2}(z_i - v_i)"
+    assert equals_reference(r"It reduces to $\frac{1}{NT^2}(z_i - v_i)$.", reference, worker)
+    assert not equals_reference(r"It is $x - y$.", "x = y", worker)
+
+
+def test_a_fraction_reads_the_same_whatever_its_spacing_and_operators_around_it():
+    from rqa.equations import _prepare
+
+    assert _prepare("1 / 2 (x+y)") == _prepare("1/2 (x+y)") == r"\frac{1}{2} (x+y)"
+    assert _prepare(r"a/b\cdot c") == r"\frac{a}{b}\cdot c"
+    assert _prepare("a–b/c") == r"a-\frac{b}{c}"
