@@ -249,7 +249,7 @@ def _radicands(text: str, sizes: list[float], box, rules, segments: list) -> lis
     if not any(a >= 0 and "√" in text[a:b] for a, b in segments):
         return segments
     flat = [q for a, b in segments for q in (range(a, b) if a >= 0 else [(a, b)])]
-    opens, closes = set(), set()
+    opens, closes = set(), Counter()  # a radicand may end where another (nested) does
     for n, r in enumerate(flat):
         if not isinstance(r, int) or text[r] != "√":
             continue
@@ -276,7 +276,7 @@ def _radicands(text: str, sizes: list[float], box, rules, segments: list) -> lis
         terms = "".join(text[q] for q in covered).strip()
         if re.search(r"\s|[+−\-±·×/]", terms) and _closed(terms):
             opens.add(r)
-            closes.add(covered[-1])
+            closes[covered[-1]] += 1
     if not opens:
         return segments
     out, run = [], None
@@ -289,8 +289,8 @@ def _radicands(text: str, sizes: list[float], box, rules, segments: list) -> lis
             out.append(q)
             continue
         run = [run[0], q + 1] if run else [q, q + 1]
-        if q in opens or q in closes:
-            out += [tuple(run), OPEN if q in opens else CLOSE]
+        if q in opens or q in closes:  # a radical opens its radicand; its last glyph closes each it ends
+            out += [tuple(run)] + [OPEN] * (q in opens) + [CLOSE] * closes[q]
             run = None
     if run:
         out.append(tuple(run))

@@ -212,6 +212,17 @@ def test_a_numerator_line_that_starts_with_a_script_base_and_a_radicand_under_it
     assert "Use-case (%)\r\nGeneration 45.6%" in instructgpt
 
 
+def test_nested_radicands_close_both_brackets():
+    """√(a + √(b + c)): the two radicands end on the same glyph, which closes both."""
+    from rqa.pdftext import MARKS, _radicands
+
+    text = "√a + √b + c"
+    box = lambda k: (5.0 * k, 5.0 * k + 5, 0.0, 10.0)  # noqa: E731 - a glyph every 5 points, 10 high
+    rules = lambda: [(5.0, 55.0, 10.0), (30.0, 55.0, 9.0)]  # noqa: E731 - the two overlines
+    segments = _radicands(text, [10.0] * len(text), box, rules, [(0, len(text))])
+    assert "".join(MARKS[s] if s in MARKS else text[s[0]:s[1]] for s in segments) == "√(a + √(b + c))"
+
+
 def test_a_big_operators_lower_limit_on_a_line_of_its_own_joins_it():
     from rqa.pdftext import pdf_pages
 
