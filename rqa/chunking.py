@@ -2,7 +2,8 @@
 
 Sentences accumulate until the next one would pass the chunk size; the next chunk then starts
 with the last sentences of the previous one, up to `overlap` characters, so overlap never cuts a
-sentence. Display equations are single units and never split. Chunks stay inside one section;
+sentence. Display equations are single units and never split, nor parted from the sentence that
+announces them ("... as follows:"). Chunks stay inside one section;
 methods-like sections get `method_chunk_factor` times larger chunks because their arguments run
 longer. A "sentence" over three chunk sizes (a table flattened by the PDF layer) is cut at
 whitespace: the only case where a chunk boundary falls inside a unit.
@@ -25,6 +26,7 @@ class Unit:
     start: int
     end: int
     page: int
+    last_page: int = 0  # where a unit spans pages (a sentence and the equation it announces); else page
 
 
 def document_text(doc: Document) -> tuple[str, list[tuple[int, int, int, bool]]]:
@@ -51,7 +53,12 @@ def chunk_document(doc: Document, chunk_size: int = 1000, overlap: int = 200,
             start, end, page, is_eq = spans[i]
             i += 1
             if is_eq:
-                units.append(Unit(start, end, page))
+                # the sentence that announces an equation ("... as follows:") and the equation are
+                # one unit: a chunk never ends on the announcement with the equation in the next
+                if units and text[units[-1].start:units[-1].end].rstrip().endswith(":"):
+                    units[-1] = Unit(units[-1].start, end, units[-1].page, page)
+                else:
+                    units.append(Unit(start, end, page))
                 continue
             for a, b in split_spans(tokenizer, text[start:end]):
                 units.extend(_cut_long(text, Unit(start + a, start + b, page), 3 * chunk_size, chunk_size))
@@ -102,6 +109,6 @@ def _make_chunk(doc: Document, section: str, text: str, group: list[Unit]) -> Ch
     start, end = group[0].start, group[-1].end
     chunk_id = hashlib.sha1(f"{doc.sha256}:{start}:{end}".encode()).hexdigest()[:16]
     return Chunk(chunk_id=chunk_id, paper=doc.paper, title=doc.title, section=section,
-                 page_start=min(u.page for u in group), page_end=max(u.page for u in group),
+                 page_start=min(u.page for u in group), page_end=max(max(u.page, u.last_page) for u in group),
                  char_start=start, char_end=end, text=text[start:end], arxiv_id=doc.arxiv_id,
                  doc=doc.sha256)

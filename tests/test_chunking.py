@@ -80,3 +80,17 @@ def test_real_paper_chunks_are_stable_and_located():
         assert c.char_end > c.char_start
     scaled = [c for c in a if c.section == "3.2.1 Scaled Dot-Product Attention"]
     assert scaled and any("√" in c.text for c in scaled)
+
+
+def test_the_sentence_announcing_an_equation_stays_with_it():
+    """QLoRA's "we estimate the 2^k values q_i of the data type as follows:" ended a chunk, its
+    equation starting the next: an answer read the announcement and not the equation."""
+    blocks = [Block(f"Sentence number {i} talks about attention heads and their scaling factor.", 1) for i in range(4)]
+    blocks.append(Block("More formally, we estimate the values q_i of the data type as follows:", 1))
+    blocks.append(Block("q_i = 1/2 ( Q_X ( i/(2^k + 1)) + Q_X ( (i + 1)/(2^k + 1))) , (4)", 1, True))
+    blocks += [Block(f"Later sentence {i} says where Q_X is the quantile function of N(0, 1).", 1) for i in range(4)]
+    doc = Document(paper="p", title="T", path="p.md", sha256="0" * 64, pages=1, sections=[Section("Method", blocks)])
+    chunks = chunk_document(doc, chunk_size=400, overlap=80, method_chunk_factor=1.0)
+    holding = [c for c in chunks if "as follows:" in c.text]
+    assert holding and all("q_i = 1/2 ( Q_X" in c.text for c in holding)
+    assert not any(c.text.rstrip().endswith(":") for c in chunks)
