@@ -251,7 +251,8 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
         # broken at a line end joined ("Trans-former"), format 11 a fraction whose numerator pdfium
         # puts on a line of its own ("1", "2": 1/2), format 12 a fraction's scripts that looked like
         # footnote marks (1/(NT^{2})), radicands of more than one term (√(σ^{2}_B + ǫ)) and a big
-        # operator's lower limit on a line of its own (∑^n_{i=1}); older text lost them, and only
+        # operator's lower limit on a line of its own (∑^n_{i=1}), and chunks that keep a sentence
+        # announcing an equation with it; older text lost them, and only
         # the papers can give them back, so an older index is rebuilt rather than migrated.
         raise IndexError_(f"index {path} has format {manifest.get('format_version')}, this rqa reads "
                           f"{FORMAT_VERSION}: delete it and rebuild it with `python -m rqa ingest PAPERS --index {path}`")
