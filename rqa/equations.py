@@ -136,8 +136,8 @@ def _balanced(tokens: list[str], from_end: bool) -> str:
     return " ".join(tokens)
 
 
-_RELATION_RE = re.compile(r"\s*(?::=|<=|>=|[=≈←≜≡≤≥<>]|\\(?:leftarrow|gets|approx|coloneqq|simeq|triangleq|equiv"
-                          r"|le|ge|leq|geq)(?![a-zA-Z]))\s*")
+_EQUALS_COMMANDS = "leftarrow|gets|approx|coloneqq|simeq|triangleq|equiv"  # read as "=" (see _prepare)
+_RELATION_RE = re.compile(r"\s*(?::=|<=|>=|[=≈←≜≡≤≥<>]|\\(?:%s|le|ge|leq|geq)(?![a-zA-Z]))\s*" % _EQUALS_COMMANDS)
 
 
 def relation_sides(equation: str) -> list[str]:
@@ -243,7 +243,7 @@ def _prepare(latex: str) -> str:
     latex = re.sub(r"(?<![A-Za-z\\])([A-Za-z%s])(\d+)(?![\d.])" % "".join(_GREEK), r"\1_{\2}", latex)  # β2, W1
     latex = "".join(f"\\{_GREEK[c]} " if c in _GREEK else _SYMBOLS.get(c, c) for c in latex)
     latex = latex.replace(":=", "=")
-    latex = re.sub(r"\\(leftarrow|gets|approx|coloneqq|simeq|triangleq|equiv)(?![a-zA-Z])", "=", latex)
+    latex = re.sub(r"\\(%s)(?![a-zA-Z])" % _EQUALS_COMMANDS, "=", latex)
     latex = re.sub(r"\\(left|right|big|Big|bigg|Bigg)(?![a-zA-Z])", "", latex)
     latex = re.sub(r"\\[,;!: ]|\\quad|\\qquad", " ", latex)
     for accent, primes in _ACCENTS:  # one prime per kind: x-hat and x-tilde stay apart from x

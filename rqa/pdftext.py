@@ -202,12 +202,12 @@ def _page_text(textpage) -> str:
     sizes = [font_size(handle, i) for i in index]
     text, index, sizes, bodies = _join_script_lines(text, index, sizes, handle, raw)
     rules = functools.cache(lambda: _rules(textpage.page, raw))  # read once, and only where a fraction may be
-    lines = _stacked_lines(text, index, sizes, handle, raw, rules)
+    box = _char_boxes(handle, raw, index)
+    lines = _stacked_lines(text, sizes, box, rules)
 
     def render(a: int, b: int, body: float = 0.0, math: bool = False) -> str:
         return _line_with_scripts(text, sizes, index, a, b, handle, raw, max(bodies[a:b] + [body]), math)
 
-    box = _char_boxes(handle, raw, index)
     out: list[str] = []
     for segments, fraction_at, end in lines:
         head = _radicands(text, sizes, box, rules, segments[:fraction_at])
@@ -298,6 +298,7 @@ def _radicands(text: str, sizes: list[float], box, rules, segments: list) -> lis
 
 
 def _closed(text: str) -> bool:
+    """Brackets balanced: none closed before it opens, all closed at the end."""
     depth = 0
     for ch in text:
         depth += (ch in "([{") - (ch in ")]}")
@@ -316,7 +317,7 @@ def _rules(page, raw) -> list[tuple[float, float, float]]:
     return out
 
 
-def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw, rules):
+def _stacked_lines(text: str, sizes: list[float], box, rules):
     """pdfium's lines, with the stacked math it puts on lines of their own joined: a radical and its
     radicand ("√", "d_k": "√d_k", also where pdfium put the radical before the numerator over it), a
     big operator's lower limit ("∑^n", "i=1": ∑^n_{i=1}), and a fraction's numerator, which ends a
@@ -328,9 +329,7 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
     per line, its character ranges (or MARKS), where a fraction starts among them (past the end:
     none; else the next two ranges are the line's head and the numerator, the rest the denominator)
     and its line break. `rules()` gives the page's horizontal rules: a fraction has its bar between
-    the two."""
-    box = _char_boxes(handle, raw, index)
-
+    the two. `box(k)` gives character k's box (see _char_boxes)."""
     lines = []
     start, n = 0, len(text)
     while start < n:
@@ -348,7 +347,7 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
             lines[i][0] += lines[i + 1][0]
             lines[i][1] = lines[i + 1][1]
             del lines[i + 1]
-        elif i + 2 < len(lines) and len(lines[i + 1][0]) == 1 and _span(lines[i + 1][0][0]) <= 12 \
+        elif i + 2 < len(lines) and len(lines[i + 1][0]) == 1 and lines[i + 1][0][0][1] - lines[i + 1][0][0][0] <= 12 \
                 and _radical_under(text, sizes, box, lines[i][0][-1], lines[i + 1][0][0], lines[i + 2][0][0]):
             # pdfium put a radical under a fraction's bar before the numerator's line (the
             # Transformer's "√", "1", "d_k" for 1/√d_k): it goes to its radicand's line, the denominator
@@ -385,10 +384,6 @@ def _stacked_lines(text: str, index: list[int], sizes: list[float], handle, raw,
         out.append((segments, len(segments), end))
         i += 1
     return out
-
-
-def _span(segment: tuple[int, int]) -> int:
-    return segment[1] - segment[0]
 
 
 def _radical_under(text: str, sizes: list[float], box, line_end: tuple[int, int], numerator: tuple[int, int],
@@ -464,12 +459,7 @@ def _math_operand(text: str) -> bool:
     """A numerator or denominator, not prose or a table row: brackets balanced, at most one word of
     four letters or more, no equation number, not starting with a relation, no CJK characters (the
     shogi pieces of MuZero's board figure)."""
-    depth = 0
-    for ch in text:
-        depth += (ch in "([{") - (ch in ")]}")
-        if depth < 0:
-            return False
-    return depth == 0 and len(re.findall(r"[A-Za-z]{4,}", text)) <= 1 and not re.search(r"\(\d+\)\s*$", text) \
+    return _closed(text) and len(re.findall(r"[A-Za-z]{4,}", text)) <= 1 and not re.search(r"\(\d+\)\s*$", text) \
         and not re.match(r"[=<>≤≥≈∼]", text) and not re.search("[\u2e80-\u9fff\uac00-\ud7af]", text)
 
 
