@@ -47,7 +47,9 @@ KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.0376
          ("1502.03167.pdf", "(x_i − µ_B)/(√(σ^{2}_B + ǫ))"), ("1911.08265.pdf", "sign(x)(√(|x| + 1) − 1 + ϵx)"),
          ("1803.02999.pdf", "∑^n_{i=1}"), ("1706.03762.pdf", "1/√d_k"),
          ("2106.09685.pdf", "∑_{(x,y)∈Z}"), ("2205.14135.pdf", "𝑚(𝑥) := max_{𝑖}"),
-         ("1502.03167.pdf", "γ/(√(Var[x]+ǫ))")]
+         ("1502.03167.pdf", "γ/(√(Var[x]+ǫ))"), ("1412.6980.pdf", "∑^d_{i=1} ‖g_{1:T,i}‖_{2}"),
+         ("1706.03762.pdf", "∑^{d_k}_{i=1} q_ik_i"), ("1503.02531.pdf", "(exp(z_i/T ))/(∑_{j} exp(z_j/T ))"),
+         ("1803.02999.pdf", "∫^{5}_{−5} dx"), ("2005.11401.pdf", "∑_{j} − log p(y_j |x_j )")]
 SKELETON_RE = re.compile(r"[\s^_{}]")  # what joining lines and marking scripts add or take away
 # a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
 CONTROL_RE = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\uf8e5-\uf8fe]")

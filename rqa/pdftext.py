@@ -364,6 +364,9 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
         if joined:
             lines[i] = [joined, lines[i + 1][1]]
             del lines[i + 1]
+            if i + 1 < len(lines) and _summand_follows(text, sizes, box, joined, lines[i + 1][0]):
+                lines[i] = [joined + [SPACE] + lines[i + 1][0], lines[i + 1][1]]
+                del lines[i + 1]
         i += 1
     out = []
     i = 0
@@ -401,29 +404,66 @@ def _radical_under(text: str, sizes: list[float], box, line_end: tuple[int, int]
 
 def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: list) -> list | None:
     """A line ending in a big operator and its upper limit ("∑^n", read as a script), or in "max",
-    "min" and the like, with the next line, when that is the operator's lower limit ("i=1", "(x,y)∈Z":
-    script-sized, under the operator), as one: the operator, then LOWER the limit END (∑^n_{i=1},
-    max_{𝑖}). None where the next line is no such limit."""
+    "min" and the like, with the next line, when that starts with the operator's lower limit
+    (script-sized), as one: the operator, then LOWER the limit END (∑^n_{i=1}, max_{𝑖}). The limit
+    is either the whole next line, under the operator ("i=1", "(x,y)∈Z" in a display), or its first
+    word, right of the operator and below its middle (an inline sum's, Adam's "∑^d", "i=1 ‖g_{1:T,i}‖",
+    where the rest of the line follows it). None where the next line starts with no such limit."""
     a, b = line[-1]
-    if a < 0 or len(below) != 1 or below[0][0] < 0:
+    if a < 0 or below[0][0] < 0:
         return None
     c, d = below[0]
     # the operator: a big one (FlashAttention's "∑︁" carries a variation selector) or a word over its limit
-    m = re.search(r"(?:[∑∏]\ufe01?|(?<![A-Za-z])(?:max|min|sup|inf|lim))(\S{0,5})$", text[a:b])
-    if not m or not 0 < len(text[c:d].strip()) <= 12 or " " in text[c:d].strip():
+    # (Reptile's "∫ 5": pdfium may put a space before an integral's upper limit)
+    m = re.search(r"(?:[∑∏]\ufe01?|∫ ?|(?<![A-Za-z])(?:max|min|sup|inf|lim))(\S{0,5})$", text[a:b])
+    if not m:
         return None
     p, q = a + m.start(), a + m.start(1)  # the operator's first glyph; its upper limit's
     size = max(sizes[k] for k in range(p, q)) or 10.0
-    if any(sizes[k] >= SCRIPT_SIZE_RATIO * size for k in range(q, b)) \
-            or any(sizes[k] >= SCRIPT_SIZE_RATIO * size for k in range(c, d) if not text[k].isspace()):
-        return None  # the limits are smaller than the operator
-    boxes = [box(k) for k in range(p, q) if text[k] != "\ufe01"]
-    left, right, bottom = min(x[0] for x in boxes), max(x[1] for x in boxes), min(x[2] for x in boxes)
-    glyphs = [box(q) for q in range(c, d) if not text[q].isspace()]
-    centre = (min(g[0] for g in glyphs) + max(g[1] for g in glyphs)) / 2
-    if not (left - 0.3 * size <= centre <= right + 0.3 * size and max(g[3] for g in glyphs) <= bottom + 0.3 * size):
-        return None  # not under the operator
-    return line[:-1] + [(a, b), LOWER, (c, d), END]
+    if any(sizes[k] >= SCRIPT_SIZE_RATIO * size for k in range(q, b)):
+        return None  # the upper limit is smaller than the operator
+    boxes = [box(k) for k in range(p, q) if text[k] != "\ufe01" and not text[k].isspace()]
+    left, right = min(x[0] for x in boxes), max(x[1] for x in boxes)
+    bottom, top = min(x[2] for x in boxes), max(x[3] for x in boxes)
+
+    def limit(e: int) -> list | None:  # the glyphs c..e, if all are smaller than the operator
+        glyphs = [k for k in range(c, e) if not text[k].isspace()]
+        return [box(k) for k in glyphs] if glyphs and all(sizes[k] < SCRIPT_SIZE_RATIO * size for k in glyphs) else None
+
+    whole = text[c:d].strip()
+    glyphs = limit(d) if len(below) == 1 and 0 < len(whole) <= 12 and " " not in whole else None
+    if glyphs:
+        centre = (min(g[0] for g in glyphs) + max(g[1] for g in glyphs)) / 2
+        if left - 0.3 * size <= centre <= right + 0.3 * size and max(g[3] for g in glyphs) <= bottom + 0.3 * size:
+            return line[:-1] + [(a, b), LOWER, (c, d), END]
+    word = re.match(r"\S{1,12}(?=\s|$)", text[c:d])
+    glyphs = limit(c + word.end()) if word and text[p] in BIG_OPERATORS else None
+    if not glyphs:
+        return None
+    start = min(g[0] for g in glyphs)
+    if not (right - 0.5 * size <= start <= right + 0.6 * size and max(g[3] for g in glyphs) <= (bottom + top) / 2):
+        return None  # not a limit written beside the operator (an integral's tucks under its slant)
+    e = c + word.end()
+    rest = [(e, d)] if text[e:d].strip() else []
+    return line[:-1] + [(a, b), LOWER, (c, e), END] + rest + below[1:]
+
+
+def _summand_follows(text: str, sizes: list[float], box, joined: list, line: list) -> bool:
+    """After an inline operator whose lower limit was a line of its own (Hinton et al.'s "∑", "j",
+    "exp(z_j/T )"), the next line is its summand: it starts right of the limit, on the operator's
+    axis (its first glyph straddles the operator's middle)."""
+    if len(joined) < 4 or joined[-1] != END or joined[-3] != LOWER or line[0][0] < 0:
+        return False
+    (a, b), (c, d) = joined[-4], joined[-2]
+    op = [k for k in range(a, b) if text[k] in BIG_OPERATORS]
+    first = next((k for k in range(*line[0]) if not text[k].isspace()), None)
+    if not op or first is None:
+        return False
+    o, limit, glyph = box(op[-1]), [box(k) for k in range(c, d) if not text[k].isspace()], box(first)
+    middle, size = (o[2] + o[3]) / 2, sizes[op[-1]] or 10.0
+    beside = min(g[0] for g in limit) >= o[1] - 0.5 * size  # the limit right of the operator, not under it
+    return beside and max(g[1] for g in limit) - 0.3 * size <= glyph[0] <= max(g[1] for g in limit) + 1.5 * size \
+        and glyph[2] <= middle <= glyph[3]
 
 
 def _closers_off(text: str, line: list) -> tuple[list, str]:
@@ -743,10 +783,17 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
         while j < b and small[j - a]:
             j += 1
         base_y, base_size = baseline(at), sizes[at]
+        rise, drop = SUP_RISE * base_size, SUB_DROP * base_size
+        operator = at - (text[at] == "\ufe01")  # FlashAttention's "∑︁" carries a variation selector
+        if text[operator] in BIG_OPERATORS:
+            # TeX's big operators hang from an origin at the glyph's top: an inline sum's upper
+            # limit sits below it ("∑_d" for ∑^d). A limit is above or below the glyph's middle.
+            raw.FPDFText_GetCharBox(handle, index[operator], left, right, bottom, top)
+            base_y, rise, drop = (bottom.value + top.value) / 2, 0.0, 0.0
         kinds = []
         for k in range(i, j):
             dy = baseline(k) - base_y if text[k] != " " else 0.0
-            kind = "^" if dy > SUP_RISE * base_size else "_" if dy < -SUB_DROP * base_size else ""
+            kind = "^" if dy > rise else "_" if dy < -drop else ""
             kinds.append(kinds[-1] if text[k] == " " and kinds else kind)
         # a footnote or citation mark after a word or punctuation stays as pdfium wrote it
         # (digits after a word or ".,;:%"; ∗ † ‡ after those or ")"); "D^{∗}", "x^{2}", "(x)^{2}" stay math

@@ -237,6 +237,25 @@ def test_a_big_operators_lower_limit_on_a_line_of_its_own_joins_it():
     assert "𝑚(𝑥) := max_{𝑖}" in flashattention
 
 
+def test_an_inline_operators_limits_beside_it_join_it():
+    """In running text and under a fraction's bar TeX writes a sum's limits beside it, and pdfium
+    breaks the line there: the upper limit was read as a subscript (the operator's origin is at
+    its top: "∑_d") and the lower one began the next line ("i=1 ‖g_{1:T,i}‖"); a limit alone on its
+    line is followed by the summand on another (Hinton et al.'s "∑", "j", "exp(z_j/T )")."""
+    from rqa.pdftext import pdf_pages
+
+    adam = pdf_pages(PAPERS / "1412.6980.pdf")[3]
+    assert "upper bound ∑^d_{i=1} ‖g_{1:T,i}‖_{2} << dG_{∞}√T" in adam  # was "∑_d", "i=1 ‖g_{1:T,i}‖_{2}"
+    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[3]
+    assert "q · k =\r\n∑^{d_k}_{i=1} q_ik_i, has mean 0" in transformer
+    distillation = pdf_pages(PAPERS / "1503.02531.pdf")[1]
+    assert "q_i =\r\n(exp(z_i/T ))/(∑_{j} exp(z_j/T ))\r\n(1)" in distillation  # was "exp(z_i/T )", "∑", "j", ...
+    reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
+    assert "L_{τ} (f) = ∫^{5}_{−5} dx‖f(x) − f_{τ} (x)‖^{2}" in reptile  # an integral's, tucked under its slant
+    gan = pdf_pages(PAPERS / "1406.2661.pdf")[3]
+    assert "V (G, D) = ∫_{x} p_{data}(x) log(D(x))dx +" in gan
+
+
 def test_a_radical_pdfium_puts_before_the_numerator_goes_under_the_bar():
     """The Transformer's scaling factor: pdfium gives "√", "1", "d_k", the radical first because it
     is the leftmost glyph; and a denominator's size is its text's, not the radical glyph's."""
