@@ -52,8 +52,8 @@ def score(index: Index, questions: list[dict], settings: Settings, mode: str,
 
 def score_pairs(index: Index, pairs: list[dict], settings: Settings) -> dict:
     """The pipeline's own questions (build's pairs.jsonl: question, chunk_id): a hit is a chunk of the
-    same paper overlapping the question's chunk by more than half (de-duplication may keep a
-    neighbour of it instead). Pairs whose chunk the index does not hold are skipped."""
+    same paper overlapping the question's chunk by more than half. Pairs whose chunk the index does
+    not hold (its text changed with the index format) are skipped."""
     chunks = {c.chunk_id: c for c in index.chunks}
     ranks = []
     for p in pairs:

@@ -1,7 +1,9 @@
 """The one way to search an index with the settings: used by the app, CLI, pipeline, benchmarks and tests.
 
 BM25 and dense results are fused (a convex combination of their scores by default, reciprocal-rank
-fusion on request); overlapping chunks of one paper are de-duplicated; the fused top `rerank_depth`
+fusion on request); neighbouring chunks that share the chunker's overlap both stay (a short chunk
+at a section's end can share more than half its text with the one before and still hold the
+sentence that answers: PonderNet's halting threshold); the fused top `rerank_depth`
 get a second BM25 score with their own paper's term weights (`within_paper`); then, when a reranker
 is configured, they are re-ordered by it (rqa.rerank).
 """
@@ -31,7 +33,7 @@ def retrieve(index: Index, question: str, settings: Settings, k: int | None = No
     fuse = fuse_rrf if settings.fusion == "rrf" else fuse_convex
     scores = fuse(sparse, dense, settings)
     hits = [Hit(index.chunks[i], score, row=i) for i, score in scores.items()]
-    ranked = dedupe(sorted(hits, key=lambda h: -h.score))
+    ranked = sorted(hits, key=lambda h: -h.score)
     if settings.within_paper_weight and mode == "hybrid" and settings.fusion == "convex":
         depth = settings.rerank_depth
         ranked = within_paper(index, question, ranked[:depth], settings) + ranked[depth:]
@@ -93,18 +95,6 @@ def fuse_rrf(sparse: list[tuple[int, float]], dense: list[tuple[int, float]],
         for rank, (i, _) in enumerate(ranking, start=1):
             fused[i] = fused.get(i, 0.0) + weight / (settings.rrf_k + rank)
     return fused
-
-
-def dedupe(hits: list[Hit], max_overlap: float = 0.5) -> list[Hit]:
-    """Drop a chunk that overlaps a better-ranked chunk of the same paper by more than half."""
-    kept: list[Hit] = []
-    for hit in hits:
-        c = hit.chunk
-        if any(same_paper(k.chunk, c) and overlap(k.chunk, c) > max_overlap * (c.char_end - c.char_start)
-               for k in kept):
-            continue
-        kept.append(hit)
-    return kept
 
 
 def same_paper(a: Chunk, b: Chunk) -> bool:
