@@ -468,11 +468,12 @@ def _summand_follows(text: str, sizes: list[float], box, joined: list, line: lis
 
 def _closers_off(text: str, line: list) -> tuple[list, str]:
     """A line that may be a denominator, less what ends it right of the fraction: closing brackets it
-    does not open (QLoRA's "2^k + 1)) , (4)": the big brackets drawn on its line), a comma and an
-    equation number. Returns the line's ranges left and the text taken off."""
+    does not open (QLoRA's "2^k + 1)) , (4)": the big brackets drawn on its line), a comma, an
+    equation number, and the sign before the next term (Hinton et al.'s "∑_{j} e^{z_j/T} −": no
+    denominator ends in one). Returns the line's ranges left and the text taken off."""
     *rest, (a, b) = line
     # an equation number stands apart: "p(1)" is a function's argument
-    tail = re.search(r"[)\]}]*\s*[,;.]?\s*(?:(?<![\w'^}])\(\d{1,3}\))?\s*$", text[a:b])
+    tail = re.search(r"[)\]}]*\s*[,;.]?\s*(?:(?<![\w'^}])\(\d{1,3}\))?(?:(?<=\s)[−+])?\s*$", text[a:b])
     k = a + tail.start()
     body = "".join(text[x:y] for x, y in rest) + text[a:k]
     n_closers = len(re.match(r"[)\]}]*", tail.group(0)).group(0))

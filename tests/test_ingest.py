@@ -250,6 +250,8 @@ def test_an_inline_operators_limits_beside_it_join_it():
     assert "q · k =\r\n∑^{d_k}_{i=1} q_ik_i, has mean 0" in transformer
     distillation = pdf_pages(PAPERS / "1503.02531.pdf")[1]
     assert "q_i =\r\n(exp(z_i/T ))/(∑_{j} exp(z_j/T ))\r\n(1)" in distillation  # was "exp(z_i/T )", "∑", "j", ...
+    gradient = pdf_pages(PAPERS / "1503.02531.pdf")[2]
+    assert "(e^{z_i/T})/(∑_{j} e^{z_j/T}) −\r\n(e^{v_i/T})/" in gradient  # the "−" between two fractions
     reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
     assert "L_{τ} (f) = ∫^{5}_{−5} dx‖f(x) − f_{τ} (x)‖^{2}" in reptile  # an integral's, tucked under its slant
     gan = pdf_pages(PAPERS / "1406.2661.pdf")[3]
@@ -277,6 +279,8 @@ def test_what_ends_a_denominator_line_right_of_the_fraction():
     assert off("2^k + 1)) , (4)") == ("2^k + 1", ")) , (4)")  # big brackets and the equation number
     assert off("(a + b))") == ("(a + b)", ")")  # a bracket it opens stays with it
     assert off("q + p(1)") == ("q + p(1)", "")  # a function's argument is no equation number
+    assert off("∑ e^{z_j/T} −") == ("∑ e^{z_j/T}", " −")  # the sign before the next fraction
+    assert off("a − b") == ("a − b", "")
     assert off("x + 1") == ("x + 1", "")
 
 
