@@ -361,13 +361,15 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
     i = 0
     while i + 1 < len(lines):  # a big operator's lower limit, put on a line of its own: "∑^n", "i=1"
         joined = _with_lower_limit(text, sizes, box, lines[i][0], lines[i + 1][0])
-        if joined:
-            lines[i] = [joined, lines[i + 1][1]]
+        if not joined:
+            i += 1
+            continue
+        lines[i] = [joined, lines[i + 1][1]]
+        del lines[i + 1]
+        if i + 1 < len(lines) and _summand_follows(text, sizes, box, joined, lines[i + 1][0]):
+            lines[i] = [joined + [SPACE] + lines[i + 1][0], lines[i + 1][1]]
             del lines[i + 1]
-            if i + 1 < len(lines) and _summand_follows(text, sizes, box, joined, lines[i + 1][0]):
-                lines[i] = [joined + [SPACE] + lines[i + 1][0], lines[i + 1][1]]
-                del lines[i + 1]
-        i += 1
+        # the same line again: what joined it may end in another operator ("... x_i ∑^m", "i=1")
     out = []
     i = 0
     while i < len(lines):
@@ -406,9 +408,10 @@ def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: lis
     """A line ending in a big operator and its upper limit ("∑^n", read as a script), or in "max",
     "min" and the like, with the next line, when that starts with the operator's lower limit
     (script-sized), as one: the operator, then LOWER the limit END (∑^n_{i=1}, max_{𝑖}). The limit
-    is either the whole next line, under the operator ("i=1", "(x,y)∈Z" in a display), or its first
-    word, right of the operator and below its middle (an inline sum's, Adam's "∑^d", "i=1 ‖g_{1:T,i}‖",
-    where the rest of the line follows it). None where the next line starts with no such limit."""
+    is either the whole next line, under the operator ("i=1", "(x,y)∈Z" in a display), or, for a big
+    operator, the next line's leading script-sized run, right of the operator and below its middle
+    (an inline sum's, Adam's "∑^d", "i=1 ‖g_{1:T,i}‖", where the rest of the line follows it). None
+    where the next line starts with no such limit."""
     a, b = line[-1]
     if a < 0 or below[0][0] < 0:
         return None
@@ -426,24 +429,31 @@ def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: lis
     left, right = min(x[0] for x in boxes), max(x[1] for x in boxes)
     bottom, top = min(x[2] for x in boxes), max(x[3] for x in boxes)
 
-    def limit(e: int) -> list | None:  # the glyphs c..e, if all are smaller than the operator
-        glyphs = [k for k in range(c, e) if not text[k].isspace()]
-        return [box(k) for k in glyphs] if glyphs and all(sizes[k] < SCRIPT_SIZE_RATIO * size for k in glyphs) else None
+    def small(k: int) -> bool:  # a glyph of a limit: smaller than the operator
+        return sizes[k] < SCRIPT_SIZE_RATIO * size
 
     whole = text[c:d].strip()
-    glyphs = limit(d) if len(below) == 1 and 0 < len(whole) <= 12 and " " not in whole else None
-    if glyphs:
-        centre = (min(g[0] for g in glyphs) + max(g[1] for g in glyphs)) / 2
-        if left - 0.3 * size <= centre <= right + 0.3 * size and max(g[3] for g in glyphs) <= bottom + 0.3 * size:
+    if len(below) == 1 and 0 < len(whole) <= 12 and " " not in whole \
+            and all(small(k) for k in range(c, d) if not text[k].isspace()):
+        under = [box(k) for k in range(c, d) if not text[k].isspace()]
+        centre = (min(g[0] for g in under) + max(g[1] for g in under)) / 2
+        if left - 0.3 * size <= centre <= right + 0.3 * size and max(g[3] for g in under) <= bottom + 0.3 * size:
             return line[:-1] + [(a, b), LOWER, (c, d), END]
-    word = re.match(r"\S{1,12}(?=\s|$)", text[c:d])
-    glyphs = limit(c + word.end()) if word and text[p] in BIG_OPERATORS else None
-    if not glyphs:
+    if text[p] not in BIG_OPERATORS:  # "max" and the like take their limits under them only
         return None
-    start = min(g[0] for g in glyphs)
-    if not (right - 0.5 * size <= start <= right + 0.6 * size and max(g[3] for g in glyphs) <= (bottom + top) / 2):
-        return None  # not a limit written beside the operator (an integral's tucks under its slant)
-    e = c + word.end()
+    # beside the operator: the next line's leading run of script-sized glyphs, which may run on into
+    # the summand without a space (Adam's "k=1(1 − β_{1})"); a longer run is no limit
+    e = c
+    while e < d and not text[e].isspace() and small(e):
+        e += 1
+    if not 0 < e - c <= 20:
+        return None
+    beside = [box(k) for k in range(c, e)]
+    start, high = min(g[0] for g in beside), max(g[3] for g in beside)
+    # it starts at the operator's right edge (an integral's tucks under its slant, so a little
+    # left of it) and lies below the operator's middle, above its foot
+    if not (right - 0.5 * size <= start <= right + 0.6 * size and bottom - 0.2 * size <= high <= (bottom + top) / 2):
+        return None
     rest = [(e, d)] if text[e:d].strip() else []
     return line[:-1] + [(a, b), LOWER, (c, e), END] + rest + below[1:]
 
@@ -532,7 +542,7 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
     sit centred one over the other, the denominator's baseline 0.6 to 2.5 body sizes lower, a
     rule (the bar) between them as wide as the wider of the two (a binomial coefficient has none)."""
     den = _glyph_positions(text, below)
-    den_text = "".join(text[a:b] for a, b in below).strip()
+    den_text = "".join(MARKS.get(seg) or text[seg[0]:seg[1]] for seg in below).strip()  # "∑_{j} exp", not "∑jexp"
     if not den or len(den_text) > 40 or not _math_operand(den_text):
         return None
     size = max((sizes[k] for k in den if text[k] != "√"), default=0.0)  # a radical's glyph is sized apart
@@ -733,6 +743,10 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
         raw.FPDFText_GetCharBox(handle, index[i], left, right, bottom, top)
         return left.value, right.value
 
+    def middle(i: int) -> float:  # halfway up the glyph's box
+        raw.FPDFText_GetCharBox(handle, index[i], left, right, bottom, top)
+        return (bottom.value + top.value) / 2
+
     # a space pdfium put inside a script ("d_{f f}") goes when the glyphs around it nearly touch
     for i in range(a + 1, b - 1):
         if text[i] == " " and small[i - a - 1] and small[i - a + 1] \
@@ -789,8 +803,7 @@ def _line_with_scripts(text: str, sizes: list[float], index: list[int], a: int, 
         if text[operator] in BIG_OPERATORS:
             # TeX's big operators hang from an origin at the glyph's top: an inline sum's upper
             # limit sits below it ("∑_d" for ∑^d). A limit is above or below the glyph's middle.
-            raw.FPDFText_GetCharBox(handle, index[operator], left, right, bottom, top)
-            base_y, rise, drop = (bottom.value + top.value) / 2, 0.0, 0.0
+            base_y, rise, drop = middle(operator), 0.0, 0.0
         kinds = []
         for k in range(i, j):
             dy = baseline(k) - base_y if text[k] != " " else 0.0

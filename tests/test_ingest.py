@@ -244,8 +244,11 @@ def test_an_inline_operators_limits_beside_it_join_it():
     line is followed by the summand on another (Hinton et al.'s "∑", "j", "exp(z_j/T )")."""
     from rqa.pdftext import pdf_pages
 
-    adam = pdf_pages(PAPERS / "1412.6980.pdf")[3]
-    assert "upper bound ∑^d_{i=1} ‖g_{1:T,i}‖_{2} << dG_{∞}√T" in adam  # was "∑_d", "i=1 ‖g_{1:T,i}‖_{2}"
+    adam = pdf_pages(PAPERS / "1412.6980.pdf")
+    assert "upper bound ∑^d_{i=1} ‖g_{1:T,i}‖_{2} << dG_{∞}√T" in adam[3]  # was "∑_d", "i=1 ‖g_{1:T,i}‖_{2}"
+    assert "∑^T_{k=1}(1 − β_{1})β^{T−k}_{1}" in adam[12]  # a limit run on into its summand
+    rag = pdf_pages(PAPERS / "2005.11401.pdf")[3]
+    assert "= ∑_{z∈top-k(p(·|x))} p_{η}(z_i" in rag  # a limit of 14 characters
     transformer = pdf_pages(PAPERS / "1706.03762.pdf")[3]
     assert "q · k =\r\n∑^{d_k}_{i=1} q_ik_i, has mean 0" in transformer
     distillation = pdf_pages(PAPERS / "1503.02531.pdf")[1]
