@@ -49,7 +49,9 @@ KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.0376
          ("2106.09685.pdf", "∑_{(x,y)∈Z}"), ("2205.14135.pdf", "𝑚(𝑥) := max_{𝑖}"),
          ("1502.03167.pdf", "γ/(√(Var[x]+ǫ))"), ("1412.6980.pdf", "∑^d_{i=1} ‖g_{1:T,i}‖_{2}"),
          ("1706.03762.pdf", "∑^{d_k}_{i=1} q_ik_i"), ("1503.02531.pdf", "(exp(z_i/T ))/(∑_{j} exp(z_j/T ))"),
-         ("1803.02999.pdf", "∫^{5}_{−5} dx"), ("2005.11401.pdf", "∑_{j} − log p(y_j |x_j )")]
+         ("1803.02999.pdf", "∫^{5}_{−5} dx"), ("2005.11401.pdf", "∑_{j} − log p(y_j |x_j )"),
+         ("2205.14135.pdf", "𝑒^{𝑚(𝑥^{(1)})−𝑚(𝑥)}ℓ(𝑥^{(1)})"), ("2010.11929.pdf", "R^{N×(P^{2}·C)}"),
+         ("2305.14314.pdf", "dequant(c^{FP32}, X^{Int8}) = X^{Int8}"), ("2106.09685.pdf", "B ∈ R^{d×r}, A ∈ R^{r×k}, and")]
 SKELETON_RE = re.compile(r"[\s^_{}]")  # what joining lines and marking scripts add or take away
 # a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
 CONTROL_RE = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\uf8e5-\uf8fe]")
@@ -121,7 +123,7 @@ VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
     ('1406.2661.pdf', 4, '=E_{x∼p_{data}} [log D^{∗}_G(x)] + E_{z∼'): (False, True),
     ('1412.6980.pdf', 9, '(v_t)^{1/p} = lim_{p→∞}( (1 − β^p_{2})'): (False, True),
     ('1412.6980.pdf', 13, 'β_{2}'): (False, True),
-    ('1502.03167.pdf', 5, 'pair of parameters γ^{(k)}'): (False, True),
+    ('1502.03167.pdf', 5, 'pair of parameters γ^{(k)} and β^{(k)} p'): (False, True),
     ('1502.03167.pdf', 4, '∂ℓ/∂x̂_i'): (False, True),  # the denominator alone before the whole-line numerators
     ('1503.02531.pdf', 7, '1 141993 +1421 +3.4%'): (True, True),
     ('1503.02531.pdf', 3, '∂C/∂z_i'): (False, True),  # the same
@@ -136,7 +138,7 @@ VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
     ('1910.02054.pdf', 19, '1.5B 48 1600 1.16B-2.5B 24,34,54 1920'): (True, True),
     ('1910.02054.pdf', 12, 'just to store the activation checkpoints'): (False, True),
     ('1911.08265.pdf', 17, 'assault 222.39 742.00 527.20 24,559.00 1'): (True, True),
-    ('1911.08265.pdf', 12, ', a^k'): (False, True),
+    ('1911.08265.pdf', 12, ') · Q(s^{k−1} , a^k'): (False, True),
     ('2002.08909.pdf', 7, 'ORQA (Lee et al., 2019) Dense Retr.+Tran'): (True, True),
     ('2002.08909.pdf', 4, 'score f(x, z) = Embed_{input}(x)^{⊤}Embe'): (False, True),
     ('2005.11401.pdf', 9, 'using search [46], reinforcement learnin'): (True, True),
@@ -168,7 +170,7 @@ VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
     ('2301.11305.pdf', 5, 'RoBERTa-based (Liu et al., 2019) GPT-2 d'): (True, True),
     ('2301.11305.pdf', 3, 'd (x, p_{θ}, q) ≜ log p_{θ}(x) − E_{x˜∼q'): (False, True),
     ('2305.13048.pdf', 16, 'L_T = l(f(wkv_T ), y_T ). (34)'): (False, True),
-    ('2305.13048.pdf', 14, 'b′_t = e^{p_{t−1}−w−q}'): (False, True),
+    ('2305.13048.pdf', 14, 'b′_t = e^{p_{t−1}−w−q}b′_{t−1} + e^{k_t−'): (False, True),
     ('2305.14314.pdf', 10, 'Alpaca 7B 4-bit 5 GB 57.3% 71.2% 64.4% 5'): (True, True),
     ('2305.14314.pdf', 4, '('): (False, True),
     ('alexnet-krizhevsky-2012.pdf', 5, '4This is the reason why the input images'): (True, True),

@@ -447,3 +447,20 @@ def test_filters_are_measured_in_bounded_steps():
     assert _run_length_decode(bytes([129, 65]) * 100, 1000) == b"A" * 1001
     assert _ascii85_decode(base64.a85encode(data) + b"~>") == data
     assert _ascii_hex_decode(data.hex().encode() + b">") == data
+
+
+def test_a_scripts_own_script_and_the_line_after_it_join_it():
+    """pdfium puts a script's own script on a line of its own (FlashAttention's exponent
+    "𝑚(𝑥", "(1)", ")−𝑚(𝑥)"; ViT's "R^{N×(P", "2", "·C)") and breaks the base's line after a script
+    of several glyphs ("R^{d×k}", ", we constrain"): the next line was measured from the script's
+    first glyph, not its last, so it looked too far right to belong."""
+    from rqa.pdftext import pdf_pages
+
+    flash = pdf_pages(PAPERS / "2205.14135.pdf")[4]
+    assert "= 𝑒^{𝑚(𝑥^{(1)})−𝑚(𝑥)}ℓ(𝑥^{(1)}) + 𝑒^{𝑚(𝑥^{(2)})−𝑚(𝑥)}ℓ(𝑥^{(2)})" in flash
+    vit = pdf_pages(PAPERS / "2010.11929.pdf")[2]
+    assert "x_p ∈ R^{N×(P^{2}·C)}, where (H, W)" in vit  # was "R^{N×(P}", "2", "·C)", ", where"
+    lora = pdf_pages(PAPERS / "2106.09685.pdf")[3]
+    assert "where B ∈ R^{d×r}, A ∈ R^{r×k}, and the rank r ≪ min(d, k)" in lora
+    qlora = pdf_pages(PAPERS / "2305.14314.pdf")[2]
+    assert "dequant(c^{FP32}, X^{Int8}) = X^{Int8}" in qlora  # was "c^{FP32}", ", XInt8) = XInt8"
