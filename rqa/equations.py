@@ -113,6 +113,9 @@ def _line_equations(tokens: list[str], out: list[str]) -> None:
                 break  # "..., where": the sentence goes on in words
             if tokens[hi - 1][-1] == "," and _closed(tokens[i + 1:hi]):
                 break  # "ℓ(x) = ..., softmax(x) = ...": the next equation (a comma within brackets is an argument's)
+        if hi == len(tokens) and not _closed(tokens[i + 1:hi]):
+            i = hi  # cut off: the line ends inside the equation's bracket ("q_i = 1/2 (" where an
+            continue  # excerpt or an answer stops); what is left of it is no equation to check
         left, right = _balanced(tokens[lo:i], from_end=False), _balanced(tokens[i + 1:hi], from_end=True)
         right = right.rstrip(",.;: ")
         if left and right and re.search(r"[-−+*/·×^√∑(\\]", right):

@@ -218,3 +218,17 @@ def test_a_fraction_reads_the_same_whatever_its_spacing_and_operators_around_it(
     assert _prepare("1 / 2 (x+y)") == _prepare("1/2 (x+y)") == r"\frac{1}{2} (x+y)"
     assert _prepare(r"a/b\cdot c") == r"\frac{a}{b}\cdot c"
     assert _prepare("a–b/c") == r"a-\frac{b}{c}"
+
+
+def test_an_equation_cut_off_inside_a_bracket_is_no_equation(worker):
+    """A chunk of QLoRA ended on "q_i = 1/2 (", its equation (4) continuing in the next chunk; an
+    answer copied the half and stopped there, and "q_i = 1/2" was verified against the half in its
+    source. A line that ends inside an equation's bracket holds no equation to check."""
+    assert find_equations("we estimate the values as follows: q_i = 1/2 (") == []
+    assert find_equations("q_i = 1/2 (\nQ_X ( i/(2^k + 1)) + Q_X ( (i + 1)/(2^k + 1))) , (4)") == []
+    assert find_equations("m_t ← β_1 · m_{t−1} + (1 − β_1) · g_t (Update biased first moment estimate)") == \
+        ["m_t ← β_1 · m_{t−1} + (1 − β_1) · g_t"]  # a bracket of words after it is not the equation's
+    assert find_equations("q_i = 1/2 (Q_X(i/(2^k + 1)) + Q_X((i + 1)/(2^k + 1))) (4)") == \
+        ["q_i = 1/2 (Q_X(i/(2^k + 1)) + Q_X((i + 1)/(2^k + 1)))"]
+    half = "More formally, we estimate the 2^k values q_i of the data type as follows: q_i = 1/2 ("
+    assert check_equations("We estimate them as follows: q_i = 1/2 ( [1]", [half], worker) == []
