@@ -113,9 +113,9 @@ def _line_equations(tokens: list[str], out: list[str]) -> None:
                 break  # "..., where": the sentence goes on in words
             if tokens[hi - 1][-1] == "," and _closed(tokens[i + 1:hi]):
                 break  # "ℓ(x) = ..., softmax(x) = ...": the next equation (a comma within brackets is an argument's)
-        if hi == len(tokens) and not _closed(tokens[i + 1:hi]):
-            i = hi  # cut off: the line ends inside the equation's bracket ("q_i = 1/2 (" where an
-            continue  # excerpt or an answer stops); what is left of it is no equation to check
+        if hi == len(tokens) and _cut_off(tokens[i + 1:hi]):
+            i = hi  # what is left of a cut equation is no equation to check
+            continue
         left, right = _balanced(tokens[lo:i], from_end=False), _balanced(tokens[i + 1:hi], from_end=True)
         right = right.rstrip(",.;: ")
         if left and right and re.search(r"[-−+*/·×^√∑(\\]", right):
@@ -123,6 +123,21 @@ def _line_equations(tokens: list[str], out: list[str]) -> None:
             if eq not in out:
                 out.append(eq)
         i = hi
+
+
+def _cut_off(tokens: list[str]) -> bool:
+    """Whether a right side that runs to the line's end stops inside a bracket of the equation's
+    own: a bare one or one a name opens ("q_i = 1/2 (", "Q_X(", where an excerpt or an answer
+    stops), not an aside the line wraps ("... (Eq.", "(λ = 0.5"), which _balanced trims."""
+    depth, opened = 0, ""
+    for token in tokens:
+        for ch in token:
+            if ch in "([{":
+                opened = token if depth == 0 else opened
+                depth += 1
+            elif ch in ")]}" and depth:
+                depth -= 1
+    return depth > 0 and opened.endswith(("(", "[", "{"))
 
 
 def _closed(tokens: list[str]) -> bool:

@@ -647,7 +647,7 @@ def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, 
             if base and not text[i].isspace() and sizes[i] >= SCRIPT_SIZE_RATIO * base[2]:
                 base = None  # the base's line went on within pdfium's line
             if base and not text[i].isspace():  # a script's next line starts past its last glyph
-                reach = max(reach, glyph(index[i])[2])  # (FlashAttention's e^{m(x, (1), )−m(x)})
+                reach = max(reach, glyph(index[i])[2])  # (FlashAttention's "𝑚(𝑥", "(1)", ")−𝑚(𝑥)")
             keep(i, i + 1, base[2] if base else 0.0)
             i += 1
             continue

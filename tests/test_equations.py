@@ -230,5 +230,9 @@ def test_an_equation_cut_off_inside_a_bracket_is_no_equation(worker):
         ["m_t ← β_1 · m_{t−1} + (1 − β_1) · g_t"]  # a bracket of words after it is not the equation's
     assert find_equations("q_i = 1/2 (Q_X(i/(2^k + 1)) + Q_X((i + 1)/(2^k + 1))) (4)") == \
         ["q_i = 1/2 (Q_X(i/(2^k + 1)) + Q_X((i + 1)/(2^k + 1)))"]
+    assert find_equations("so q_i = 1/2 Q_X(") == []  # a name's bracket, opened and cut
+    # an aside the line wraps after a whole equation is not the equation's bracket
+    assert find_equations("Attention(Q, K, V) = softmax(QK^T/√d_k)V (Eq.") == ["Attention(Q, K, V) = softmax(QK^T/√d_k)V"]
+    assert find_equations("L = L_CE + λ L_KD (λ = 0.5") == ["L = L_CE + λ L_KD"]
     half = "More formally, we estimate the 2^k values q_i of the data type as follows: q_i = 1/2 ("
     assert check_equations("We estimate them as follows: q_i = 1/2 ( [1]", [half], worker) == []
