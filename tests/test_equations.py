@@ -223,7 +223,8 @@ def test_a_fraction_reads_the_same_whatever_its_spacing_and_operators_around_it(
 def test_an_equation_cut_off_inside_a_bracket_is_no_equation(worker):
     """A chunk of QLoRA ended on "q_i = 1/2 (", its equation (4) continuing in the next chunk; an
     answer copied the half and stopped there, and "q_i = 1/2" was verified against the half in its
-    source. A line that ends inside an equation's bracket holds no equation to check."""
+    source. A line that ends inside a bracket of an equation's own (a bare one, or one a name opens)
+    holds no equation to check; an aside the line wraps after a whole equation is trimmed."""
     assert find_equations("we estimate the values as follows: q_i = 1/2 (") == []
     assert find_equations("q_i = 1/2 (\nQ_X ( i/(2^k + 1)) + Q_X ( (i + 1)/(2^k + 1))) , (4)") == []
     assert find_equations("m_t ← β_1 · m_{t−1} + (1 − β_1) · g_t (Update biased first moment estimate)") == \
