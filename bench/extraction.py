@@ -51,7 +51,9 @@ KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.0376
          ("1706.03762.pdf", "∑^{d_k}_{i=1} q_ik_i"), ("1503.02531.pdf", "(exp(z_i/T ))/(∑_{j} exp(z_j/T ))"),
          ("1803.02999.pdf", "∫^{5}_{−5} dx"), ("2005.11401.pdf", "∑_{j} − log p(y_j |x_j )"),
          ("2205.14135.pdf", "𝑒^{𝑚(𝑥^{(1)})−𝑚(𝑥)}ℓ(𝑥^{(1)})"), ("2010.11929.pdf", "R^{N×(P^{2}·C)}"),
-         ("2305.14314.pdf", "dequant(c^{FP32}, X^{Int8}) = X^{Int8}"), ("2106.09685.pdf", "B ∈ R^{d×r}, A ∈ R^{r×k}, and")]
+         ("2305.14314.pdf", "dequant(c^{FP32}, X^{Int8}) = X^{Int8}"), ("2106.09685.pdf", "B ∈ R^{d×r}, A ∈ R^{r×k}, and"),
+         ("1910.02054.pdf", "thus (Ψ×N_d)/N_d"), ("1502.03167.pdf", "x̂_i = 0 and 1/m"),
+         ("2205.14135.pdf", "(typically 1/√𝑑)")]
 SKELETON_RE = re.compile(r"[\s^_{}]")  # what joining lines and marking scripts add or take away
 # a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
 CONTROL_RE = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\uf8e5-\uf8fe]")

@@ -572,9 +572,10 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         k -= 1
     lead = re.search(r"(?:[A-Za-z]+|\S)$", text[a:k].rstrip())
     if whole_line and k > a and (lead is None or lead.group(0) not in FRACTION_LEADS) \
-            and re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b]):
+            and re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b]) and not re.search(r"\S\s+[a-z]{3,}$", text[a:k].rstrip()):
         # a word ended the walk ("xi" of BatchNorm's numerator "xi − µB", x_i): a line of its own that
-        # holds an operator is tried whole (a table's header over its first row holds none)
+        # holds an operator is tried whole (a table's header over its first row holds none), unless
+        # the word is prose after more of the line ("... = 0 and", "1": the fraction is the "1" alone)
         k = a
     num = _glyph_positions(text, [(k, b)])
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
@@ -582,7 +583,10 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
     # characters ("Model" over "Size" with a rule between is a figure's labels)
     alone = k == a and whole_line and (bool(re.search(r"[^A-Za-z\s]", text[k:b])) or len(text[k:b].strip()) <= 3)
     led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS)
-    if not num or len(num) > 40 or not led \
+    # a short fraction in running text after a word ("... = 0 and", "1", "m": BatchNorm's 1/m ∑ ...)
+    # has no lead; its bar, no wider than the two, tells it
+    short = not led and len(text[k:b].strip()) <= 6 and len(den_text) <= 6 and " " not in den_text + text[k:b].strip()
+    if not num or len(num) > 40 or not (led or short) \
             or not _math_operand(text[k:b].strip()) or text[k:b].strip() in LIMIT_BASES \
             or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
         return None
@@ -600,7 +604,8 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
     if not (0.6 * size <= gap <= 2.5 * size and centred and inside):
         return None
     lo, hi = min(nl, dl), max(nr, dr)
-    bar = any(left <= lo + 0.3 * size and right >= hi - 0.3 * size and right - left <= hi - lo + 2 * size
+    slack = 0.6 * size if short else 2 * size  # a bar without a lead spans the two alone
+    bar = any(left <= lo + 0.3 * size and right >= hi - 0.3 * size and right - left <= hi - lo + slack
               and d_base < y < n_base[2] for left, right, y in rules())
     return k if bar else None
 

@@ -464,3 +464,20 @@ def test_a_scripts_own_script_and_the_line_after_it_join_it():
     assert "where B ∈ R^{d×r}, A ∈ R^{r×k}, and the rank r ≪ min(d, k)" in lora
     qlora = pdf_pages(PAPERS / "2305.14314.pdf")[2]
     assert "dequant(c^{FP32}, X^{Int8}) = X^{Int8}" in qlora  # was "c^{FP32}", ", XInt8) = XInt8"
+
+
+def test_a_short_fraction_in_running_text_after_a_word_is_read_by_its_bar():
+    """TeX stacks a short fraction in running text ("update 1/N_d of the parameters"), and pdfium
+    puts its denominator on a line of its own; with no lead before it ("=", "(", "log") and a word
+    instead, the numerator stayed at the line's end ("update 1", "N_d"). The bar, drawn no wider than
+    the two, tells the fraction."""
+    from rqa.pdftext import pdf_pages
+
+    zero = pdf_pages(PAPERS / "1910.02054.pdf")
+    assert "store and update 1/N_d" in zero[9] and "is thus (Ψ×N_d)/N_d" in zero[13]
+    batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")[3]
+    assert "x̂_i = 0 and 1/m\r\n∑^m_{i=1} x̂^{2}_i = 1" in batchnorm  # was "and 1", "m", "∑^m_{i=1}"
+    flash = pdf_pages(PAPERS / "2205.14135.pdf")[18]
+    assert "(typically 1/√𝑑), mask" in flash and "output 𝑥/(1−𝑝)" in flash
+    gan = pdf_pages(PAPERS / "1406.2661.pdf")[4]
+    assert "(pdata + pg)/2)" in gan  # a numerator line of its own ending in a word is still tried whole
