@@ -570,9 +570,10 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         depth += ch in ")]}"
         depth -= depth > 0 and ch in "([{"
         k -= 1
-    lead = re.search(r"(?:[A-Za-z]+|\S)$", text[a:k].rstrip())
+    head = text[a:k].rstrip()
+    lead = re.search(r"(?:[A-Za-z]+|\S)$", head)
     if whole_line and k > a and (lead is None or lead.group(0) not in FRACTION_LEADS) \
-            and re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b]) and not re.search(r"\S\s+[a-z]{3,}$", text[a:k].rstrip()):
+            and re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b]) and not re.search(r"\S\s+[a-z]{3,}$", head):
         # a word ended the walk ("xi" of BatchNorm's numerator "xi − µB", x_i): a line of its own that
         # holds an operator is tried whole (a table's header over its first row holds none), unless
         # the word is prose after more of the line ("... = 0 and", "1": the fraction is the "1" alone)
@@ -581,13 +582,14 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
     # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
     # characters ("Model" over "Size" with a rule between is a figure's labels)
-    alone = k == a and whole_line and (bool(re.search(r"[^A-Za-z\s]", text[k:b])) or len(text[k:b].strip()) <= 3)
+    num_text = text[k:b].strip()
+    alone = k == a and whole_line and (bool(re.search(r"[^A-Za-z\s]", num_text)) or len(num_text) <= 3)
     led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS)
     # a short fraction in running text after a word ("... = 0 and", "1", "m": BatchNorm's 1/m ∑ ...)
     # has no lead; its bar, no wider than the two, tells it
-    short = not led and len(text[k:b].strip()) <= 6 and len(den_text) <= 6 and " " not in den_text + text[k:b].strip()
+    short = not led and len(num_text) <= 6 and len(den_text) <= 6 and " " not in num_text + den_text
     if not num or len(num) > 40 or not (led or short) \
-            or not _math_operand(text[k:b].strip()) or text[k:b].strip() in LIMIT_BASES \
+            or not _math_operand(num_text) or num_text in LIMIT_BASES \
             or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
         return None
     nboxes = [box(q) for q in num]
