@@ -133,6 +133,18 @@ def test_a_superscript_in_parentheses_is_one_superscript(worker):
     assert other.status == "unverified"
 
 
+def test_a_signed_superscript_without_braces_is_one_superscript(worker):
+    """A small model drops the braces of the Transformer's ϵ = 10^{−9}: "10^−9" is still that number,
+    and not another power."""
+    source = "We used the Adam optimizer with β_{1} = 0.9, β_{2} = 0.98 and ϵ = 10^{−9} ."
+    (check,) = check_equations("It uses ϵ = 10^−9 [1].", [source], worker)
+    assert check.status == "matches source"
+    (minus,) = check_equations("It uses ϵ = 10^-9 [1].", [source], worker)
+    assert minus.status == "matches source"
+    (other,) = check_equations("It uses ϵ = 10^−8 [1].", [source], worker)
+    assert other.status == "unverified"
+
+
 def test_the_letters_pdfs_give_for_epsilon_and_mu_read_as_greek(worker):
     # Batch Normalization's PDF gives its epsilon as "ǫ" (o with ogonek, Computer Modern's glyph) and
     # its mu as "µ" (the micro sign): the model writes \epsilon and \mu, or copies the glyphs
