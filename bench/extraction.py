@@ -19,7 +19,8 @@ mark written as an exponent is wrong), and no glyph is a control code or a priva
 math font's "\x0f" for ϵ). A line whose scripts pdfium's layout cannot give (the
 limits of a big operator, a radical's argument on its own line) reads wrong in both.
 Automatic checks over the whole corpus follow: powers of ten glued to their exponent
-("· 106", "× 1018"), math-font glyphs left as control codes, and a few known patterns.
+("· 106", "× 1018"), math-font glyphs left as control codes, a few known patterns, and a page's
+footnote inside a paragraph of the ingested text.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 from bench.common import PAPERS
+from rqa.ingest import load_document
 from rqa.pdftext import pdf_pages
 
 # "· 10^6" read as "· 106": a power of ten whose exponent is glued to it
@@ -55,6 +57,10 @@ KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.0376
          ("1910.02054.pdf", "thus (Ψ×N_d)/N_d"), ("1502.03167.pdf", "x̂_i = 0 and 1/m"),
          ("2205.14135.pdf", "(typically 1/√𝑑)")]
 SKELETON_RE = re.compile(r"[\s^_{}]")  # what joining lines and marking scripts add or take away
+# a footnote's opening inside a paragraph, after a word or a comma ("with over 1Prior work [8] shows"):
+# pdfium puts a page's footnotes after its text, inside a sentence that runs on to the next page.
+# Counted over rqa.ingest's paragraphs; affiliation lists on a first page count too.
+FOOTNOTE_INSIDE_RE = re.compile(r"[a-z,;] (?:\d{1,2}|[∗†‡§¶*])[A-Z][a-z]+ ")
 # a math-font glyph pdfium gives as a control code or a bracket piece's private-use code
 CONTROL_RE = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\uf8e5-\uf8fe]")
 
@@ -269,7 +275,7 @@ def main() -> None:
     changed = [(b, a) for _, _, b, a in rows if b != a]
     print(f"{len(changed)} of the {len(rows)} sampled lines changed")
 
-    glued_b = glued_a = control_b = control_a = 0
+    glued_b = glued_a = control_b = control_a = inside = 0
     found = {k: [False, False] for k in KNOWN}
     for path in papers:
         b, a = "\n".join(plain_pages(path)), "\n".join(pdf_pages(path))
@@ -277,11 +283,14 @@ def main() -> None:
         glued_a += len(GLUED_POWER_RE.findall(a))
         control_b += len(CONTROL_RE.findall(b))
         control_a += len(CONTROL_RE.findall(a))
+        inside += sum(len(FOOTNOTE_INSIDE_RE.findall(block.text))
+                      for section in load_document(path).sections for block in section.blocks)
         for paper, pattern in KNOWN:
             if paper == path.name:
                 found[(paper, pattern)] = [pattern in b, pattern in a]
     print(f"\nautomatic: powers of ten glued to their exponent ('· 106', '×1018'): before {glued_b}, after {glued_a}")
     print(f"math-font glyphs left as control or private-use codes: before {control_b}, after {control_a}")
+    print(f"footnote openings inside a paragraph ('with over 1Prior work'): {inside}")
     print(f"known script patterns present: before {sum(v[0] for v in found.values())}/{len(found)}, "
           f"after {sum(v[1] for v in found.values())}/{len(found)}")
     for (paper, pattern), (b, a) in found.items():
