@@ -32,7 +32,7 @@ from rqa.embed import dimension, embed, fingerprint
 from rqa.types import Chunk
 from rqa.errors import IndexError_
 
-FORMAT_VERSION = 15
+FORMAT_VERSION = 16
 def index_text(chunk: Chunk) -> str:
     """What both retrievers see: title and section give a chunk the context its text lacks."""
     return f"{chunk.title}. {chunk.section}.\n{chunk.text}"
@@ -256,8 +256,9 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
         # (∑^d_{i=1} ‖g‖, was "∑_d", "i=1 ‖g‖"), format 14 a script's own script on a line of its
         # own and the line after a script of several glyphs (e^{m(x^{(1)})−m(x)}, R^{N×(P^{2}·C)},
         # "R^{d×k}, we"), format 15 a short fraction in running text after a word (update 1/N_d,
-        # was "update 1", "N_d"); older text lost them, and only the papers can give them back, so
-        # an older index is rebuilt rather than migrated.
+        # was "update 1", "N_d"), format 16 a display numerator wider than its denominator
+        # ((−tr(H_f (x)))/2, was "−tr(H_f (x))", "2"); older text lost them, and only the papers can
+        # give them back, so an older index is rebuilt rather than migrated.
         raise IndexError_(f"index {path} has format {manifest.get('format_version')}, this rqa reads "
                           f"{FORMAT_VERSION}: delete it and rebuild it with `python -m rqa ingest PAPERS --index {path}`")
     for key in ("embedder", "documents", "settings", "chunks"):

@@ -554,7 +554,7 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         return None
     d_base = max((x for k, x in zip(den, boxes) if sizes[k] >= 0.85 * size), key=lambda x: x[0])[2]
     a, b = last
-    k, depth = b, 0
+    k, depth, wide = b, 0, False
     while k > a:
         ch = text[k - 1]
         if ch.isspace():
@@ -566,7 +566,12 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         if depth == 0 and ch in FRACTION_LEADS:
             break
         if box(k - 1)[0] < dl - size:
-            return None  # the line goes on left of the denominator without a lead: no fraction
+            if not whole_line:
+                return None  # the line goes on left of the denominator without a lead: no fraction
+            # a line of its own wider than the line under it (DetectGPT's "−tr(H_f (x))" over "2",
+            # "f(x + hz) + f(x − hz) − 2f(x)" over "h^{2}"): a numerator only if it is one whole
+            wide = True
+            break
         depth += ch in ")]}"
         depth -= depth > 0 and ch in "([{"
         k -= 1
@@ -578,6 +583,8 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         # holds an operator is tried whole (a table's header over its first row holds none), unless
         # the word is prose after more of the line ("... = 0 and", "1": the fraction is the "1" alone)
         k = a
+    if wide and k > a:
+        return None
     num = _glyph_positions(text, [(k, b)])
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
     # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
@@ -599,7 +606,7 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         return None
     gap = n_base[2] - d_base
     width = max(nr - nl, dr - dl)
-    if nr - nl > 12 * size:
+    if nr - nl > (16 if alone else 12) * size:  # a line of its own may be a long numerator: its bar tells
         return None
     centred = abs((nl + nr) / 2 - (dl + dr) / 2) <= 0.05 * width + 0.25 * size
     inside = (dl >= nl - 0.5 * size and dr <= nr + 0.5 * size) or (nl >= dl - 0.5 * size and nr <= dr + 0.5 * size)

@@ -481,3 +481,15 @@ def test_a_short_fraction_in_running_text_after_a_word_is_read_by_its_bar():
     assert "(typically 1/√𝑑), mask" in flash and "output 𝑥/(1−𝑝)" in flash
     gan = pdf_pages(PAPERS / "1406.2661.pdf")[4]
     assert "(pdata + pg)/2)" in gan  # a numerator line of its own ending in a word is still tried whole
+
+
+def test_a_display_numerator_wider_than_its_denominator_is_read_whole():
+    """DetectGPT's curvature estimate stacks "−tr(H_f (x))" over "2" and "f(x + hz) + f(x − hz) −
+    2f(x)" over "h^{2}": walking the numerator back from its end passed left of the narrow
+    denominator before any lead, which ruled out a fraction, and the second numerator is wider than
+    twelve font sizes. A line of its own is now tried whole, its drawn bar telling."""
+    from rqa.pdftext import pdf_pages
+
+    detect = pdf_pages(PAPERS / "2301.11305.pdf")[3]
+    assert "(−tr(H_f (x)))/2\r\n≈ f(x) − E_zf(x + z). (5)" in detect  # was "−tr(H_f (x))", "2", "≈ f(x)"
+    assert "z^{⊤}H_f (x)z ≈\r\n(f(x + hz) + f(x − hz) − 2f(x))/h^{2}\r\n(3)" in detect
