@@ -568,23 +568,27 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         if box(k - 1)[0] < dl - size:
             if not whole_line:
                 return None  # the line goes on left of the denominator without a lead: no fraction
-            # a line of its own wider than the line under it (DetectGPT's "−tr(H_f (x))" over "2",
-            # "f(x + hz) + f(x − hz) − 2f(x)" over "h^{2}"): a numerator only if it is one whole
             wide = True
             break
         depth += ch in ")]}"
         depth -= depth > 0 and ch in "([{"
         k -= 1
+    operator = re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b])  # a table's header over its first row holds none
+    if wide:
+        # a line of its own wider than the line under it, passed left of it before any lead
+        # (DetectGPT's "−tr(H_f (x))" over "2", "f(x + hz) + f(x − hz) − 2f(x)" over "h^{2}"): a
+        # numerator only if it is one whole, with an operator in it
+        if not operator:
+            return None
+        k = a
     head = text[a:k].rstrip()
     lead = re.search(r"(?:[A-Za-z]+|\S)$", head)
     if whole_line and k > a and (lead is None or lead.group(0) not in FRACTION_LEADS) \
-            and re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b]) and not re.search(r"\S\s+[a-z]{3,}$", head):
+            and operator and not re.search(r"\S\s+[a-z]{3,}$", head):
         # a word ended the walk ("xi" of BatchNorm's numerator "xi − µB", x_i): a line of its own that
-        # holds an operator is tried whole (a table's header over its first row holds none), unless
-        # the word is prose after more of the line ("... = 0 and", "1": the fraction is the "1" alone)
+        # holds an operator is tried whole, unless the word is prose after more of the line ("... = 0
+        # and", "1": the fraction is the "1" alone)
         k = a
-    if wide and k > a:
-        return None
     num = _glyph_positions(text, [(k, b)])
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
     # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
