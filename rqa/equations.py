@@ -254,8 +254,9 @@ def _prepare(latex: str) -> str:
     latex = re.sub(r"√\s*(\([^()]*\)|[A-Za-z0-9](?:_\{[^{}]*\}|_\w)?)", r"\\sqrt{\1}", latex)
     latex = re.sub(r"ˆ\s*([A-Za-z])", r"\1'", latex)  # "ˆy" in PDF text: y with a hat
     latex = re.sub(r"\^\s*\(([^()]*)\)", r"^{(\1)}", latex)  # "k^(-0.8)" in a plain-text answer: k^{(-0.8)}
-    # "10^−9" in a plain-text answer: the sign and its number are one superscript, the paper's 10^{−9}
-    latex = re.sub(r"\^\s*([-−])\s*(\d+(?:\.\d+)?|[A-Za-z])", r"^{-\2}", latex)
+    # "10^−9", "e^−x" in a plain-text answer: the sign and its number, or its one letter, are one
+    # superscript (the paper's 10^{−9}); a longer run ("e^-ix", "e^−x_i") is left to fail as before
+    latex = re.sub(r"\^\s*([-−])\s*(\d+(?:\.\d+)?|[A-Za-z](?![\w^{\\]))", r"^{-\2}", latex)
     # "s_null", "d_model" in a plain-text answer: the word is the subscript, as in the PDF's s_{null}
     latex = re.sub(r"(?<=[A-Za-z0-9}])_([A-Za-z]{2,})(?![A-Za-z{(])", r"_{\1}", latex)
     latex = re.sub(r"\^\s*\{?\s*[∗*⋆]\s*\}?|\^\{\\ast\}", "''''", latex)  # D^{*}: a mark, as accents are

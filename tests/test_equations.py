@@ -143,6 +143,11 @@ def test_a_signed_superscript_without_braces_is_one_superscript(worker):
     assert minus.status == "matches source"
     (other,) = check_equations("It uses ϵ = 10^−8 [1].", [source], worker)
     assert other.status == "unverified"
+    # one letter is a superscript too; a longer run is not taken for its first letter
+    (letter,) = check_equations("so y = e^−x + 1 [1].", ["we set y = e^{−x} + 1 here"], worker)
+    assert letter.status == "matches source"
+    (longer,) = check_equations("so y = e^-x_i + 1 [1].", ["we set y = e^{−x} + 1 here"], worker)
+    assert longer.status != "matches source"
 
 
 def test_the_letters_pdfs_give_for_epsilon_and_mu_read_as_greek(worker):
