@@ -494,7 +494,7 @@ def test_a_display_numerator_wider_than_its_denominator_is_read_whole():
     detect = pdf_pages(PAPERS / "2301.11305.pdf")[3]
     assert "(−tr(H_f (x)))/2\r\n≈ f(x) − E_zf(x + z). (5)" in detect  # was "−tr(H_f (x))", "2", "≈ f(x)"
     assert "z^{⊤}H_f (x)z ≈\r\n(f(x + hz) + f(x − hz) − 2f(x))/h^{2}\r\n(3)" in detect
-    # the glyph the walk stopped at is the numerator's own, not a lead before it: BatchNorm's
-    # "2(x_i−µ_B)" over "m" stopped at its "(" and was refused as led by it
+    # the whole line decides, not the glyph the walk stops at: BatchNorm's "2(x_i−µ_B)" over "m"
+    # stops at its own "(", which elsewhere is a lead
     batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")[3]
     assert "∂ℓ/∂σ^{2}_B\r\n·\r\n(2(x_i−µ_B))/m +" in batchnorm
