@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from rqa.config import Settings
 from rqa.errors import Cancelled, ModelError, ServerError
+from rqa.gguf_header import read_header
 from rqa.llama_server import LlamaServer, find_binary
 from rqa.remote import CANCEL_CHECK_S, RemoteModel
 from rqa.text import sha256_file
@@ -135,12 +136,9 @@ def hub_download(repo: str, filename: str, repo_type: str = "model") -> Path:
 def check_adapter(path: Path) -> Path:
     """A GGUF LoRA adapter file, checked before llama.cpp reads it: a model file or any other file
     passed as an adapter is refused in one line."""
-    from gguf import GGUFReader
-
     path = check_gguf(path)
     try:
-        fields = GGUFReader(path).fields
-        kind = fields["general.type"].contents() if "general.type" in fields else ""
+        kind = read_header(path).fields.get("general.type", "")
     except Exception as e:
         raise ModelError(f"cannot read adapter {path.name}: {type(e).__name__} (corrupt GGUF?)") from None
     if kind != "adapter":
@@ -153,24 +151,21 @@ def check_adapter_fits(adapter: Path, base: Path) -> None:
     """Refuse an adapter made for another base before llama.cpp sees it: given a mismatched one,
     llama.cpp crashes the process instead of returning an error. Same architecture, and each
     low-rank pair's outer dimensions equal to the tensor it adapts (GGUF shapes list ne0 first)."""
-    from gguf import GGUFReader
 
-    def arch(reader) -> str:
-        field = reader.fields.get("general.architecture")
-        return field.contents() if field is not None else "unknown"
+    def arch(header) -> str:
+        return header.fields.get("general.architecture", "unknown")
 
-    lora, model = GGUFReader(adapter), GGUFReader(base)
+    lora, model = read_header(adapter), read_header(base)
     refuse = f"adapter {adapter.name} does not fit {base.name}"
     if arch(lora) != arch(model):
         raise ModelError(f"{refuse}: it was made for {arch(lora)} models, the base is {arch(model)}; "
                          "serve the stock base with RQA_ADAPTER=none")
-    shapes = {t.name: tuple(int(n) for n in t.shape) for t in model.tensors}
-    for t in lora.tensors:
-        target, _, part = t.name.rpartition(".")
-        want = shapes.get(target)
+    for name, shape in lora.tensors.items():
+        target, _, part = name.rpartition(".")
+        want = model.tensors.get(target)
         if part not in ("lora_a", "lora_b") or want is None \
-                or (part == "lora_a" and int(t.shape[0]) != want[0]) or (part == "lora_b" and int(t.shape[1]) != want[1]):
-            raise ModelError(f"{refuse}: its tensor {t.name} matches no tensor of the base (trained on another "
+                or (part == "lora_a" and shape[0] != want[0]) or (part == "lora_b" and shape[1] != want[1]):
+            raise ModelError(f"{refuse}: its tensor {name} matches no tensor of the base (trained on another "
                              "size?); serve the stock base with RQA_ADAPTER=none")
 
 
@@ -369,13 +364,9 @@ def load_model(path: Path, settings: Settings, adapter: Path | None = None, scal
 def gguf_metadata(path: Path) -> dict:
     """The keys chat_format reads, from the file itself (a model served by llama-server is never
     loaded here)."""
-    try:
-        from gguf import GGUFReader
-    except ImportError:
-        raise ServerError("llama-server needs the gguf package to read the model's turn format") from None
-    fields = GGUFReader(path).fields
-    return {key: fields[key].contents() for key in ("tokenizer.chat_template", "general.finetune",
-                                                     "general.architecture") if key in fields}
+    fields = read_header(path).fields
+    return {key: fields[key] for key in ("tokenizer.chat_template", "general.finetune", "general.architecture")
+            if key in fields}
 
 
 def start_server_model(path: Path, settings: Settings, adapter: Path | None, binary: Path,

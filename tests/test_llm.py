@@ -231,6 +231,29 @@ def test_an_adapter_path_must_be_a_gguf_lora_adapter(tmp_path, default_gguf):
     assert resolve_model(Settings.load(model=TEST_MODEL, adapter=str(lora))).adapter == lora
 
 
+def test_the_header_read_is_gguf_s_own_without_the_vocabulary(tmp_path, default_gguf):
+    """rqa reads a model's header itself (gguf's reader takes 10 s over a 150,000-token vocabulary):
+    every scalar and string field and every tensor shape as gguf reads them; a cut file refused."""
+    from gguf import GGUFReader, GGUFValueType
+
+    from rqa.gguf_header import read_header
+    from rqa.llm import check_adapter
+
+    header, reader = read_header(default_gguf), GGUFReader(default_gguf)
+    want = {k: f.contents() for k, f in reader.fields.items()
+            if not k.startswith("GGUF.") and f.types[0] != GGUFValueType.ARRAY}
+    assert header.fields == pytest.approx(want) and "tokenizer.ggml.tokens" not in header.fields
+    assert header.fields["general.architecture"] == "llama" and "{{" in header.fields["tokenizer.chat_template"]
+    assert header.tensors == {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
+    assert len(header.tensors) > 100
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(default_gguf.read_bytes()[:1_000_000])  # inside the vocabulary
+    with pytest.raises(ValueError, match="ends inside its header"):
+        read_header(cut)
+    with pytest.raises(ModelError, match=r"^cannot read adapter cut.gguf: ValueError \(corrupt GGUF\?\)$"):
+        check_adapter(cut)
+
+
 def test_the_scripted_fakes_keep_the_model_and_pool_protocols():
     """The tests' fakes stand in for Model and ModelPool: they must keep the methods the answer path
     calls, with the same parameters, or the fast tests would test something else."""
