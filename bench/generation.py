@@ -8,11 +8,14 @@
    until its first token (queue wait + expansion + retrieval + prefill) and total, p50/p95; the
    aggregate decode rate; how many sessions saw their first token before any session had finished.
    Peak RSS is of the app's whole process tree (llama-server included).
-4. A continuation right after a stream cut short (what the answer path does when an answer repeats
+4. The default model's start: its GGUF header read by gguf's reader and by rqa's, and the time
+   until the pool's first model answers, for each engine (the default's adapter applied).
+5. A continuation right after a stream cut short (what the answer path does when an answer repeats
    a sentence, then names its sources), on llama-server: the slot named by rqa against the slot
    chosen by the server, in turn on the same questions.
 
     .venv/bin/python -m bench.generation [--part load] [--engines in-process,server] [--sessions 1,8]
+    .venv/bin/python -m bench.generation --part start
     .venv/bin/python -m bench.generation --part continuation
 """
 
@@ -217,11 +220,33 @@ def continuation_after_cut(settings: Settings, rounds: int = 3) -> None:
         print(f"| {label} | {len(ts)} | {percentile(ts, 50):.2f} | {max(ts):.2f} | {sum(t > 1 for t in ts)} |")
 
 
+def model_start(settings: Settings) -> None:
+    from gguf import GGUFReader
+
+    from rqa.gguf_header import read_header
+
+    files = ModelPool(settings).files
+    print(f"\n### The default model's start ({files.q4.name}, adapter {files.adapter.name if files.adapter else 'none'})\n")
+    print("| step | seconds |\n|---|---|")
+    for label, read in (("gguf's GGUFReader", GGUFReader), ("rqa.gguf_header.read_header", read_header)):
+        t = time.perf_counter()
+        read(files.q4)
+        print(f"| {label}: the model's header | {time.perf_counter() - t:.2f} |")
+    for engine in ("server", "in-process"):
+        t = time.perf_counter()
+        pool = ModelPool(settings, engine=engine)
+        try:
+            "".join(pool.get().stream([{"role": "user", "content": "Hi"}], 1, GREEDY))
+            print(f"| {engine}: from the pool's creation to one token | {time.perf_counter() - t:.2f} |")
+        finally:
+            pool.close()
+
+
 def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["all", "streaming", "load", "continuation"], default="all")
+    parser.add_argument("--part", choices=["all", "streaming", "load", "start", "continuation"], default="all")
     parser.add_argument("--engines", default="in-process,server", help="engines the load part compares")
     parser.add_argument("--sessions", default="1,8", help="concurrent sessions, one row each")
     args = parser.parse_args()
@@ -243,6 +268,8 @@ def main() -> None:
             for n in map(int, args.sessions.split(",")):
                 for engine in args.engines.split(","):
                     app_under_load(settings.index_dir, n, engine, count)
+        if part in ("all", "start"):
+            model_start(settings)
         if part in ("all", "continuation"):
             continuation_after_cut(settings)
 
