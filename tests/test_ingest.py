@@ -1,3 +1,4 @@
+import functools
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -9,6 +10,15 @@ from rqa.collection import ingest_paths
 from rqa.ingest import load_document
 from rqa.errors import IngestError
 from tests.conftest import PAPERS
+
+
+@functools.cache
+def pages(name: str) -> tuple[str, ...]:
+    """A shared paper's page text, extracted once for the whole module (many tests read the same
+    papers)."""
+    from rqa.pdftext import pdf_pages
+
+    return tuple(pdf_pages(PAPERS / name))
 
 
 @pytest.fixture(scope="module")
@@ -144,32 +154,28 @@ def test_superscripts_are_kept_with_braces(batchnorm):
 def test_scripts_on_lines_of_their_own_join_their_base():
     """pdfium puts stacked scripts (β^t_1) and some others on lines of their own; they come back to
     their base, a script's own scripts kept (d_{model} inside R^{...})."""
-    from rqa.pdftext import pdf_pages
-
-    adam = pdf_pages(PAPERS / "1412.6980.pdf")[1]
+    adam = pages("1412.6980.pdf")[1]
     assert "m̂_t ← m_t/(1 − β^t_{1}) (Compute bias-corrected first moment estimate)" in adam  # was "β\nt\n1\n)"
     assert "(1 − β_{2}) · g^{2}_t (Update biased second raw moment estimate)" in adam
-    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[4]
+    transformer = pages("1706.03762.pdf")[4]
     assert "matrices W^Q_i ∈ R^{d_{model}×d_k} , W^K_i ∈ R^{d_{model}×d_k}" in transformer
     assert "Attention(QW^Q_i, KW^K_i, V W^V_i)" in transformer
-    rwkv = pdf_pages(PAPERS / "2305.13048.pdf")[2]
+    rwkv = pages("2305.13048.pdf")[2]
     assert "scaling factor \r\n1/√d_k" in rwkv  # a fraction's parts are no scripts of the word before
 
 
 def test_fractions_and_radicals_on_lines_of_their_own_join_their_line():
     """A display fraction's numerator, denominator and bar, and a radical with its radicand, which
     pdfium puts on lines of their own, read as one line; a binomial coefficient (no bar) does not."""
-    from rqa.pdftext import pdf_pages
-
-    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[3]
+    transformer = pages("1706.03762.pdf")[3]
     assert "Attention(Q, K, V ) = softmax(QK^T/√d_k)V (1)" in transformer  # was "QK^T", "√", "d_k", ")V (1)"
-    gan = pdf_pages(PAPERS / "1406.2661.pdf")[3]
+    gan = pages("1406.2661.pdf")[3]
     assert "D^{∗}_G(x) = p_{data}(x)/(p_{data}(x) + p_g(x))" in gan
-    adam = pdf_pages(PAPERS / "1412.6980.pdf")[1]
+    adam = pages("1412.6980.pdf")[1]
     assert "θ_t ← θ_{t−1} − α · m̂_t/(√v̂_t + ϵ) (Update parameters)" in adam
-    batchnorm = "\n".join(pdf_pages(PAPERS / "1502.03167.pdf"))
+    batchnorm = "\n".join(pages("1502.03167.pdf"))
     assert "g(x) = 1/(1+exp(−x))" in batchnorm  # an inline fraction whose bar is an image
-    instructgpt = "\n".join(pdf_pages(PAPERS / "2203.02155.pdf"))
+    instructgpt = "\n".join(pages("2203.02155.pdf"))
     assert "(K/2" not in instructgpt  # (K choose 2) has no bar
 
 
@@ -177,23 +183,19 @@ def test_a_fraction_whose_numerator_is_a_line_of_its_own():
     """pdfium gives QLoRA's display equation a line per piece ("q_i =", "1", "2", "(", ...): a
     numerator alone on its line, centred over its bar and denominator, is a fraction without a lead,
     and the big brackets and the equation number on the denominator's line stay after it."""
-    from rqa.pdftext import pdf_pages
-
-    qlora = pdf_pages(PAPERS / "2305.14314.pdf")[3]
+    qlora = pages("2305.14314.pdf")[3]
     equation = " ".join(qlora[qlora.index("q_i ="):qlora.index(", (4)") + 5].split())
     assert equation == "q_i = 1/2 ( Q_X ( i/(2^k + 1)) + Q_X ( (i + 1)/(2^k + 1))) , (4)"  # was "1 2", "i 2^k + 1)"
-    reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
+    reptile = pages("1803.02999.pdf")[3]
     assert "φ ← φ + ϵ\r\n1/n\r\n" in reptile
-    muzero = "\n".join(pdf_pages(PAPERS / "1911.08265.pdf"))
+    muzero = "\n".join(pages("1911.08265.pdf"))
     assert "飛 角\r\n歩 歩" in muzero  # the shogi pieces of a board figure are no fraction
 
 
 def test_a_fraction_holds_no_footnote_marks_and_a_product_below_it_is_bracketed():
     """Hinton et al.'s "1/NT2" read the superscript 2 as a footnote mark after the word "NT"; and
     "/" would divide by N alone."""
-    from rqa.pdftext import pdf_pages
-
-    distillation = pdf_pages(PAPERS / "1503.02531.pdf")[2]
+    distillation = pages("1503.02531.pdf")[2]
     assert "1/(NT^{2})\r\n(z_i − v_i) (4)" in distillation  # was "1/NT2"
 
 
@@ -201,14 +203,12 @@ def test_a_numerator_line_that_starts_with_a_script_base_and_a_radicand_under_it
     """BatchNorm's normalisation: the numerator line "x_i − µ_B" starts with a two-letter run ("xi")
     that once ended the numerator's walk, and the radical's overline covers "σ^{2}_B + ǫ"; a
     table's header over its first row holds no operator and stays apart."""
-    from rqa.pdftext import pdf_pages
-
-    batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")
+    batchnorm = pages("1502.03167.pdf")
     assert "x̂_i ←\r\n(x_i − µ_B)/(√(σ^{2}_B + ǫ))\r\n// normalize" in batchnorm[2]  # was three lines
     assert "x̂ =\r\n(x − E[x])/(√(Var[x] + ǫ))" in batchnorm[3]  # was "√Var[x] + ǫ"
-    muzero = "\n".join(pdf_pages(PAPERS / "1911.08265.pdf"))
+    muzero = "\n".join(pages("1911.08265.pdf"))
     assert "h(x) =\r\nsign(x)(√(|x| + 1) − 1 + ϵx)" in muzero  # was "√|x| + 1 − 1"
-    instructgpt = pdf_pages(PAPERS / "2203.02155.pdf")[5]
+    instructgpt = pages("2203.02155.pdf")[5]
     assert "Use-case (%)\r\nGeneration 45.6%" in instructgpt
 
 
@@ -224,16 +224,14 @@ def test_nested_radicands_close_both_brackets():
 
 
 def test_a_big_operators_lower_limit_on_a_line_of_its_own_joins_it():
-    from rqa.pdftext import pdf_pages
-
-    reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
+    reptile = pages("1803.02999.pdf")[3]
     assert "φ ← φ + ϵ\r\n1/n\r\n∑^n_{i=1}\r\n(φ̃_i − φ) (5)" in reptile  # was "∑^n", "i=1"
-    realm = pdf_pages(PAPERS / "2002.08909.pdf")
+    realm = pages("2002.08909.pdf")
     assert "p(y | z, x) = ∏^{J_x}_{j=1}" in realm[3]
     assert "p(y | x) = ∑_{z∈Z}" in realm[2]  # a lower limit alone
-    lora = pdf_pages(PAPERS / "2106.09685.pdf")[2]
+    lora = pages("2106.09685.pdf")[2]
     assert "max_{Φ}\r\n∑_{(x,y)∈Z}\r\n∑^{|y|}_{t=1}" in lora  # and under a word ("max", "Φ")
-    flashattention = pdf_pages(PAPERS / "2205.14135.pdf")[3]
+    flashattention = pages("2205.14135.pdf")[3]
     assert "𝑚(𝑥) := max_{𝑖}" in flashattention
 
 
@@ -242,33 +240,29 @@ def test_an_inline_operators_limits_beside_it_join_it():
     breaks the line there: the upper limit was read as a subscript (the operator's origin is at
     its top: "∑_d") and the lower one began the next line ("i=1 ‖g_{1:T,i}‖"); a limit alone on its
     line is followed by the summand on another (Hinton et al.'s "∑", "j", "exp(z_j/T )")."""
-    from rqa.pdftext import pdf_pages
-
-    adam = pdf_pages(PAPERS / "1412.6980.pdf")
+    adam = pages("1412.6980.pdf")
     assert "upper bound ∑^d_{i=1} ‖g_{1:T,i}‖_{2} << dG_{∞}√T" in adam[3]  # was "∑_d", "i=1 ‖g_{1:T,i}‖_{2}"
     assert "∑^T_{k=1}(1 − β_{1})β^{T−k}_{1}" in adam[12]  # a limit run on into its summand
-    rag = pdf_pages(PAPERS / "2005.11401.pdf")[3]
+    rag = pages("2005.11401.pdf")[3]
     assert "= ∑_{z∈top-k(p(·|x))} p_{η}(z_i" in rag  # a limit of 14 characters
-    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[3]
+    transformer = pages("1706.03762.pdf")[3]
     assert "q · k =\r\n∑^{d_k}_{i=1} q_ik_i, has mean 0" in transformer
-    distillation = pdf_pages(PAPERS / "1503.02531.pdf")[1]
+    distillation = pages("1503.02531.pdf")[1]
     assert "q_i =\r\n(exp(z_i/T ))/(∑_{j} exp(z_j/T ))\r\n(1)" in distillation  # was "exp(z_i/T )", "∑", "j", ...
-    gradient = pdf_pages(PAPERS / "1503.02531.pdf")[2]
+    gradient = pages("1503.02531.pdf")[2]
     assert "(e^{z_i/T})/(∑_{j} e^{z_j/T}) −\r\n(e^{v_i/T})/" in gradient  # the "−" between two fractions
-    reptile = pdf_pages(PAPERS / "1803.02999.pdf")[3]
+    reptile = pages("1803.02999.pdf")[3]
     assert "L_{τ} (f) = ∫^{5}_{−5} dx‖f(x) − f_{τ} (x)‖^{2}" in reptile  # an integral's, tucked under its slant
-    gan = pdf_pages(PAPERS / "1406.2661.pdf")[3]
+    gan = pages("1406.2661.pdf")[3]
     assert "V (G, D) = ∫_{x} p_{data}(x) log(D(x))dx +" in gan
 
 
 def test_a_radical_pdfium_puts_before_the_numerator_goes_under_the_bar():
     """The Transformer's scaling factor: pdfium gives "√", "1", "d_k", the radical first because it
     is the leftmost glyph; and a denominator's size is its text's, not the radical glyph's."""
-    from rqa.pdftext import pdf_pages
-
-    transformer = pdf_pages(PAPERS / "1706.03762.pdf")[3]
+    transformer = pages("1706.03762.pdf")[3]
     assert "we scale the dot products by \r\n1/√d_k\r\n." in transformer  # was "by √", "1", "d_k"
-    batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")[3]
+    batchnorm = pages("1502.03167.pdf")[3]
     assert "y = \r\nγ/(√(Var[x]+ǫ))\r\n· x +\r\n(\r\nβ − \r\n(γ E[x])/(√(Var[x]+ǫ)))" in batchnorm
 
 
@@ -288,9 +282,7 @@ def test_what_ends_a_denominator_line_right_of_the_fraction():
 
 
 def test_a_table_row_stays_on_one_line():
-    from rqa.pdftext import pdf_pages
-
-    lines = [ln.strip() for page in pdf_pages(PAPERS / "1706.03762.pdf") for ln in page.split("\n")]
+    lines = [ln.strip() for page in pages("1706.03762.pdf") for ln in page.split("\n")]
     assert "GNMT + RL Ensemble [38] 26.30 41.16 1.8 · 10^{20} 1.1 · 10^{21}" in lines  # Table 2
 
 
@@ -302,14 +294,12 @@ def test_footnote_marks_are_not_exponents(transformer):
 
 def test_math_font_glyphs_are_characters():
     """TeX math-font glyphs that pdfium gives as control codes come out as the characters drawn."""
-    from rqa.pdftext import pdf_pages
-
-    adam = "\n".join(pdf_pages(PAPERS / "1412.6980.pdf")[:2])
+    adam = "\n".join(pages("1412.6980.pdf")[:2])
     assert "β_{2} = 0.999 and ϵ = 10^{−8}" in adam  # was "\x0f = 10−8"
     assert "square g_t ⊙ g_t" in adam  # was "\x0c"
-    lora = "\n".join(pdf_pages(PAPERS / "2106.09685.pdf")[:3])
+    lora = "\n".join(pages("2106.09685.pdf")[:3])
     assert "|Θ| ≪ |Φ_{0}|" in lora  # was "\x1c"
-    alexnet = "\n".join(pdf_pages(PAPERS / "alexnet-krizhevsky-2012.pdf"))
+    alexnet = "\n".join(pages("alexnet-krizhevsky-2012.pdf"))
     assert "− 0.0005 · ϵ · w_i − ϵ ·" in alexnet and "⟨" in alexnet  # a big angle bracket
     assert not any(c in alexnet + adam + lora for c in "\x0c\x0f\x1c\x1d")
 
@@ -318,17 +308,15 @@ def test_math_font_glyphs_given_as_their_font_code_are_characters():
     """A math-font glyph without Unicode that pdfium gives as its font code in ASCII ("0" for ′, "k"
     for ‖, "X" for ∑, "b" for a wide hat) comes out as the character drawn; a wide accent follows
     its base even where pdfium put it first."""
-    from rqa.pdftext import pdf_pages
-
-    rwkv = "\n".join(pdf_pages(PAPERS / "2305.13048.pdf"))
+    rwkv = "\n".join(pages("2305.13048.pdf"))
     assert "b′_t = e^{p_{t−1}−w−q}" in rwkv and "b^{0}_t" not in rwkv
-    adam = "\n".join(pdf_pages(PAPERS / "1412.6980.pdf"))
+    adam = "\n".join(pages("1412.6980.pdf"))
     assert "bounded, ‖θ_n − θ_m‖_{2} ≤ D" in adam  # was "kθ_n − θ_mk_{2}"
     assert "|∆_t| ⪅ α" in adam and "g_t ≜ ∇f_t(θ_t)" in adam  # AMS symbols: were "/" and ","
     assert "R(T) = ∑^T" in adam  # the limit above a display sum joins it as a script; was "X^T"
-    batchnorm = "\n".join(pdf_pages(PAPERS / "1502.03167.pdf"))
+    batchnorm = "\n".join(pages("1502.03167.pdf"))
     assert "z\u0302 = F(x\u0302)" in batchnorm  # ẑ = F(x̂); pdfium put the hats first: "bz = F(bx)"
-    retro = "\n".join(pdf_pages(PAPERS / "2112.04426.pdf"))
+    retro = "\n".join(pages("2112.04426.pdf"))
     assert "(𝑥_{𝑗})_{1⩽𝑗<(𝑢−1)𝑚+𝑖}" in retro  # was "16𝑗"
 
 
@@ -454,15 +442,13 @@ def test_a_scripts_own_script_and_the_line_after_it_join_it():
     "𝑚(𝑥", "(1)", ")−𝑚(𝑥)"; ViT's "R^{N×(P", "2", "·C)") and breaks the base's line after a script
     of several glyphs ("R^{d×k}", ", we constrain"): the next line was measured from the script's
     first glyph, not its last, so it looked too far right to belong."""
-    from rqa.pdftext import pdf_pages
-
-    flash = pdf_pages(PAPERS / "2205.14135.pdf")[4]
+    flash = pages("2205.14135.pdf")[4]
     assert "= 𝑒^{𝑚(𝑥^{(1)})−𝑚(𝑥)}ℓ(𝑥^{(1)}) + 𝑒^{𝑚(𝑥^{(2)})−𝑚(𝑥)}ℓ(𝑥^{(2)})" in flash
-    vit = pdf_pages(PAPERS / "2010.11929.pdf")[2]
+    vit = pages("2010.11929.pdf")[2]
     assert "x_p ∈ R^{N×(P^{2}·C)}, where (H, W)" in vit  # was "R^{N×(P}", "2", "·C)", ", where"
-    lora = pdf_pages(PAPERS / "2106.09685.pdf")[3]
+    lora = pages("2106.09685.pdf")[3]
     assert "where B ∈ R^{d×r}, A ∈ R^{r×k}, and the rank r ≪ min(d, k)" in lora
-    qlora = pdf_pages(PAPERS / "2305.14314.pdf")[2]
+    qlora = pages("2305.14314.pdf")[2]
     assert "dequant(c^{FP32}, X^{Int8}) = X^{Int8}" in qlora  # was "c^{FP32}", ", XInt8) = XInt8"
 
 
@@ -471,15 +457,13 @@ def test_a_short_fraction_in_running_text_after_a_word_is_read_by_its_bar():
     puts its denominator on a line of its own; with no lead before it ("=", "(", "log") and a word
     instead, the numerator stayed at the line's end ("update 1", "N_d"). The bar, drawn no wider than
     the two, tells the fraction."""
-    from rqa.pdftext import pdf_pages
-
-    zero = pdf_pages(PAPERS / "1910.02054.pdf")
+    zero = pages("1910.02054.pdf")
     assert "store and update 1/N_d" in zero[9] and "is thus (Ψ×N_d)/N_d" in zero[13]
-    batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")[3]
+    batchnorm = pages("1502.03167.pdf")[3]
     assert "x̂_i = 0 and 1/m\r\n∑^m_{i=1} x̂^{2}_i = 1" in batchnorm  # was "and 1", "m", "∑^m_{i=1}"
-    flash = pdf_pages(PAPERS / "2205.14135.pdf")[18]
+    flash = pages("2205.14135.pdf")[18]
     assert "(typically 1/√𝑑), mask" in flash and "output 𝑥/(1−𝑝)" in flash
-    gan = pdf_pages(PAPERS / "1406.2661.pdf")[4]
+    gan = pages("1406.2661.pdf")[4]
     assert "(pdata + pg)/2)" in gan  # a numerator line of its own ending in a word is still tried whole
 
 
@@ -489,12 +473,10 @@ def test_a_display_numerator_wider_than_its_denominator_is_read_whole():
     denominator before any lead, which ruled out a fraction, and the second numerator is wider than
     twelve font sizes. A line of its own that holds an operator is now tried whole, its drawn bar
     and the centring telling."""
-    from rqa.pdftext import pdf_pages
-
-    detect = pdf_pages(PAPERS / "2301.11305.pdf")[3]
+    detect = pages("2301.11305.pdf")[3]
     assert "(−tr(H_f (x)))/2\r\n≈ f(x) − E_zf(x + z). (5)" in detect  # was "−tr(H_f (x))", "2", "≈ f(x)"
     assert "z^{⊤}H_f (x)z ≈\r\n(f(x + hz) + f(x − hz) − 2f(x))/h^{2}\r\n(3)" in detect
     # the whole line decides, not the glyph the walk stops at: BatchNorm's "2(x_i−µ_B)" over "m"
     # stops at its own "(", which elsewhere is a lead
-    batchnorm = pdf_pages(PAPERS / "1502.03167.pdf")[3]
+    batchnorm = pages("1502.03167.pdf")[3]
     assert "∂ℓ/∂σ^{2}_B\r\n·\r\n(2(x_i−µ_B))/m +" in batchnorm
