@@ -4,7 +4,9 @@ gguf's GGUFReader builds an object for every element of every array, and a model
 two arrays of 50,000 to 150,000 strings: reading a model's header took it 10 to 12 s here, at
 every model start and adapter check. rqa needs the scalars (turn format, architecture, file type)
 and the tensor shapes, so this reads the header as the GGUF specification lays it out and steps
-over arrays (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
+over arrays (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md). It refuses what llama.cpp
+refuses (another version, arrays of arrays, more than 4 dimensions, a repeated name), so that a
+hostile file costs no more than its size to reject.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 # value types of the specification: struct format of each scalar; 8 is a string, 9 an array
 SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 STRING, ARRAY = 8, 9
+VERSIONS = (2, 3)  # version 1 counted in 32 bits; gguf and llama.cpp read 2 and 3
+MAX_DIMS = 4  # GGML_MAX_DIMS
 
 
 @dataclass
@@ -26,28 +30,39 @@ class GGUFHeader:
 
 
 def read_header(path: Path) -> GGUFHeader:
-    """The header of a GGUF file. A file that is not GGUF, or ends inside its header, raises
-    ValueError."""
+    """The header of a GGUF file. A file that is not GGUF, or not one llama.cpp reads, or ends
+    inside its header, raises ValueError with a short reason."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != b"GGUF":
             raise ValueError("not a GGUF file (bad magic bytes)")
+        if len(data) < 8:
+            raise ValueError("the file ends inside its header")
         # a file written on a big-endian machine has its version's low bytes zero as read here
         order = ">" if struct.unpack_from("<I", data, 4)[0] & 0xFFFF == 0 else "<"
-        reader = _Reader(data, order, 8)
+        reader = _Reader(data, order, 4)
+        if (version := reader.scalar("I")) not in VERSIONS:
+            raise ValueError(f"GGUF version {version} (rqa reads {' and '.join(map(str, VERSIONS))})")
         n_tensors, n_fields = reader.scalar("Q"), reader.scalar("Q")
         fields = {}
         for _ in range(n_fields):
             key, kind = reader.string(), reader.scalar("I")
             value = reader.value(kind)
-            if kind != ARRAY:
-                fields[key] = value
+            if key in fields:
+                raise ValueError(f"the key {key} is written twice")
+            fields[key] = value
         tensors = {}
         for _ in range(n_tensors):
             name = reader.string()
-            n_dims = reader.scalar("I")
+            if (n_dims := reader.scalar("I")) > MAX_DIMS:
+                raise ValueError(f"the tensor {name} has {n_dims} dimensions (at most {MAX_DIMS})")
+            if name in tensors:
+                raise ValueError(f"the tensor {name} is written twice")
             tensors[name] = tuple(reader.scalar("Q") for _ in range(n_dims))
             reader.scalar("I"), reader.scalar("Q")  # the tensor's type and its data offset
-        return GGUFHeader(fields, tensors)
+        return GGUFHeader({k: v for k, v in fields.items() if v is not _ARRAY}, tensors)
+
+
+_ARRAY = object()  # what an array's value reads as: stepped over
 
 
 class _Reader:
@@ -62,13 +77,15 @@ class _Reader:
         self.offset += struct.calcsize(fmt)
         return value
 
-    def string(self) -> str:
-        size = self.scalar("Q")
-        if self.offset + size > len(self.data):
+    def skip(self, size: int) -> None:
+        if size > len(self.data) - self.offset:
             raise ValueError("the file ends inside its header")
-        text = self.data[self.offset:self.offset + size].decode("utf-8", errors="replace")
         self.offset += size
-        return text
+
+    def string(self) -> str:
+        start = self.offset + 8
+        self.skip(self.scalar("Q"))
+        return self.data[start:self.offset].decode("utf-8", errors="replace")
 
     def value(self, kind: int):
         if kind == STRING:
@@ -78,17 +95,11 @@ class _Reader:
         if kind != ARRAY:
             raise ValueError(f"unknown GGUF value type {kind}")
         item, count = self.scalar("I"), self.scalar("Q")
-        if item in SCALARS:  # a block of fixed-size values: step over it at once
-            self.offset += count * struct.calcsize(SCALARS[item])
-            if self.offset > len(self.data):
-                raise ValueError("the file ends inside its header")
+        if item in SCALARS:  # a block of fixed-size values: stepped over at once
+            self.skip(count * struct.calcsize(SCALARS[item]))
         elif item == STRING:  # each string says its own length
             for _ in range(count):
-                size = self.scalar("Q")  # moves past the length itself
-                self.offset += size
-            if self.offset > len(self.data):
-                raise ValueError("the file ends inside its header")
-        else:
-            for _ in range(count):
-                self.value(item)
-        return None
+                self.skip(self.scalar("Q"))
+        else:  # llama.cpp refuses arrays of arrays too
+            raise ValueError(f"an array of GGUF value type {item}")
+        return _ARRAY

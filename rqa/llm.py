@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from rqa.config import Settings
 from rqa.errors import Cancelled, ModelError, ServerError
-from rqa.gguf_header import read_header
+from rqa.gguf_header import GGUFHeader, read_header
 from rqa.llama_server import LlamaServer, find_binary
 from rqa.remote import CANCEL_CHECK_S, RemoteModel
 from rqa.text import sha256_file
@@ -133,14 +133,19 @@ def hub_download(repo: str, filename: str, repo_type: str = "model") -> Path:
     return path
 
 
+def gguf_header(path: Path, what: str = "model") -> GGUFHeader:
+    """The file's GGUF header, or one line saying why it cannot be read."""
+    try:
+        return read_header(path)
+    except ValueError as e:
+        raise ModelError(f"cannot read {what} {Path(path).name}: {e} (corrupt GGUF?)") from None
+
+
 def check_adapter(path: Path) -> Path:
     """A GGUF LoRA adapter file, checked before llama.cpp reads it: a model file or any other file
     passed as an adapter is refused in one line."""
     path = check_gguf(path)
-    try:
-        kind = read_header(path).fields.get("general.type", "")
-    except Exception as e:
-        raise ModelError(f"cannot read adapter {path.name}: {type(e).__name__} (corrupt GGUF?)") from None
+    kind = gguf_header(path, "adapter").fields.get("general.type", "")
     if kind != "adapter":
         raise ModelError(f"{path.name} is not a LoRA adapter (its GGUF type is {kind or 'unset'}); "
                          "`build export` writes one as adapter-f16.gguf")
@@ -155,7 +160,7 @@ def check_adapter_fits(adapter: Path, base: Path) -> None:
     def arch(header) -> str:
         return header.fields.get("general.architecture", "unknown")
 
-    lora, model = read_header(adapter), read_header(base)
+    lora, model = gguf_header(adapter, "adapter"), gguf_header(base)
     refuse = f"adapter {adapter.name} does not fit {base.name}"
     if arch(lora) != arch(model):
         raise ModelError(f"{refuse}: it was made for {arch(lora)} models, the base is {arch(model)}; "
@@ -364,7 +369,7 @@ def load_model(path: Path, settings: Settings, adapter: Path | None = None, scal
 def gguf_metadata(path: Path) -> dict:
     """The keys chat_format reads, from the file itself (a model served by llama-server is never
     loaded here)."""
-    fields = read_header(path).fields
+    fields = gguf_header(path).fields
     return {key: fields[key] for key in ("tokenizer.chat_template", "general.finetune", "general.architecture")
             if key in fields}
 

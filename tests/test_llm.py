@@ -240,18 +240,77 @@ def test_the_header_read_is_gguf_s_own_without_the_vocabulary(tmp_path, default_
     from rqa.llm import check_adapter
 
     header, reader = read_header(default_gguf), GGUFReader(default_gguf)
-    want = {k: f.contents() for k, f in reader.fields.items()
-            if not k.startswith("GGUF.") and f.types[0] != GGUFValueType.ARRAY}
-    assert header.fields == pytest.approx(want) and "tokenizer.ggml.tokens" not in header.fields
+    assert header.fields == {k: f.contents() for k, f in reader.fields.items()
+                             if not k.startswith("GGUF.") and f.types[0] != GGUFValueType.ARRAY}
     assert header.fields["general.architecture"] == "llama" and "{{" in header.fields["tokenizer.chat_template"]
     assert header.tensors == {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
-    assert len(header.tensors) > 100
+    assert len(header.tensors) > 100 and "tokenizer.ggml.tokens" not in header.fields
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(default_gguf.read_bytes()[:1_000_000])  # inside the vocabulary
     with pytest.raises(ValueError, match="ends inside its header"):
         read_header(cut)
-    with pytest.raises(ModelError, match=r"^cannot read adapter cut.gguf: ValueError \(corrupt GGUF\?\)$"):
+    with pytest.raises(ModelError, match=r"^cannot read adapter cut.gguf: the file ends inside its header \(corrupt GGUF\?\)$"):
         check_adapter(cut)
+
+
+@pytest.mark.parametrize("endian", ["LITTLE", "BIG"])
+def test_the_header_read_takes_every_value_type_in_either_byte_order(tmp_path, endian):
+    import numpy as np
+    from gguf import GGUFEndian, GGUFReader, GGUFValueType, GGUFWriter
+
+    from rqa.gguf_header import read_header
+
+    path = tmp_path / "all.gguf"
+    writer = GGUFWriter(str(path), "llama", endianess=GGUFEndian[endian])
+    for n, kind in enumerate(t for t in GGUFValueType if t not in (GGUFValueType.STRING, GGUFValueType.ARRAY)):
+        writer.add_key_value(f"k.{kind.name.lower()}", n + 1 if kind != GGUFValueType.BOOL else True, kind)
+    writer.add_key_value("k.text", "héllo", GGUFValueType.STRING)
+    writer.add_key_value("k.words", ["a", "bc", ""], GGUFValueType.ARRAY)
+    writer.add_key_value("k.numbers", [1.5, 2.5], GGUFValueType.ARRAY)
+    writer.add_key_value("k.after", "the arrays stepped over", GGUFValueType.STRING)
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((3, 5), dtype=np.float32))
+    writer.add_tensor("blk.0.bias", np.zeros(7, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    header, reader = read_header(path), GGUFReader(path)
+    assert header.fields == {k: f.contents() for k, f in reader.fields.items()
+                             if not k.startswith("GGUF.") and f.types[0] != GGUFValueType.ARRAY}
+    assert header.fields["k.after"] == "the arrays stepped over" and header.fields["k.text"] == "héllo"
+    assert len([k for k in header.fields if k.startswith("k.")]) == 13  # 11 scalar types and 2 strings
+    assert header.tensors == {"blk.0.attn_q.weight": (5, 3), "blk.0.bias": (7,)}  # ne0 first
+
+
+def test_a_hostile_header_is_refused_at_the_cost_of_its_size(tmp_path):
+    """What llama.cpp refuses is refused in one ValueError, before any count in the file is trusted."""
+    import struct
+
+    from rqa.gguf_header import read_header
+
+    def gguf(body: bytes, version: int = 3):
+        path = tmp_path / f"bad{len(list(tmp_path.iterdir()))}.gguf"
+        path.write_bytes(b"GGUF" + struct.pack("<I", version) + body)
+        return path
+
+    def counts(tensors, fields):
+        return struct.pack("<QQ", tensors, fields)
+
+    def text(s):
+        return struct.pack("<Q", len(s)) + s.encode()
+
+    key_array = counts(0, 1) + text("k") + struct.pack("<I", 9)  # one field, an array
+    for reason, path in [
+        ("ends inside its header", gguf(b"")),
+        ("GGUF version 1", gguf(counts(0, 0), version=1)),
+        ("ends inside its header", gguf(key_array + struct.pack("<IQ", 8, 2) + struct.pack("<Q", 2**64 - 1) + b"x" * 16)),
+        ("ends inside its header", gguf(key_array + struct.pack("<IQ", 4, 2**63))),
+        ("an array of GGUF value type 9", gguf(key_array + struct.pack("<IQ", 9, 1))),
+        ("has 5 dimensions", gguf(counts(1, 0) + text("t") + struct.pack("<I5Q", 5, 1, 1, 1, 1, 1))),
+        ("the key k is written twice", gguf(counts(0, 2) + (text("k") + struct.pack("<II", 4, 1)) * 2)),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            read_header(path)
 
 
 def test_the_scripted_fakes_keep_the_model_and_pool_protocols():
