@@ -253,6 +253,22 @@ def test_the_header_read_is_gguf_s_own_without_the_vocabulary(tmp_path, default_
         check_adapter(cut)
 
 
+def test_a_model_cut_inside_its_header_is_refused_in_one_line_on_either_engine(tmp_path, default_gguf):
+    """A base whose header is cut (a partial copy) is named in one line before llama.cpp reads it:
+    on llama-server, where rqa reads its turn format first, and in the adapter check."""
+    from rqa.llm import check_adapter_fits
+
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(default_gguf.read_bytes()[:500_000])  # inside the vocabulary
+    with pytest.raises(ModelError, match=r"^cannot read model cut.gguf: the file ends inside its header \(corrupt GGUF\?\)$"):
+        ModelPool(Settings.load(model_path=str(cut), adapter="none"), engine="server").get()
+    with pytest.raises(ModelError, match=r"^cannot load model .*cut.gguf"):
+        ModelPool(Settings.load(model_path=str(cut), adapter="none"), engine="in-process").get()
+    lora = write_gguf(tmp_path / "lora.gguf", "adapter")
+    with pytest.raises(ModelError, match=r"^cannot read model cut.gguf: the file ends inside its header"):
+        check_adapter_fits(lora, cut)
+
+
 @pytest.mark.parametrize("endian", ["LITTLE", "BIG"])
 def test_the_header_read_takes_every_value_type_in_either_byte_order(tmp_path, endian):
     import numpy as np
