@@ -43,13 +43,15 @@ def read_header(path: Path) -> GGUFHeader:
         if (version := reader.scalar("I")) not in VERSIONS:
             raise ValueError(f"GGUF version {version} (rqa reads {' and '.join(map(str, VERSIONS))})")
         n_tensors, n_fields = reader.scalar("Q"), reader.scalar("Q")
-        fields = {}
+        fields, keys = {}, set()
         for _ in range(n_fields):
             key, kind = reader.string(), reader.scalar("I")
             value = reader.value(kind)
-            if key in fields:
+            if key in keys:
                 raise ValueError(f"the key {key} is written twice")
-            fields[key] = value
+            keys.add(key)
+            if kind != ARRAY:
+                fields[key] = value
         tensors = {}
         for _ in range(n_tensors):
             name = reader.string()
@@ -59,10 +61,7 @@ def read_header(path: Path) -> GGUFHeader:
                 raise ValueError(f"the tensor {name} is written twice")
             tensors[name] = tuple(reader.scalar("Q") for _ in range(n_dims))
             reader.scalar("I"), reader.scalar("Q")  # the tensor's type and its data offset
-        return GGUFHeader({k: v for k, v in fields.items() if v is not _ARRAY}, tensors)
-
-
-_ARRAY = object()  # what an array's value reads as: stepped over
+        return GGUFHeader(fields, tensors)
 
 
 class _Reader:
@@ -102,4 +101,4 @@ class _Reader:
                 self.skip(self.scalar("Q"))
         else:  # llama.cpp refuses arrays of arrays too
             raise ValueError(f"an array of GGUF value type {item}")
-        return _ARRAY
+        return None

@@ -152,15 +152,16 @@ def check_adapter(path: Path) -> Path:
     return path
 
 
-def check_adapter_fits(adapter: Path, base: Path) -> None:
+def check_adapter_fits(adapter: Path, base: Path, base_header: GGUFHeader | None = None) -> None:
     """Refuse an adapter made for another base before llama.cpp sees it: given a mismatched one,
     llama.cpp crashes the process instead of returning an error. Same architecture, and each
-    low-rank pair's outer dimensions equal to the tensor it adapts (GGUF shapes list ne0 first)."""
+    low-rank pair's outer dimensions equal to the tensor it adapts (GGUF shapes list ne0 first).
+    `base_header`: the base's header where the caller has read it already."""
 
     def arch(header) -> str:
         return header.fields.get("general.architecture", "unknown")
 
-    lora, model = gguf_header(adapter, "adapter"), gguf_header(base)
+    lora, model = gguf_header(adapter, "adapter"), base_header or gguf_header(base)
     refuse = f"adapter {adapter.name} does not fit {base.name}"
     if arch(lora) != arch(model):
         raise ModelError(f"{refuse}: it was made for {arch(lora)} models, the base is {arch(model)}; "
@@ -366,22 +367,16 @@ def load_model(path: Path, settings: Settings, adapter: Path | None = None, scal
     return Model(path, llm, chat_format(llm.metadata), adapter)
 
 
-def gguf_metadata(path: Path) -> dict:
-    """The keys chat_format reads, from the file itself (a model served by llama-server is never
-    loaded here)."""
-    fields = gguf_header(path).fields
-    return {key: fields[key] for key in ("tokenizer.chat_template", "general.finetune", "general.architecture")
-            if key in fields}
-
-
 def start_server_model(path: Path, settings: Settings, adapter: Path | None, binary: Path,
                        scale: float = 1.0) -> RemoteModel:
     """The GGUF served by a llama-server child; the prompt is rendered here in the file's own turn
-    format, exactly as the in-process model renders it."""
+    format, exactly as the in-process model renders it (read from the file's header: a model served
+    by llama-server is never loaded here)."""
     path = check_gguf(path)
+    header = gguf_header(path)
     if adapter:
-        check_adapter_fits(adapter, path)
-    fmt = chat_format(gguf_metadata(path))
+        check_adapter_fits(adapter, path, header)
+    fmt = chat_format(header.fields)
     server = LlamaServer(binary, path, adapter, settings.slots, settings.n_ctx, settings.n_threads, scale).start()
     return RemoteModel(server.url, path.name, settings.slots, adapter.name if adapter else None,
                        render=fmt.render, stop=fmt.stop, on_failure=server.status, server=server, trust_env=False)
