@@ -209,16 +209,17 @@ def _page_text(textpage) -> str:
         return _line_with_scripts(text, sizes, index, a, b, handle, raw, max(bodies[a:b] + [body]), math)
 
     out: list[str] = []
-    for segments, fraction_at, end in lines:
-        head = _radicands(text, sizes, box, rules, segments[:fraction_at])
-        parts = [MARKS[seg] if seg in MARKS else render(*seg) for seg in head]
-        if fraction_at < len(segments):  # a numerator over a denominator: "N/D", in brackets where needed
-            (a, k), (k2, b), *denominator = segments[fraction_at:]
-            body = _body_size(text, sizes, a, b)  # the head's scripts are told by the whole line's body size
+    for head, numerator, denominator, end in lines:
+        if numerator:  # a numerator over a denominator: "N/D", in brackets where needed
+            *head, (a, k) = head
+        parts = [MARKS[seg] if seg in MARKS else render(*seg) for seg in _radicands(text, sizes, box, rules, head)]
+        if numerator:
+            body = _body_size(text, sizes, a, numerator[0][1])  # the head's scripts are told by the whole line's
             # a fraction's parts hold no footnote marks: Hinton et al.'s "1/NT2" is 1/(NT^{2})
+            num = "".join(MARKS[seg] if seg in MARKS else render(*seg, math=True) for seg in numerator)
             den = "".join(MARKS[seg] if seg in MARKS else render(*seg, math=True)
                           for seg in _radicands(text, sizes, box, rules, denominator))
-            parts += [render(a, k, body), _operand(render(k2, b, math=True).strip()), "/", _operand(den.strip(), True)]
+            parts += [render(a, k, body), _operand(num.strip()), "/", _operand(den.strip(), True)]
         out.append("".join(parts) + end)
     return "".join(out)
 
@@ -326,9 +327,9 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
     bar and the radical's overline are drawn, not text: position says which glyphs they join. A
     numerator alone on its line is one too (QLoRA's "q_i =", "1", "2"), and what ends the
     denominator's line right of the fraction (big brackets, an equation number) follows it. Returns,
-    per line, its character ranges (or MARKS), where a fraction starts among them (past the end:
-    none; else the next two ranges are the line's head and the numerator, the rest the denominator)
-    and its line break. `rules()` gives the page's horizontal rules: a fraction has its bar between
+    per line, its character ranges (or MARKS) as head, numerator and denominator (both empty where
+    the line holds no fraction; else the head's last range ends where the numerator starts) and its
+    line break. `rules()` gives the page's horizontal rules: a fraction has its bar between
     the two. `box(k)` gives character k's box (see _char_boxes)."""
     lines = []
     start, n = 0, len(text)
@@ -374,21 +375,38 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
     i = 0
     while i < len(lines):
         segments, end = lines[i]
-        k = None
+        found = None
         if i + 1 < len(lines) and segments[-1] not in MARKS:
             denominator, closers = _closers_off(text, lines[i + 1][0])
-            k = _numerator(text, sizes, box, segments[-1], denominator, rules, whole_line=len(segments) == 1)
-        if k is not None:
-            a, b = segments[-1]
+            found = _numerator(text, sizes, box, segments, denominator, rules)
+        if found is not None and i + 2 < len(lines) and _script_pieces_under(text, sizes, box, denominator, lines[i + 2][0]):
+            found = None  # the denominator's scripts went on lines of their own: its end is not known
+        if found is not None:
+            j, k = found
+            a, b = segments[j]
+            numerator = [(k, b), *segments[j + 1:]]
             end = closers + lines[i + 1][1]
-            if not closers and i + 2 < len(lines) and _closes_fraction(text, box, [(k, b)], denominator, lines[i + 2][0][0]):
+            if not closers and i + 2 < len(lines) and _closes_fraction(text, box, numerator, denominator, lines[i + 2][0][0]):
                 end = ""  # ")V (1)" goes on after "softmax(QK^T/√d_k"
-            out.append((segments[:-1] + [(a, k), (k, b)] + denominator, len(segments) - 1, end))
+            out.append((segments[:j] + [(a, k)], numerator, denominator, end))
             i += 2
             continue
-        out.append((segments, len(segments), end))
+        out.append((segments, [], [], end))
         i += 1
     return out
+
+
+def _script_pieces_under(text: str, sizes: list[float], box, denominator: list, after: list) -> bool:
+    """The line after a denominator holds only script-sized glyphs within its width and height:
+    pieces of it pdfium put apart (RWKV's "e^{q^⊤}", "t", "k_i" for e^{q_t^⊤ k_i})."""
+    den, rest = _glyph_positions(text, denominator), _glyph_positions(text, after)
+    if not den or not rest:
+        return False
+    size = max(sizes[k] for k in den)
+    d = [box(k) for k in den]
+    left, right, bottom, top = min(x[0] for x in d), max(x[1] for x in d), min(x[2] for x in d), max(x[3] for x in d)
+    return all(sizes[k] < SCRIPT_SIZE_RATIO * size and left <= box(k)[0] <= right + 0.5 * size
+               and box(k)[3] > bottom and box(k)[2] < top for k in rest)
 
 
 def _radical_under(text: str, sizes: list[float], box, line_end: tuple[int, int], numerator: tuple[int, int],
@@ -506,11 +524,11 @@ def _closes_fraction(text: str, box, numerator, denominator, after: tuple[int, i
         and top > min(x[3] for x in den)
 
 
-def _math_operand(text: str) -> bool:
-    """A numerator or denominator, not prose or a table row: brackets balanced, at most one word of
-    four letters or more, no equation number, not starting with a relation, no CJK characters (the
+def _math_operand(text: str, words: int = 1) -> bool:
+    """A numerator or denominator, not prose or a table row: brackets balanced, at most `words` words
+    of four letters or more, no equation number, not starting with a relation, no CJK characters (the
     shogi pieces of MuZero's board figure)."""
-    return _closed(text) and len(re.findall(r"[A-Za-z]{4,}", text)) <= 1 and not re.search(r"\(\d+\)\s*$", text) \
+    return _closed(text) and len(re.findall(r"[A-Za-z]{4,}", text)) <= words and not re.search(r"\(\d+\)\s*$", text) \
         and not re.match(r"[=<>≤≥≈∼]", text) and not re.search("[\u2e80-\u9fff\uac00-\ud7af]", text)
 
 
@@ -534,13 +552,21 @@ def _is_radicand(text: str, sizes: list[float], box, radical: tuple[int, int], b
     return rr - 0.3 * size <= gl <= rr + 0.6 * size and gb >= rb - 0.3 * size and gt <= rt + 0.3 * size
 
 
-def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below: list, rules,
-               whole_line: bool = False) -> int | None:
-    """Where a fraction's numerator starts at the end of this line segment, whose denominator is the
-    next line (`below`), or None. The numerator follows a lead ("=", "(", "log", ...), or is the
-    whole line (`whole_line`: the segment is its line's only one), and the two
-    sit centred one over the other, the denominator's baseline 0.6 to 2.5 body sizes lower, a
-    rule (the bar) between them as wide as the wider of the two (a binomial coefficient has none)."""
+def _numerator(text: str, sizes: list[float], box, line: list, below: list, rules) -> tuple[int, int] | None:
+    """Where a fraction's numerator starts at the end of this line (its segments), whose denominator is
+    the next line (`below`): the segment and the character, or None. The numerator follows a lead
+    ("=", "(", "log", ...) in the line's last segment, or is the whole line: its only segment, or a
+    big operator with its lower limit joined to its summand (RWKV's "∑^{t−1}_{i=1} e^{...}v_i + ..."
+    over "∑^{t−1}_{i=1} e^{...} + ..."); and the two sit centred one over the other, the
+    denominator's baseline 0.6 to 2.5 body sizes lower, a rule (the bar) between them as wide as the
+    wider of the two (a binomial coefficient has none)."""
+    # a big operator with its lower limit joined to its summand, no relation before the summand: math,
+    # whose scripts, not yet written as such, run into words ("k_iv_i" reads "kivi" here)
+    outside_limits = [seg for n, seg in enumerate(line[:-1]) if seg not in MARKS and LOWER not in line[n - 1:n]]
+    stacked = len(line) > 1 and text[line[0][0]:line[0][1]].lstrip()[:1] in BIG_OPERATORS \
+        and not any(re.search(r"[=≈≤≥<>]", text[a:b]) for a, b in outside_limits)
+    whole_line = len(line) == 1 or stacked
+    last = line[-1]
     den = _glyph_positions(text, below)
     den_text = "".join(MARKS.get(seg) or text[seg[0]:seg[1]] for seg in below).strip()  # "∑_{j} exp", not "∑jexp"
     if not den or len(den_text) > 40 or not _math_operand(den_text):
@@ -589,18 +615,22 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
         # holds an operator is tried whole, unless the word is prose after more of the line ("... = 0
         # and", "1": the fraction is the "1" alone)
         k = a
-    num = _glyph_positions(text, [(k, b)])
+    j = len(line) - 1
+    if stacked and k == a:  # no lead in the summand: the operator and its limit are the numerator's too
+        j, a, k = 0, line[0][0], line[0][0]
+    segments = [(k, b)] if j == len(line) - 1 else [(k, line[j][1]), *line[j + 1:]]
+    num = _glyph_positions(text, segments)
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
     # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
     # characters ("Model" over "Size" with a rule between is a figure's labels)
-    num_text = text[k:b].strip()
+    num_text = "".join(MARKS.get(seg) or text[seg[0]:seg[1]] for seg in segments).strip()
     alone = k == a and whole_line and (bool(re.search(r"[^A-Za-z\s]", num_text)) or len(num_text) <= 3)
     led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS)
     # a short fraction in running text after a word ("... = 0 and", "1", "m": BatchNorm's 1/m ∑ ...)
     # has no lead; its bar, no wider than the two, tells it
     short = not led and len(num_text) <= 6 and len(den_text) <= 6 and " " not in num_text + den_text
     if not num or len(num) > 40 or not (led or short) \
-            or not _math_operand(num_text) or num_text in LIMIT_BASES \
+            or not _math_operand(num_text, 3 if j == 0 and len(line) > 1 else 1) or num_text in LIMIT_BASES \
             or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
         return None
     nboxes = [box(q) for q in num]
@@ -620,7 +650,7 @@ def _numerator(text: str, sizes: list[float], box, last: tuple[int, int], below:
     slack = 0.6 * size if short else 2 * size  # a bar without a lead spans the two alone
     bar = any(left <= lo + 0.3 * size and right >= hi - 0.3 * size and right - left <= hi - lo + slack
               and d_base < y < n_base[2] for left, right, y in rules())
-    return k if bar else None
+    return (j, k) if bar else None
 
 
 def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, raw):

@@ -480,3 +480,21 @@ def test_a_display_numerator_wider_than_its_denominator_is_read_whole():
     # stops at its own "(", which elsewhere is a lead
     batchnorm = pages("1502.03167.pdf")[3]
     assert "∂ℓ/∂σ^{2}_B\r\n·\r\n(2(x_i−µ_B))/m +" in batchnorm
+
+
+def test_a_numerator_that_opens_with_a_big_operator_and_its_limit_is_read_whole():
+    """RWKV's WKV operator stacks "∑^{t−1}_{i=1} e^{−(t−1−i)w+k_i}v_i + e^{u+k_t}v_t" over "∑^{t−1}_{i=1}
+    e^{−(t−1−i)w+k_i} + e^{u+k_t}": the operator's lower limit, joined to its line, made the line
+    several pieces, so only its last one (the summand) was tried as the numerator, and that one has
+    no lead. Such a line is now tried whole. A denominator whose scripts pdfium left on lines of
+    their own after it is not closed: its end is not known."""
+    rwkv = pages("2305.13048.pdf")
+    assert ("wkv_t =\r\n(∑^{t−1}_{i=1} e^{−(t−1−i)w+k_i}v_i + e^{u+k_t}v_t)/(∑^{t−1}_{i=1} e^{−(t−1−i)w+k_i}"
+            " + e^{u+k_t})\r\n, (14)") in rwkv[4]  # was the two lines one after the other
+    assert "(∑^t_{i=1} e^{w_{t,i}+k_i}v_i)/(∑^t_{i=1} e^{w_{t,i}+k_i})\r\n, (9)" in rwkv[2]
+    assert "wkv_T =\r\n(∑^T_{t=1} K^e_tv_t)/(∑^T_{t=1} K^e_t)\r\n= E(v_t)" in rwkv[15]
+    assert "(∑^T_{i=1} e^{q^{⊤}})" not in rwkv[2]  # "t", "k_i" of its exponent follow on lines of their own
+    lora = pages("2106.09685.pdf")[23]
+    assert "=\r\n(∑^p_{i=1} σ^{2}_i)/p\r\n=\r\n1/p" in lora
+    batchnorm = pages("1502.03167.pdf")[3]
+    assert "·\r\n(∑^m_{i=1} −2(x_i−µ_B))/m" in batchnorm
