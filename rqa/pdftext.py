@@ -215,11 +215,17 @@ def _page_text(textpage) -> str:
         parts = [MARKS[seg] if seg in MARKS else render(*seg) for seg in _radicands(text, sizes, box, rules, head)]
         if numerator:
             body = _body_size(text, sizes, a, numerator[0][1])  # the head's scripts are told by the whole line's
-            # a fraction's parts hold no footnote marks: Hinton et al.'s "1/NT2" is 1/(NT^{2})
-            num = "".join(MARKS[seg] if seg in MARKS else render(*seg, math=True) for seg in numerator)
+            # a fraction's parts hold no footnote marks: Hinton et al.'s "1/NT2" is 1/(NT^{2}); the
+            # numerator's scripts are told by its largest letter or digit ("X^{Int8}": more script than base)
+            top = max((sizes[q] for q in _glyph_positions(text, numerator) if _is_body(text[q])), default=0.0)
+            num = "".join(MARKS[seg] if seg in MARKS else render(*seg, top, math=True) for seg in numerator)
             den = "".join(MARKS[seg] if seg in MARKS else render(*seg, math=True)
                           for seg in _radicands(text, sizes, box, rules, denominator))
-            parts += [render(a, k, body), _operand(num.strip()), "/", _operand(den.strip(), True)]
+            fraction = _operand(num.strip()) + "/" + _operand(den.strip(), True)
+            before = _glyph_positions(text, [*head, (a, k)])
+            if before and text[before[-1]] == "√" and box(before[-1])[2] <= min(box(q)[2] for q in _glyph_positions(text, denominator)):
+                fraction = f"({fraction})"  # a radical as tall as the fraction holds all of it: RWKV's √(d/s)
+            parts += [render(a, k, body), fraction]
         out.append("".join(parts) + end)
     return "".join(out)
 
@@ -329,7 +335,7 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
     denominator's line right of the fraction (big brackets, an equation number) follows it. Returns,
     per line, its character ranges (or MARKS) as head, numerator and denominator (both empty where
     the line holds no fraction; else the head's last range ends where the numerator starts) and its
-    line break. `rules()` gives the page's horizontal rules: a fraction has its bar between
+    line break; what follows a denominator past its bar is read as a line of its own after it. `rules()` gives the page's horizontal rules: a fraction has its bar between
     the two. `box(k)` gives character k's box (see _char_boxes)."""
     lines = []
     start, n = 0, len(text)
@@ -379,12 +385,25 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
         if i + 1 < len(lines) and segments[-1] not in MARKS:
             denominator, closers = _closers_off(text, lines[i + 1][0])
             found = _numerator(text, sizes, box, segments, denominator, rules)
+        after = []
+        if found is None and i + 1 < len(lines) and segments[-1] not in MARKS \
+                and (cut := _past_the_bar(text, sizes, box, rules, segments, lines[i + 1][0])):
+            # the denominator's line goes on past the bar (QLoRA's "c^{FP32} = X^{FP32}" under "X^{Int8}")
+            (denominator, after), closers = cut, ""
+            found = _numerator(text, sizes, box, segments, denominator, rules)
         if found is not None and i + 2 < len(lines) and _script_pieces_under(text, sizes, box, denominator, lines[i + 2][0]):
             found = None  # the denominator's scripts went on lines of their own: its end is not known
         if found is not None:
             j, k = found
             a, b = segments[j]
             numerator = [(k, b), *segments[j + 1:]]
+            if after:  # the rest of the denominator's line goes on after the fraction, read as a line again
+                out.append((segments[:j] + [(a, k)], numerator, denominator, ""))
+                # a factor after the fraction stands apart from it ("∂/∂φ L_{τ,B}"), a stop does not
+                past = after[0][0]
+                lines[i + 1][0] = [SPACE, *after] if text[past - 1].isspace() or text[past].isalnum() else after
+                i += 1
+                continue
             end = closers + lines[i + 1][1]
             if not closers and i + 2 < len(lines) and _closes_fraction(text, box, numerator, denominator, lines[i + 2][0][0]):
                 end = ""  # ")V (1)" goes on after "softmax(QK^T/√d_k"
@@ -394,6 +413,27 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
         out.append((segments, [], [], end))
         i += 1
     return out
+
+
+def _past_the_bar(text: str, sizes: list[float], box, rules, line: list, below: list) -> tuple[list, list] | None:
+    """The next line cut where it passes the right end of a fraction bar drawn between it and this
+    line's end, over its first glyph: the denominator's ranges and the ranges after them (Reptile's
+    "∂φ" and "L_{τ,B}(U_{τ,A}(φ)) (3)" under "∂"), or None where no bar ends inside the line."""
+    above, under = _glyph_positions(text, line[-1:]), _glyph_positions(text, below)
+    if not above or not under:
+        return None
+    first, last = box(under[0]), box(above[-1])
+    size = sizes[under[0]] or 10.0
+    ends = [right for left, right, y in rules() if left <= first[0] + 0.3 * size and right >= first[1]
+            and first[3] - 0.3 * size <= y <= last[3] and right <= last[1] + 8 * size]
+    if not ends:
+        return None
+    past = next((k for k in under if box(k)[0] > max(ends) + 0.1 * size), None)
+    if past is None:
+        return None
+    cut = [i for i, seg in enumerate(below) if seg not in MARKS and seg[0] <= past < seg[1]][0]
+    a, b = below[cut]
+    return below[:cut] + [(a, past)], [(past, b), *below[cut + 1:]]
 
 
 def _script_pieces_under(text: str, sizes: list[float], box, denominator: list, after: list) -> bool:

@@ -464,7 +464,7 @@ def test_a_short_fraction_in_running_text_after_a_word_is_read_by_its_bar():
     flash = pages("2205.14135.pdf")[18]
     assert "(typically 1/√𝑑), mask" in flash and "output 𝑥/(1−𝑝)" in flash
     gan = pages("1406.2661.pdf")[4]
-    assert "(pdata + pg)/2)" in gan  # a numerator line of its own ending in a word is still tried whole
+    assert "(p_{data} + p_g)/2)" in gan  # a numerator line of its own ending in a word is still tried whole
 
 
 def test_a_display_numerator_wider_than_its_denominator_is_read_whole():
@@ -498,3 +498,24 @@ def test_a_numerator_that_opens_with_a_big_operator_and_its_limit_is_read_whole(
     assert "=\r\n(∑^p_{i=1} σ^{2}_i)/p\r\n=\r\n1/p" in lora
     batchnorm = pages("1502.03167.pdf")[3]
     assert "·\r\n(∑^m_{i=1} −2(x_i−µ_B))/m" in batchnorm
+
+
+def test_a_denominator_whose_line_goes_on_past_the_bar_ends_at_the_bar():
+    """QLoRA's dequantization stacks "X^{Int8}" over "c^{FP32}", and the denominator's line goes on
+    "= X^{FP32} (2)"; Reptile's gradient stacks "∂" over "∂φ", followed by "L_{τ,B}(U_{τ,A}(φ))": the
+    whole next line was tried as the denominator, which it is not, so no fraction was read. Where a
+    bar is drawn over the next line's start, that line is cut where it passes the bar's end and the
+    rest read as a line again (it may end in a numerator of its own). A numerator's scripts are
+    told by its largest letter ("X^{Int8}", not "XInt8"), and a radical as tall as a fraction holds
+    all of it."""
+    qlora = pages("2305.14314.pdf")
+    assert "dequant(c^{FP32}, X^{Int8}) = X^{Int8}/c^{FP32} = X^{FP32} (2)" in qlora[2]
+    assert "weights ∂E/∂W. However, the calculation of ∂E/∂L_i" in qlora[4]  # the rest ends in a numerator
+    assert "the derivative ∂X/∂W in BFloat16" in qlora[4]
+    reptile = pages("1803.02999.pdf")[2]
+    assert "=\r\n∂/∂φ L_{τ,B}(U_{τ,A}(φ)) (3)" in reptile  # was "∂", "∂φL_{τ,B}(U_{τ,A}(φ)) (3)"
+    gan = pages("1406.2661.pdf")[4]
+    assert "C(G) = log 1/2 + log 1/2 = − log 4." in gan
+    batchnorm = pages("1502.03167.pdf")[3]
+    assert "∂ℓ/∂γ =" in batchnorm and "∂ℓ/∂β =" in batchnorm
+    assert "initialized to N (0, √(d/s) = 2)" in pages("2305.13048.pdf")[14]
