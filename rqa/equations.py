@@ -270,6 +270,8 @@ def _prepare(latex: str) -> str:
     for accent, primes in _ACCENTS:  # one prime per kind: x-hat and x-tilde stay apart from x
         latex = re.sub(r"\\(?:%s)\s*\{(\\?[A-Za-z]+)\s*\}" % accent, lambda m: m.group(1) + primes, latex)
     latex = _NAMED.sub(_named, latex)
+    # the PDF text's binom(K,2) is \binom{K}{2}, not a function named "binom"
+    latex = re.sub(r"(?<![\\A-Za-z])binom\s*\(\s*([^(),]+?)\s*,\s*([^(),]+?)\s*\)", r"\\binom{\1}{\2}", latex)
     latex = re.sub(r"_\{([^{}]*)\}", lambda m: "_{" + m.group(1).replace(",", "") + "}", latex)  # s_{i,j}
     return re.sub(r"(?<![\\A-Za-z])([A-Za-z]{2,})\s*\(", _function, latex)
 

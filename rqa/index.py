@@ -32,7 +32,7 @@ from rqa.embed import dimension, embed, fingerprint
 from rqa.types import Chunk
 from rqa.errors import IndexError_
 
-FORMAT_VERSION = 18
+FORMAT_VERSION = 19
 def index_text(chunk: Chunk) -> str:
     """What both retrievers see: title and section give a chunk the context its text lacks."""
     return f"{chunk.title}. {chunk.section}.\n{chunk.text}"
@@ -260,7 +260,10 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
         # ((−tr(H_f (x)))/2, was "−tr(H_f (x))", "2"), format 17 a numerator that opens with a big
         # operator and its limit (RWKV's wkv_t = (∑^{t−1}_{i=1} ...)/(∑^{t−1}_{i=1} ...), was two
         # lines), format 18 a denominator whose line goes on past the bar (QLoRA's
-        # X^{Int8}/c^{FP32} = X^{FP32}, Reptile's ∂/∂φ L_{τ,B}, was two lines); older text lost them, and only the papers can
+        # X^{Int8}/c^{FP32} = X^{FP32}, Reptile's ∂/∂φ L_{τ,B}, was two lines), format 19 a numerator
+        # after a sign, a ceiling or in a script (ZeRO's 2Ψ + 14Ψ/N_d, FlashAttention's ⌈M/(4d)⌉,
+        # RWKV's (i/s)^{1−l/L}) and a binomial coefficient (InstructGPT's 1/binom(K,2), was "1", "(K",
+        # "2", ")"); older text lost them, and only the papers can
         # give them back, so an older index is rebuilt rather than migrated.
         raise IndexError_(f"index {path} has format {manifest.get('format_version')}, this rqa reads "
                           f"{FORMAT_VERSION}: delete it and rebuild it with `python -m rqa ingest PAPERS --index {path}`")

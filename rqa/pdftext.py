@@ -225,7 +225,11 @@ def _page_text(textpage) -> str:
             before = _glyph_positions(text, [*head, (a, k)])
             if before and text[before[-1]] == "√" and box(before[-1])[2] <= min(box(q)[2] for q in _glyph_positions(text, denominator)):
                 fraction = f"({fraction})"  # a radical as tall as the fraction holds all of it: RWKV's √(d/s)
-            parts += [render(a, k, body), fraction]
+            lead = render(a, k, body)
+            if lead.rstrip().endswith("}") \
+                    and max(sizes[q] for q in _glyph_positions(text, numerator + denominator)) < SCRIPT_SIZE_RATIO * body:
+                lead, fraction = lead.rstrip()[:-1], fraction + "}"  # a fraction in a script's size goes on with it: (i/s)^{1−l/L}
+            parts += [lead, fraction]
         out.append("".join(parts) + end)
     return "".join(out)
 
@@ -234,7 +238,7 @@ def _operand(text: str, denominator: bool = False) -> str:
     """A fraction's numerator or denominator as one operand of "/": in brackets unless it is one term.
     A denominator that is a product written side by side ("NT^{2}", "0.3l") is bracketed too: "/"
     would divide by its first factor alone."""
-    product = denominator and re.fullmatch(r"\d+(?:\.\d+)?[A-Za-z]{1,3}|[A-Za-z]{2,3}",
+    product = denominator and re.fullmatch(r"\d+(?:\.\d+)?[^\W\d_]{1,3}|[^\W\d_]{2,3}",  # letters: 𝑑 too
                                             re.sub(r"[_^](?:\{[^{}]*\}|\S)", "", text))
     one_term = re.fullmatch(r"[^\s+\-−±·×/=]+", text) and not text.startswith("(") and not product
     return text if one_term else "(" + text + ")"
@@ -243,8 +247,9 @@ def _operand(text: str, denominator: bool = False) -> str:
 SPACE = (-1, -1)  # a line segment that is a word space between two joined lines
 OPEN, CLOSE = (-2, -2), (-3, -3)  # the brackets around a radicand of more than one term
 LOWER, END = (-4, -4), (-5, -5)  # around a big operator's lower limit
-MARKS = {SPACE: " ", OPEN: "(", CLOSE: ")", LOWER: "_{", END: "}"}
-FRACTION_LEADS = set("=([{<>≤≥≈∼") | {"log", "exp", "softmax"}
+BINOM, COMMA = (-6, -6), (-7, -7)  # before a binomial coefficient's brackets, between its two entries
+MARKS = {SPACE: " ", OPEN: "(", CLOSE: ")", LOWER: "_{", END: "}", BINOM: "binom", COMMA: ","}
+FRACTION_LEADS = set("=([{⌈⌊<>≤≥≈∼") | {"log", "exp", "softmax"}
 LIMIT_BASES = BIG_OPERATORS | {"max", "min", "sup", "inf", "lim", "arg"}  # what stands over a limit, not a fraction
 
 
@@ -308,7 +313,7 @@ def _closed(text: str) -> bool:
     """Brackets balanced: none closed before it opens, all closed at the end."""
     depth = 0
     for ch in text:
-        depth += (ch in "([{") - (ch in ")]}")
+        depth += (ch in "([{⌈⌊") - (ch in ")]}⌉⌋")
         if depth < 0:
             return False
     return depth == 0
@@ -377,6 +382,13 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
             lines[i] = [joined + [SPACE] + lines[i + 1][0], lines[i + 1][1]]
             del lines[i + 1]
         # the same line again: what joined it may end in another operator ("... x_i ∑^m", "i=1")
+    i = 0
+    while i + 2 < len(lines):  # a binomial coefficient: "(" and its top entry, its bottom one, ")"
+        joined = _binomial(text, sizes, box, rules, lines[i][0], lines[i + 1][0], lines[i + 2][0])
+        if joined:
+            lines[i] = [joined, lines[i + 2][1]]
+            del lines[i + 1:i + 3]
+        i += 1
     out = []
     i = 0
     while i < len(lines):
@@ -516,6 +528,42 @@ def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: lis
     return line[:-1] + [(a, b), LOWER, (c, e), END] + rest + below[1:]
 
 
+def _binomial(text: str, sizes: list[float], box, rules, line: list, middle: list, below: list) -> list | None:
+    """A line ending in a big "(" and a smaller entry, the next line a smaller entry under it, no bar
+    between them, and the line after that starting with a big ")" (InstructGPT's "(K", "2",
+    ")E_{...}" for the binomial coefficient of K and 2) as one line: binom(K,2) and what follows the
+    ")". None otherwise (RWKV's "(i", "s", ")" has a bar: the fraction (i/s))."""
+    a, b = line[-1]
+    if a < 0 or len(middle) != 1 or middle[0][0] < 0 or below[0][0] < 0:
+        return None
+    m = re.search(r"\((\S{1,6})$", text[a:b])
+    c, d = middle[0]
+    e, f = below[0]
+    if not m or not text[c:d].strip() or len(text[c:d].strip()) > 6 or text[e] != ")":
+        return None
+    p = a + m.start()
+    top, bottom = list(range(p + 1, b)), [k for k in range(c, d) if not text[k].isspace()]
+    size = min(sizes[p], sizes[e])
+    if any(sizes[k] >= SCRIPT_SIZE_RATIO * size for k in top + bottom):
+        return None  # the entries are smaller than the brackets around them
+    opening, closing = box(p), box(e)
+    upper, lower = [box(k) for k in top], [box(k) for k in bottom]
+    centre = (min(g[0] for g in lower) + max(g[1] for g in lower)) / 2
+    inner_right = max(g[1] for g in upper + lower)
+    if not (min(g[0] for g in upper) - 0.3 * size <= centre <= inner_right + 0.3 * size  # one over the other
+            and max(g[3] for g in lower) <= min(g[2] for g in upper) + 0.2 * size
+            and opening[2] <= min(g[2] for g in lower) + 0.3 * size and closing[2] <= min(g[2] for g in lower) + 0.3 * size
+            and inner_right - 0.3 * size <= closing[0] <= inner_right + size):  # the brackets around both
+        return None
+    left = min(g[0] for g in upper + lower)
+    if any(lo <= inner_right and hi >= left and max(g[3] for g in lower) - 0.1 * size <= y <= min(g[2] for g in upper) + 0.1 * size
+           for lo, hi, y in rules()):
+        return None  # a bar: a fraction in brackets
+    head = [(a, p)] if p > a else []
+    rest = [(e + 1, f)] if f > e + 1 else []
+    return line[:-1] + head + [BINOM, (p, p + 1), (p + 1, b), COMMA, (c, d), (e, e + 1)] + rest + below[1:]
+
+
 def _summand_follows(text: str, sizes: list[float], box, joined: list, line: list) -> bool:
     """After an inline operator whose lower limit was a line of its own (Hinton et al.'s "∑", "j",
     "exp(z_j/T )"), the next line is its summand: it starts right of the limit, on the operator's
@@ -555,7 +603,7 @@ def _closes_fraction(text: str, box, numerator, denominator, after: tuple[int, i
     """The next line starts with a closing bracket right of a fraction, between its numerator and
     denominator in height: the bracket opened before the numerator, the line going on."""
     a, b = after
-    if b <= a or text[a] not in ")]}":
+    if b <= a or text[a] not in ")]}⌉⌋":
         return False
     num = [box(q) for q in _glyph_positions(text, numerator)]
     den = [box(q) for q in _glyph_positions(text, denominator)]
@@ -593,13 +641,22 @@ def _is_radicand(text: str, sizes: list[float], box, radical: tuple[int, int], b
 
 
 def _numerator(text: str, sizes: list[float], box, line: list, below: list, rules) -> tuple[int, int] | None:
+    """See _numerator_at; a line of its own that is not one whole numerator may end in a term after a
+    sign that is (ZeRO's "... further down to 2Ψ + 14Ψ" over "N_d": 2Ψ + 14Ψ/N_d)."""
+    found, sign = _numerator_at(text, sizes, box, line, below, rules)
+    return found if found is not None or sign is None else _numerator_at(text, sizes, box, line, below, rules, sign)[0]
+
+
+def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, rules,
+                  start: int | None = None) -> tuple[tuple[int, int] | None, int | None]:
     """Where a fraction's numerator starts at the end of this line (its segments), whose denominator is
     the next line (`below`): the segment and the character, or None. The numerator follows a lead
     ("=", "(", "log", ...) in the line's last segment, or is the whole line: its only segment, or a
     big operator with its lower limit joined to its summand (RWKV's "∑^{t−1}_{i=1} e^{...}v_i + ..."
     over "∑^{t−1}_{i=1} e^{...} + ..."); and the two sit centred one over the other, the
     denominator's baseline 0.6 to 2.5 body sizes lower, a rule (the bar) between them as wide as the
-    wider of the two (a binomial coefficient has none)."""
+    wider of the two (a binomial coefficient has none). `start`: the numerator starts there, after
+    a sign. Also returns, where a whole line was tried, where a term after its last sign starts."""
     # a big operator with its lower limit joined to its summand, no relation before the summand: math,
     # whose scripts, not yet written as such, run into words ("k_iv_i" reads "kivi" here)
     outside_limits = [seg for n, seg in enumerate(line[:-1]) if seg not in MARKS and LOWER not in line[n - 1:n]]
@@ -610,18 +667,18 @@ def _numerator(text: str, sizes: list[float], box, line: list, below: list, rule
     den = _glyph_positions(text, below)
     den_text = "".join(MARKS.get(seg) or text[seg[0]:seg[1]] for seg in below).strip()  # "∑_{j} exp", not "∑jexp"
     if not den or len(den_text) > 40 or not _math_operand(den_text):
-        return None
+        return None, None
     size = max((sizes[k] for k in den if text[k] != "√"), default=0.0)  # a radical's glyph is sized apart
     if size <= 0:
-        return None
+        return None, None
     boxes = [box(k) for k in den]
     dl, dr = min(x[0] for x in boxes), max(x[1] for x in boxes)
     if dr - dl > 12 * size:
-        return None
+        return None, None
     d_base = max((x for k, x in zip(den, boxes) if sizes[k] >= 0.85 * size), key=lambda x: x[0])[2]
     a, b = last
-    k, depth, wide = b, 0, False
-    while k > a:
+    k, depth, wide, sign = b, 0, False, None
+    while start is None and k > a:
         ch = text[k - 1]
         if ch.isspace():
             word = re.search(r"([A-Za-z]+|[^\w\s])$", text[a:k - 1].rstrip())
@@ -631,25 +688,33 @@ def _numerator(text: str, sizes: list[float], box, line: list, below: list, rule
             continue
         if depth == 0 and ch in FRACTION_LEADS:
             break
+        if depth == 0 and ch in "+−" and sign is None and re.search(r"[\w)\]}]\s*$", text[a:k - 1]):
+            sign = k + text[k:k + 1].isspace()  # a binary sign, after an operand ("√−1" is no sum)
         if box(k - 1)[0] < dl - size:
-            if not whole_line:
-                return None  # the line goes on left of the denominator without a lead: no fraction
+            if not whole_line and sign is None:
+                return None, None  # the line goes on left of the denominator without a lead: no fraction
+            if not whole_line:  # a term after a sign is the numerator (ZeRO's "2Ψ + 14Ψ" over "N_d")
+                k = sign
+                break
             wide = True
             break
-        depth += ch in ")]}"
-        depth -= depth > 0 and ch in "([{"
+        depth += ch in ")]}⌉⌋"
+        depth -= depth > 0 and ch in "([{⌈⌊"
         k -= 1
+    if start is not None:
+        k = sign = start
     operator = re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b])  # a table's header over its first row holds none
+    retry = sign if wide else None
     if wide:
         # a line of its own wider than the line under it, passed left of it before any lead
         # (DetectGPT's "−tr(H_f (x))" over "2", "f(x + hz) + f(x − hz) − 2f(x)" over "h^{2}"): a
         # numerator only if it is one whole, with an operator in it
         if not operator:
-            return None
+            return None, retry
         k = a
     head = text[a:k].rstrip()
     lead = re.search(r"(?:[A-Za-z]+|\S)$", head)
-    if whole_line and k > a and (lead is None or lead.group(0) not in FRACTION_LEADS) \
+    if start is None and whole_line and k > a and (lead is None or lead.group(0) not in FRACTION_LEADS) \
             and operator and not re.search(r"\S\s+[a-z]{3,}$", head):
         # a word ended the walk ("xi" of BatchNorm's numerator "xi − µB", x_i): a line of its own that
         # holds an operator is tried whole, unless the word is prose after more of the line ("... = 0
@@ -665,32 +730,32 @@ def _numerator(text: str, sizes: list[float], box, line: list, below: list, rule
     # characters ("Model" over "Size" with a rule between is a figure's labels)
     num_text = "".join(MARKS.get(seg) or text[seg[0]:seg[1]] for seg in segments).strip()
     alone = k == a and whole_line and (bool(re.search(r"[^A-Za-z\s]", num_text)) or len(num_text) <= 3)
-    led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS)
+    led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS) or k == sign
     # a short fraction in running text after a word ("... = 0 and", "1", "m": BatchNorm's 1/m ∑ ...)
     # has no lead; its bar, no wider than the two, tells it
     short = not led and len(num_text) <= 6 and len(den_text) <= 6 and " " not in num_text + den_text
     if not num or len(num) > 40 or not (led or short) \
             or not _math_operand(num_text, 3 if j == 0 and len(line) > 1 else 1) or num_text in LIMIT_BASES \
             or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
-        return None
+        return None, retry
     nboxes = [box(q) for q in num]
     nl, nr = min(x[0] for x in nboxes), max(x[1] for x in nboxes)
     n_base = max((x for q, x in zip(num, nboxes) if sizes[q] >= 0.85 * size), key=lambda x: x[0], default=None)
     if n_base is None:
-        return None
+        return None, retry
     gap = n_base[2] - d_base
     width = max(nr - nl, dr - dl)
     if nr - nl > (16 if alone else 12) * size:  # a line of its own may be a long numerator: its bar tells
-        return None
+        return None, retry
     centred = abs((nl + nr) / 2 - (dl + dr) / 2) <= 0.05 * width + 0.25 * size
     inside = (dl >= nl - 0.5 * size and dr <= nr + 0.5 * size) or (nl >= dl - 0.5 * size and nr <= dr + 0.5 * size)
     if not (0.6 * size <= gap <= 2.5 * size and centred and inside):
-        return None
+        return None, retry
     lo, hi = min(nl, dl), max(nr, dr)
     slack = 0.6 * size if short else 2 * size  # a bar without a lead spans the two alone
     bar = any(left <= lo + 0.3 * size and right >= hi - 0.3 * size and right - left <= hi - lo + slack
               and d_base < y < n_base[2] for left, right, y in rules())
-    return (j, k) if bar else None
+    return ((j, k), None) if bar else (None, retry)
 
 
 def _join_script_lines(text: str, index: list[int], sizes: list[float], handle, raw):

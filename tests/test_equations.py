@@ -254,3 +254,11 @@ def test_an_equation_cut_off_inside_a_bracket_is_no_equation(worker):
     assert find_equations("L = L_CE + λ L_KD (λ = 0.5") == ["L = L_CE + λ L_KD"]
     half = "More formally, we estimate the 2^k values q_i of the data type as follows: q_i = 1/2 ("
     assert check_equations("We estimate them as follows: q_i = 1/2 ( [1]", [half], worker) == []
+
+
+def test_a_binomial_coefficient_in_pdf_text_reads_as_latex_binom(worker):
+    """The PDF text writes InstructGPT's binomial coefficient binom(K,2); an answer writes
+    \\binom{K}{2}. The two are one coefficient, not a function named "binom" against a LaTeX command."""
+    source = "pairs: w = 1/binom(K,2) (3) so"
+    assert check_equations(r"$w = \frac{1}{\binom{K}{2}}$", [source], worker)[0].status == "matches source"
+    assert check_equations(r"$w = \frac{1}{\binom{K}{3}}$", [source], worker)[0].status == "unverified"

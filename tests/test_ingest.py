@@ -519,3 +519,34 @@ def test_a_denominator_whose_line_goes_on_past_the_bar_ends_at_the_bar():
     batchnorm = pages("1502.03167.pdf")[3]
     assert "∂ℓ/∂γ =" in batchnorm and "∂ℓ/∂β =" in batchnorm
     assert "initialized to N (0, √(d/s) = 2)" in pages("2305.13048.pdf")[14]
+
+
+def test_a_numerator_after_a_sign_a_ceiling_or_inside_a_script_is_read():
+    """ZeRO's memory "2Ψ + 14Ψ" over "N_d" ends a line of prose: the whole line is no numerator, the
+    term after its last sign is (2Ψ + 14Ψ/N_d); FlashAttention's block sizes put the numerator after
+    a ceiling bracket (⌈ M/(4d)⌉, its italic 4𝑑 a product); RWKV's initialisation has l over L in
+    an exponent, (i/s)^{1−l/L}. A sign after a radical is no sum: BatchNorm's "√−1" over "σ^{2}_B+ǫ"
+    stays as it was rather than read √−1/(σ^{2}_B+ǫ)."""
+    zero = pages("1910.02054.pdf")
+    assert "further down to 2Ψ + 14Ψ/N_d\r\n≈ 2Ψ." in zero[9]  # was "2Ψ + 14Ψ", "N_d"
+    assert "16Ψ bytes to 4Ψ + 12Ψ/N_d\r\n≈ 4Ψ bytes" in zero[9]
+    flash = pages("2205.14135.pdf")[4]
+    assert "𝐵_{𝑐} =\r\n⌈ 𝑀/(4𝑑)⌉\r\n, 𝐵_{𝑟} = min (⌈ 𝑀/(4𝑑)⌉\r\n, 𝑑)" in flash  # was "⌈ 𝑀", "4𝑑", "⌉"
+    assert "𝑁/𝐵_{𝑟}⌉" in flash
+    rwkv = pages("2305.13048.pdf")[14]
+    assert "µ_{k_i} = (i/s)^{1−l/L} , µ_{v_i} = (i/s)^{1−l/L} +" in rwkv  # was "(i/s)^{1−} l", "L"
+    batchnorm = pages("1502.03167.pdf")[3]
+    assert "√−1/" not in batchnorm and "· √−1\r\nσ^{2}_B+ǫ" in batchnorm
+
+
+def test_a_binomial_coefficient_is_read_as_binom():
+    """InstructGPT's reward-model loss divides by the binomial coefficient of K and 2, which pdfium
+    gives as a big "(" with a small "K", a small "2" on the next line and a big ")" on the line after
+    ("1", "(K", "2", ")E_{...}"); it is now binom(K,2), as in the running text, and the loss reads
+    −1/binom(K,2) E_{...}. RWKV's "(i", "s", ")" has a bar between its entries: a fraction, no
+    binomial."""
+    instruct = pages("2203.02155.pdf")[7]
+    assert ("loss (θ) = −\r\n1/binom(K,2) E_{(x,y_w,y_l)∼D} [log (σ (r_{θ} (x, y_w) − r_{θ} (x, y_l)))] (1)"
+            in instruct)  # was "1", "(K", "2", ")E_{...}"
+    assert "forward passes" in instruct and "(rather than binom(K,2)" in instruct
+    assert "binom" not in pages("2305.13048.pdf")[14]
