@@ -249,7 +249,7 @@ OPEN, CLOSE = (-2, -2), (-3, -3)  # the brackets around a radicand of more than 
 LOWER, END = (-4, -4), (-5, -5)  # around a big operator's lower limit
 BINOM, COMMA = (-6, -6), (-7, -7)  # before a binomial coefficient's brackets, between its two entries
 MARKS = {SPACE: " ", OPEN: "(", CLOSE: ")", LOWER: "_{", END: "}", BINOM: "binom", COMMA: ","}
-FRACTION_LEADS = set("=([{⌈⌊<>≤≥≈∼") | {"log", "exp", "softmax"}
+FRACTION_LEADS = set("=([{⌈⌊<>≤≥≈∼←≜∝") | {"log", "exp", "softmax"}
 LIMIT_BASES = BIG_OPERATORS | {"max", "min", "sup", "inf", "lim", "arg"}  # what stands over a limit, not a fraction
 
 
@@ -367,6 +367,13 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
             lines[i][0][-1:] = [(a, b - 1)] if text[a:b - 1].strip() else []
             lines[i + 2][0].insert(0, (b - 1, b))
             i += 1
+        elif (r := _radical_before_numerator(text, sizes, box, lines[i][0][-1], lines[i + 1][0][0])) is not None:
+            # pdfium put a small fraction's radical before its numerator (Adam's "α_t = √α", "t" for
+            # α/√t): it goes to its radicand's line, the denominator
+            a, b = lines[i][0][-1]
+            lines[i][0][-1:] = [(a, r), (r + 1, b)] if text[a:r].strip() else [(r + 1, b)]
+            lines[i + 1][0].insert(0, (r, r + 1))
+            i += 1
         else:
             i += 1
     lines = [line for line in lines if line[0]]
@@ -459,6 +466,25 @@ def _script_pieces_under(text: str, sizes: list[float], box, denominator: list, 
     left, right, bottom, top = min(x[0] for x in d), max(x[1] for x in d), min(x[2] for x in d), max(x[3] for x in d)
     return all(sizes[k] < SCRIPT_SIZE_RATIO * size and left <= box(k)[0] <= right + 0.5 * size
                and box(k)[3] > bottom and box(k)[2] < top for k in rest)
+
+
+def _radical_before_numerator(text: str, sizes: list[float], box, line_end: tuple[int, int],
+                              below: tuple[int, int]) -> int | None:
+    """Where a line ends in a radical and a short run (the numerator) that sits higher than it, and
+    the next line starts right after the radical, as low as it: the radical's position, else None."""
+    a, b = line_end
+    c, d = below
+    m = re.search(r"√(\S{1,6})$", text[a:b])
+    if not m or d <= c or text[c].isspace():
+        return None
+    r = a + m.start()
+    size = sizes[r] or 10.0
+    radical, first = box(r), box(c)
+    run_bottom = min(box(q)[2] for q in range(r + 1, b))
+    if radical[2] < run_bottom - 0.4 * size and radical[0] <= first[0] <= radical[1] + 0.5 * size \
+            and abs(first[2] - radical[2]) < 0.5 * size:
+        return r
+    return None
 
 
 def _radical_under(text: str, sizes: list[float], box, line_end: tuple[int, int], numerator: tuple[int, int],
