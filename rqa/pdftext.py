@@ -201,7 +201,7 @@ def _page_text(textpage) -> str:
     font_size = raw.FPDFText_GetFontSize
     sizes = [font_size(handle, i) for i in index]
     text, index, sizes, bodies = _join_script_lines(text, index, sizes, handle, raw)
-    rules = functools.cache(lambda: _rules(textpage.page, raw))  # read once, and only where a fraction may be
+    rules = functools.cache(lambda: _rules(textpage.page, raw))  # read once, when a line may end in a numerator
     box = _char_boxes(handle, raw, index)
     lines = _stacked_lines(text, sizes, box, rules)
 
@@ -209,12 +209,12 @@ def _page_text(textpage) -> str:
         return _line_with_scripts(text, sizes, index, a, b, handle, raw, max(bodies[a:b] + [body]), math)
 
     out: list[str] = []
-    for head, numerator, denominator, end in lines:
+    for head, numerator, denominator, end, line_body in lines:
         if numerator:  # a numerator over a denominator: "N/D", in brackets where needed
             *head, (a, k) = head
-        parts = [MARKS[seg] if seg in MARKS else render(*seg) for seg in _radicands(text, sizes, box, rules, head)]
+        parts = [MARKS[seg] if seg in MARKS else render(*seg, line_body) for seg in _radicands(text, sizes, box, rules, head)]
         if numerator:
-            body = _body_size(text, sizes, a, numerator[0][1])  # the head's scripts are told by the whole line's
+            body = max(_body_size(text, sizes, a, numerator[0][1]), line_body)  # the head's scripts: the whole line's
             # a fraction's parts hold no footnote marks: Hinton et al.'s "1/NT2" is 1/(NT^{2}); the
             # numerator's scripts are told by its largest letter or digit ("X^{Int8}": more script than base)
             top = max((sizes[q] for q in _glyph_positions(text, numerator) if _is_body(text[q])), default=0.0)
@@ -223,12 +223,14 @@ def _page_text(textpage) -> str:
                           for seg in _radicands(text, sizes, box, rules, denominator))
             fraction = _operand(num.strip()) + "/" + _operand(den.strip(), True)
             before = _glyph_positions(text, [*head, (a, k)])
-            if before and text[before[-1]] == "√" and box(before[-1])[2] <= min(box(q)[2] for q in _glyph_positions(text, denominator)):
+            if before and text[before[-1]] == "√" \
+                    and box(before[-1])[2] <= min(box(q)[2] for q in _glyph_positions(text, denominator)):
                 fraction = f"({fraction})"  # a radical as tall as the fraction holds all of it: RWKV's √(d/s)
             lead = render(a, k, body)
-            if lead.rstrip().endswith("}") \
+            if re.search(r"[+\-−·×]\}\s*$", lead) \
                     and max(sizes[q] for q in _glyph_positions(text, numerator + denominator)) < SCRIPT_SIZE_RATIO * body:
-                lead, fraction = lead.rstrip()[:-1], fraction + "}"  # a fraction in a script's size goes on with it: (i/s)^{1−l/L}
+                # a fraction in a script's size after the script's sign goes on inside it: (i/s)^{1−l/L}
+                lead, fraction = lead.rstrip()[:-1], fraction + "}"
             parts += [lead, fraction]
         out.append("".join(parts) + end)
     return "".join(out)
@@ -332,15 +334,18 @@ def _rules(page, raw) -> list[tuple[float, float, float]]:
 def _stacked_lines(text: str, sizes: list[float], box, rules):
     """pdfium's lines, with the stacked math it puts on lines of their own joined: a radical and its
     radicand ("√", "d_k": "√d_k", also where pdfium put the radical before the numerator over it), a
-    big operator's lower limit ("∑^n", "i=1": ∑^n_{i=1}), and a fraction's numerator, which ends a
+    big operator's lower limit ("∑^n", "i=1": ∑^n_{i=1}), a binomial coefficient ("(K", "2", ")":
+    binom(K,2)), and a fraction's numerator, which ends a
     line after "=", "(" or a function's name, over its denominator, the next line, centred under it
     ("D^{∗}_G(x) = p_{data}(x)" over "p_{data}(x) + p_g(x)": p_{data}(x)/(p_{data}(x) + p_g(x))). The
     bar and the radical's overline are drawn, not text: position says which glyphs they join. A
     numerator alone on its line is one too (QLoRA's "q_i =", "1", "2"), and what ends the
     denominator's line right of the fraction (big brackets, an equation number) follows it. Returns,
     per line, its character ranges (or MARKS) as head, numerator and denominator (both empty where
-    the line holds no fraction; else the head's last range ends where the numerator starts) and its
-    line break; what follows a denominator past its bar is read as a line of its own after it. `rules()` gives the page's horizontal rules: a fraction has its bar between
+    the line holds no fraction; else the head's last range ends where the numerator starts), its
+    line break and a body size for its scripts (0: its own); what follows a denominator past its
+    bar is read as a line of its own after it, with its whole line's body size. `rules()` gives
+    the page's horizontal rules: a fraction has its bar between
     the two. `box(k)` gives character k's box (see _char_boxes)."""
     lines = []
     start, n = 0, len(text)
@@ -368,8 +373,8 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
             lines[i + 2][0].insert(0, (b - 1, b))
             i += 1
         elif (r := _radical_before_numerator(text, sizes, box, lines[i][0][-1], lines[i + 1][0][0])) is not None:
-            # pdfium put a small fraction's radical before its numerator (Adam's "α_t = √α", "t" for
-            # α/√t): it goes to its radicand's line, the denominator
+            # pdfium put a small fraction's radical before its numerator (BatchNorm's "· √−1" over
+            # "σ^{2}_B+ǫ" for (−1)/(√(σ^{2}_B+ǫ))): it goes to its radicand's line, the denominator
             a, b = lines[i][0][-1]
             lines[i][0][-1:] = [(a, r), (r + 1, b)] if text[a:r].strip() else [(r + 1, b)]
             lines[i + 1][0].insert(0, (r, r + 1))
@@ -392,14 +397,17 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
     i = 0
     while i + 2 < len(lines):  # a binomial coefficient: "(" and its top entry, its bottom one, ")"
         joined = _binomial(text, sizes, box, rules, lines[i][0], lines[i + 1][0], lines[i + 2][0])
-        if joined:
+        if joined:  # the same line again: it may end in another coefficient
             lines[i] = [joined, lines[i + 2][1]]
             del lines[i + 1:i + 3]
-        i += 1
+        else:
+            i += 1
     out = []
+    rest_body = {}  # a line that is the rest of a denominator's line: that line's body size, for its scripts
     i = 0
     while i < len(lines):
         segments, end = lines[i]
+        body = rest_body.get(i, 0.0)
         found = None
         if i + 1 < len(lines) and segments[-1] not in MARKS:
             denominator, closers = _closers_off(text, lines[i + 1][0])
@@ -410,14 +418,16 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
             # the denominator's line goes on past the bar (QLoRA's "c^{FP32} = X^{FP32}" under "X^{Int8}")
             (denominator, after), closers = cut, ""
             found = _numerator(text, sizes, box, segments, denominator, rules)
-        if found is not None and i + 2 < len(lines) and _script_pieces_under(text, sizes, box, denominator, lines[i + 2][0]):
+        if found is not None and not after and i + 2 < len(lines) \
+                and _script_pieces_under(text, sizes, box, denominator, lines[i + 2][0]):
             found = None  # the denominator's scripts went on lines of their own: its end is not known
         if found is not None:
             j, k = found
             a, b = segments[j]
             numerator = [(k, b), *segments[j + 1:]]
             if after:  # the rest of the denominator's line goes on after the fraction, read as a line again
-                out.append((segments[:j] + [(a, k)], numerator, denominator, ""))
+                out.append((segments[:j] + [(a, k)], numerator, denominator, "", body))
+                rest_body[i + 1] = max(sizes[q] for q in _glyph_positions(text, lines[i + 1][0]) if _is_body(text[q]))
                 # a factor after the fraction stands apart from it ("∂/∂φ L_{τ,B}"), a stop does not
                 past = after[0][0]
                 lines[i + 1][0] = [SPACE, *after] if text[past - 1].isspace() or text[past].isalnum() else after
@@ -426,10 +436,10 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
             end = closers + lines[i + 1][1]
             if not closers and i + 2 < len(lines) and _closes_fraction(text, box, numerator, denominator, lines[i + 2][0][0]):
                 end = ""  # ")V (1)" goes on after "softmax(QK^T/√d_k"
-            out.append((segments[:j] + [(a, k)], numerator, denominator, end))
+            out.append((segments[:j] + [(a, k)], numerator, denominator, end, body))
             i += 2
             continue
-        out.append((segments, [], [], end))
+        out.append((segments, [], [], end, body))
         i += 1
     return out
 
@@ -643,7 +653,7 @@ def _math_operand(text: str, words: int = 1) -> bool:
     of four letters or more, no equation number, not starting with a relation, no CJK characters (the
     shogi pieces of MuZero's board figure)."""
     return _closed(text) and len(re.findall(r"[A-Za-z]{4,}", text)) <= words and not re.search(r"\(\d+\)\s*$", text) \
-        and not re.match(r"[=<>≤≥≈∼]", text) and not re.search("[\u2e80-\u9fff\uac00-\ud7af]", text)
+        and not re.match(r"[=<>≤≥≈∼←≜∝]", text) and not re.search("[\u2e80-\u9fff\uac00-\ud7af]", text)
 
 
 def _glyph_positions(text: str, segments) -> list[int]:
@@ -686,7 +696,7 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
     # a big operator with its lower limit joined to its summand, no relation before the summand: math,
     # whose scripts, not yet written as such, run into words ("k_iv_i" reads "kivi" here)
     outside_limits = [seg for n, seg in enumerate(line[:-1]) if seg not in MARKS and LOWER not in line[n - 1:n]]
-    stacked = len(line) > 1 and text[line[0][0]:line[0][1]].lstrip()[:1] in BIG_OPERATORS \
+    stacked = LOWER in line and text[line[0][0]:line[0][1]].lstrip()[:1] in BIG_OPERATORS \
         and not any(re.search(r"[=≈≤≥<>]", text[a:b]) for a, b in outside_limits)
     whole_line = len(line) == 1 or stacked
     last = line[-1]
@@ -703,7 +713,7 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
         return None, None
     d_base = max((x for k, x in zip(den, boxes) if sizes[k] >= 0.85 * size), key=lambda x: x[0])[2]
     a, b = last
-    k, depth, wide, sign = b, 0, False, None
+    k, depth, wide, sign, sign_right = b, 0, False, None, None
     while start is None and k > a:
         ch = text[k - 1]
         if ch.isspace():
@@ -716,6 +726,7 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
             break
         if depth == 0 and ch in "+−" and sign is None and re.search(r"[\w)\]}]\s*$", text[a:k - 1]):
             sign = k + text[k:k + 1].isspace()  # a binary sign, after an operand ("√−1" is no sum)
+            sign_right = box(k - 1)[1]
         if box(k - 1)[0] < dl - size:
             if not whole_line and sign is None:
                 return None, None  # the line goes on left of the denominator without a lead: no fraction
@@ -729,7 +740,9 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
         k -= 1
     if start is not None:
         k = sign = start
-    operator = re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[a:b])  # a table's header over its first row holds none
+        sign_right = max((box(q)[1] for q in range(a, start) if text[q] in "+−"), default=None)
+    # a table's header over its first row holds no operator; a stacked line's may be its operator's
+    operator = re.search(r"[+−=·×±√∑∏∫<>≤≥]", text[line[0][0] if stacked else a:b])
     retry = sign if wide else None
     if wide:
         # a line of its own wider than the line under it, passed left of it before any lead
@@ -761,7 +774,7 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
     # has no lead; its bar, no wider than the two, tells it
     short = not led and len(num_text) <= 6 and len(den_text) <= 6 and " " not in num_text + den_text
     if not num or len(num) > 40 or not (led or short) \
-            or not _math_operand(num_text, 3 if j == 0 and len(line) > 1 else 1) or num_text in LIMIT_BASES \
+            or not _math_operand(num_text, 3 if stacked and j == 0 else 1) or num_text in LIMIT_BASES \
             or max(sizes[q] for q in num) < SCRIPT_SIZE_RATIO * size or size < SCRIPT_SIZE_RATIO * max(sizes[q] for q in num):
         return None, retry
     nboxes = [box(q) for q in num]
@@ -780,7 +793,8 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
     lo, hi = min(nl, dl), max(nr, dr)
     slack = 0.6 * size if short else 2 * size  # a bar without a lead spans the two alone
     bar = any(left <= lo + 0.3 * size and right >= hi - 0.3 * size and right - left <= hi - lo + slack
-              and d_base < y < n_base[2] for left, right, y in rules())
+              and d_base < y < n_base[2] and (k != sign or sign_right is None or left >= sign_right)  # not the sign's
+              for left, right, y in rules())
     return ((j, k), None) if bar else (None, retry)
 
 
