@@ -135,7 +135,7 @@ VERDICTS: dict[tuple[str, int, str], tuple[bool, bool]] = {
     ('1406.2661.pdf', 5, 'Proof. For p_g = p_{data}, D^{∗}_G(x) = '): (False, True),
     ('1406.2661.pdf', 4, '=E_{x∼p_{data}} [log D^{∗}_G(x)] + E_{z∼'): (False, True),
     ('1412.6980.pdf', 9, '(v_t)^{1/p} = lim_{p→∞}( (1 − β^p_{2})'): (False, True),
-    ('1412.6980.pdf', 13, 'β_{2}'): (False, True),
+    ('1412.6980.pdf', 13, '√β_{2}'): (False, True),  # γ ≜ β^{2}_1/√β_2: its radical with β_2 since format 20
     ('1502.03167.pdf', 5, 'pair of parameters γ^{(k)} and β^{(k)} p'): (False, True),
     ('1502.03167.pdf', 4, '∂ℓ/∂x̂_i'): (False, True),  # the denominator alone before the whole-line numerators
     ('1503.02531.pdf', 7, '1 141993 +1421 +3.4%'): (True, True),
