@@ -60,7 +60,8 @@ KNOWN = [("1706.03762.pdf", "d_k"), ("1706.03762.pdf", "d_{model}"), ("1706.0376
          ("2305.14314.pdf", "X^{Int8}/c^{FP32} = X^{FP32}"), ("1803.02999.pdf", "∂/∂φ L_{τ,B}(U_{τ,A}(φ))"),
          ("1910.02054.pdf", "2Ψ + 14Ψ/N_d"), ("2205.14135.pdf", "⌈ 𝑀/(4𝑑)⌉"), ("2305.13048.pdf", "(i/s)^{1−l/L}"),
          ("2203.02155.pdf", "1/binom(K,2) E_{(x,y_w,y_l)∼D}"),
-         ("1502.03167.pdf", "Var[x] ← m/(m−1)"), ("1502.03167.pdf", "(−1)/(√(σ^{2}_B+ǫ))")]
+         ("1502.03167.pdf", "Var[x] ← m/(m−1)"), ("1502.03167.pdf", "(−1)/(√(σ^{2}_B+ǫ))"),
+         ("2005.11401.pdf", "∑_{z∈top-k(p(·|x))}"), ("1911.08265.pdf", "log ((∑_{b} N(s, b) + c_{2} + 1)/c_{2})")]
 SKELETON_RE = re.compile(r"[\s^_{}]")  # what joining lines and marking scripts add or take away
 # a footnote's opening inside a paragraph, after a word or a comma ("with over 1Prior work [8] shows"):
 # pdfium puts a page's footnotes after its text, inside a sentence that runs on to the next page.

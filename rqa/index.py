@@ -32,7 +32,7 @@ from rqa.embed import dimension, embed, fingerprint
 from rqa.types import Chunk
 from rqa.errors import IndexError_
 
-FORMAT_VERSION = 21
+FORMAT_VERSION = 22
 def index_text(chunk: Chunk) -> str:
     """What both retrievers see: title and section give a chunk the context its text lacks."""
     return f"{chunk.title}. {chunk.section}.\n{chunk.text}"
@@ -265,7 +265,9 @@ def load_index(path: Path, embedder: str | None = None) -> Index:
         # RWKV's (i/s)^{1−l/L}) and a binomial coefficient (InstructGPT's 1/binom(K,2), was "1", "(K",
         # "2", ")"), format 20 a fraction after "←" and a small fraction's radical pdfium put before
         # its numerator (BatchNorm's Var[x] ← m/(m−1), (−1)/(√(σ^{2}_B+ǫ))), format 21 the scripts of
-        # what follows a denominator past its bar (Primer's (s/(1 − 1/b))_{−k}); older text lost them, and only the papers can
+        # what follows a denominator past its bar (Primer's (s/(1 − 1/b))_{−k}), format 22 a lower limit
+        # of up to 24 characters and a numerator opening with a radical over a big operator or with a
+        # big operator after a lead (RAG's ∑_{z∈top-k(p(·|x))}, MuZero's pUCT); older text lost them, and only the papers can
         # give them back, so an older index is rebuilt rather than migrated.
         raise IndexError_(f"index {path} has format {manifest.get('format_version')}, this rqa reads "
                           f"{FORMAT_VERSION}: delete it and rebuild it with `python -m rqa ingest PAPERS --index {path}`")

@@ -218,7 +218,8 @@ def _page_text(textpage) -> str:
             # a fraction's parts hold no footnote marks: Hinton et al.'s "1/NT2" is 1/(NT^{2}); the
             # numerator's scripts are told by its largest letter or digit ("X^{Int8}": more script than base)
             top = max((sizes[q] for q in _glyph_positions(text, numerator) if _is_body(text[q])), default=0.0)
-            num = "".join(MARKS[seg] if seg in MARKS else render(*seg, top, math=True) for seg in numerator)
+            num = "".join(MARKS[seg] if seg in MARKS else render(*seg, top, math=True)
+                          for seg in _radicands(text, sizes, box, rules, numerator))
             den = "".join(MARKS[seg] if seg in MARKS else render(*seg, math=True)
                           for seg in _radicands(text, sizes, box, rules, denominator))
             fraction = _operand(num.strip()) + "/" + _operand(den.strip(), True)
@@ -514,7 +515,8 @@ def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: lis
     """A line ending in a big operator and its upper limit ("∑^n", read as a script), or in "max",
     "min" and the like, with the next line, when that starts with the operator's lower limit
     (script-sized), as one: the operator, then LOWER the limit END (∑^n_{i=1}, max_{𝑖}). The limit
-    is either the whole next line, under the operator ("i=1", "(x,y)∈Z" in a display), or, for a big
+    is either the whole next line, under the operator ("i=1", "(x,y)∈Z", RAG's "z∈top-k(p(·|x))" in
+    a display; up to 24 characters), or, for a big
     operator, the next line's leading script-sized run, right of the operator and below its middle
     (an inline sum's, Adam's "∑^d", "i=1 ‖g_{1:T,i}‖", where the rest of the line follows it). None
     where the next line starts with no such limit."""
@@ -539,7 +541,7 @@ def _with_lower_limit(text: str, sizes: list[float], box, line: list, below: lis
         return sizes[k] < SCRIPT_SIZE_RATIO * size
 
     whole = text[c:d].strip()
-    if len(below) == 1 and 0 < len(whole) <= 12 and " " not in whole \
+    if len(below) == 1 and 0 < len(whole) <= 24 and " " not in whole \
             and all(small(k) for k in range(c, d) if not text[k].isspace()):
         under = [box(k) for k in range(c, d) if not text[k].isspace()]
         centre = (min(g[0] for g in under) + max(g[1] for g in under)) / 2
@@ -689,15 +691,21 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
     the next line (`below`): the segment and the character, or None. The numerator follows a lead
     ("=", "(", "log", ...) in the line's last segment, or is the whole line: its only segment, or a
     big operator with its lower limit joined to its summand (RWKV's "∑^{t−1}_{i=1} e^{...}v_i + ..."
-    over "∑^{t−1}_{i=1} e^{...} + ..."); and the two sit centred one over the other, the
+    over "∑^{t−1}_{i=1} e^{...} + ..."; also under a radical or after a lead in the line); and the two sit centred one over the other, the
     denominator's baseline 0.6 to 2.5 body sizes lower, a rule (the bar) between them as wide as the
     wider of the two (a binomial coefficient has none). `start`: the numerator starts there, after
     a sign. Also returns, where a whole line was tried, where a term after its last sign starts."""
-    # a big operator with its lower limit joined to its summand, no relation before the summand: math,
-    # whose scripts, not yet written as such, run into words ("k_iv_i" reads "kivi" here)
-    outside_limits = [seg for n, seg in enumerate(line[:-1]) if seg not in MARKS and LOWER not in line[n - 1:n]]
-    stacked = LOWER in line and text[line[0][0]:line[0][1]].lstrip()[:1] in BIG_OPERATORS \
+    # a big operator (or a radical over one) with its lower limit joined to its summand, opening the
+    # line or after a lead in it, no relation after it: math, whose scripts, not yet written as such,
+    # run into words ("k_iv_i" reads "kivi" here); MuZero's "c_1 + log (∑_{b} N(s, b) + c_2 + 1"
+    # over "c_2" has its numerator from the "∑"
+    first = text[line[0][0]:line[0][1]] if line[0] not in MARKS else ""
+    op = re.search(r"√?[∑∏]\S*$", first)
+    ahead = first[:op.start()].rstrip() if op else ""
+    outside_limits = [seg for n, seg in enumerate(line[1:-1], 1) if seg not in MARKS and LOWER not in line[n - 1:n]]
+    stacked = op is not None and LOWER in line and (not ahead or ahead[-1] in FRACTION_LEADS) \
         and not any(re.search(r"[=≈≤≥<>]", text[a:b]) for a, b in outside_limits)
+    op_at = line[0][0] + op.start() if stacked else None
     whole_line = len(line) == 1 or stacked
     last = line[-1]
     den = _glyph_positions(text, below)
@@ -761,15 +769,15 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
         k = a
     j = len(line) - 1
     if stacked and k == a:  # no lead in the summand: the operator and its limit are the numerator's too
-        j, a, k = 0, line[0][0], line[0][0]
+        j, a, k = 0, line[0][0], op_at
     segments = [(k, b)] if j == len(line) - 1 else [(k, line[j][1]), *line[j + 1:]]
     num = _glyph_positions(text, segments)
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
     # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
     # characters ("Model" over "Size" with a rule between is a figure's labels)
     num_text = "".join(MARKS.get(seg) or text[seg[0]:seg[1]] for seg in segments).strip()
-    alone = k == a and whole_line and (bool(re.search(r"[^A-Za-z\s]", num_text)) or len(num_text) <= 3)
-    led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS) or k == sign
+    alone = k in (a, op_at) and whole_line and (bool(re.search(r"[^A-Za-z\s]", num_text)) or len(num_text) <= 3)
+    led = alone or (lead is not None and lead.group(0) in FRACTION_LEADS) or k == sign or k == op_at
     # a short fraction in running text after a word ("... = 0 and", "1", "m": BatchNorm's 1/m ∑ ...)
     # has no lead; its bar, no wider than the two, tells it
     short = not led and len(num_text) <= 6 and len(den_text) <= 6 and " " not in num_text + den_text

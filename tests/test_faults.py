@@ -337,7 +337,7 @@ def test_an_index_of_an_older_format_is_refused_with_the_rebuild_line(small_inde
     (−tr(H_f (x)))/2, format 16 RWKV's wkv_t numerator and denominator as two lines, format 17
     "X^{Int8}", "c^{FP32} = X^{FP32}" for X^{Int8}/c^{FP32} = X^{FP32}, format 18 "2Ψ + 14Ψ", "N_d" for
     2Ψ + 14Ψ/N_d and "(K", "2", ")" for binom(K,2), format 19 "Var[x] ← m", "m−1" for Var[x] ← m/(m−1), format 20 "(s/(1 − 1/b))−k" for
-    (s/(1 − 1/b))_{−k}:
+    (s/(1 − 1/b))_{−k}, format 21 "∑", "z∈top-k(p(·|x))" for ∑_{z∈top-k(p(·|x))}:
     rebuilt, not migrated (this test replaces
     test_an_index_of_the_old_format_is_migrated_keeping_every_chunk)."""
     path = tmp_path / "old"

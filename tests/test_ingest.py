@@ -563,3 +563,16 @@ def test_an_assignment_leads_a_fraction_and_a_low_radical_goes_to_the_denominato
     assert "µ˜ ← 1/k\r\n∑_{i} log p_{θ}(˜x_i)" in detect and "x ← 1/(k−1)\r\n∑_{i}" in detect
     adam = pages("1412.6980.pdf")[3]
     assert "Let α_t = α\r\n√t\r\n" in adam and "√α" not in adam
+
+
+def test_a_long_lower_limit_and_a_numerator_opening_with_a_radical_or_after_a_lead():
+    """RAG's marginals sum over "z∈top-k(p(·|x))", a lower limit longer than the twelve characters a
+    limit alone on its line could hold; MuZero's pUCT rule stacks "√∑_{b} N(s, b)" over "1 + N(s, a)"
+    (a radical before the operator) and "c_1 + log (∑_{b} N(s, b) + c_2 + 1" over "c_2" (the
+    operator after a lead in its line): each was left in pieces."""
+    rag = pages("2005.11401.pdf")[2]
+    assert "pRAG-Sequence(y|x) ≈\r\n∑_{z∈top-k(p(·|x))}\r\np_{η}(z|x)p_{θ}(y|x, z)" in rag  # was "∑", "z∈top-k(p(·|x))"
+    assert "pRAG-Token(y|x) ≈\r\n∏^N_{i}\r\n∑_{z∈top-k(p(·|x))}" in rag
+    muzero = pages("1911.08265.pdf")[11]
+    assert "P(s, a) ·\r\n(√(∑_{b} N(s, b)))/(1 + N(s, a))\r\n" in muzero
+    assert "c_{1} + log ((∑_{b} N(s, b) + c_{2} + 1)/c_{2}))] (2)" in muzero  # was "... + 1", "c_{2}", "))] (2)"
