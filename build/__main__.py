@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--db", type=Path, required=True, help="ratings SQLite file to add the answers and ratings to")
     s.add_argument("--samples", type=int, default=2, help="answers per question: one greedy, the rest sampled")
     s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--limit", type=int, help="at most this many train questions")
+    s.add_argument("--limit", type=int, help="judge at most this many train questions (those with reference facts)")
 
     s = sub.add_parser("export", help="merge, convert to GGUF, quantize q4_0/q8_0, smoke-test")
     s.add_argument("--run", type=Path, required=True, help="the train --out folder")

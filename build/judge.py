@@ -33,7 +33,7 @@ class JudgeReport:
     correctness: dict = field(default_factory=dict)
 
 
-def train_questions(data_dir: Path, limit: int | None = None) -> list[dict]:
+def train_questions(data_dir: Path) -> list[dict]:
     """The train split's questions with their reference answer and the text of their own chunk."""
     def read(name: str) -> list[dict]:
         return [json.loads(x) for x in (Path(data_dir) / name).read_text(encoding="utf-8").splitlines() if x.strip()]
@@ -43,7 +43,7 @@ def train_questions(data_dir: Path, limit: int | None = None) -> list[dict]:
     rows = [{"question": p["question"], "answer": answers[p["chunk_id"]], "paper": p["paper"],
              "evidence": [chunks[p["chunk_id"]]["text"]]}
             for p in read("pairs.jsonl") if p["split"] == "train" and answers.get(p["chunk_id"])]
-    return rows[:limit]
+    return rows
 
 
 def rating(question: dict, answer) -> tuple[str, int]:
@@ -71,7 +71,9 @@ def judge(data_dir: Path, model: Path, index_dir: Path, db_path: Path, samples: 
     pool = ModelPool(settings, ModelFiles(Path(model), None, "judge"))
     db = RatingsDB(db_path)
     report = JudgeReport()
-    for q in train_questions(data_dir, limit):
+    for q in train_questions(data_dir):
+        if limit is not None and report.questions >= limit:
+            break  # `limit` counts the questions judged: one without facts does not use it up
         # a fact the question itself states ("RWKV") tells nothing about the answer
         q = {**q, "facts": [f for f in reference_facts(q["answer"]) if not fact_in(f, q["question"])]}
         if not q["facts"]:
