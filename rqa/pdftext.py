@@ -428,7 +428,8 @@ def _stacked_lines(text: str, sizes: list[float], box, rules):
             numerator = [(k, b), *segments[j + 1:]]
             if after:  # the rest of the denominator's line goes on after the fraction, read as a line again
                 out.append((segments[:j] + [(a, k)], numerator, denominator, "", body))
-                rest_body[i + 1] = max(sizes[q] for q in _glyph_positions(text, lines[i + 1][0]) if _is_body(text[q]))
+                rest_body[i + 1] = max((sizes[q] for q in _glyph_positions(text, lines[i + 1][0]) if _is_body(text[q])),
+                                       default=0.0)
                 # a factor after the fraction stands apart from it ("∂/∂φ L_{τ,B}"), a stop does not
                 past = after[0][0]
                 lines[i + 1][0] = [SPACE, *after] if text[past - 1].isspace() or text[past].isalnum() else after
