@@ -771,7 +771,7 @@ def _numerator_at(text: str, sizes: list[float], box, line: list, below: list, r
     j = len(line) - 1
     if stacked and k == a:  # no lead in the summand: the operator and its limit are the numerator's too
         j, a, k = 0, line[0][0], op_at
-    segments = [(k, b)] if j == len(line) - 1 else [(k, line[j][1]), *line[j + 1:]]
+    segments = [(k, line[j][1]), *line[j + 1:]]  # the caller builds the same from (j, k)
     num = _glyph_positions(text, segments)
     # a numerator that is a line of its own (QLoRA's "q_i =", "1", "2": q_i = 1/2 ...) needs no lead:
     # position and the bar tell it, and math in it: a digit, a symbol or a bracket, or at most three
