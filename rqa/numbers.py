@@ -14,6 +14,7 @@ number the question states ("SQuAD 2.0"), which the answer repeats rather than t
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -54,8 +55,17 @@ class NumberCheck:
         return asdict(self)
 
 
-def _exponent(text: str) -> int:
-    return int(re.sub(rf"\s|[{_MINUS}]", lambda m: "-" if m.group(0) in _MINUS else "", text))
+def _power(text: str) -> float:
+    """10 to the exponent written in text; past a float's range, inf (or 0.0): an uploaded paper's
+    "1e400" or "10^{5000}" is a number no answer matches, not an error that fails every answer
+    that retrieves it."""
+    exponent = re.sub(rf"\s|[{_MINUS}]", lambda m: "-" if m.group(0) in _MINUS else "", text)
+    if len(exponent.lstrip("+-")) > 4:  # int() refuses over 4,300 digits; floats end at 1e308
+        return 0.0 if exponent.startswith("-") else math.inf
+    try:
+        return 10.0 ** int(exponent)
+    except OverflowError:
+        return math.inf
 
 
 def _masked(text: str) -> str:
@@ -72,11 +82,11 @@ def numbers(text: str, skip_years: bool = True) -> list[tuple[str, float]]:
     for m in _NUMBER.finditer(text):
         written = m.group(0).strip()
         if m.group("e3") is not None:
-            value = 10.0 ** _exponent(m.group("e3"))
+            value = _power(m.group("e3"))
         else:
             mantissa = m.group("m").replace(",", "")
             exp = m.group("e1") or m.group("e2")
-            value = float(mantissa) * (10.0 ** _exponent(exp) if exp else 1.0)
+            value = float(mantissa) * _power(exp) if exp and float(mantissa) else float(mantissa)
             if skip_years and exp is None and _YEAR.match(mantissa):
                 continue
         out.append((written, value))
@@ -84,7 +94,8 @@ def numbers(text: str, skip_years: bool = True) -> list[tuple[str, float]]:
 
 
 def _same(a: float, b: float) -> bool:
-    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+    # inf is only itself: inf - x <= 1e-9 x inf would make it every number
+    return a == b or math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
 def check_numbers(answer: str, sources: list[str], question: str = "") -> list[NumberCheck]:

@@ -81,3 +81,14 @@ def test_blank_runs_do_not_make_the_check_backtrack():
     numbers(text)
     check_numbers("The rate is 10^ $" + "x" * 3000 + "$ [1].", [text])
     assert time.perf_counter() - start < 0.5
+
+
+def test_numbers_past_a_floats_range_are_numbers_not_errors():
+    # an uploaded paper's "1e400" failed every answer that retrieved it (OverflowError), and an
+    # exponent of 5,000 digits failed int() itself
+    huge = "1e" + "9" * 5000
+    assert [v for _, v in numbers(f"It holds 1e400, 10^{{400}}, 2 × 10^{{-500}} and {huge} states.")] == \
+        [float("inf"), float("inf"), 0.0, float("inf")]
+    assert found("The search space of Go has 1e400 states [1].") == {"1e400": False}
+    checks = check_numbers("The space holds 10^{400} states [1].", ["The space holds 1e400 states."])
+    assert [(c.number, c.found) for c in checks] == [("10^{400}", True)]
