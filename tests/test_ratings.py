@@ -94,6 +94,9 @@ def test_annotator_tokens(tmp_path):
     f = tmp_path / "annotators.txt"
     f.write_text("carol:t3\n\nbroken-line\n")
     assert parse_annotators(str(f)) == {"t3": "carol"}
+    # eight annotators with 32-character tokens are longer than a file name may be: a list, not an OSError
+    many = ",".join(f"annotator{i}:{'t' * 31}{i}" for i in range(8))
+    assert len(parse_annotators(many)) == 8
 
 
 def test_an_import_the_rating_view_could_not_show_is_refused_whole_and_stored_items_still_render(tmp_path):
