@@ -468,8 +468,11 @@ def check_equations(answer: str, sources: list[str], worker: SympyWorker,
             if time.monotonic() > deadline:
                 check.detail = "not compared with every source equation: the check's time ran out"
                 break
-            if not expression and parsed_sources.setdefault(eq, worker.call("parse", eq)[0] == "ok") is False:
-                continue
+            if not expression:
+                if eq not in parsed_sources:  # each source equation parsed once for all the answer's
+                    parsed_sources[eq] = worker.call("parse", eq)[0] == "ok"
+                if not parsed_sources[eq]:
+                    continue
             status, same = worker.call("side" if expression else "equal", latex, eq)
             if status == "ok" and same:
                 check = EquationCheck(latex, "matches source", f"equal to {'a side of ' if expression else ''}"

@@ -262,3 +262,20 @@ def test_a_binomial_coefficient_in_pdf_text_reads_as_latex_binom(worker):
     source = "pairs: w = 1/binom(K,2) (3) so"
     assert check_equations(r"$w = \frac{1}{\binom{K}{2}}$", [source], worker)[0].status == "matches source"
     assert check_equations(r"$w = \frac{1}{\binom{K}{3}}$", [source], worker)[0].status == "unverified"
+
+
+def test_each_source_equation_is_parsed_once_for_all_the_answers_equations(worker):
+    """The check's 10 s are shared by every comparison: a source equation parsed again for each answer
+    equation spent them twice over (its cache was filled by setdefault, whose default runs each time)."""
+    calls = []
+
+    class Counting:
+        def call(self, kind, *args):
+            calls.append((kind, args))
+            return worker.call(kind, *args)
+
+    answer = r"First $a = b + c$, then $d = e f$, and $g = h - i$."
+    checks = check_equations(answer, ["with y = 2 x + 1 (3) the", "and z = x + w (4) so"], Counting())
+    assert [c.status for c in checks] == ["unverified"] * 3
+    source_parses = [args for kind, args in calls if kind == "parse" and args[0] in ("y = 2 x + 1", "z = x + w")]
+    assert sorted(source_parses) == [("y = 2 x + 1",), ("z = x + w",)]
