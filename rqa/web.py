@@ -14,7 +14,7 @@ from rqa.annotate import build_annotator_tab
 from rqa.answer import answer_stream, remove_links
 from rqa.collection import check_uploads, example_questions, papers
 from rqa.conversation import content_text
-from rqa.errors import USER_ERRORS, QuestionError, RatingError, StoreError
+from rqa.errors import QuestionError, RatingError, StoreError, UserError
 from rqa.index import Index
 from rqa.ingest import SUFFIXES
 from rqa.render import model_line, render_checks, render_retrieved, render_sources, shown
@@ -22,6 +22,8 @@ from rqa.service import AppState, Refused, admit, client_id
 from rqa.uploads import upload_folder, uploaded_files
 
 log = logging.getLogger("rqa.web")
+# what a user is told of a failure that is not theirs to fix: its message may hold the server's paths
+INTERNAL = "the server hit an internal error (its log says why)."
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
     {"left": "\\[", "right": "\\]", "display": True},
@@ -71,8 +73,8 @@ def make_respond(app: AppState):
             yield say(str(e))
         except Exception as e:  # the app stays up: one failed question must not take it down
             log.exception("answer failed")
-            reason = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
-            yield say(f"Sorry, this question failed: {reason}")
+            # the user's to fix: its one line; anything else may hold the server's paths, as the API says
+            yield say(f"Sorry, this question failed: {e if isinstance(e, UserError) else INTERNAL}")
 
     return respond
 
@@ -217,8 +219,11 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
             try:
                 progress(0, desc="ingesting")
                 result = app.collection.add_uploads(ok, on_wait)
-            except USER_ERRORS as e:
+            except UserError as e:
                 return refreshed(f"**Not added:** {e}")
+            except Exception:  # an embedder or Milvus failure: one line, the papers served as before
+                log.exception("upload failed")
+                return refreshed(f"**Not added:** {INTERNAL}")
             for f in result.per_file:
                 name = shown(Path(f.path).name)
                 lines.append(f"- **{name}**: skipped, {f.reason}" if f.status == "skipped" else
@@ -234,8 +239,11 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
             return refreshed(why)
         try:
             paper = app.collection.remove(sha)
-        except USER_ERRORS as e:
+        except UserError as e:
             return refreshed(f"**Not removed:** {e}")
+        except Exception:
+            log.exception("removal failed")
+            return refreshed(f"**Not removed:** {INTERNAL}")
         return refreshed(f"Removed **{shown(paper.title if paper else sha[:12])}** from the index.")
 
     outputs = [report, table, examples, panel, chosen]

@@ -1,6 +1,7 @@
 """The chat handler in-process with a scripted model: event order, rendering, failures (milliseconds)."""
 
 import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -72,7 +73,30 @@ def test_a_failing_model_keeps_the_handler_up(make_app):
 
     app, _ = make_app(boom)
     events = list(make_respond(app)("What is BM25?", [], REQUEST))
-    assert "this question failed: RuntimeError: llama_decode returned -3" in events[-1][0][-1]["content"]
+    # one line, without the exception's own words: they may name the server's paths
+    assert events[-1][0][-1]["content"] == "Sorry, this question failed: the server hit an internal error (its log says why)."
+
+
+def test_a_failing_upload_or_removal_gives_one_line_and_keeps_the_papers(make_app, monkeypatch, tmp_path):
+    import rqa.web
+    from rqa.web import build_app
+
+    app, _ = make_app("An answer [1].")
+    before = app.collection.papers()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("embedder failed reading /srv/secret/model")
+
+    monkeypatch.setattr(app.collection, "add_uploads", boom)
+    monkeypatch.setattr(app.collection, "remove", boom)
+    monkeypatch.setattr(rqa.web, "uploaded_files", lambda names, folder: [Path(n) for n in names])
+    monkeypatch.setattr(rqa.web, "check_uploads", lambda paths, index, settings: [])
+    handlers = {f.api_name: f.fn for f in build_app(app).fns.values()}
+    added = handlers["add_papers"]([str(tmp_path / "paper.md")], "", REQUEST, progress=lambda *a, **k: None)
+    removed = handlers["remove_paper"](before[0].sha256, "", REQUEST)
+    for report, what in ((added[0], "added"), (removed[0], "removed")):
+        assert report == f"**Not {what}:** the server hit an internal error (its log says why)."
+    assert app.collection.papers() == before
 
 
 def test_attributed_citations_are_shown_as_such(make_app):
