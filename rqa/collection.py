@@ -310,8 +310,7 @@ def check_uploads(files: list[Path], index: Index, settings: Settings) -> list[t
     """(file, reason) for each upload refused before ingestion; raises StoreError for the batch."""
     if len(files) > settings.max_files_per_upload:
         raise StoreError(f"{len(files)} files: upload at most {settings.max_files_per_upload} at a time")
-    if len(index.manifest["documents"]) + len(files) > settings.max_papers:
-        raise StoreError(f"the index holds {len(index.manifest['documents'])} papers; at most {settings.max_papers} are served")
+    check_room(files, index, settings)
     refused = []
     for f in files:
         if f.suffix.lower() not in SUFFIXES:
@@ -321,6 +320,22 @@ def check_uploads(files: list[Path], index: Index, settings: Settings) -> list[t
         elif f.stat().st_size > settings.max_upload_mb * 2**20:
             refused.append((f, f"{f.stat().st_size / 2**20:.1f} MB is over the {settings.max_upload_mb} MB limit"))
     return refused
+
+
+def check_room(files: list[Path], index: Index, settings: Settings) -> None:
+    """Refuse, for the batch, files the index has no room for (each counted as a new paper)."""
+    if len(index.manifest["documents"]) + len(files) > settings.max_papers:
+        raise StoreError(f"the index holds {len(index.manifest['documents'])} papers; at most {settings.max_papers} are served")
+
+
+def _drop_unindexed(paths: list[Path], index: Index | MilvusIndex) -> None:
+    """Remove stored copies that no paper of the index names (its own uploads are never touched)."""
+    kept = {p for d in index.manifest["documents"].values() for p in d["paths"]}
+    for path in paths:
+        if str(path.resolve()) not in kept:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only when no other name of that content is there
 
 
 @dataclass
@@ -379,22 +394,24 @@ def add_files(files: list[Path], index: Index, settings: Settings,
     """Copy uploads into the papers store (named by content, so the same paper lands in one
     place and re-uploads are recognised) and ingest them into the writable index. Copies of
     files that were not indexed (empty, corrupt, refused) are not kept."""
+    stored: list[Path] = []
     try:
         target = writable_index(index, settings)
-        stored = [store_upload(f, settings) for f in files]
+        for f in files:
+            stored.append(store_upload(f, settings))
         report = ingest_paths(stored, settings if settings.index_uri else dataclasses.replace(settings, index_dir=target),
                               progress=progress, max_chunks=settings.max_chunks_per_upload)
         updated = load_at(target, settings.embedder)
-        kept = {p for d in updated.manifest["documents"].values() for p in d["paths"]}
-        for f in report.per_file:
-            if f.status == "skipped" and str(Path(f.path).resolve()) not in kept:
-                Path(f.path).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    Path(f.path).parent.rmdir()  # only when no other name of that content is there
+        _drop_unindexed([Path(f.path) for f in report.per_file if f.status == "skipped"], updated)
         return report, updated
-    except OSError as e:  # a read-only or full disk: one line, without the server's paths
-        raise StoreError(f"the server cannot write its papers store or index ({e.strerror or type(e).__name__}); "
-                         "nothing was added") from None
+    except BaseException as e:  # copies no paper of the index names go: the store stays the index's
+        if stored:
+            with contextlib.suppress(Exception):  # (an index it cannot read: the copies stay, as before)
+                _drop_unindexed(stored, load_at(target))
+        if isinstance(e, OSError):  # a read-only or full disk: one line, without the server's paths
+            raise StoreError(f"the server cannot write its papers store or index ({e.strerror or type(e).__name__}); "
+                             "nothing was added") from None
+        raise
 
 
 def remove(sha256: str, index: Index, settings: Settings) -> Index:
@@ -460,6 +477,7 @@ class Collection:
             # the wait may have outlasted the upload folder's sweep (upload_cache_s)
             if gone := [f for f in files if not f.is_file()]:
                 raise StoreError(swept(gone[0].name))
+            check_room(files, self.index, self.settings)  # again: an upload before this one may have filled it
             report, self.index = add_files(files, self.index, self.settings, progress)
             return report
         finally:

@@ -4,6 +4,7 @@ Each case checks three things: a clear message (no traceback), nothing already s
 and the index or app still works afterwards.
 """
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -444,6 +445,40 @@ def test_an_unwritable_store_gives_one_line_without_server_paths(live, tmp_path,
     assert str(err.value) == ("the server cannot write its papers store or index (Read-only file system); "
                               "nothing was added")
     assert str(tmp_path) not in str(err.value)
+
+
+def test_an_upload_that_fails_in_ingestion_leaves_no_copy_in_the_store(live, tmp_path, monkeypatch):
+    from rqa import collection
+
+    settings, index = live
+    upload = tmp_path / "03-lora.md"
+    shutil.copy(PRIMER_DIR / "03-lora.md", upload)
+
+    def embedder_down(*args, **kwargs):
+        raise RuntimeError("the embedder could not be loaded")
+
+    monkeypatch.setattr(collection, "ingest_paths", embedder_down)
+    with pytest.raises(RuntimeError):
+        collection.add_files([upload], index, settings, progress=False)
+    assert not [p for p in collection.store_dir(settings).rglob("*") if p.is_file()]  # was left, named by nothing
+    assert list(load_index(settings.index_dir).manifest["documents"]) == list(index.manifest["documents"])
+
+
+def test_two_uploads_waiting_on_each_other_cannot_pass_the_paper_limit_together(live, tmp_path):
+    """Both are checked against the index before either is ingested; the second is checked again once
+    it holds the writer's lock, against the index the first one left."""
+    from rqa.collection import Collection
+
+    settings, index = live
+    settings = dataclasses.replace(settings, max_papers=2)
+    live_papers = Collection(settings, index)
+    first, second = tmp_path / "03-lora.md", tmp_path / "12-adam.md"
+    shutil.copy(PRIMER_DIR / first.name, first)
+    shutil.copy(PRIMER_DIR / second.name, second)
+    live_papers.add_uploads([first], progress=False)  # both passed check_uploads with the one paper there
+    with pytest.raises(StoreError, match="at most 2 are served"):
+        live_papers.add_uploads([second], progress=False)
+    assert len(live_papers.index.manifest["documents"]) == 2
 
 
 def test_ingestion_is_bounded_per_file_and_per_upload(live, tmp_path):
