@@ -315,9 +315,11 @@ def answer_stream(question: str, index: Index, models: Models, settings: Setting
 
 
 # A URL in any form a Markdown renderer turns into a link or an image: a scheme (any case, an
-# HTML-entity colon too), a scheme-relative //host, or www.host. URLs hold no blanks, so a text
+# HTML-entity colon too), a script, data, file or mail link without "//", a scheme-relative
+# //host, or www.host. URLs hold no blanks, so a text
 # cut at a blank can be cleaned as it streams.
 _URL = re.compile(r"<?(?:\b[a-z][a-z0-9+.-]*(?::|&#0*58;|&colon;)//[^\s<>()\[\]\"']+"
+                  r"|\b(?:javascript|vbscript|mailto|data(?=\S*/)|file(?=\S*/))(?::|&#0*58;|&colon;)[^\s<>()\[\]\"']+"
                   r"|(?<![\w/:])//(?:[\w-]+\.)+[a-z]{2,}[^\s<>()\[\]\"']*|\bwww\.[^\s<>()\[\]\"']+)>?", re.I)
 _TRAILING = ".,;:!?'"
 
@@ -340,6 +342,8 @@ def remove_links(text: str, hits: list[Hit]) -> tuple[str, int]:
         if own and own.group(1) in arxiv:
             return m.group(0)
         removed += 1
+        if not re.match(r"[a-z][a-z0-9+.-]*:/*[\w-]+\.", plain, re.I) and not plain.lower().startswith(("www.", "//")):
+            return f"(link removed){tail.lstrip('>')}"  # a script, data or mail link: no host to name
         host = re.sub(r"^(?:[a-z][a-z0-9+.-]*:)?/*(?:www\.)?([^/?#]*).*$", r"\1", plain, flags=re.I) or "a site"
         return f"(link to {host} removed){tail.lstrip('>')}"
 

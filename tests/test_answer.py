@@ -550,3 +550,17 @@ def test_the_stream_keeps_why_the_model_stopped(shared_index):
                            shared_index)
     stream.run()
     assert stream.finish_reason == "stop"
+
+
+def test_script_data_and_mail_links_are_removed_like_web_links():
+    """A paper's text can plant a link with no "//" ("javascript:", "data:"): the answer shows no link
+    of it, whatever Gradio's sanitizer would make of it; prose with a colon after "data" stays."""
+    from rqa.answer import remove_links
+
+    planted = ("See [the proof](javascript:alert(document.cookie)), ![plot](data:image/png;base64,AAAA), "
+               "[it](JavaScript&colon;alert(1)), [me](mailto:a@evil.example) and [f](file:///etc/passwd).")
+    text, removed = remove_links(planted, [])
+    assert removed == 5 and text.count("(link removed)") == 5
+    assert not any(s in text.lower() for s in ("javascript", "data:image", "mailto", "file:"))
+    assert remove_links("The training data: 300B tokens, a data:model ratio of 20:1.", []) == \
+        ("The training data: 300B tokens, a data:model ratio of 20:1.", 0)
