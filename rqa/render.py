@@ -25,7 +25,12 @@ def mark_text(text: str, highlights: list[str], question: str) -> str:
     if not words:
         return escaped
     pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")\w*", re.I)
-    return pattern.sub(lambda m: f"<mark>{m.group(0)}</mark>", escaped)
+    # matched in the text, escaped piece by piece: in the escaped text "amp" or "quot" would split an entity
+    pieces, last = [], 0
+    for m in pattern.finditer(text):
+        pieces += [html.escape(text[last:m.start()]), f"<mark>{html.escape(m.group(0))}</mark>"]
+        last = m.end()
+    return "".join(pieces) + html.escape(text[last:])
 
 
 def render_source(c: Citation, question: str) -> str:

@@ -139,3 +139,11 @@ def test_the_page_names_the_base_and_its_adapter():
         "Model: `base.gguf`, fine-tuned by rqa: adapter `rqa-lora.gguf` at scale 0.5."
     assert model_line(ModelFiles(Path("/m/q4.gguf"), Path("/m/q8.gguf"), "path")) == \
         "Model: `q4.gguf` (reasoning questions: `q8.gguf`), stock."
+
+
+def test_question_words_are_highlighted_without_breaking_the_texts_entities():
+    from rqa.render import mark_text
+
+    text = 'Q & A: the "amp" unit <b> quotes 3 > 2'
+    marked = mark_text(text, [], "What do the amp and quot units quote?")
+    assert marked == ('Q &amp; A: the &quot;<mark>amp</mark>&quot; unit &lt;b&gt; <mark>quotes</mark> 3 &gt; 2')
