@@ -11,6 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
+from rqa.errors import UserError
+
 CARD = """---
 license: apache-2.0
 base_model: {base}
@@ -68,10 +70,24 @@ def stage_space(out: Path, model_repo: str, index_repo: str, lookup: str | None 
     return space
 
 
+STAGED = ".rqa-publish"  # marks a folder publish staged, so that only such a folder is emptied again
+
+
+def clear_staging(out: Path) -> None:
+    """An empty `out` to stage into. A folder that holds anything publish did not stage is refused,
+    not deleted: `--out .` must not take the checkout with it."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / STAGED).exists():
+        raise UserError(f"{out} holds files publish did not stage; name an empty or new folder for --out")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / STAGED).write_text("staged by `python -m build publish`; emptied by the next run\n")
+
+
 def stage_folders(out: Path, model_repo: str, export_dir: Path, index_dir: Path, base: str,
                   dataset_card: str = "", recipe: dict | None = None, evaluation_md: str = "") -> tuple[Path, Path]:
     model_dir, index_out = out / "model", out / "index"
-    shutil.rmtree(out, ignore_errors=True)
+    clear_staging(out)
     model_dir.mkdir(parents=True)
     ggufs = sorted(Path(export_dir).glob("model-*.gguf"))
     if not ggufs:

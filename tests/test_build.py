@@ -218,6 +218,24 @@ def test_validation_helpers():
     assert not informative("heads heads heads heads heads heads heads", 3.5)  # repetition: dropped
 
 
+def test_publish_stages_only_into_a_folder_it_staged_before(tmp_path):
+    """`--out .` emptied the checkout: a folder holding anything publish did not stage is refused."""
+    from build.publish import STAGED, clear_staging
+    from rqa.errors import UserError
+
+    mine = tmp_path / "work"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds files publish did not stage"):
+        clear_staging(mine)
+    assert (mine / "notes" / "keep.txt").read_text() == "mine"
+    staged = tmp_path / "publish"
+    clear_staging(staged)  # new: made, and marked
+    (staged / "model").mkdir()
+    clear_staging(staged)  # staged before: emptied again
+    assert sorted(p.name for p in staged.iterdir()) == [STAGED]
+
+
 def test_publish_serves_q8_0_for_lookups_where_the_q4_0_fine_tune_answers_fewer_questions():
     from build.publish import lookup_file
 
