@@ -41,7 +41,11 @@ class RateLimiter:
         with self._lock:
             if now - self._last_sweep >= self.window_s:
                 self._sweep(now)
-            hits = self._hits.setdefault(client, deque())
+            hits = self._hits.get(client)
+            if hits is None:
+                if not record:  # a look adds no client: `wait` for a flood of new ids must not grow it
+                    return 0.0
+                hits = self._hits[client] = deque()
             self._hits.move_to_end(client)
             while hits and now - hits[0] >= self.window_s:
                 hits.popleft()

@@ -254,6 +254,9 @@ def test_rate_limiter_memory_is_bounded():
     now[0] = 61.0
     limiter.check("late")
     assert len(limiter) == 1  # idle clients swept after a window
+    for i in range(5_000):  # wrong-key throttling looks before it counts: a look adds no client
+        assert limiter.wait(f"prober-{i}") == 0.0
+    assert len(limiter) == 1
 
 
 # --- 5. prompts keep sources as data in every format -------------------------------------------
