@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -183,10 +185,23 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
     in_flight = threading.BoundedSemaphore(app.settings.api_max_in_flight)
 
     def check_key(request: Request) -> JSONResponse | None:
+        """None when the request may go on. Keys are secrets, so they are compared in constant time
+        and wrong ones throttled per client, as the papers key and annotator logins are."""
+        if not keys:
+            return None
+        client = client_id(request, app.settings.trusted_proxies)
+        if wait := app.login_failures.wait(client):
+            return error(429, f"too many wrong API keys; try again in {math.ceil(wait)} seconds",
+                         code="rate_limit_exceeded", headers={"Retry-After": str(math.ceil(wait))})
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if keys and (scheme.lower() != "bearer" or key.strip() not in keys):  # the scheme is case-insensitive (RFC 7235)
-            return error(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
-        return None
+        given = key.strip().encode()
+        matched = False
+        for k in keys:  # every key compared: the time says nothing of which, or how much, matched
+            matched |= hmac.compare_digest(given, k.encode())
+        if scheme.lower() == "bearer" and matched:  # the scheme is case-insensitive (RFC 7235)
+            return None
+        app.login_failures.record(client)
+        return error(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
 
     @server.get("/v1/models")
     def models(request: Request):

@@ -95,6 +95,23 @@ def in_process(shared_index, tmp_path):
     return make
 
 
+def test_wrong_api_keys_are_throttled_per_client(in_process):
+    """API keys are secrets like the papers key: past 5 wrong ones a minute, a client waits, even with
+    the right key (a guesser learns nothing from trying it then), whatever X-Forwarded-For it forges."""
+    http = in_process(api_keys="k1,k2")
+    body = {"model": "rqa", "messages": [{"role": "user", "content": "What is BM25?"}]}
+    for _ in range(5):
+        r = http.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer guess"})
+        assert r.status_code == 401
+    r = http.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer k1"})
+    assert r.status_code == 429 and r.json()["error"]["message"].startswith("too many wrong API keys; try again in")
+    assert int(r.headers["Retry-After"]) > 0
+    other = http.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer k1",
+                                                                   "X-Forwarded-For": "10.0.0.9"})
+    assert other.status_code == 429  # an untrusted client's forwarded-for header changes nothing
+    assert http.get("/v1/models").status_code == 429
+
+
 def test_api_keys(in_process):
     http = in_process(api_keys="k1,k2")
     bad = openai.OpenAI(base_url="http://testserver/v1", api_key="wrong", http_client=http, max_retries=0)
