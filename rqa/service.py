@@ -50,7 +50,6 @@ class AppState:
             notices.append(f"The model repo {settings.hub_repo} could not be reached; serving the offline model "
                            f"{models.files.q4.name} instead.")
         models.get("q4")  # load now: a missing or corrupt model fails at start, not at the first question
-        notices += models.notices
         if settings.adapter.lower() == "none" and models.files.source == f"offline:{settings.model}" \
                 and settings.model in ADAPTERS:
             notices.append(f"Serving the stock {settings.model} without rqa's fine-tune (adapter setting: none).")
@@ -60,6 +59,7 @@ class AppState:
             except ModelError as e:  # the app still answers, from the question alone
                 notices.append(f"Query expansion is off ({e}): the search uses the question alone.")
                 settings = dataclasses.replace(settings, expand_tokens=0)
+        notices += models.notices  # after the expander's load too: its llama-server may have fallen back
         return cls(settings=settings, collection=collection, models=models, db=RatingsDB(settings.db_path),
                    limiter=RateLimiter(settings.rate_limit_per_minute),
                    sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators),
