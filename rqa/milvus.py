@@ -13,6 +13,7 @@ embedder and chunk settings the index was built with).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -100,7 +101,8 @@ def create(client, dim: int, settings) -> None:
 def exists(uri: str) -> bool:
     if uri.endswith(".db") and not Path(uri).exists():  # (Milvus Lite 3 keeps a folder of that name)
         return False
-    return connect(uri).has_collection(META)
+    with contextlib.closing(connect(uri)) as client:  # each client holds a connection until closed
+        return client.has_collection(META)
 
 
 @dataclass
@@ -234,7 +236,8 @@ def write(uri: str, manifest: dict, new_chunks: list[Chunk], new_vectors: np.nda
     from pymilvus.exceptions import MilvusException
 
     try:
-        _write(connect(uri), manifest, new_chunks, new_vectors, removed, changed_docs, settings)
+        with contextlib.closing(connect(uri)) as client:
+            _write(client, manifest, new_chunks, new_vectors, removed, changed_docs, settings)
     except MilvusException as e:
         raise StoreError(f"the Milvus index could not be written ({str(e)[:160]}); the papers it held are "
                          "unchanged or can be added again") from None

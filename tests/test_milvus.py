@@ -85,3 +85,28 @@ def test_a_retried_write_adds_a_papers_chunks_once(milvus_settings):
     milvus.write(milvus_settings.index_uri, index.manifest, chunks, vectors, set(), {sha}, milvus_settings)
     assert before >= len(chunks) > 0 and count() == len(chunks)
     assert len(open_index(milvus_settings).manifest["documents"]) == len(index.manifest["documents"])
+
+
+def test_the_clients_of_a_look_or_a_write_are_closed(monkeypatch):
+    """Each upload opened a client to see whether the index exists and another to write it, and
+    closed neither: every one kept its reference on the connection for the server's lifetime."""
+    import numpy as np
+
+    from rqa import milvus
+
+    opened = []
+
+    class Client:
+        closed = False
+
+        def has_collection(self, name):
+            return True
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(milvus, "connect", lambda uri: opened.append(Client()) or opened[-1])
+    monkeypatch.setattr(milvus, "_write", lambda client, *args: None)
+    assert milvus.exists("http://milvus.example:19530")
+    milvus.write("http://milvus.example:19530", {}, [], np.zeros((0, 2)), set(), set(), Settings())
+    assert len(opened) == 2 and all(c.closed for c in opened)
