@@ -75,7 +75,7 @@ def load_document(path: Path) -> Document:
     if (chars := sum(len(b.text) for s in sections for b in s.blocks)) < MIN_TEXT_CHARS:
         raise IngestError("no usable text layer (image-only or blank document?)" if suffix == ".pdf" else
                           f"too little text to index ({chars} characters; a paper needs at least {MIN_TEXT_CHARS})")
-    title = _title(path, sections, pages[0])
+    title = _title(path, pages[0])
     return Document(paper=path.stem, title=title, path=str(path), sha256=sha256_file(path),
                     pages=len(pages), sections=sections, arxiv_id=_arxiv_id(path, pages[0]))
 
@@ -282,7 +282,7 @@ def _tex_sections(text: str) -> list[Section]:
     return _markdown_sections(text)
 
 
-def _title(path: Path, sections: list[Section], first_page: str) -> str:
+def _title(path: Path, first_page: str) -> str:
     if path.suffix.lower() in {".md", ".markdown"}:
         m = re.search(r"^#\s+(.+)$", first_page, re.M)
         if m:

@@ -97,11 +97,6 @@ def fuse_rrf(sparse: list[tuple[int, float]], dense: list[tuple[int, float]],
     return fused
 
 
-def same_paper(a: Chunk, b: Chunk) -> bool:
-    """Whether two chunks are of one paper: its content hash where both have one, else its name."""
-    return a.doc == b.doc if a.doc and b.doc else a.paper == b.paper
-
-
 def overlap(a: Chunk, b: Chunk) -> int:
     """The characters two chunks of one paper share (the chunker's overlap, or none)."""
     return max(0, min(a.char_end, b.char_end) - max(a.char_start, b.char_start))
