@@ -388,7 +388,8 @@ class ModelPool:
 
     `engine` says where a model runs: "in-process" (llama-cpp-python; the CLI, the benchmarks'
     default, the pipeline) or "server" (a llama-server child per file; the app). With the `llm_url`
-    setting every model is that remote server's."""
+    setting the answering models are that remote server's (and the expander too, unless
+    `expand_with` names one)."""
 
     def __init__(self, settings: Settings, files: ModelFiles | None = None, engine: str = "in-process"):
         self.settings = settings

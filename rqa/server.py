@@ -23,8 +23,8 @@ def create_server(app: AppState):
     """The FastAPI server: the OpenAI-compatible routes and the Gradio UI mounted at /."""
     demo = build_app(app)
     # Generation is bounded by the model (llama-server's slots, or the in-process model's lock), not by
-    # Gradio's queue: every waiting user's handler runs, shows its sources at once and says that
-    # other users' answers are generating.
+    # Gradio's queue: up to 16 waiting users' handlers run at once, each shows its sources at once and
+    # says that other users' answers are generating; past 16, Gradio's queue holds the rest.
     demo.queue(default_concurrency_limit=16)
     server = FastAPI(title="rqa")
     add_openai_routes(server, app)

@@ -33,7 +33,8 @@ class AppState:
     limiter: RateLimiter
     sympy: SympyWorker | None
     annotators: dict[str, str] = field(default_factory=dict)  # token -> name
-    # failed annotator logins per client: past 5 a minute, tokens cannot be guessed at full speed
+    # wrong secrets per client (annotator logins, the papers key, API keys): past 5 a minute, none can be
+    # guessed at full speed
     login_failures: RateLimiter = field(default_factory=lambda: RateLimiter(LOGIN_FAILURES_PER_MINUTE))
     notices: list[str] = field(default_factory=list)  # shown at the top of the page
 
