@@ -316,8 +316,7 @@ def answer_stream(question: str, index: Index, models: Models, settings: Setting
 
 # A URL in any form a Markdown renderer turns into a link or an image: a scheme (any case, an
 # HTML-entity colon too), a script, data, file or mail link without "//", a scheme-relative
-# //host, or www.host. URLs hold no blanks, so a text
-# cut at a blank can be cleaned as it streams.
+# //host, or www.host. URLs hold no blanks, so a text cut at a blank can be cleaned as it streams.
 _URL = re.compile(r"<?(?:\b[a-z][a-z0-9+.-]*(?::|&#0*58;|&colon;)//[^\s<>()\[\]\"']+"
                   r"|\b(?:javascript|vbscript|mailto|data(?=\S*/)|file(?=\S*/))(?::|&#0*58;|&colon;)[^\s<>()\[\]\"']+"
                   r"|(?<![\w/:])//(?:[\w-]+\.)+[a-z]{2,}[^\s<>()\[\]\"']*|\bwww\.[^\s<>()\[\]\"']+)>?", re.I)
