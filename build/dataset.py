@@ -142,11 +142,33 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
     return good
 
 
+def _paper_hash(paper: str) -> str:
+    return hashlib.sha1(paper.encode()).hexdigest()
+
+
+def paper_sides(papers: set[str], before: dict[str, str], test_fraction: float = 0.2) -> dict[str, str]:
+    """Each paper's side: "test", or "train" (whose questions train and val share). A paper keeps the
+    side an earlier run gave it (`before`, read from its pairs.jsonl): a dataset extended later (more
+    papers, more minutes, a larger --max-per-paper) never moves a paper it trained on into test, nor
+    a test paper into training. The first time, the first round(test_fraction x N) papers in hash
+    order are test; a paper added later is test where its hash falls below test_fraction."""
+    if not before:
+        ordered = sorted(papers, key=_paper_hash)
+        n_test = max(1, round(test_fraction * len(ordered))) if len(ordered) > 1 else 0
+        return {p: "test" if i < n_test else "train" for i, p in enumerate(ordered)}
+    return {p: before.get(p) or ("test" if int(_paper_hash(p)[:8], 16) < test_fraction * 16**8 else "train")
+            for p in papers}
+
+
+def sides_before(pairs: Path) -> dict[str, str]:
+    """The sides an earlier run's pairs.jsonl gave its papers ({} before the first run)."""
+    return {r["paper"]: "test" if r["split"] == "test" else "train" for r in read_jsonl(pairs)}
+
+
 def split_by_paper(rows: list[dict], test_fraction: float = 0.2, val_fraction: float = 0.1,
-                   max_test: int = 500) -> dict[str, list[dict]]:
-    papers = sorted({r["paper"] for r in rows}, key=lambda p: hashlib.sha1(p.encode()).hexdigest())
-    n_test = max(1, round(test_fraction * len(papers))) if len(papers) > 1 else 0
-    test_papers = set(papers[:n_test])
+                   max_test: int = 500, before: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    sides = paper_sides({r["paper"] for r in rows}, before or {}, test_fraction)
+    test_papers = {p for p, side in sides.items() if side == "test"}
     test = [r for r in rows if r["paper"] in test_papers][:max_test]
     rest = [r for r in rows if r["paper"] not in test_papers]
     rest.sort(key=lambda r: hashlib.sha1(r["chunk_id"].encode()).hexdigest())
@@ -258,7 +280,8 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
         return report
     records, report.titled = with_subjects(records, chunks)
     rows = validate(records, chunks, settings, filters, report.stages)
-    write_dataset(split_by_paper(rows), out, report, generator.name, filters, chunks, settings.source_chars, settings.k)
+    splits = split_by_paper(rows, before=sides_before(out / "pairs.jsonl"))
+    write_dataset(splits, out, report, generator.name, filters, chunks, settings.source_chars, settings.k)
     return report
 
 

@@ -196,6 +196,25 @@ def test_offline_dataset_is_validated_and_split_by_paper(tmp_path):
     assert 0 < report.question_to_context < 1
 
 
+def test_a_dataset_extended_later_keeps_each_papers_side(tmp_path):
+    """Rerun over one paper more (8 instead of 7), the first-time rule makes two papers test, one of
+    them trained on before: its questions would have tested an adapter on a paper it learned from.
+    Each paper keeps the side the earlier pairs.jsonl gave it; the new one is placed by its hash."""
+    from build.dataset import sides_before
+
+    rows = [{"paper": f"p{i}", "chunk_id": f"p{i}-{j}", "question": "q"} for i in range(7) for j in range(3)]
+    first = split_by_paper(rows)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"split": name, "paper": r["paper"]}) + "\n"
+                             for name, part in first.items() for r in part))
+    trained = {r["paper"] for r in first["train"] + first["val"]}
+    more = rows + [{"paper": "new4", "chunk_id": f"new4-{j}", "question": "q"} for j in range(3)]
+    assert {r["paper"] for r in split_by_paper(more)["test"]} & trained  # the rule alone moves one
+    again = split_by_paper(more, before=sides_before(pairs))
+    assert {r["paper"] for r in again["test"]} == {r["paper"] for r in first["test"]}
+    assert "new4" in {r["paper"] for r in again["train"] + again["val"]}  # its hash is past 0.2
+
+
 def test_validation_helpers():
     assert token_entropy("the the the the the") == 0
     assert token_entropy("low rank adaptation freezes the pretrained weights and trains two small matrices "
