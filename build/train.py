@@ -100,8 +100,12 @@ def train(data_dir: Path, out_dir: Path, preset: Preset, log=print, callbacks=()
     from transformers import EarlyStoppingCallback
 
     out_dir = Path(out_dir)
-    model, tokenizer = _model_and_tokenizer(preset, out_dir, log)
     files = {split: str(Path(data_dir) / f"{split}.jsonl") for split in ("train", "val")}
+    for split, path in files.items():  # before minutes of model loading, not a datasets traceback after
+        if not Path(path).is_file() or not Path(path).read_text().strip():
+            raise UserError(f"{path} holds no examples: the {split} split is empty (too few validated "
+                            "questions, or too few papers); extend the dataset stage's output first")
+    model, tokenizer = _model_and_tokenizer(preset, out_dir, log)
     data = load_dataset("json", data_files=files).map(_to_prompt_completion, remove_columns=["messages"])
     trainer = _sft_trainer_class()(model=model, args=_sft_config(preset, out_dir), train_dataset=data["train"],
                                    eval_dataset=data["val"], processing_class=tokenizer, peft_config=lora_config(preset),
@@ -204,10 +208,13 @@ def _run_metrics(preset: Preset, result, trainer) -> dict:
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest whole checkpoint. The Trainer writes trainer_state.json last, so a checkpoint
+    without it was cut short (a run stopped while saving) and would fail every resume."""
     if not folder.is_dir():
         return None
-    ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return ckpts[-1] if ckpts else None
+    ckpts = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def plot_loss(history: list[dict], path: Path) -> None:

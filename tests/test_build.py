@@ -317,6 +317,26 @@ def test_interrupted_training_resumes(tmp_path):
     assert metrics["steps"] == 4 and (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
+def test_a_checkpoint_cut_short_is_passed_over_and_an_empty_split_refused_before_loading(tmp_path):
+    """A run stopped while it saved leaves checkpoint-N without trainer_state.json (the Trainer writes it
+    last): every resume from it failed. And an empty split failed in datasets after the model loaded."""
+    from build.train import _last_checkpoint, train
+    from rqa.errors import UserError
+
+    folder = tmp_path / "checkpoints"
+    for step, whole in ((4, True), (8, True), (12, False)):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        if whole:
+            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (folder / "checkpoint-final").mkdir()
+    assert _last_checkpoint(folder) == folder / "checkpoint-8"
+    data = _chat_data(tmp_path / "data", train=4, val=2)
+    (data / "val.jsonl").write_text("")
+    with pytest.raises(UserError, match=r"val.jsonl holds no examples: the val split is empty"):
+        train(data, tmp_path / "run", preset_with("tiny", max_steps=2))
+    assert not (tmp_path / "run").exists()  # refused before anything was loaded or written
+
+
 def test_a_long_run_checkpoints_every_so_many_steps(tmp_path):
     """--save-every: a run of several CPU hours evaluates and checkpoints every N optimizer steps, so a
     stopped run loses at most N steps and each checkpoint is an adapter that can be measured."""
