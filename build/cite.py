@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from build.dataset import read_log
 from rqa.errors import UserError
 from rqa.text import CITATION, cited_numbers, sentence_spans
 
@@ -91,7 +92,7 @@ def cite(data_dir: Path, index_dir: Path, out_dir: Path, n_train: int, n_val: in
     from rqa.llm import ModelPool
 
     path = out_dir / "answers.jsonl"
-    done = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
+    done = read_log(path)
     seen = {(r["split"], r["question"]) for r in done}
     todo = [(split, q) for split, n in (("val", n_val), ("train", n_train)) for q in questions(data_dir, split)[:n]
             if (split, q) not in seen]

@@ -94,11 +94,8 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
     from tqdm import tqdm
 
     done: dict[str, dict] = {}
-    if cache.exists():
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["chunk_id"]] = rec  # a later line (a chunk asked again) replaces an earlier one
+    for rec in read_log(cache):
+        done[rec["chunk_id"]] = rec  # a later line (a chunk asked again) replaces an earlier one
     by_paper: dict[str, list[Chunk]] = {}
     for c in chunks:
         by_paper.setdefault(c.paper, []).append(c)
@@ -283,6 +280,30 @@ def build_dataset(papers: list[Path], out: Path, generator: Generator, settings:
     splits = split_by_paper(rows, before=sides_before(out / "pairs.jsonl"))
     write_dataset(splits, out, report, generator.name, filters, chunks, settings.source_chars, settings.k)
     return report
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a JSONL file a resumable stage appends to as it goes ([] before its first run).
+    A last line that does not parse was cut short (the process killed or the disk full mid-write):
+    it is dropped and the file truncated after the last whole line, so that the run resumes and its
+    next record does not run on into the broken one. A broken line before the last is refused."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records, at = [], 0
+    for line in data.splitlines(keepends=True):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                if at + len(line) < len(data):
+                    raise UserError(f"{path} has a broken line {len(records) + 1} before its end: remove it "
+                                    "and run again") from None
+                with open(path, "r+b") as f:  # only the tail is cut: every whole record stays
+                    f.truncate(at)
+                break
+        at += len(line)
+    return records
 
 
 def read_jsonl(path: Path | None, limit: int | None = None) -> list[dict]:

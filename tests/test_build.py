@@ -215,6 +215,26 @@ def test_a_dataset_extended_later_keeps_each_papers_side(tmp_path):
     assert "new4" in {r["paper"] for r in again["train"] + again["val"]}  # its hash is past 0.2
 
 
+def test_a_log_cut_mid_write_resumes_and_a_broken_line_inside_is_refused(tmp_path):
+    """generated.jsonl and cite's answers.jsonl are appended to as a stage goes: a kill or a full disk
+    mid-write leaves half a line, which failed every resume (JSONDecodeError) and took the next
+    record into it. The half line is cut away; a broken line before the end is refused in one line."""
+    from build.dataset import read_log
+    from rqa.errors import UserError
+
+    log = tmp_path / "generated.jsonl"
+    whole = '{"chunk_id": "a", "question": "q1"}\n{"chunk_id": "b", "question": "q2"}\n'
+    log.write_text(whole + '{"chunk_id": "c", "quest')
+    assert [r["chunk_id"] for r in read_log(log)] == ["a", "b"]
+    assert log.read_text() == whole  # the next append starts a line of its own
+    log.write_bytes(whole.encode() + b"\x00\x00\x00\x00")  # a crash's zero-filled tail
+    assert len(read_log(log)) == 2 and log.read_text() == whole
+    log.write_text('{"chunk_id": "a"}\n{"chunk_\n{"chunk_id": "b"}\n')
+    with pytest.raises(UserError, match="has a broken line 2 before its end"):
+        read_log(log)
+    assert read_log(tmp_path / "none.jsonl") == []
+
+
 def test_validation_helpers():
     assert token_entropy("the the the the the") == 0
     assert token_entropy("low rank adaptation freezes the pretrained weights and trains two small matrices "
