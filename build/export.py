@@ -33,8 +33,9 @@ GGUF_NAMES = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_pro
               "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
 
 
-class ExportError(RuntimeError):
-    pass
+class ExportError(UserError, RuntimeError):
+    """A conversion or quantization that failed, or a tool it needs that is missing: the CLI's one
+    error line (with the tool's own last words where it failed), not a traceback."""
 
 
 def converter_script() -> Path:
@@ -266,6 +267,9 @@ def cli(args) -> dict:
     from build.dataset import heldout_text
 
     preset = PRESETS[args.preset]
+    if not (Path(args.run) / "adapter" / "adapter_config.json").is_file():  # before minutes of loading the base
+        raise UserError(f"{args.run} holds no trained adapter (adapter/adapter_config.json): training writes it "
+                        "when it ends; resume the run with the same `python -m build train` command first")
     if not (args.scale > 0 and math.isfinite(args.scale)):  # llama.cpp reads an alpha of 0 as alpha = r
         raise UserError(f"--scale must be a number above 0 (got {args.scale}); to serve the stock base, set RQA_ADAPTER=none")
     if args.adapter_only:

@@ -698,13 +698,18 @@ def test_cite_writes_the_models_own_answers_with_rqas_citations_and_resumes(shar
     assert counts["dropped"].get("abstained") == 1
 
 
-def test_export_scale_is_refused_in_one_line_where_it_cannot_apply(tmp_path):
+def test_export_refuses_in_one_line_a_run_without_adapter_and_a_scale_that_cannot_apply(tmp_path):
     from argparse import Namespace
 
     from build.export import cli, scaled_adapter
     from rqa.errors import UserError
 
     paths = dict(run=tmp_path / "run", out=tmp_path / "out", preset="tiny", data=None)
+    # a run stopped before it wrote its adapter (checkpoints only): one line, before the base loads
+    with pytest.raises(UserError, match=r"holds no trained adapter \(adapter/adapter_config.json\)"):
+        cli(Namespace(**paths, adapter_only=True, scale=1.0))
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "adapter" / "adapter_config.json").write_text("{}")
     with pytest.raises(UserError, match=r"^--scale applies to the adapter alone: add --adapter-only$"):
         cli(Namespace(**paths, adapter_only=False, scale=0.5))
     with pytest.raises(UserError, match=r"^--scale must be a number above 0 \(got inf\)"):
@@ -717,3 +722,14 @@ def test_export_scale_is_refused_in_one_line_where_it_cannot_apply(tmp_path):
         scaled_adapter(adapter, 0.5, tmp_path / "scaled")
     assert not (tmp_path / "scaled").exists()
 
+
+
+def test_an_export_tool_missing_or_failing_is_the_clis_one_line_error(tmp_path, monkeypatch):
+    """`build export` without `make install` printed a traceback ending in the converter's message:
+    an export failure is a UserError, which the CLI prints as its one error line (exit 2)."""
+    from build.export import converter_script
+    from rqa.errors import UserError
+
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))  # a venv without .venv/converter
+    with pytest.raises(UserError, match=r"llama.cpp converter not found at .*: run `make install`"):
+        converter_script()
