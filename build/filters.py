@@ -24,7 +24,7 @@ from rqa.embed import DEFAULT_EMBEDDER, embed
 from rqa.equations import SympyWorker, extract_latex
 from rqa.index import Index
 from rqa.search import retrieve
-from rqa.text import tokenize
+from rqa.text import CITATION_RE, tokenize
 from rqa.types import Chunk
 
 
@@ -104,6 +104,14 @@ def with_subjects(records: list[dict], chunks: list[Chunk]) -> tuple[list[dict],
     return asked, sum(a["question"] != r["question"] for a, r in zip(asked, records))
 
 
+def well_formed(question: str, answer: str, title: str, filters: Filters, sympy: SympyWorker) -> bool:
+    """The format stage: the question names its method or paper, the answer says something (its
+    length counted without citation markers: "[1] [2] [3] [4] [5] [6]" is no answer) and its LaTeX
+    is balanced and parses."""
+    return names_its_subject(question, title) and len(CITATION_RE.sub("", answer).strip()) >= filters.min_answer_chars \
+        and latex_ok(answer, sympy)
+
+
 def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filters: Filters,
              stages: dict) -> list[dict]:
     """The records that pass every stage, each with its `hits` (the sources retrieval returns for
@@ -127,8 +135,8 @@ def validate(records: list[dict], chunks: list[Chunk], settings: Settings, filte
     rows = stage("1 similarity", records, retrieves_own_chunk)
     sympy = SympyWorker(settings.sympy_timeout_s)
     try:
-        rows = stage("2 format", rows, lambda r: names_its_subject(r["question"], by_id[r["chunk_id"]].title)
-                     and len(r["answer"]) >= filters.min_answer_chars and latex_ok(r["answer"], sympy))
+        rows = stage("2 format", rows, lambda r: well_formed(r["question"], r["answer"], by_id[r["chunk_id"]].title,
+                                                            filters, sympy))
     finally:
         sympy.close()
     rows = stage("3a entropy", rows, lambda r: informative(r["answer"], filters.min_entropy_bits))

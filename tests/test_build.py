@@ -235,6 +235,21 @@ def test_a_log_cut_mid_write_resumes_and_a_broken_line_inside_is_refused(tmp_pat
     assert read_log(tmp_path / "none.jsonl") == []
 
 
+def test_an_answer_of_citation_markers_alone_is_dropped_at_the_format_stage():
+    """ "[1] [2] [3] [4] [5] [6]" is 23 characters and as varied as six words: it passed, and writing
+    the dataset then failed on it at every rerun (its citation stripped, nothing was left to cite)."""
+    from build.filters import Filters, well_formed
+    from rqa.equations import SympyWorker
+
+    sympy = SympyWorker(2.0)
+    try:
+        title = "Adam: a method for stochastic optimization"
+        assert not well_formed("What does Adam keep?", "[1] [2] [3] [4] [5] [6]", title, Filters(), sympy)
+        assert well_formed("What does Adam keep?", "Moving averages of the gradient [1].", title, Filters(), sympy)
+    finally:
+        sympy.close()
+
+
 def test_validation_helpers():
     assert token_entropy("the the the the the") == 0
     assert token_entropy("low rank adaptation freezes the pretrained weights and trains two small matrices "
