@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rqa.errors import ModelError
 from rqa.text import sha256_file
 
 # Models shipped inside PyPI packages, so the default works with no network.
@@ -37,7 +38,7 @@ def load_embedder(name: str):
     try:
         return SentenceTransformer(path, device="cpu")
     except Exception as e:
-        raise RuntimeError(f"cannot load embedder {name!r} ({type(e).__name__}: {e}). Use a packaged "
+        raise ModelError(f"cannot load embedder {name!r} ({type(e).__name__}: {e}). Use a packaged "
                            f"name ({', '.join(PACKAGED)}), a local folder, or a Hub name with network.") from None
 
 

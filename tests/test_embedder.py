@@ -94,3 +94,13 @@ def test_embedder_stage_trains_and_the_index_keeps_its_embedder(dataset, tmp_pat
     assert refused.returncode == 2 and "was built with embedder" in refused.stderr
     with pytest.raises(IndexError_, match="not 'all-MiniLM-L6-v2'"):
         load_index(moved, "all-MiniLM-L6-v2")
+
+
+def test_an_embedder_that_cannot_be_loaded_is_the_clis_one_line_error(tmp_path):
+    """`rqa ingest --embedder` or `build embedder --base` naming a folder that is not there printed
+    a RuntimeError traceback: it is a ModelError, which the CLIs print as their one error line."""
+    from rqa.embed import load_embedder
+    from rqa.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"cannot load embedder '.*missing' \(FileNotFoundError"):
+        load_embedder(str(tmp_path / "missing"))
