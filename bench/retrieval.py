@@ -33,7 +33,8 @@ from rqa.collection import ingest_paths
 from rqa.embed import embed
 from rqa.index import Index, build_bm25, build_faiss, index_text, load_index
 from rqa.metrics import first_hit_rank, retrieval_scores
-from rqa.search import overlap, retrieve, same_paper
+from rqa.search import overlap, retrieve
+from rqa.types import Chunk
 
 
 def score(index: Index, questions: list[dict], settings: Settings, mode: str,
@@ -64,6 +65,11 @@ def score_pairs(index: Index, pairs: list[dict], settings: Settings) -> dict:
         ranks.append(next((r for r, h in enumerate(hits, start=1) if same_paper(h.chunk, own) and
                            overlap(h.chunk, own) > 0.5 * (own.char_end - own.char_start)), None))
     return {**retrieval_scores(ranks), "n": len(ranks)}
+
+
+def same_paper(a: Chunk, b: Chunk) -> bool:
+    """Whether two chunks are of one paper: its content hash where both have one, else its name."""
+    return a.doc == b.doc if a.doc and b.doc else a.paper == b.paper
 
 
 @dataclasses.dataclass
