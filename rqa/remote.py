@@ -110,12 +110,16 @@ class RemoteModel:
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
+                    if not data:  # a keep-alive some OpenAI-compatible proxies send
+                        continue
                     if data == "[DONE]":
                         break
-                    event = json.loads(data)
+                    event = _event(data)
                     if "error" in event:
                         raise ModelError(f"the model server failed mid-answer: {_error_message(data)}")
                     choice = (event.get("choices") or [{}])[0]
+                    if not isinstance(choice, dict):
+                        raise ModelError(f"the model server sent an event rqa cannot read: {data[:120]}")
                     text = choice.get("text") if self.render else (choice.get("delta") or {}).get("content")
                     finish = choice.get("finish_reason") or finish
                     if text:
@@ -216,6 +220,17 @@ class _Slot:
     text: str = ""
     used: float = 0.0
     taken: bool = False
+
+
+def _event(data: str) -> dict:
+    """One server-sent event's JSON object; anything else is the server's fault, said in one line."""
+    try:
+        event = json.loads(data)
+    except json.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        raise ModelError(f"the model server sent an event rqa cannot read: {data[:120]}")
+    return event
 
 
 def _error_message(text: str) -> str:

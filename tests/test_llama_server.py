@@ -368,3 +368,47 @@ def test_an_adapter_goes_to_llama_server_with_its_scale_and_a_path_it_cannot_rea
     # llama-server splits FNAME:SCALE on ':' and a list on ','; the pool then generates in-process
     with pytest.raises(ServerError, match=r"^llama-server cannot read a scaled adapter whose path holds"):
         LlamaServer(tmp_path / "llama-server", tmp_path / "m.gguf", tmp_path / "a:b" / "lora.gguf")
+
+
+class ProxyServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible proxy's stream: keep-alives between the pieces, then one event of `tail`."""
+
+    tail = b""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece in ("Adam ", "keeps "):
+            self.wfile.write(b"data:\n\n")  # a keep-alive
+            self.wfile.write(f"data: {json.dumps({'choices': [{'delta': {'content': piece}}]})}\n\n".encode())
+        self.wfile.write(self.tail + b"\n\ndata: [DONE]\n\n")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("tail, error", [
+    (b"", None),
+    (b"data: {not json", "the model server sent an event rqa cannot read: {not json"),
+    (b'data: {"choices": ["text"]}', "the model server sent an event rqa cannot read"),
+    (b"data: [1, 2]", "the model server sent an event rqa cannot read: [1, 2]"),
+])
+def test_a_proxys_keep_alives_are_skipped_and_an_event_it_garbles_is_one_model_error(tail, error):
+    """An empty `data:` keep-alive was a JSONDecodeError, a garbled event an AttributeError: the API
+    answered 500 and the CLI printed a traceback. Keep-alives are skipped; a garbled event is a
+    ModelError, the one line every model failure gives."""
+    ProxyServer.tail = tail
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ProxyServer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        model = RemoteModel(f"http://127.0.0.1:{httpd.server_port}", "m", trust_env=False)
+        stream = model.stream([{"role": "user", "content": "What does Adam keep?"}], 16, GREEDY)
+        if error is None:
+            assert "".join(stream) == "Adam keeps "
+        else:
+            with pytest.raises(ModelError, match=error.replace("[", r"\[").replace("{", r"\{")):
+                list(stream)
+    finally:
+        httpd.shutdown()
