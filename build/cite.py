@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from build.dataset import read_log
-from rqa.errors import UserError
+from rqa.errors import QuestionError, UserError
 from rqa.text import CITATION, cited_numbers, sentence_spans
 
 MARKERS_RE = re.compile(rf"(?:\s*{CITATION})+")
@@ -111,20 +111,30 @@ def cite(data_dir: Path, index_dir: Path, out_dir: Path, n_train: int, n_val: in
                     if minutes is not None and time.monotonic() - started > minutes * 60:
                         log(f"cite: stopped after {minutes} minutes; the same command continues")
                         break
-                    stream = answer_stream(question, index, pool, settings)
-                    answer = stream.run()
-                    why = keep(answer, settings.max_new_tokens)
-                    row = {"split": split, "question": question, "model": answer.model, "adapter": answer.adapter,
-                           "model_text": answer.model_text, "body": answer.body,
-                           "kept": why is None, "dropped": why, "messages": stream.messages}
+                    try:
+                        stream = answer_stream(question, index, pool, settings)
+                        answer = stream.run()
+                    except QuestionError as e:  # too long for the model with its sources: recorded, so that
+                        row = {"split": split, "question": question, "model": None, "adapter": None,
+                               "model_text": "", "body": "", "kept": False, "dropped": "not askable",
+                               "why": str(e), "messages": []}  # a rerun goes on past it instead of stopping there
+                    else:
+                        why = keep(answer, settings.max_new_tokens)
+                        row = {"split": split, "question": question, "model": answer.model, "adapter": answer.adapter,
+                               "model_text": answer.model_text, "body": answer.body,
+                               "kept": why is None, "dropped": why, "messages": stream.messages}
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     f.flush()
                     done.append(row)
-                    log(f"cite: {split} {len(done)}: {'kept' if why is None else why}")
+                    log(f"cite: {split} {len(done)}: {'kept' if row['kept'] else row['dropped']}")
         finally:
             if own_pool:
                 pool.close()
     counts = {}
+    # the questions the dataset holds now, on the side it gives them (an answer of a question since
+    # dropped, or of a paper on another side, trains nothing)
+    current = {(split, q) for split in ("train", "val") for q in questions(data_dir, split)}
+    done = [r for r in done if (r["split"], r["question"]) in current]
     for split in ("train", "val"):
         rows = [r for r in done if r["split"] == split and r["kept"]]
         with (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as f:
@@ -135,7 +145,7 @@ def cite(data_dir: Path, index_dir: Path, out_dir: Path, n_train: int, n_val: in
         counts[split] = {"answered": sum(r["split"] == split for r in done), "kept": len(rows)}
     counts["dropped"] = dict(Counter(r["dropped"] for r in done if not r["kept"]))
     (out_dir / "report.json").write_text(json.dumps(counts, indent=2) + "\n")
-    (out_dir / "README.md").write_text(card(data_dir, counts, {r["model"] for r in done}), encoding="utf-8")
+    (out_dir / "README.md").write_text(card(data_dir, counts, {r["model"] for r in done if r["model"]}), encoding="utf-8")
     return counts
 
 

@@ -711,6 +711,17 @@ def test_cite_writes_the_models_own_answers_with_rqas_citations_and_resumes(shar
     counts = cite(data, shared_index.index_dir, out, n_train=3, n_val=1, pool=ScriptedPool(model), log=lambda *_: None)
     assert len(model.prompts) == 4 and counts["train"]["answered"] == 3
     assert counts["dropped"].get("abstained") == 1
+    # a question that cannot be asked (past the question bound) is recorded, and the run goes on past
+    # it; every rerun stopped at it. A question no longer in the dataset trains nothing.
+    long = "Why " + "does LoRA freeze the pretrained weights " * 60 + "?"
+    asked = [("train", long)] + asked[:2] + [("train", "What rank does LoRA use?")] + asked[3:]
+    (data / "pairs.jsonl").write_text("".join(json.dumps({"split": s, "question": q, "chunk_id": "c", "paper": "p"})
+                                              + "\n" for s, q in asked))
+    counts = cite(data, shared_index.index_dir, out, n_train=4, n_val=1, pool=ScriptedPool(model), log=lambda *_: None)
+    assert counts["dropped"].get("not askable") == 1 and counts["train"]["answered"] == 4  # the schedule question gone
+    assert len(model.prompts) == 5  # "What rank does LoRA use?" answered, after the long one
+    again = cite(data, shared_index.index_dir, out, n_train=4, n_val=1, pool=ScriptedPool(model), log=lambda *_: None)
+    assert again == counts and len(model.prompts) == 5
 
 
 def test_export_refuses_in_one_line_a_run_without_adapter_and_a_scale_that_cannot_apply(tmp_path):
