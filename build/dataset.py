@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from build.filters import Filters, validate, with_subjects
-from build.generate import GenerationFailed, Generator, MalformedReply, choose_generator
+from build.generate import GenerationFailed, GenerationStopped, Generator, MalformedReply, choose_generator
 from build.teacher import teacher_generator
 from rqa.chunking import chunk_document
 from rqa.config import Settings
@@ -119,6 +119,8 @@ def generate_all(chunks: list[Chunk], generator: Generator, cache: Path, report:
                 rec["question"], rec["answer"] = generator(chunk)
             except MalformedReply as e:
                 rec["error"] = f"malformed: {e}"
+            except GenerationStopped:
+                raise  # the pairs so far are in the cache; the command's one line says why it stopped
             except GenerationFailed as e:
                 rec["error"] = f"failed: {e}"
             done[chunk.chunk_id] = rec

@@ -52,6 +52,15 @@ class GenerationFailed(RuntimeError):
     pass
 
 
+class GenerationStopped(GenerationFailed):
+    """No later request can succeed now (the key refused, the model unknown, a rate limit for hours):
+    the run stops with what it has, instead of asking for every other chunk in vain."""
+
+
+# A Retry-After past this (Groq's daily limit sends hours) stops the run: the same command continues.
+MAX_RETRY_AFTER_S = 300.0
+
+
 class Generator(Protocol):
     name: str
 
@@ -125,9 +134,16 @@ class ApiGenerator:
                     messages=[{"role": "user", "content": prompt}])
                 return reply.choices[0].message.content or ""
             except Exception as e:
+                status, wait = getattr(e, "status_code", None), _retry_after(e)
+                if status in (401, 403, 404):  # every request would be refused alike
+                    raise GenerationStopped(f"the endpoint refuses the requests ({type(e).__name__}: {e}); check "
+                                            "the API key and --model, then run the same command again") from None
+                if wait is not None and wait > MAX_RETRY_AFTER_S:
+                    raise GenerationStopped(f"the endpoint asks to wait {wait:,.0f} s (a rate limit); run the same "
+                                            "command again later: it continues where this one stopped") from None
                 if not _retryable(e) or attempt == self.max_retries:
                     raise GenerationFailed(f"{type(e).__name__}: {e}") from None
-                self.sleep(_retry_after(e) or self.backoff_s * 2 ** attempt)
+                self.sleep(wait or self.backoff_s * 2 ** attempt)
         raise AssertionError("unreachable")
 
     def __call__(self, chunk: Chunk) -> tuple[str, str]:

@@ -140,6 +140,31 @@ def test_dataset_with_api_generator_counts_malformed_and_resumes(server, tmp_pat
     assert len(FakeLLM.calls) == calls + 3 and report.generated + report.malformed == 9
 
 
+def test_an_endpoint_that_refuses_every_request_stops_the_run_at_once(server, tmp_path):
+    """A wrong key or --model was recorded as a failure for every chunk (with backoff for each) and the
+    run ended "done" with an empty dataset; a Retry-After of hours was slept. Both stop the run with
+    its one line, the pairs so far kept for the same command to continue."""
+    from build.generate import GenerationStopped
+
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    shutil.copy(PAPERS / "1412.6980.pdf", papers)
+    slept = []
+    gen = openai_generator(server + "/v1", "m", sleep=slept.append)
+    out = tmp_path / "data"
+    FakeLLM.script = [("ok", json.dumps(GOOD)), ("status", (401, {}))]
+    with pytest.raises(GenerationStopped, match=r"the endpoint refuses the requests \(AuthenticationError"):
+        build_dataset([papers], out, gen, Settings(), max_per_paper=6)
+    assert len(FakeLLM.calls) == 2 and slept == []
+    assert len((out / "generated.jsonl").read_text().splitlines()) == 1  # the pair before it, kept
+    FakeLLM.script = [("status", (429, {"Retry-After": "3600"}))]
+    with pytest.raises(GenerationStopped, match=r"asks to wait 3,600 s"):
+        build_dataset([papers], out, gen, Settings(), max_per_paper=6)
+    assert len(FakeLLM.calls) == 3 and slept == []
+    report = build_dataset([papers], out, gen, Settings(), max_per_paper=6)  # the endpoint back: continued
+    assert len(FakeLLM.calls) == 8 and report.generated == 6
+
+
 def test_generation_stopped_by_its_time_budget_continues_to_the_planned_chunks(tmp_path, monkeypatch):
     """Papers are asked in turn, each paper's chunks spread over it; a run stopped by --minutes (or
     killed) and continued, or extended with a larger --max-per-paper, ends with the chunks one
