@@ -28,6 +28,7 @@ ANNOTATOR = "auto-judge"
 @dataclass
 class JudgeReport:
     questions: int = 0
+    already_judged: int = 0  # by an earlier run of this model: a rerun continues instead of adding them again
     skipped_no_facts: int = 0
     answers: int = 0
     correctness: dict = field(default_factory=dict)
@@ -71,9 +72,14 @@ def judge(data_dir: Path, model: Path, index_dir: Path, db_path: Path, samples: 
     pool = ModelPool(settings, ModelFiles(Path(model), None, "judge"))
     db = RatingsDB(db_path)
     report = JudgeReport()
+    # each pair of a question's answers becomes preference pairs: judged twice, it would count twice
+    judged = {r["question"] for r in db.ratings() if r["annotator"] == ANNOTATOR and r["model"] == Path(model).name}
     for q in train_questions(data_dir):
-        if limit is not None and report.questions >= limit:
-            break  # `limit` counts the questions judged: one without facts does not use it up
+        if limit is not None and report.questions + report.already_judged >= limit:
+            break  # `limit` counts the questions judged, in this run or before: one without facts does not use it up
+        if q["question"] in judged:
+            report.already_judged += 1
+            continue
         # a fact the question itself states ("RWKV") tells nothing about the answer
         q = {**q, "facts": [f for f in reference_facts(q["answer"]) if not fact_in(f, q["question"])]}
         if not q["facts"]:
@@ -97,5 +103,6 @@ def cli(args) -> dict:
     """`python -m build judge`."""
     report = judge(args.data, args.model, args.index, args.db, args.samples, args.temperature, args.limit)
     print(f"judge -> {args.db}: {report.answers} answers to {report.questions} train questions rated "
-          f"{report.correctness} ({report.skipped_no_facts} questions without checkable facts skipped)")
+          f"{report.correctness} ({report.already_judged} judged before, {report.skipped_no_facts} questions "
+          "without checkable facts skipped)")
     return report.__dict__

@@ -784,3 +784,36 @@ def test_an_export_tool_missing_or_failing_is_the_clis_one_line_error(tmp_path, 
     monkeypatch.setattr(sys, "prefix", str(tmp_path))  # a venv without .venv/converter
     with pytest.raises(UserError, match=r"llama.cpp converter not found at .*: run `make install`"):
         converter_script()
+
+
+def test_judge_run_again_continues_instead_of_judging_the_same_questions_twice(shared_index, tmp_path, monkeypatch):
+    """A second `build judge` (after a stop, or the same command again) judged the first questions
+    again: each question's answers then made twice the preference pairs. Questions this model's
+    answers were judged on before are passed over; --limit counts them."""
+    import rqa.llm
+    from build.judge import judge
+    from rqa.ratings import RatingsDB
+    from tests.conftest import ScriptedModel, ScriptedPool
+
+    data = tmp_path / "data"
+    data.mkdir()
+    facts = {"a": ("How many heads does the Transformer use?", "The Transformer uses 8 heads [1]."),
+             "b": ("What warmup does the Transformer use?", "The Transformer warms up for 4000 steps [1]."),
+             "c": ("What dropout does the Transformer use?", "The Transformer uses a dropout of 0.1 [1].")}
+    (data / "chunks.jsonl").write_text("".join(json.dumps({"chunk_id": k, "text": a}) + "\n" for k, (_, a) in facts.items()))
+    (data / "generated.jsonl").write_text("".join(json.dumps({"chunk_id": k, "answer": a}) + "\n" for k, (_, a) in facts.items()))
+    (data / "pairs.jsonl").write_text("".join(json.dumps({"split": "train", "question": q, "chunk_id": k, "paper": "p"})
+                                              + "\n" for k, (q, _) in facts.items()))
+    model = tmp_path / "model-q8_0.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setattr(rqa.llm, "ModelPool", lambda settings, files: ScriptedPool(ScriptedModel("It uses 8 heads [1].")))
+    db = tmp_path / "judge.sqlite"
+    run = lambda limit: judge(data, model, shared_index.index_dir, db, limit=limit, log=lambda *_: None)  # noqa: E731
+    first = run(2)
+    assert (first.questions, first.answers) == (2, 4)
+    again = run(2)  # the same command again: nothing more to judge
+    assert (again.questions, again.already_judged, again.answers) == (0, 2, 0)
+    more = run(3)
+    assert (more.questions, more.already_judged) == (1, 2)
+    rated = RatingsDB(db).ratings()
+    assert len(rated) == 6 and len({r["question"] for r in rated}) == 3
