@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
+from rqa.errors import UserError
+
 CORRECTNESS = {"correct": 2, "partly": 1, "wrong": 0}
 
 
@@ -43,7 +45,10 @@ def _key(question: str) -> str:
 
 def scored_items(db_path: Path) -> list[dict]:
     """Every item with what it is judged by: ("ratings", (correctness, depth)) or ("votes", net)."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise UserError(f"cannot open the ratings database {db_path} ({e})") from None
     db.row_factory = sqlite3.Row
     try:
         items = {r["id"]: dict(r) for r in db.execute("SELECT id, question, answer, model FROM items")}
@@ -52,6 +57,9 @@ def scored_items(db_path: Path) -> list[dict]:
             ratings[r["item_id"]].append((CORRECTNESS[r["correctness"]], r["depth"]))
         for r in db.execute("SELECT item_id, vote FROM feedback"):
             votes[r["item_id"]] += r["vote"]
+    except sqlite3.DatabaseError as e:  # another SQLite file, or no SQLite file at all
+        raise UserError(f"{db_path} is not an rqa ratings database ({e}): give the app's ratings file "
+                        "(RQA_DB_PATH, .rqa/ratings.sqlite by default) or the one `build judge` wrote") from None
     finally:
         db.close()
     for item_id, item in items.items():

@@ -104,20 +104,24 @@ def cmd_search(args, settings: Settings) -> int:
         return expansion, retrieve(index, question, settings, k=args.k, mode=args.mode, expansion=expansion)
 
     if args.queries:
-        with open(args.queries, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    q = json.loads(line)
-                    question = str(q["question"])
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    print(f"error: {args.queries}:{n}: not a {{\"id\", \"question\"}} line ({e})", file=sys.stderr)
-                    return 2
-                expansion, hits = run(question)
-                record = {"id": q.get("id"), "question": question, "expansion": expansion,
-                          "hits": [h.to_json() for h in hits]}
-                print(json.dumps(record, ensure_ascii=False) if args.json else _format(question, expansion, hits))
+        try:
+            lines = args.queries.read_text(encoding="utf-8").splitlines()
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+            print(f"error: {args.queries}: not a readable JSONL file ({type(e).__name__})", file=sys.stderr)
+            return 2
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+                question = str(q["question"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                print(f"error: {args.queries}:{n}: not a {{\"id\", \"question\"}} line ({e})", file=sys.stderr)
+                return 2
+            expansion, hits = run(question)
+            record = {"id": q.get("id"), "question": question, "expansion": expansion,
+                      "hits": [h.to_json() for h in hits]}
+            print(json.dumps(record, ensure_ascii=False) if args.json else _format(question, expansion, hits))
         return 0
     expansion, hits = run(args.question)
     if args.json:
