@@ -3,17 +3,18 @@ on top of an SFT run (the preference loop; the SFT itself is build/train.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
 
-from build.export import merge
+from build.export import merge, trained_base
 from build.presets import Preset, bf16_autocast, load_preset_tokenizer, lora_config
 from rqa.errors import UserError
 
 
 def train_dpo(preferences_dir: Path, sft_run: Path, out_dir: Path, preset: Preset, beta: float = 0.1,
-              log=print) -> Path:
+              epochs: float = 1.0, log=print) -> Path:
     """DPO (TRL's DPOTrainer) on top of the SFT adapter: the SFT model (base + SFT adapter, merged)
     is the starting point and the reference; a fresh LoRA of the preset's settings learns the
     preferences. out_dir/sft-merged is the SFT model, out_dir/adapter the DPO adapter, so the export
@@ -29,6 +30,8 @@ def train_dpo(preferences_dir: Path, sft_run: Path, out_dir: Path, preset: Prese
         raise UserError(f"no preference pairs in {pairs}: run `python -m build preferences` first")
     if not (sft_run / "adapter").is_dir():
         raise UserError(f"no SFT adapter in {sft_run}/adapter: run `python -m build train` first")
+    # the base the SFT run was trained on (`train --base` may have replaced the preset's), as export reads it
+    preset = dataclasses.replace(preset, base=trained_base(sft_run, preset.base))
     tiny_base = sft_run / "tiny-base"
     sft = merge(sft_run / "adapter", tiny_base if tiny_base.exists() else None, preset.base, out_dir / "sft-merged")
     tokenizer = load_preset_tokenizer(preset)
@@ -38,7 +41,7 @@ def train_dpo(preferences_dir: Path, sft_run: Path, out_dir: Path, preset: Prese
         output_dir=str(out_dir / "checkpoints"), beta=beta, per_device_train_batch_size=preset.batch_size,
         gradient_accumulation_steps=preset.grad_accum, learning_rate=preset.dpo_lr, adam_beta1=preset.betas[0],
         adam_beta2=preset.betas[1], optim=preset.optim, warmup_steps=min(preset.warmup_steps, 2), lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": preset.min_lr}, num_train_epochs=1, max_steps=preset.max_steps,
+        lr_scheduler_kwargs={"min_lr": preset.min_lr}, num_train_epochs=epochs, max_steps=preset.max_steps,
         max_length=preset.max_length, fp16=preset.fp16, save_strategy="no", logging_steps=1, report_to=[],
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0, bf16=bf16_autocast(preset))
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,

@@ -248,7 +248,9 @@ def cli(args) -> dict:
 
         if not args.preferences or not args.sft:
             raise UserError("--method dpo needs --preferences DIR and --sft RUN (the SFT train --out)")
-        train_dpo(args.preferences, args.sft, args.out, preset)
+        if args.save_every:  # a DPO run is one short pass that starts again: it keeps no checkpoints
+            raise UserError("--save-every applies to SFT runs; a DPO run keeps no checkpoints")
+        train_dpo(args.preferences, args.sft, args.out, preset, epochs=args.epochs or 1.0)
     else:
         if not args.data:
             raise UserError("--method sft needs --data DIR")

@@ -817,3 +817,37 @@ def test_judge_run_again_continues_instead_of_judging_the_same_questions_twice(s
     assert (more.questions, more.already_judged) == (1, 2)
     rated = RatingsDB(db).ratings()
     assert len(rated) == 6 and len({r["question"] for r in rated}) == 3
+
+
+def test_dpo_starts_from_the_base_its_sft_run_was_trained_on(tmp_path, monkeypatch):
+    """An SFT run trained with --base on another model was merged, for DPO, into the preset's base:
+    a shape error, or a silently wrong model where the shapes happen to match. --epochs was ignored."""
+    from argparse import Namespace
+
+    import build.dpo
+    from build.train import cli
+    from rqa.errors import UserError
+
+    sft = tmp_path / "sft"
+    (sft / "adapter").mkdir(parents=True)
+    (sft / "train_metrics.json").write_text(json.dumps({"preset": {"base": "Qwen/Qwen2.5-1.5B-Instruct"}}))
+    prefs = tmp_path / "prefs"
+    prefs.mkdir()
+    (prefs / "preferences.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    merged = []
+
+    class Stop(Exception):
+        pass
+
+    def merge(adapter, tiny_base, base, out):
+        merged.append(base)
+        raise Stop
+
+    monkeypatch.setattr(build.dpo, "merge", merge)
+    args = dict(preset="cpu", base=None, max_steps=None, batch_size=None, max_length=None, epochs=None,
+                method="dpo", preferences=prefs, sft=sft, out=tmp_path / "dpo", data=None)
+    with pytest.raises(Stop):
+        cli(Namespace(**args, save_every=None))
+    assert merged == ["Qwen/Qwen2.5-1.5B-Instruct"]  # not the cpu preset's qwen2.5-coder-0.5b
+    with pytest.raises(UserError, match="--save-every applies to SFT runs"):
+        cli(Namespace(**args, save_every=4))
