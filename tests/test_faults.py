@@ -505,20 +505,20 @@ def test_ingestion_is_bounded_per_file_and_per_upload(live, tmp_path):
     assert report.per_file[0].status == "skipped" and "would take this upload past 2" in report.per_file[0].reason
 
 
-def test_a_queries_file_or_ratings_database_that_is_not_one_is_a_one_line_error(shared_index, tmp_path):
+def test_a_queries_file_or_ratings_database_that_is_not_one_is_a_one_line_error(small_index, tmp_path):
     """`rqa search --queries` naming a folder or a binary file, and `build preferences --db` naming a
     file that is no ratings database, printed tracebacks (IsADirectoryError, UnicodeDecodeError,
     sqlite3.DatabaseError)."""
     binary = tmp_path / "vectors.npy"
     binary.write_bytes(b"\x93NUMPY\xff\xfe" * 20)
     for queries, kind in ((tmp_path, "IsADirectoryError"), (binary, "UnicodeDecodeError")):
-        out = run_cli("search", "--queries", str(queries), "--index", str(shared_index.index_dir), "--json",
+        out = run_cli("search", "--queries", str(queries), "--index", str(small_index.index_dir), "--json",
                       "--expand-tokens", "0")
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
         assert out.stderr.strip() == f"error: {queries}: not a readable JSONL file ({kind})"
-    for db in (binary, shared_index.index_dir / "manifest.json"):
+    for db in (binary, small_index.index_dir / "manifest.json"):
         out = subprocess.run([sys.executable, "-m", "build", "preferences", "--db", str(db), "--index",
-                              str(shared_index.index_dir), "--out", str(tmp_path / "prefs")],
+                              str(small_index.index_dir), "--out", str(tmp_path / "prefs")],
                              capture_output=True, text=True, cwd=ROOT, timeout=600)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
         assert f"{db} is not an rqa ratings database" in out.stderr
