@@ -15,7 +15,7 @@ import gradio as gr
 from rqa.errors import RatingError, StoreError
 from rqa.ratings import RUBRIC
 from rqa.render import render_item
-from rqa.service import AppState, client_id
+from rqa.service import AppState, client_id, match_secret
 from rqa.uploads import upload_folder, uploaded_files
 
 
@@ -74,13 +74,12 @@ def build_annotator_tab(app: AppState) -> None:
         return "\n".join(lines)
 
     def do_login(tok: str, request: gr.Request):
-        client = client_id(request, app.settings.trusted_proxies)
-        if wait := app.login_failures.wait(client):
+        token, wait = match_secret(app, client_id(request, app.settings.trusted_proxies), tok, app.annotators)
+        if wait:
             return "", None, f"**Too many failed logins:** try again in {math.ceil(wait)} seconds.", "", ""
-        name = app.annotators.get((tok or "").strip())
-        if not name:
-            app.login_failures.record(client)
+        if token is None:
             return "", None, "**Unknown token:** chat users cannot rate.", "", ""
+        name = app.annotators[token]
         row = app.db.next_item(name)
         return name, row["id"] if row else None, f"Logged in as **{name}**.", render_item(row), render_stats()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from rqa.answer import Answer, answer_stream, remove_links
 from rqa.conversation import content_text
 from rqa.errors import Cancelled, QuestionError, RequestError
-from rqa.service import AppState, Refused, admit, client_id
+from rqa.service import AppState, Refused, admit, client_id, match_secret
 from rqa.types import Sampling
 
 log = logging.getLogger("rqa.api")
@@ -189,19 +188,16 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
         and wrong ones throttled per client, as the papers key and annotator logins are."""
         if not keys:
             return None
-        client = client_id(request, app.settings.trusted_proxies)
-        if wait := app.login_failures.wait(client):
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        # the scheme is case-insensitive (RFC 7235); any other counts as a wrong key
+        matched, wait = match_secret(app, client_id(request, app.settings.trusted_proxies),
+                                     key if scheme.lower() == "bearer" else "", keys)
+        if wait:
             return error(429, f"too many wrong API keys; try again in {math.ceil(wait)} seconds",
                          code="rate_limit_exceeded", headers={"Retry-After": str(math.ceil(wait))})
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        given = key.strip().encode()
-        matched = False
-        for k in keys:  # every key compared: the time says nothing of which, or how much, matched
-            matched |= hmac.compare_digest(given, k.encode())
-        if scheme.lower() == "bearer" and matched:  # the scheme is case-insensitive (RFC 7235)
-            return None
-        app.login_failures.record(client)
-        return error(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
+        if matched is None:
+            return error(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
+        return None
 
     @server.get("/v1/models")
     def models(request: Request):

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rqa.answer import clean_question
@@ -65,6 +67,23 @@ class AppState:
                    limiter=RateLimiter(settings.rate_limit_per_minute),
                    sympy=SympyWorker(settings.sympy_timeout_s), annotators=parse_annotators(settings.annotators),
                    notices=notices)
+
+
+
+def match_secret(app: "AppState", client: str, given: str | None, secrets: Iterable[str]) -> tuple[str | None, float]:
+    """(the secret `given` is, or None; seconds this client must wait first, 0.0 when none) for every
+    secret the app checks (annotator tokens, the papers key, API keys). Compared in constant time with
+    each secret, blanks around `given` ignored; a wrong one is counted in `login_failures`, and past 5
+    a minute from one client even the right one waits."""
+    if wait := app.login_failures.wait(client):
+        return None, wait
+    given_bytes, found = (given or "").strip().encode(), None
+    for secret in secrets:  # every one compared: the time says nothing of which, or how much, matched
+        if hmac.compare_digest(given_bytes, secret.encode()):
+            found = secret
+    if found is None:
+        app.login_failures.record(client)
+    return found, 0.0
 
 
 class Refused(Exception):

@@ -3,7 +3,6 @@ annotator tab (rqa.annotate). rqa.server mounts it beside the API."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 from pathlib import Path
@@ -18,7 +17,7 @@ from rqa.errors import QuestionError, RatingError, StoreError, UserError
 from rqa.index import Index
 from rqa.ingest import SUFFIXES
 from rqa.render import model_line, render_checks, render_retrieved, render_sources, shown
-from rqa.service import AppState, Refused, admit, client_id
+from rqa.service import AppState, Refused, admit, client_id, match_secret
 from rqa.uploads import upload_folder, uploaded_files
 
 log = logging.getLogger("rqa.web")
@@ -188,13 +187,11 @@ def build_papers_panel(app: AppState, examples: gr.Dataset, page: gr.Blocks) -> 
         wrong keys are throttled per client as annotator logins are."""
         if edit == "open":
             return None
-        client = client_id(request, app.settings.trusted_proxies)
-        if wait := app.login_failures.wait(client):
+        matched, wait = match_secret(app, client_id(request, app.settings.trusted_proxies), given,
+                                     [app.settings.papers_key.strip()])
+        if wait:
             return f"**Not {what}:** too many wrong keys; try again in {math.ceil(wait)} seconds."
-        if hmac.compare_digest((given or "").strip().encode(), app.settings.papers_key.strip().encode()):
-            return None
-        app.login_failures.record(client)
-        return WRONG_KEY.format(what=what)
+        return None if matched is not None else WRONG_KEY.format(what=what)
 
     def do_add(uploaded, given, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         names = [f if isinstance(f, str) else f.name for f in (uploaded or [])]
