@@ -443,13 +443,12 @@ class ModelPool:
         if self.settings.llm_url and not self.settings.expand_with:
             return self._remote
         name = self.settings.expand_with or self.settings.model
-        path = Path(name) if name.endswith(".gguf") or os.sep in name else offline_model_path(name)
-        # the offline base that answers keeps its adapter here too, so that one loaded copy serves both
-        # (checked without resolving `files` when another model answers: `rqa search` needs no Hub)
-        offline_answers = not (self.settings.expand_with or self.settings.model_path or self.settings.hub_repo)
-        if offline_answers:
-            return self._load(check_gguf(path), self.files.adapter, self.files.adapter_scale)
-        return self._load(check_gguf(path))
+        path = check_gguf(Path(name) if name.endswith(".gguf") or os.sep in name else offline_model_path(name))
+        # the file that answers keeps its adapter here too, so that one loaded copy serves both
+        # (compared only where the answering files resolve without a download: `rqa search` needs no Hub)
+        if not self.settings.hub_repo and path.resolve() == self.files.q4.resolve():
+            return self._load(path, self.files.adapter, self.files.adapter_scale)
+        return self._load(path)
 
     def _load(self, path: Path, adapter: Path | None = None, scale: float = 1.0) -> ChatModel:
         key = f"{Path(path).resolve()}+{Path(adapter).resolve() if adapter else ''}x{scale}"

@@ -197,6 +197,25 @@ def write_gguf(path, kind):
     return path
 
 
+def test_an_expander_named_as_the_file_that_answers_is_its_loaded_copy(default_gguf, tmp_path):
+    """Named or not, the expander that is the answering file shares its one loaded copy, adapter
+    and all (a second copy is 1.7 GB more for the default model); another file is its own."""
+    def expander_and_answers(**settings):
+        pool = ModelPool(Settings.load(**settings))
+        pool._load = lambda *key: key  # what would be loaded, not loading it
+        return pool.expander(), pool.get()
+
+    default = "qwen2.5-coder-1.5b-instruct"
+    unnamed, answers = expander_and_answers(model=default)
+    assert unnamed == answers and answers[1] is not None  # the packaged adapter
+    assert expander_and_answers(model=default, expand_with=default) == (answers, answers)
+    assert expander_and_answers(model=default, expand_with=str(offline_model_path(default))) == (answers, answers)
+    other = tmp_path / "other.gguf"
+    shutil.copy(default_gguf, other)
+    expander, answers = expander_and_answers(model=default, expand_with=str(other))
+    assert expander == (other,) and answers[0] == offline_model_path(default)  # no adapter on another file
+
+
 def test_packaged_adapter_is_applied_unless_none_and_a_changed_or_missing_one_is_refused(monkeypatch, tmp_path,
                                                                                         default_gguf):
     from rqa import models
