@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 import shutil
@@ -28,10 +29,12 @@ from rqa.chunking import chunk_document
 from rqa.config import PRIMER_DIR, Settings
 from rqa.embed import DEFAULT_EMBEDDER, dimension, embed, fingerprint, is_local_model
 from rqa.errors import IndexError_, StoreError
-from rqa.index import Index, check_chunk_settings, chunk_settings, index_exists, index_text, load_index, write_index
+from rqa.index import (Index, check_chunk_settings, chunk_settings, index_exists, index_text, load_index,
+                       read_manifest, swap_in, write_index)
 from rqa.ingest import find_files, load_documents
 from rqa import milvus
 from rqa.milvus import MilvusIndex, is_milvus_uri
+from rqa.text import sha256_file
 from rqa.types import Chunk
 from rqa.ingest import SUFFIXES
 from rqa.uploads import store_dir, store_upload, swept
@@ -287,11 +290,64 @@ def download_index(repo: str) -> Path:
     return path
 
 
+def copied_from(path: Path) -> dict:
+    """What the index at `path` is a local copy of ({"repo", "manifest_sha256"}), or {}."""
+    return read_manifest(path).get("copied_from", {}) if index_exists(path) else {}
+
+
+def mark_copy(target: Path, published: Path, repo: str) -> dict:
+    """Name in target's manifest the publication it copies (the caller holds target's write lock);
+    the manifest is replaced whole."""
+    origin = {"repo": repo, "manifest_sha256": sha256_file(published / "manifest.json")}
+    manifest = {**read_manifest(target), "copied_from": origin}
+    tmp = target / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(target / "manifest.json")
+    return origin
+
+
+def copy_published(published: Path, target: Path, repo: str) -> None:
+    """The published index copied to `target` (the folder changes go to), its manifest naming the
+    publication it copies."""
+    with write_lock(target):
+        tmp = target.with_name(f"{target.name}.tmp-copy")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(published, tmp)  # the Hub cache's links followed: the copy holds the files
+        mark_copy(tmp, published, repo)
+        swap_in(tmp, target)
+
+
+def published_or_copy(settings: Settings) -> Path:
+    """The Hub index to serve: the download, or the local copy in index_dir that holds this
+    server's uploads. A copy of the same publication is served as it is; a copy of an earlier one
+    is made again from the new one, and the uploads it held (their files are in the papers store)
+    are ingested again, so that neither the republished papers nor the uploads are lost."""
+    published = download_index(settings.hub_index_repo)
+    local = Path(settings.index_dir)
+    origin = copied_from(local)
+    if not origin and index_exists(local) and read_manifest(published)["documents"] and \
+            set(read_manifest(published)["documents"]) <= set(read_manifest(local)["documents"]):
+        with write_lock(local):  # copied by an rqa that named no origin: this one, with uploads
+            origin = mark_copy(local, published, settings.hub_index_repo)
+    if origin.get("repo") != settings.hub_index_repo:  # no copy of this index here
+        return published
+    if origin.get("manifest_sha256") == sha256_file(published / "manifest.json"):
+        return local
+    store = store_dir(settings).resolve()
+    uploads = sorted({Path(p) for d in read_manifest(local)["documents"].values() for p in d["paths"]
+                      if store in Path(p).resolve().parents and Path(p).exists()})
+    log.info("%s was republished: copying it again, with %d uploaded papers", settings.hub_index_repo, len(uploads))
+    copy_published(published, local, settings.hub_index_repo)
+    if uploads:
+        log_ingest(ingest_paths(uploads, settings, progress=False))
+    return local
+
+
 def open_index(settings: Settings) -> Index:
-    """The configured index: a Hub dataset repo when one is named, else index_dir; the default
-    location is built from the primer on first use."""
+    """The configured index: a Hub dataset repo when one is named (or index_dir's copy of it with
+    this server's uploads), else index_dir; the default location is built from the primer on first use."""
     if settings.hub_index_repo:
-        index = load_index(download_index(settings.hub_index_repo), settings.embedder)
+        index = load_index(published_or_copy(settings), settings.embedder)
     elif settings.index_uri:
         index = MilvusIndex.open(settings.index_uri)
     else:
@@ -375,17 +431,23 @@ def example_questions(index: Index, n: int = 4) -> list[str]:
 
 def writable_index(index: Index, settings: Settings) -> str | Path:
     """Where changes go: index_uri (Milvus, written in place), else index_dir; an index served from
-    elsewhere (a Hub download) is copied there first."""
+    a Hub download is copied there first (and served from there from then on: published_or_copy)."""
     if settings.index_uri:
         return settings.index_uri
     target = Path(settings.index_dir)
-    if Path(index.path).resolve() == target.resolve() and index.manifest["documents"] and not index_exists(target):
-        # a new index would hold only the new papers, and the app would switch to it
-        raise StoreError("the index folder has gone (deleted while the app runs?); nothing was added. The papers "
-                         "served now stay served until a restart; restore the folder or rebuild it with `rqa ingest`")
-    if Path(index.path).resolve() != target.resolve() and not index_exists(target):
+    if Path(index.path).resolve() == target.resolve():
+        if index.manifest["documents"] and not index_exists(target):
+            # a new index would hold only the new papers, and the app would switch to it
+            raise StoreError("the index folder has gone (deleted while the app runs?); nothing was added. The papers "
+                             "served now stay served until a restart; restore the folder or rebuild it with `rqa ingest`")
+        return target
+    if index_exists(target) and copied_from(target).get("repo") != settings.hub_index_repo:
+        # changing it would serve it instead of the published papers; replacing it would lose it
+        raise StoreError("the index folder holds another index than the published one served; nothing was "
+                         "added. Set RQA_INDEX_DIR to a new folder for the served index's local copy")
+    if not index_exists(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(index.path, target)
+        copy_published(Path(index.path), target, settings.hub_index_repo)
     return target
 
 

@@ -201,6 +201,12 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    swap_in(tmp, path)
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Replace the index at `path` by the complete one at `tmp`: two renames, the old one kept as
+    path.old between them (load_index reads that if a crash fell between)."""
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -217,6 +223,11 @@ def _located(path: Path) -> Path:
 
 def index_exists(path: Path) -> bool:
     return (_located(Path(path)) / "manifest.json").exists()
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest alone (load_index verifies the whole index)."""
+    return json.loads((_located(Path(path)) / "manifest.json").read_text(encoding="utf-8"))
 
 
 def load_index(path: Path, embedder: str | None = None) -> Index:

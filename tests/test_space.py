@@ -155,3 +155,54 @@ def test_the_staged_space_builds_its_image_as_make_install_builds_a_checkout(tmp
         (space / "requirements.txt").read_text()
     assert f"bash build-llama-server.sh /tmp/sdist/llama_cpp_python-{version}.tar.gz" in dockerfile
     assert "RQA_LLAMA_SERVER=/home/user/llama-server/llama-server" in dockerfile
+
+
+def test_uploads_to_a_published_index_are_served_after_a_restart_and_a_republish(tmp_path, monkeypatch):
+    """Uploads go to a local copy of the published index: the copy, not the download, is served
+    after a restart; when the index is republished, its new papers and the uploads both are."""
+    import json
+
+    from rqa.collection import Collection
+    from rqa.errors import StoreError
+    from tests.test_llm import use_hf_cache
+
+    cache = tmp_path / "hub"
+    use_hf_cache(monkeypatch, cache)
+    repo = cache / "datasets--someone--rqa-index"
+
+    def publish(commit: str, papers: list[str]) -> None:
+        built = tmp_path / f"built-{commit}"
+        ingest_paths([PRIMER_DIR / p for p in papers], Settings.load(index_dir=built), progress=False)
+        shutil.copytree(built, repo / "snapshots" / (commit * 40))
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(commit * 40)
+
+    settings = Settings.load(hub_index_repo="someone/rqa-index", index_dir=tmp_path / "index")
+
+    def served() -> set[str]:  # what a fresh start serves
+        return {c.paper for c in Collection.open(settings).index.chunks}
+
+    publish("a", ["03-lora.md"])
+    collection = Collection.open(settings)
+    upload = tmp_path / "mine" / "12-adam.md"
+    upload.parent.mkdir()
+    shutil.copy(PRIMER_DIR / "12-adam.md", upload)
+    collection.add_uploads([upload], progress=False)
+    assert {c.paper for c in collection.index.chunks} == {"03-lora", "12-adam"}
+    assert served() == {"03-lora", "12-adam"}
+    copied = (tmp_path / "index" / "manifest.json").stat().st_mtime_ns
+    assert served() == {"03-lora", "12-adam"} and (tmp_path / "index" / "manifest.json").stat().st_mtime_ns == copied
+    # a copy made by an rqa that did not name its origin: recognised by holding every published paper
+    manifest = tmp_path / "index" / "manifest.json"
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "copied_from"}))
+    assert served() == {"03-lora", "12-adam"} and json.loads(manifest.read_text())["copied_from"]["repo"] == "someone/rqa-index"
+    publish("b", ["03-lora.md", "06-bm25.md"])
+    assert served() == {"03-lora", "06-bm25", "12-adam"}
+    # an index_dir holding an index of its own is neither served instead of the published one nor changed
+    own = Settings.load(hub_index_repo="someone/rqa-index", index_dir=tmp_path / "own")
+    ingest_paths([PRIMER_DIR / "08-hybrid-rrf.md"], own, progress=False)
+    collection = Collection.open(own)
+    assert {c.paper for c in collection.index.chunks} == {"03-lora", "06-bm25"}
+    with pytest.raises(StoreError, match="^the index folder holds another index than the published one served"):
+        collection.add_uploads([upload], progress=False)
+    assert {c.paper for c in open_index(Settings.load(index_dir=tmp_path / "own")).chunks} == {"08-hybrid-rrf"}
