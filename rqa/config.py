@@ -120,7 +120,7 @@ class Settings:
     hub_q4_file: str = setting("model-q4_0.gguf", "model", "the file of hub_repo that answers lookups")
     hub_q8_file: str = setting("model-q8_0.gguf", "model", "the file of hub_repo for reasoning questions")
     hub_index_repo: str = setting("", "model", "Hugging Face dataset repo holding a published index (used "
-                                  "instead of index_dir)")
+                                  "instead of index_dir; uploads go to a copy of it in index_dir, served from then on)")
     n_ctx: int = setting(2048, "model", "context length; the prompt is about 950 tokens with 4 excerpts of "
                          "800 characters", (512, 131_072))
     n_threads: int = setting(0, "model", "threads for generation; 0: all cores", (0, 256))
