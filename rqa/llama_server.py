@@ -75,11 +75,10 @@ class LlamaServer:
     def __init__(self, binary: Path, model: Path, adapter: Path | None = None, slots: int = 4,
                  n_ctx: int = 2048, threads: int = 0, adapter_scale: float = 1.0):
         self.binary, self.model, self.adapter, self.slots = Path(binary), Path(model), adapter, slots
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._take_port()
         threads = threads or os.cpu_count() or 1
         # -c is the context of all slots together: each slot gets n_ctx, as in-process.
-        self.args = [str(self.binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+        self.args = [str(self.binary), "--model", str(model), "--host", "127.0.0.1",
                      "--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--threads", str(threads),
                      "--threads-batch", str(threads), "--flash-attn", "on", "--no-webui", "--slots"]
         if adapter:  # FNAME:SCALE, a comma-separated list to llama-server
@@ -94,6 +93,13 @@ class LlamaServer:
         self._started = threading.Event()
         self._start_error: ServerError | None = None
         self._stopping = False
+
+    def _take_port(self) -> None:
+        """A free port, taken at the start and again before each restart: once the child is gone
+        its port is free for any process to take, and a restart bound to it would fail for ever (or
+        reach that process). Clients read `url` at each request (rqa.remote)."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -177,13 +183,14 @@ class LlamaServer:
 
     def _backoff(self) -> None:  # after the crashes-th failure (1, 2, ...)
         time.sleep(RESTART_BACKOFF_S[min(self.crashes, len(RESTART_BACKOFF_S)) - 1])
+        self._take_port()
 
     def _spawn(self) -> subprocess.Popen:
         # the CPU-variant kernels (libggml-cpu-*.so) and shared libraries sit beside the binary
         env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(
             p for p in (str(self.binary.parent), os.environ.get("LD_LIBRARY_PATH", "")) if p)}
         try:
-            proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen([*self.args, "--port", str(self.port)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, env=env, text=True, errors="replace",
                                     preexec_fn=_die_with_parent if _PRCTL else None)
         except OSError as e:

@@ -64,6 +64,11 @@ class RemoteModel:
         self._slots = [_Slot(i) for i in range(self.slots)]
 
     @property
+    def base(self) -> str:
+        """Where requests go: the child's current port when rqa started it (a restart takes a new one)."""
+        return self.server.url if self.server is not None else self.url
+
+    @property
     def busy(self) -> bool:
         """Every slot is generating for someone: a new question waits for one."""
         return self._in_flight >= self.slots
@@ -71,7 +76,7 @@ class RemoteModel:
     def unreachable(self) -> str:
         """Why the server cannot be reached now, or "" (its model list answers)."""
         try:
-            response = self._client.get(self.url + "/v1/models", timeout=5)
+            response = self._client.get(self.base + "/v1/models", timeout=5)
             return "" if response.status_code == 200 else f"HTTP {response.status_code}"
         except httpx.TransportError as e:
             return type(e).__name__
@@ -100,7 +105,7 @@ class RemoteModel:
                 raise Cancelled("the asker has gone")
             # Leaving this `with` early (the consumer closed the generator) closes the connection:
             # llama-server notices and cancels the task.
-            with self._client.stream("POST", self.url + path, json=body) as response:
+            with self._client.stream("POST", self.base + path, json=body) as response:
                 if response.status_code != 200:
                     response.read()
                     raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
@@ -127,7 +132,7 @@ class RemoteModel:
                         yield text
             return finish  # "stop" or "length", as the server says
         except httpx.TransportError as e:
-            why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__} from {self.url}"
+            why = (self.on_failure() if self.on_failure else "") or f"{type(e).__name__} from {self.base}"
             raise ModelError(f"the model server stopped answering ({why}); ask again in a moment") from None
         finally:
             if slot is not None:  # a slot is named only with our own prompt (/v1/completions)
@@ -141,7 +146,7 @@ class RemoteModel:
         if self.render is None:
             return None
         try:
-            response = self._client.post(self.url + "/tokenize", timeout=10,
+            response = self._client.post(self.base + "/tokenize", timeout=10,
                                          json={"content": self.render(messages), "add_special": True})
             return len(response.json()["tokens"]) if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -162,7 +167,7 @@ class RemoteModel:
         slot, held = None, None
         try:
             slot = self._take_slot(body)
-            response = self._client.post(self.url + "/v1/completions", json=body)
+            response = self._client.post(self.base + "/v1/completions", json=body)
             if response.status_code != 200:
                 raise ModelError(f"the model server refused the request (HTTP {response.status_code}: "
                                  f"{_error_message(response.text)})")
@@ -170,7 +175,7 @@ class RemoteModel:
             held = body["prompt"] + written
             return written
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
-            raise ModelError(f"the model server gave no continuation ({type(e).__name__} from {self.url})") from None
+            raise ModelError(f"the model server gave no continuation ({type(e).__name__} from {self.base})") from None
         finally:
             self._give_slot(slot, held)
             with self._count_lock:

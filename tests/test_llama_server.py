@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def first_piece(stream, out: dict, key: str, done: dict):
 
 
 def slot_busy(model: RemoteModel) -> list[bool]:
-    return [s["is_processing"] for s in httpx.get(model.url + "/slots", timeout=5).json()]
+    return [s["is_processing"] for s in httpx.get(model.base + "/slots", timeout=5).json()]
 
 
 def test_the_server_serves_the_model_with_its_own_turn_format(pool):
@@ -73,7 +74,7 @@ def test_the_prompt_is_counted_and_the_stop_named_as_the_model_reads_and_writes(
 
     model = pool.get()
     body = {**model.request(SHORT, 1, GREEDY)[1], "stream": False, "cache_prompt": False}
-    read = httpx.post(model.url + "/v1/completions", json=body, timeout=60).json()["usage"]["prompt_tokens"]
+    read = httpx.post(model.base + "/v1/completions", json=body, timeout=60).json()["usage"]["prompt_tokens"]
     assert model.count_tokens(SHORT) == read > 5
     local = load_model(pool.files.q4, Settings.load(model=TEST_MODEL, n_ctx=512))
     assert local.count_tokens(SHORT) == read
@@ -163,7 +164,8 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), RecordingServer)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     RecordingServer.bodies = []
-    model = RemoteModel(f"http://127.0.0.1:{httpd.server_port}", "m", slots=2, server=object(), trust_env=False,
+    url = f"http://127.0.0.1:{httpd.server_port}"  # a server rqa started: it names slots (and has a url)
+    model = RemoteModel(url, "m", slots=2, server=types.SimpleNamespace(url=url), trust_env=False,
                         render=lambda messages: "<turn>" + messages[-1]["content"] + "</turn>")
     ask = lambda q: [{"role": "user", "content": q}]  # noqa: E731
     held = []
@@ -204,7 +206,7 @@ def test_rqa_names_the_slot_that_holds_a_prompt_and_waits_while_every_slot_is_ta
         with pytest.raises(ModelError, match="^every slot of the model server stayed busy for 0 s"):
             next(model.stream(ask("sixth"), 64, GREEDY))  # both slots held: "third" and the waiting "fifth"
         # a server rqa did not start chooses for itself
-        other = RemoteModel(model.url, "m", slots=2, trust_env=False, render=lambda messages: "<turn>")
+        other = RemoteModel(model.base, "m", slots=2, trust_env=False, render=lambda messages: "<turn>")
         "".join(other.stream(ask("any"), 64, GREEDY))
         assert "id_slot" not in RecordingServer.bodies[-1]
     finally:
@@ -252,6 +254,32 @@ def test_a_server_killed_mid_answer_gives_one_line_and_comes_back(pool):
             pass
     assert model.server.wait_ready(120) and model.server.crashes == 1
     assert "".join(model.stream(SHORT, 8, GREEDY)).strip()
+
+
+def test_a_restart_takes_a_new_port_when_another_process_took_the_old_one(pool):
+    """Once the child is gone its port is anyone's: a restart bound to it again would fail for ever."""
+    import socket
+
+    model = pool.get()
+    server, old_port, crashes = model.server, model.server.port, model.server.crashes
+    os.kill(server.pid, signal.SIGKILL)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + 5
+        while True:  # the port is free once the kernel has closed the dead child's socket
+            try:
+                squatter.bind(("127.0.0.1", old_port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the killed server's port never came free"
+                time.sleep(0.01)
+        squatter.listen()
+        deadline = time.monotonic() + 30
+        while server.crashes == crashes:  # counted once the supervisor has seen the child die
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert server.wait_ready(60) and server.crashes == crashes + 1 and server.port != old_port
+        assert model.base == server.url and "".join(model.stream(SHORT, 8, GREEDY)).strip()
 
 
 def test_a_missing_binary_falls_back_in_process_with_a_notice(tmp_path):
@@ -346,7 +374,7 @@ def test_a_server_that_cannot_start_falls_back_in_process_with_a_notice(tmp_path
 
 def test_llm_url_sends_answers_to_an_openai_compatible_server_and_an_unreachable_one_is_named(pool):
     served = pool.get()  # the child started above stands in for any OpenAI-compatible server
-    remote = ModelPool(Settings.load(llm_url=served.url + "/v1", llm_model="any", slots=2))
+    remote = ModelPool(Settings.load(llm_url=served.base + "/v1", llm_model="any", slots=2))
     model = remote.get()
     assert model.render is None and remote.expander() is model and not remote.notices
     assert "".join(model.stream(SHORT, 16, GREEDY)).strip()  # through /v1/chat/completions
