@@ -263,6 +263,7 @@ def test_the_header_read_is_gguf_s_own_without_the_vocabulary(tmp_path, default_
                              if not k.startswith("GGUF.") and f.types[0] != GGUFValueType.ARRAY}
     assert header.fields["general.architecture"] == "llama" and "{{" in header.fields["tokenizer.chat_template"]
     assert header.tensors == {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
+    assert header.types == {t.name: int(t.tensor_type) for t in reader.tensors} and len(set(header.types.values())) > 2
     assert len(header.tensors) > 100 and "tokenizer.ggml.tokens" not in header.fields
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(default_gguf.read_bytes()[:1_000_000])  # inside the vocabulary
@@ -315,6 +316,7 @@ def test_the_header_read_takes_every_value_type_in_either_byte_order(tmp_path, e
     assert header.fields["k.after"] == "the arrays stepped over" and header.fields["k.text"] == "héllo"
     assert len([k for k in header.fields if k.startswith("k.")]) == 13  # 11 scalar types and 2 strings
     assert header.tensors == {"blk.0.attn_q.weight": (5, 3), "blk.0.bias": (7,)}  # ne0 first
+    assert header.types == {"blk.0.attn_q.weight": 0, "blk.0.bias": 0}  # F32
 
 
 def test_a_hostile_header_is_refused_at_the_cost_of_its_size(tmp_path):
