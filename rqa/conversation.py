@@ -15,10 +15,10 @@ import re
 # Words that point back at something said before; "that" only where it stands for a thing ("that
 # paper", "why is that?"), not where it joins a clause ("the model that ..."). Not "the model" or
 # "the method": questions that stand alone use them before the name ("the model dimension of BERT").
-REFERS_BACK = re.compile(
+REFERS_BACK = re.compile(  # whole words: "iterations", "item" and "theme" refer to nothing
     r"\b(?:it|its|it's|they|them|their|theirs|these|those|this(?!\s+(?:question|time))"
-    r"|the\s+(?:paper|authors?|above|latter|former)\b"
-    r"|that(?=\s*[?.,!]|\s*$|\s+(?:paper|model|method|work|approach|one|result|number|value|setting)\b))", re.I)
+    r"|the\s+(?:paper|authors?|above|latter|former)"
+    r"|that(?=\s*[?.,!]|\s*$|\s+(?:paper|model|method|work|approach|one|result|number|value|setting)\b))\b", re.I)
 FOLLOW_LEADS = re.compile(r"^\s*(?:and|also|what\s+about|how\s+about|and\s+what\s+about|same\s+for|then)\b", re.I)
 # A name: an acronym or a word with inner capitals or digits (BERT, GPT-3, ResNet, ViT-H/14), or a
 # capitalised word inside the sentence (Adam, Transformer). Not names: words a question starts

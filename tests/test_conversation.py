@@ -32,7 +32,11 @@ def test_a_question_that_leans_on_an_earlier_one_is_a_follow_up(question):
     "feed-forward inner dimension of the base Transformer?", "Why are the dot products scaled in attention?",
     "What is the update rule of the parallel version of Reptile?", "How does the model that LoRA adapts change?",
     "How many TPU v4 chips did PaLM use, and how long did its training take?",
-    "How many A100s did OPT-175B use, and what was its carbon footprint?", "How is T5 trained, and what is its vocabulary?"])
+    "How many A100s did OPT-175B use, and what was its carbon footprint?", "How is T5 trained, and what is its vocabulary?",
+    # words that begin with a word pointing back
+    "How many iterations was ResNet-50 trained for?", "What item embedding size does NCF use?",
+    "Iterative magnitude pruning in the Lottery Ticket Hypothesis keeps how many weights?",
+    "How is the theme of LoRA related to adapters?"])
 def test_a_question_that_stands_alone_is_not(question):
     assert not follows_on(question)
 
