@@ -314,12 +314,18 @@ def answer_stream(question: str, index: Index, models: Models, settings: Setting
     return AnswerStream(question, index, models, settings, sympy, sampling, earlier)
 
 
-# A URL in any form a Markdown renderer turns into a link or an image: a scheme (any case, an
-# HTML-entity colon too), a script, data, file or mail link without "//", a scheme-relative
-# //host, or www.host. URLs hold no blanks, so a text cut at a blank can be cleaned as it streams.
-_URL = re.compile(r"<?(?:\b[a-z][a-z0-9+.-]*(?::|&#0*58;|&colon;)//[^\s<>()\[\]\"']+"
-                  r"|\b(?:javascript|vbscript|mailto|data(?=\S*/)|file(?=\S*/))(?::|&#0*58;|&colon;)[^\s<>()\[\]\"']+"
-                  r"|(?<![\w/:])//(?:[\w-]+\.)+[a-z]{2,}[^\s<>()\[\]\"']*|\bwww\.[^\s<>()\[\]\"']+)>?", re.I)
+# A URL in any form a Markdown renderer or a browser turns into a link or an image: a scheme (any
+# case; its colon and slashes as HTML entities too, with or without their ";"; backslashes, which
+# browsers read as slashes), a web scheme without slashes ("http:host.example", which a browser
+# reads as absolute), a script, data, file or mail link without "//", a scheme-relative //host or
+# \\host, or www.host. URLs hold no blanks, so a text cut at a blank can be cleaned as it streams.
+_COLON = r"(?::|&#0*58;?|&#x0*3a;?|&colon;)"
+_SLASH = r"(?:/|\\|&#0*47;?|&#x0*2f;?|&sol;)"
+_REST = r"[^\s<>()\[\]\"']"
+_URL = re.compile(rf"<?(?:\b[a-z][a-z0-9+.-]*{_COLON}{_SLASH}{{2}}{_REST}+"
+                  rf"|\b(?:https?|ftp|wss?){_COLON}{_SLASH}?(?:[\w-]+\.)+[\w-]+{_REST}*"
+                  rf"|\b(?:javascript|vbscript|mailto|data(?=\S*/)|file(?=\S*/)){_COLON}{_REST}+"
+                  rf"|(?<![\w/:\\]){_SLASH}{{2}}(?:[\w-]+\.)+[a-z]{{2,}}{_REST}*|\bwww\.{_REST}+)>?", re.I)
 _TRAILING = ".,;:!?'"
 
 
@@ -341,9 +347,10 @@ def remove_links(text: str, hits: list[Hit]) -> tuple[str, int]:
         if own and own.group(1) in arxiv:
             return m.group(0)
         removed += 1
-        if not re.match(r"[a-z][a-z0-9+.-]*:/*[\w-]+\.", plain, re.I) and not plain.lower().startswith(("www.", "//")):
+        if not re.match(r"[a-z][a-z0-9+.-]*:[/\\]*[\w-]+\.", plain, re.I) and \
+                not plain.lower().startswith(("www.", "//", "\\\\", "/\\", "\\/")):
             return f"(link removed){tail.lstrip('>')}"  # a script, data or mail link: no host to name
-        host = re.sub(r"^(?:[a-z][a-z0-9+.-]*:)?/*(?:www\.)?([^/?#]*).*$", r"\1", plain, flags=re.I) or "a site"
+        host = re.sub(r"^(?:[a-z][a-z0-9+.-]*:)?[/\\]*(?:www\.)?([^/\\?#]*).*$", r"\1", plain, flags=re.I) or "a site"
         return f"(link to {host} removed){tail.lstrip('>')}"
 
     return _URL.sub(replace, text), removed

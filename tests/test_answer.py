@@ -564,3 +564,10 @@ def test_script_data_and_mail_links_are_removed_like_web_links():
     assert not any(s in text.lower() for s in ("javascript", "data:image", "mailto", "file:"))
     assert remove_links("The training data: 300B tokens, a data:model ratio of 20:1.", []) == \
         ("The training data: 300B tokens, a data:model ratio of 20:1.", 0)
+    # forms a browser reads as a web address: no slashes, backslashes, entities without their ";"
+    planted = ('![t](http:evil.example/t.png) <img src="http:\\\\evil.example/t.png"> <img src="\\\\evil.example/t.png"> '
+               '<img src="http&#58//evil.example/t.png"> [x](http:&#47;&#47;evil.example/x) [y](HTTPS&#x3A/\\evil.example/y)')
+    text, removed = remove_links(planted, [])
+    assert removed == 6 and text.count("(link to evil.example removed)") == 6 and "evil.example/" not in text
+    assert remove_links("HTTP/1.1 and C:\\Users; a \\\\ b; see https: the spec.", []) == \
+        ("HTTP/1.1 and C:\\Users; a \\\\ b; see https: the spec.", 0)
