@@ -101,7 +101,7 @@ def extra(answer: Answer) -> dict:
 # that change nothing of the answer (user, metadata, store, service_tier...) are accepted and ignored.
 UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "response_format",
                "audio", "modalities", "prediction", "logit_bias", "web_search_options")
-OPENAI_DEFAULTS = (None, False, [], {}, "none", "auto", {"type": "text"})
+OPENAI_DEFAULTS = (None, False, [], {}, "none", "auto", {"type": "text"}, ["text"])  # ["text"]: modalities
 MAX_TOKENS_CAP = 1024  # a request may ask for fewer new tokens than the server's setting, or up to this
 MAX_STOPS, MAX_STOP_CHARS = 4, 100  # OpenAI's count; a stop string is a marker, not a text
 
@@ -122,7 +122,18 @@ def stop_strings(value) -> tuple[str, ...]:
             or not all(isinstance(x, str) and 0 < len(x) <= MAX_STOP_CHARS for x in stops):
         raise RequestError(f"'stop' must be a string or an array of up to {MAX_STOPS} strings, "
                            f"each 1 to {MAX_STOP_CHARS} characters", "stop")
+    if not all(x.isascii() or _encodes(x) for x in stops):  # JSON's "\ud800": the model's side cannot send it
+        raise RequestError("'stop' holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair): "
+                           "not valid Unicode", "stop")
     return tuple(dict.fromkeys(stops))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def generation_settings(body: dict, settings) -> tuple:

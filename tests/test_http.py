@@ -396,6 +396,18 @@ def test_unsupported_openai_parameters_are_refused_naming_the_field(tmp_path, mo
 def test_the_openai_default_response_format_is_accepted(tmp_path):
     with live_server(tmp_path, rate_limit_per_minute=0) as (url, _):
         assert ask(url, response_format={"type": "text"}).status_code == 200
+        assert ask(url, modalities=["text"]).status_code == 200  # OpenAI's default too
+        assert ask(url, modalities=["text", "audio"]).json()["error"]["param"] == "modalities"
+
+
+def test_a_lone_surrogate_in_stop_is_a_400_naming_stop(tmp_path):
+    """JSON's "\\ud800" parses to a string no UTF-8 encoder takes: the request to the model failed (a 500)."""
+    body = b'{"messages": [{"role": "user", "content": "What is BM25?"}], "stop": ["end", "\\ud800"]}'
+    with live_server(tmp_path, rate_limit_per_minute=0) as (url, _):
+        r = httpx.post(url + "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"},
+                       timeout=30)
+        assert r.status_code == 400 and "'stop' holds a lone surrogate" in r.json()["error"]["message"]
+        assert r.json()["error"]["param"] == "stop"
 
 
 def test_max_tokens_and_sampling_are_honoured_and_any_bearer_case_is_accepted(tmp_path):
