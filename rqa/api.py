@@ -239,8 +239,9 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             return error(503, f"the server is answering {app.settings.api_max_in_flight} API questions; retry shortly",
                          "server_error", code="overloaded", headers={"Retry-After": "10"})
         release = release_once(in_flight)
+        client = client_id(request, app.settings.trusted_proxies)
         try:
-            question = admit(app, question, client_id(request, app.settings.trusted_proxies))
+            question = admit(app, question, client)
         except Refused as e:
             release()
             return error(e.status, str(e), "rate_limit_error" if e.status == 429 else "invalid_request_error",
@@ -252,6 +253,7 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
                                              sampling, earlier)
         except QuestionError as e:
             release()
+            app.limiter.forget(client)
             return error(400, str(e), param="messages", code=e.code)
         except Exception:
             release()

@@ -26,6 +26,13 @@ class RateLimiter:
         """Seconds the client must wait, without counting anything (0: it may go on)."""
         return self._check(client, record=False)
 
+    def forget(self, client: str) -> None:
+        """Take back the client's newest count: its question was refused after all (too long for
+        the model with its sources), and only questions asked are counted."""
+        with self._lock:
+            if hits := self._hits.get(client):
+                hits.pop()
+
     def record(self, client: str) -> None:
         """Count one event for the client (a failed login), whether or not it is over the limit."""
         with self._lock:

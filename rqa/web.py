@@ -46,14 +46,19 @@ def make_respond(app: AppState):
         def say(text: str, sources=gr.update(), checks=gr.update(), item=None):
             return history + [{"role": "assistant", "content": text}], sources, checks, item, ""
 
+        client = client_id(request, app.settings.trusted_proxies)
         try:
-            question = admit(app, message or "", client_id(request, app.settings.trusted_proxies))
+            question = admit(app, message or "", client)
         except Refused as e:
             yield say(str(e))
             return
         try:
             yield say("*Searching the papers...*")
-            stream = answer_stream(question, app.index, app.models, app.settings, app.sympy, earlier=earlier)
+            try:
+                stream = answer_stream(question, app.index, app.models, app.settings, app.sympy, earlier=earlier)
+            except QuestionError:
+                app.limiter.forget(client)  # refused after all: not counted
+                raise
             sources = render_retrieved(stream.question, stream.hits)
             waiting = "*Generating answers for other users; yours starts when one is done...*" \
                 if stream.model.busy and stream.hits else "*Reading the sources...*"

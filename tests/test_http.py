@@ -592,12 +592,15 @@ def test_the_papers_can_be_guarded_by_a_key_or_closed(tmp_path):
 
 def test_a_question_too_long_in_tokens_gets_a_400(tmp_path):
     """Within the character bound but past the model's context in tokens: 400 with OpenAI's code,
-    not a 500; a question that fits is answered."""
-    with live_server(tmp_path, n_ctx=1024, max_new_tokens=256) as (url, _):
-        r = ask(url, "a " * 990)  # the scripted model counts a word a token
-        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
-        assert r.json()["error"]["message"].startswith("The question is too long for the model")
-        assert ask(url).status_code == 200
+    not a 500, and not charged to the rate limit (only questions asked are); a question that fits
+    is answered."""
+    with live_server(tmp_path, n_ctx=1024, max_new_tokens=256, rate_limit_per_minute=2) as (url, _):
+        for _ in range(3):
+            r = ask(url, "a " * 990)  # the scripted model counts a word a token
+            assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+            assert r.json()["error"]["message"].startswith("The question is too long for the model")
+        assert ask(url).status_code == 200 and ask(url).status_code == 200
+        assert ask(url).status_code == 429
 
 
 def test_uploads_do_not_stay_in_gradio_upload_folder(tmp_path):

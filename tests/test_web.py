@@ -147,3 +147,14 @@ def test_question_words_are_highlighted_without_breaking_the_texts_entities():
     text = 'Q & A: the "amp" unit <b> quotes 3 > 2'
     marked = mark_text(text, [], "What do the amp and quot units quote?")
     assert marked == ('Q &amp; A: the &quot;<mark>amp</mark>&quot; unit &lt;b&gt; <mark>quotes</mark> 3 &gt; 2')
+
+
+def test_a_question_too_long_for_the_model_is_not_charged_to_the_rate_limit(make_app):
+    app, _ = make_app("An answer [1].", rate_limit=1, n_ctx=1024, max_new_tokens=256)
+    for _ in range(2):
+        *_, last = make_respond(app)("a " * 990, [], REQUEST)  # the scripted model counts a word a token
+        assert last[0][-1]["content"].startswith("The question is too long for the model")
+    *_, last = make_respond(app)("What is BM25?", [], REQUEST)
+    assert last[0][-1]["content"].startswith("An answer [1].")
+    *_, last = make_respond(app)("What is BM25?", [], REQUEST)
+    assert last[0][-1]["content"].startswith("Rate limit:")
