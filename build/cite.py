@@ -27,7 +27,7 @@ from pathlib import Path
 
 from build.dataset import read_log
 from rqa.errors import QuestionError, UserError
-from rqa.text import CITATION, cited_numbers, sentence_spans
+from rqa.text import CITATION, cited_numbers, jsonl_lines, sentence_spans
 
 MARKERS_RE = re.compile(rf"(?:\s*{CITATION})+")
 
@@ -64,7 +64,7 @@ def questions(data_dir: Path, split: str) -> list[str]:
     path = Path(data_dir) / "pairs.jsonl"
     if not path.is_file():
         raise UserError(f"{data_dir} has no pairs.jsonl: give the folder `python -m build dataset` wrote (--out)")
-    pairs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    pairs = [json.loads(x) for x in jsonl_lines(path.read_text(encoding="utf-8")) if x.strip()]
     asked = [p["question"] for p in pairs if p["split"] == split]
     return sorted(asked, key=lambda q: hashlib.sha256(q.encode()).hexdigest())
 

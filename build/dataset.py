@@ -22,7 +22,7 @@ from rqa.chunking import chunk_document
 from rqa.config import Settings
 from rqa.ingest import find_files, load_documents
 from rqa.prompt import build_messages
-from rqa.text import CITATION, sentence_spans
+from rqa.text import CITATION, jsonl_lines, sentence_spans
 from rqa.types import Chunk, Hit
 from rqa.errors import UserError
 
@@ -313,7 +313,7 @@ def read_jsonl(path: Path | None, limit: int | None = None) -> list[dict]:
     `limit` of them when given."""
     if not path or not Path(path).exists():
         return []
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in jsonl_lines(Path(path).read_text(encoding="utf-8")) if line.strip()]
     return rows[:limit] if limit else rows
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from rqa.config import Settings
 from rqa.index import Index, index_text
 from rqa.search import overlap, retrieve
-from rqa.text import split_spans, train_tokenizer
+from rqa.text import jsonl_lines, split_spans, train_tokenizer
 from rqa.types import Chunk
 from rqa.errors import UserError
 
@@ -127,11 +127,11 @@ def dataset_pairs(data_dir: Path) -> tuple[list[Chunk], list[tuple[str, Chunk]]]
     report = json.loads((data_dir / "report.json").read_text())
     train_papers = set(report["splits"].get("train", {}).get("papers", [])) | \
         set(report["splits"].get("val", {}).get("papers", []))
-    chunks = [Chunk(**json.loads(line)) for line in (data_dir / "chunks.jsonl").read_text().splitlines() if line.strip()]
+    chunks = [Chunk(**json.loads(line)) for line in jsonl_lines((data_dir / "chunks.jsonl").read_text(encoding="utf-8")) if line.strip()]
     chunks = [c for c in chunks if c.paper in train_papers]
     by_id = {c.chunk_id: c for c in chunks}
     pairs = []
-    for line in (data_dir / "pairs.jsonl").read_text().splitlines():
+    for line in jsonl_lines((data_dir / "pairs.jsonl").read_text(encoding="utf-8")):
         row = json.loads(line)
         if row["split"] in ("train", "val") and row["chunk_id"] in by_id:
             pairs.append((row["question"], by_id[row["chunk_id"]]))

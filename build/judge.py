@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rqa.text import jsonl_lines
+
 ANNOTATOR = "auto-judge"
 
 
@@ -37,7 +39,7 @@ class JudgeReport:
 def train_questions(data_dir: Path) -> list[dict]:
     """The train split's questions with their reference answer and the text of their own chunk."""
     def read(name: str) -> list[dict]:
-        return [json.loads(x) for x in (Path(data_dir) / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+        return [json.loads(x) for x in jsonl_lines((Path(data_dir) / name).read_text(encoding="utf-8")) if x.strip()]
 
     chunks = {c["chunk_id"]: c for c in read("chunks.jsonl")}
     answers = {g["chunk_id"]: g.get("answer", "") for g in read("generated.jsonl")}

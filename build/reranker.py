@@ -37,6 +37,7 @@ from build.embedder import hard_negatives, inverse_cloze
 from rqa.config import Settings
 from rqa.errors import UserError
 from rqa.index import index_text, load_index
+from rqa.text import jsonl_lines
 
 
 @dataclass
@@ -65,7 +66,7 @@ def training_groups(index, data_dir: Path, recipe: RerankerRecipe, settings: Set
     report = json.loads((Path(data_dir) / "report.json").read_text())
     seen_papers = {p for split in ("train", "val") for p in report["splits"].get(split, {}).get("papers", [])}
     queries = []
-    for line in (Path(data_dir) / "pairs.jsonl").read_text().splitlines():
+    for line in jsonl_lines((Path(data_dir) / "pairs.jsonl").read_text(encoding="utf-8")):
         row = json.loads(line)
         # questions of the train and val papers whose chunk the index holds (same chunking: same id)
         if row["split"] in ("train", "val") and row["chunk_id"] in by_id:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rqa.config import Settings
 from rqa.search import MODES
+from rqa.text import jsonl_lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +106,7 @@ def cmd_search(args, settings: Settings) -> int:
 
     if args.queries:
         try:
-            lines = args.queries.read_text(encoding="utf-8").splitlines()
+            lines = jsonl_lines(args.queries.read_text(encoding="utf-8"))
         except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
             print(f"error: {args.queries}: not a readable JSONL file ({type(e).__name__})", file=sys.stderr)
             return 2

@@ -15,7 +15,9 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
 from rqa.errors import RatingError
+from rqa.text import jsonl_lines
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -101,7 +103,7 @@ class RatingsDB:
         rate. Every line is checked before any is stored: an item the rating view cannot show would
         stop each annotator who reaches it."""
         rows = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        for n, line in enumerate(jsonl_lines(text), start=1):
             if not line.strip():
                 continue
             try:

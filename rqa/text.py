@@ -25,6 +25,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text, split at "\n" alone: a JSON string may hold U+2028, U+2029, U+0085
+    or a form feed unescaped (json.dumps with ensure_ascii=False writes them so), where
+    str.splitlines splits too and cuts the record in pieces. A "\r" before a "\n" and a byte-order
+    mark at the start are dropped; blank lines are kept, so that line numbers match an editor's."""
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 # --- words (BM25, support, prompt excerpts) ------------------------------------------------------
 
 STOPWORDS = set("""a an and are as at be been but by can could did do does for from had has have how i if in

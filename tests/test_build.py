@@ -852,3 +852,17 @@ def test_dpo_starts_from_the_base_its_sft_run_was_trained_on(tmp_path, monkeypat
     assert merged == ["Qwen/Qwen2.5-1.5B-Instruct"]  # not the cpu preset's qwen2.5-coder-0.5b
     with pytest.raises(UserError, match="--save-every applies to SFT runs"):
         cli(Namespace(**args, save_every=4))
+
+
+def test_the_stages_read_jsonl_records_whose_text_holds_unicode_line_separators(tmp_path):
+    """A paper's text may hold U+2028 or U+0085, which the dataset writes unescaped (ensure_ascii=False);
+    str.splitlines cut those records in pieces and the next stage failed on them."""
+    from build.cite import questions
+    from build.dataset import read_jsonl
+
+    rows = [{"question": f"What does line{sep}separation do?", "split": "train", "chunk_id": "c1"}
+            for sep in ("\u2028", "\x85")]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                          encoding="utf-8")
+    assert read_jsonl(tmp_path / "pairs.jsonl") == rows
+    assert sorted(questions(tmp_path, "train")) == sorted(r["question"] for r in rows)

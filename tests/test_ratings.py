@@ -147,3 +147,19 @@ def test_ratings_exports_do_not_pile_up(tmp_path, monkeypatch):
     monkeypatch.setattr(annotate, "EXPORT_KEEP_S", -1)
     third = annotate.export_file("{}\n", "jsonl", tmp_path)
     assert [p.name for p in tmp_path.glob("*/*")] == ["ratings.jsonl"] and third.is_file()
+
+
+def test_an_export_whose_text_holds_unicode_line_separators_imports_again(tmp_path):
+    """json.dumps(ensure_ascii=False), as rqa's own exports write, keeps U+2028, U+2029 and U+0085
+    unescaped; str.splitlines cut such a record in three and the whole import was refused. A file
+    saved with a byte-order mark and Windows line ends reads as well."""
+    import json
+
+    from rqa.ratings import RatingsDB
+
+    db = RatingsDB(tmp_path / "r.sqlite")
+    rows = [{"question": "What is LoRA?", "answer": f"Low-rank{sep}adapters [1].", "model": "m"}
+            for sep in ("\u2028", "\u2029", "\x85", "\x0c")]
+    text = "\ufeff" + "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n"
+    assert db.import_jsonl(text) == 4
+    assert db.next_item("ann")["answer"] == "Low-rank\u2028adapters [1]."
