@@ -14,7 +14,7 @@ import gradio as gr
 
 from rqa.errors import RatingError, StoreError
 from rqa.ratings import RUBRIC
-from rqa.render import render_item
+from rqa.render import ratings_table, render_item
 from rqa.service import AppState, client_id, match_secret
 from rqa.uploads import upload_folder, uploaded_files
 
@@ -63,15 +63,7 @@ def build_annotator_tab(app: AppState) -> None:
             gr.Markdown(RUBRIC)
 
     def render_stats() -> str:
-        s = app.db.summary()
-        fb = app.db.feedback_counts()
-        lines = [f"**{s['ratings']} ratings.** Chat feedback: helpful {fb['up']} · not helpful {fb['down']}",
-                 "", "| model | ratings | mean depth | correct | partly | wrong |", "|---|---|---|---|---|---|"]
-        lines += [f"| {m} | {v['n']} | {v['mean_depth']:.2f} | {v['correct']} | {v['partly']} | {v['wrong']} |"
-                  for m, v in s["models"].items()]
-        alpha = s["alpha"]
-        lines.append(f"\nKrippendorff's alpha (ordinal, depth): {alpha if alpha is not None else 'n/a (needs two annotators on one item)'}")
-        return "\n".join(lines)
+        return ratings_table(app.db.summary(), app.db.feedback_counts())
 
     def do_login(tok: str, request: gr.Request):
         token, wait = match_secret(app, client_id(request, app.settings.trusted_proxies), tok, app.annotators)

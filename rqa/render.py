@@ -135,6 +135,24 @@ def render_item(row: dict | None) -> str:
             f"<p><b>Sources:</b></p>" + (f"<ul>{src}</ul>" if src else "<p>(none)</p>"))
 
 
+def md_literal(text: str) -> str:
+    """Text that Markdown shows as written: every character but letters, digits, blanks, "-" and "_"
+    as an HTML character reference, so that no image, link, autolink, table cell or emphasis can be
+    made of it."""
+    return "".join(c if c.isalnum() or c in " -_" else f"&#{ord(c)};" for c in text)
+
+
+def ratings_table(summary: dict, feedback: dict) -> str:
+    """The annotator tab's Markdown summary. Model names come from imported files: shown literally."""
+    lines = [f"**{summary['ratings']} ratings.** Chat feedback: helpful {feedback['up']} · not helpful {feedback['down']}",
+             "", "| model | ratings | mean depth | correct | partly | wrong |", "|---|---|---|---|---|---|"]
+    lines += [f"| {md_literal(shown(m))} | {v['n']} | {v['mean_depth']:.2f} | {v['correct']} | {v['partly']} | {v['wrong']} |"
+              for m, v in summary["models"].items()]
+    alpha = summary["alpha"]
+    lines.append(f"\nKrippendorff's alpha (ordinal, depth): {alpha if alpha is not None else 'n/a (needs two annotators on one item)'}")
+    return "\n".join(lines)
+
+
 # Bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE...) make "report\u202Efdp.exe" show as
 # "reportexe.pdf": in names that users chose, they are shown as escapes.
 _BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")

@@ -4,6 +4,7 @@ A real uvicorn server in this process, with the scripted model over a small prim
 each request goes through the same routes, Gradio queue and handlers as in production.
 """
 
+import html
 import json
 import threading
 import time
@@ -466,6 +467,26 @@ def test_annotator_view_renders_planted_markdown_as_text():
     shown = render_item(row)
     assert "<img" not in shown and "<a " not in shown and "<script" not in shown
     assert "![t](http://evil.example/x.png)" in shown and "&lt;img src=http://evil.example/y.png&gt;" in shown
+
+
+def test_the_ratings_summary_shows_imported_model_names_as_written(tmp_path):
+    """Model names come from imported files; the summary is Markdown: a planted image was fetched by
+    every annotator's browser, a "|" broke the table."""
+    import markdown_it
+
+    from rqa.ratings import RatingsDB
+    from rqa.render import ratings_table
+
+    db = RatingsDB(tmp_path / "r.sqlite")
+    planted = ["![x](https://evil.example/p.png)", "a|b <img src=x> www.evil.example **bold**", "qwen2.5-coder\u202e"]
+    for name in planted:
+        db.rate(db.add_item("q?", "a.", name), "ann", 3, "correct")
+    table = ratings_table(db.summary(), db.feedback_counts())
+    shown = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(table)
+    assert "<img" not in shown and "<a " not in shown and "<strong>bold" not in shown and "\u202e" not in shown
+    assert shown.count("<tr>") == 1 + len(planted)  # the header and one row a model, each of six cells
+    assert all(row.count("<td>") == 6 for row in shown.split("<tr>")[2:])
+    assert "qwen2.5-coder\\u202e" in html.unescape(shown)
 
 
 def test_failed_annotator_logins_are_throttled(tmp_path):
