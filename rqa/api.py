@@ -1,4 +1,5 @@
-"""An OpenAI-compatible API on the app's own server: `GET /v1/models`, `POST /v1/chat/completions`.
+"""An OpenAI-compatible API on the app's own server: `GET /v1/models` (and `/v1/models/rqa`),
+`POST /v1/chat/completions`.
 
 Any OpenAI client (the `openai` SDK, Open WebUI, kotaemon...) can use rqa as its backend. The last
 user message is the question; the answer text carries its [n] markers, and the citations (paper,
@@ -210,13 +211,24 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
             return error(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
         return None
 
+    def model_entry() -> dict:
+        return {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "rqa", "rqa_model": app.models.files.q4.name,
+                "rqa_adapter": app.models.files.adapter.name if app.models.files.adapter else None}
+
     @server.get("/v1/models")
     def models(request: Request):
         if refused := check_key(request):
             return refused
-        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "rqa",
-                                            "rqa_model": app.models.files.q4.name,
-                                            "rqa_adapter": app.models.files.adapter.name if app.models.files.adapter else None}]}
+        return {"object": "list", "data": [model_entry()]}
+
+    @server.get("/v1/models/{model_id:path}")
+    def model(model_id: str, request: Request):  # the OpenAI client's models.retrieve
+        if refused := check_key(request):
+            return refused
+        if model_id != MODEL_ID:
+            return error(404, f"The model '{model_id}' does not exist (this server serves '{MODEL_ID}')",
+                         param="model", code="model_not_found")
+        return model_entry()
 
     @server.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -283,6 +295,17 @@ def add_openai_routes(server: FastAPI, app: AppState) -> None:
                              "finish_reason": finish_reason(stream)}],
                 "usage": usage(stream, answer),
                 "rqa": extra(answer)}
+
+    # Any other /v1 address answers as OpenAI does, with an error object: Gradio, mounted at "/",
+    # would answer it with its own page or a bare {"detail": "Not Found"}.
+    @server.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def unknown(rest: str, request: Request):
+        known = {"models": "GET", "chat/completions": "POST"}
+        if rest in known:
+            return error(405, f"{request.method} is not allowed on /v1/{rest}; use {known[rest]}",
+                         headers={"Allow": known[rest]})
+        return error(404, f"Unknown request URL: {request.method} /v1/{rest}. This server offers GET /v1/models, "
+                          "GET /v1/models/{model} and POST /v1/chat/completions", code="unknown_url")
 
 
 END, GONE = object(), object()  # what Generation.next returns after the last piece, and once the client has gone

@@ -401,6 +401,24 @@ def test_the_openai_default_response_format_is_accepted(tmp_path):
         assert ask(url, modalities=["text", "audio"]).json()["error"]["param"] == "modalities"
 
 
+def test_other_v1_addresses_get_openai_error_objects_and_the_model_can_be_retrieved(tmp_path):
+    """Gradio, mounted at "/", answered them with a bare {"detail": "Not Found"}: the OpenAI client's
+    models.retrieve failed, and a GET of the chat route was a 404 instead of a 405."""
+    import openai
+
+    with live_server(tmp_path, rate_limit_per_minute=0) as (url, _):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        assert client.models.retrieve("rqa").id == "rqa"
+        with pytest.raises(openai.NotFoundError, match="The model 'gpt-4' does not exist"):
+            client.models.retrieve("gpt-4")
+        r = httpx.get(url + "/v1/chat/completions", timeout=30)
+        assert r.status_code == 405 and r.headers["allow"] == "POST" and "use POST" in r.json()["error"]["message"]
+        for method, path in (("POST", "/v1/completions"), ("GET", "/v1/embeddings"), ("DELETE", "/v1/models")):
+            r = httpx.request(method, url + path, timeout=30)
+            assert r.status_code in (404, 405) and set(r.json()["error"]) == {"message", "type", "param", "code"}
+        assert httpx.post(url + "/v1/completions", timeout=30).json()["error"]["code"] == "unknown_url"
+
+
 def test_a_lone_surrogate_in_stop_is_a_400_naming_stop(tmp_path):
     """JSON's "\\ud800" parses to a string no UTF-8 encoder takes: the request to the model failed (a 500)."""
     body = b'{"messages": [{"role": "user", "content": "What is BM25?"}], "stop": ["end", "\\ud800"]}'
