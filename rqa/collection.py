@@ -29,8 +29,8 @@ from rqa.chunking import chunk_document
 from rqa.config import PRIMER_DIR, Settings
 from rqa.embed import DEFAULT_EMBEDDER, dimension, embed, fingerprint, is_local_model
 from rqa.errors import IndexError_, StoreError
-from rqa.index import (Index, check_chunk_settings, chunk_settings, index_exists, index_text, load_index,
-                       read_manifest, swap_in, write_index)
+from rqa.index import (Index, check_chunk_settings, chunk_settings, check_index_folder, index_exists, index_text,
+                       load_index, read_manifest, swap_in, write_index)
 from rqa.ingest import find_files, load_documents
 from rqa import milvus
 from rqa.milvus import MilvusIndex, is_milvus_uri
@@ -102,7 +102,7 @@ def write_lock(path: str | Path):
     if milvus.is_milvus_server(str(path)):
         lock = Path(tempfile.gettempdir()) / f"rqa-{hashlib.sha1(str(path).encode()).hexdigest()[:16]}.lock"
     else:
-        path = Path(path)
+        path = Path(path).resolve()  # "." has no name to put a lock file beside
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(f".{path.name}.lock")
     with open(lock, "a") as f:
@@ -250,6 +250,8 @@ def ingest_paths(paths: list[str | Path], settings: Settings, progress: bool = T
         report.per_file.append(FileResult(str(path), "skipped", reason=reason))
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
+    if not on_milvus(location(settings)):  # before minutes of reading and embedding
+        check_index_folder(Path(location(settings)))
     files = find_files(paths)
     report.files = len(files)
     incoming = []

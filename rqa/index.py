@@ -179,7 +179,8 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
                 embedder_dir: Path | None = None) -> None:
     """Write every file into a temporary sibling, then swap it in by rename (embedder_dir: a
     local embedder folder to bundle). Only rqa.collection calls this."""
-    path = Path(path)
+    path = Path(path).resolve()  # "." has no name to put a sibling's beside
+    check_index_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(f"{path.name}.tmp-*"):  # from a write that was killed
         shutil.rmtree(leftover, ignore_errors=True)
@@ -204,9 +205,18 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
     swap_in(tmp, path)
 
 
+def check_index_folder(path: Path) -> None:
+    """An index is written only where one is, or where nothing is: a swap replaces the folder whole,
+    and `--index ~/papers` would delete the papers in it."""
+    path = Path(path)
+    if path.is_dir() and not index_exists(path) and any(path.iterdir()):
+        raise IndexError_(f"{path} holds files that are not an rqa index; name a new or empty folder for the index")
+
+
 def swap_in(tmp: Path, path: Path) -> None:
     """Replace the index at `path` by the complete one at `tmp`: two renames, the old one kept as
     path.old between them (load_index reads that if a crash fell between)."""
+    check_index_folder(path)
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -216,6 +226,7 @@ def swap_in(tmp: Path, path: Path) -> None:
 
 
 def _located(path: Path) -> Path:
+    path = Path(path).resolve()
     if not (path / "manifest.json").exists() and (path.with_name(path.name + ".old") / "manifest.json").exists():
         return path.with_name(path.name + ".old")  # a swap was interrupted between its two renames
     return path

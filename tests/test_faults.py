@@ -25,10 +25,10 @@ from rqa.service import client_id
 from tests.conftest import PAPERS, ROOT
 
 
-def run_cli(*args, env=None):
+def run_cli(*args, env=None, cwd=ROOT):
     import os
 
-    return subprocess.run([sys.executable, "-m", "rqa", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "rqa", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=600, env={**os.environ, **(env or {})})
 
 
@@ -522,3 +522,26 @@ def test_a_queries_file_or_ratings_database_that_is_not_one_is_a_one_line_error(
                              capture_output=True, text=True, cwd=ROOT, timeout=600)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
         assert f"{db} is not an rqa ratings database" in out.stderr
+
+
+def test_an_index_is_never_written_over_a_folder_of_other_files(tmp_path, monkeypatch):
+    """`rqa ingest ~/papers --index ~/papers` swapped the index in by renaming the folder away and
+    deleting it: the papers in it were gone. Refused now in one line, before any reading; "." names
+    the current folder, which was a traceback (a path without a name)."""
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    shutil.copy(PRIMER_DIR / "03-lora.md", papers / "03-lora.md")
+    with pytest.raises(IndexError_, match=r"papers holds files that are not an rqa index; name a new or empty folder"):
+        ingest_paths([papers], Settings.load(index_dir=papers), progress=False)
+    assert sorted(p.name for p in papers.iterdir()) == ["03-lora.md"]
+    out = run_cli("ingest", str(papers / "03-lora.md"), "--index", ".", cwd=papers)
+    assert out.returncode == 2 and out.stderr.strip().endswith("holds files that are not an rqa index; name a new or "
+                                                               "empty folder for the index"), out.stderr
+    out = run_cli("search", "What is LoRA?", "--index", ".", cwd=papers)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "no index at" in out.stderr, out.stderr
+    assert sorted(p.name for p in papers.iterdir()) == ["03-lora.md"]
+    monkeypatch.chdir(tmp_path / "papers")  # an index in the current folder, named "."
+    (tmp_path / "papers" / "03-lora.md").rename(tmp_path / "03-lora.md")
+    assert ingest_paths([tmp_path / "03-lora.md"], Settings.load(index_dir="."), progress=False).papers_added == 1
+    # (the swap replaced the folder, so the process's current folder is the old, deleted one)
+    assert {c.paper for c in load_index(tmp_path / "papers").chunks} == {"03-lora"}
