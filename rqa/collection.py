@@ -308,14 +308,27 @@ def mark_copy(target: Path, published: Path, repo: str) -> dict:
     return origin
 
 
-def copy_published(published: Path, target: Path, repo: str) -> None:
+def copy_published(published: Path, target: Path, settings: Settings, uploads: list[Path] = ()) -> None:
     """The published index copied to `target` (the folder changes go to), its manifest naming the
-    publication it copies."""
+    publication it copies, with `uploads` ingested into it. All of it is done beside `target` and
+    swapped in whole once it loads: a stop or a failure on the way (Ctrl-C, the embedder, a
+    publication of an older format) leaves `target` as it was."""
+    target = Path(target).resolve()
     with write_lock(target):
         tmp = target.with_name(f"{target.name}.tmp-copy")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(published, tmp)  # the Hub cache's links followed: the copy holds the files
-        mark_copy(tmp, published, repo)
+        try:
+            shutil.copytree(published, tmp)  # the Hub cache's links followed: the copy holds the files
+            mark_copy(tmp, published, settings.hub_index_repo)
+            if uploads:
+                log_ingest(ingest_paths(uploads, dataclasses.replace(settings, index_dir=tmp), progress=False))
+            load_index(tmp, settings.embedder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:  # the lock file the uploads' ingestion left beside the copy
+            with contextlib.suppress(OSError):
+                tmp.with_name(f".{tmp.name}.lock").unlink()
         swap_in(tmp, target)
 
 
@@ -339,9 +352,7 @@ def published_or_copy(settings: Settings) -> Path:
     uploads = sorted({Path(p) for d in read_manifest(local)["documents"].values() for p in d["paths"]
                       if store in Path(p).resolve().parents and Path(p).exists()})
     log.info("%s was republished: copying it again, with %d uploaded papers", settings.hub_index_repo, len(uploads))
-    copy_published(published, local, settings.hub_index_repo)
-    if uploads:
-        log_ingest(ingest_paths(uploads, settings, progress=False))
+    copy_published(published, local, settings, uploads)
     return local
 
 
@@ -449,7 +460,7 @@ def writable_index(index: Index, settings: Settings) -> str | Path:
                          "added. Set RQA_INDEX_DIR to a new folder for the served index's local copy")
     if not index_exists(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        copy_published(Path(index.path), target, settings.hub_index_repo)
+        copy_published(Path(index.path), target, settings)
     return target
 
 

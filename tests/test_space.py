@@ -197,7 +197,21 @@ def test_uploads_to_a_published_index_are_served_after_a_restart_and_a_republish
     manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "copied_from"}))
     assert served() == {"03-lora", "12-adam"} and json.loads(manifest.read_text())["copied_from"]["repo"] == "someone/rqa-index"
     publish("b", ["03-lora.md", "06-bm25.md"])
+    # stopped while the uploads are ingested again into the new copy (Ctrl-C, a failing embedder):
+    # the copy served before is left whole, and the next start makes the new one
+    from rqa import collection as collection_module
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collection_module, "ingest_paths", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        Collection.open(settings)
+    monkeypatch.undo()
+    use_hf_cache(monkeypatch, cache)
     assert served() == {"03-lora", "06-bm25", "12-adam"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".index", "index"))) == \
+        [".index.lock", "index", "index-uploads"]
     # an index_dir holding an index of its own is neither served instead of the published one nor changed
     own = Settings.load(hub_index_repo="someone/rqa-index", index_dir=tmp_path / "own")
     ingest_paths([PRIMER_DIR / "08-hybrid-rrf.md"], own, progress=False)
@@ -206,3 +220,10 @@ def test_uploads_to_a_published_index_are_served_after_a_restart_and_a_republish
     with pytest.raises(StoreError, match="^the index folder holds another index than the published one served"):
         collection.add_uploads([upload], progress=False)
     assert {c.paper for c in open_index(Settings.load(index_dir=tmp_path / "own")).chunks} == {"08-hybrid-rrf"}
+    # republished in an older format: the copy with the uploads is served, with a notice
+    publish("c", ["03-lora.md"])
+    old = repo / "snapshots" / ("c" * 40) / "manifest.json"
+    old.write_text(json.dumps({**json.loads(old.read_text()), "format_version": 2}))
+    collection = Collection.open(settings)
+    assert {c.paper for c in collection.index.chunks} == {"03-lora", "06-bm25", "12-adam"}
+    assert any("could not be loaded (it has index format 2" in n for n in collection.notices)
