@@ -297,14 +297,18 @@ def copied_from(path: Path) -> dict:
     return read_manifest(path).get("copied_from", {}) if index_exists(path) else {}
 
 
-def mark_copy(target: Path, published: Path, repo: str) -> dict:
-    """Name in target's manifest the publication it copies (the caller holds target's write lock);
-    the manifest is replaced whole."""
-    origin = {"repo": repo, "manifest_sha256": sha256_file(published / "manifest.json")}
-    manifest = {**read_manifest(target), "copied_from": origin}
-    tmp = target / "manifest.json.tmp"
+def mark(target: Path, **fields) -> None:
+    """Add fields to target's manifest (the caller holds target's write lock); replaced whole."""
+    manifest = {**read_manifest(target), **fields}
+    tmp = Path(target) / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(target / "manifest.json")
+    tmp.replace(Path(target) / "manifest.json")
+
+
+def mark_copy(target: Path, published: Path, repo: str) -> dict:
+    """Name in target's manifest the publication it copies."""
+    origin = {"repo": repo, "manifest_sha256": sha256_file(published / "manifest.json")}
+    mark(target, copied_from=origin)
     return origin
 
 
@@ -340,7 +344,8 @@ def published_or_copy(settings: Settings) -> Path:
     published = download_index(settings.hub_index_repo)
     local = Path(settings.index_dir)
     origin = copied_from(local)
-    if not origin and index_exists(local) and read_manifest(published)["documents"] and \
+    if not origin and index_exists(local) and not read_manifest(local).get("fallback") and \
+            read_manifest(published)["documents"] and \
             set(read_manifest(published)["documents"]) <= set(read_manifest(local)["documents"]):
         with write_lock(local):  # copied by an rqa that named no origin: this one, with uploads
             origin = mark_copy(local, published, settings.hub_index_repo)
@@ -454,14 +459,28 @@ def writable_index(index: Index, settings: Settings) -> str | Path:
             raise StoreError("the index folder has gone (deleted while the app runs?); nothing was added. The papers "
                              "served now stay served until a restart; restore the folder or rebuild it with `rqa ingest`")
         return target
-    if index_exists(target) and copied_from(target).get("repo") != settings.hub_index_repo:
-        # changing it would serve it instead of the published papers; replacing it would lose it
-        raise StoreError("the index folder holds another index than the published one served; nothing was "
-                         "added. Set RQA_INDEX_DIR to a new folder for the served index's local copy")
     if not index_exists(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         copy_published(Path(index.path), target, settings)
+    elif copied_from(target).get("repo") != settings.hub_index_repo:
+        if (uploads := fallback_uploads(target, settings)) is None:
+            # changing it would serve it instead of the published papers; replacing it would lose it
+            raise StoreError("the index folder holds another index than the published one served; nothing was "
+                             "added. Set RQA_INDEX_DIR to a new folder for the served index's local copy")
+        copy_published(Path(index.path), target, settings, uploads)
     return target
+
+
+def fallback_uploads(path: Path, settings: Settings) -> list[Path] | None:
+    """The uploads of the primer index a start built when it could not reach the published one
+    (its manifest says "fallback"), which the copy of the published index takes over; None for any
+    other index, which is the operator's own."""
+    manifest = read_manifest(path)
+    if not manifest.get("fallback"):
+        return None
+    store = store_dir(settings).resolve()
+    return sorted({q for d in manifest["documents"].values() for q in map(Path, d["paths"])
+                   if store in q.resolve().parents and q.exists()})
 
 
 def add_files(files: list[Path], index: Index, settings: Settings,
@@ -530,7 +549,13 @@ class Collection:
                 else type(e).__name__  # never the server's paths
             notices.append(f"The index repo {settings.hub_index_repo} could not be loaded ({reason}); "
                            "serving the local index instead.")
+            local = Path(settings.index_dir)
+            built = not index_exists(local)
             index = open_index(dataclasses.replace(settings, hub_index_repo=""))
+            if built and index_exists(local):  # the primer, built for now: a copy of the published index replaces it
+                with write_lock(local):
+                    mark(local, fallback="primer")
+                index = load_index(local, settings.embedder)
         if settings.papers and settings.hub_index_repo:
             writable_index(index, settings)  # a copy of the served index in index_dir
             log_ingest(ingest_paths([settings.papers], settings))

@@ -227,3 +227,30 @@ def test_uploads_to_a_published_index_are_served_after_a_restart_and_a_republish
     collection = Collection.open(settings)
     assert {c.paper for c in collection.index.chunks} == {"03-lora", "06-bm25", "12-adam"}
     assert any("could not be loaded (it has index format 2" in n for n in collection.notices)
+
+
+def test_a_start_that_could_not_reach_the_published_index_does_not_block_uploads_later(tmp_path, monkeypatch):
+    """Offline at its first start, the app built the primer in the default index folder and served
+    it; at every later start the publication was served and each upload refused, the index folder
+    holding "another index". The primer (and what was uploaded to it) is the copy's to replace."""
+    from rqa.collection import Collection
+    from tests.test_llm import use_hf_cache
+
+    monkeypatch.chdir(tmp_path)  # the default index folder, .rqa/index, under tmp_path
+    use_hf_cache(monkeypatch, tmp_path / "hub")
+    settings = Settings.load(hub_index_repo="someone/rqa-index")
+    offline = Collection.open(settings)
+    assert any("could not be loaded" in n for n in offline.notices) and len(offline.papers()) > 10  # the primer
+    upload = tmp_path / "mine" / "notes.md"
+    upload.parent.mkdir()
+    upload.write_text("# Widget notes\n\n## Method\n\n" + "The widget constant is 42, measured over 300 trials. " * 20)
+    offline.add_uploads([upload], progress=False)
+    ingest_paths([PRIMER_DIR / "03-lora.md"], Settings.load(index_dir=tmp_path / "built"), progress=False)
+    repo = tmp_path / "hub" / "datasets--someone--rqa-index"
+    shutil.copytree(tmp_path / "built", repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    online = Collection.open(settings)
+    assert {p.paper for p in online.papers()} == {"03-lora"}
+    online.add_uploads([PRIMER_DIR / "12-adam.md"], progress=False)
+    assert {c.paper for c in Collection.open(settings).index.chunks} == {"03-lora", "notes", "12-adam"}
