@@ -61,8 +61,9 @@ run: install
 
 # Two workers, each test file kept on one (its module fixtures built once): many tests wait on a
 # subprocess or a model load, and a second worker uses that core (docs/BENCHMARKS.md, the suite's time).
+# The longest files are handed out first (tests/conftest.py, LONGEST_FILES).
 test: install browser
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: install
 	$(PY) -m bench.retrieval

@@ -150,3 +150,16 @@ def running_app(tmp: Path, **env: str):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+# The longest files first. `make test` hands each file whole to one of two workers (pytest-xdist's
+# --dist loadfile) in collection order (--no-loadscope-reorder; xdist's default orders files by their
+# number of tests): the tiny pipeline's file, a third of one worker's time, was handed out late and
+# ran for minutes after the other worker had finished. Measured with --durations=0, docs/BENCHMARKS.md.
+LONGEST_FILES = ("test_build.py", "test_faults.py", "test_embedder.py", "test_llama_server.py", "test_http.py",
+                 "test_papers.py", "test_index.py", "test_app.py", "test_api.py", "test_answer.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
