@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -105,6 +106,7 @@ UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs",
 OPENAI_DEFAULTS = (None, False, [], {}, "none", "auto", {"type": "text"}, ["text"])  # ["text"]: modalities
 MAX_TOKENS_CAP = 1024  # a request may ask for fewer new tokens than the server's setting, or up to this
 MAX_STOPS, MAX_STOP_CHARS = 4, 100  # OpenAI's count; a stop string is a marker, not a text
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a str holds them only unpaired
 
 
 def number(body: dict, name: str, low: float, high: float) -> float | None:
@@ -123,18 +125,11 @@ def stop_strings(value) -> tuple[str, ...]:
             or not all(isinstance(x, str) and 0 < len(x) <= MAX_STOP_CHARS for x in stops):
         raise RequestError(f"'stop' must be a string or an array of up to {MAX_STOPS} strings, "
                            f"each 1 to {MAX_STOP_CHARS} characters", "stop")
-    if not all(x.isascii() or _encodes(x) for x in stops):  # JSON's "\ud800": the model's side cannot send it
+    if any(LONE_SURROGATE.search(x) for x in stops):  # JSON's "\ud800": no UTF-8 encoder takes it
         raise RequestError("'stop' holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair): "
                            "not valid Unicode", "stop")
     return tuple(dict.fromkeys(stops))
 
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def generation_settings(body: dict, settings) -> tuple:

@@ -343,19 +343,18 @@ def published_or_copy(settings: Settings) -> Path:
     are ingested again, so that neither the republished papers nor the uploads are lost."""
     published = download_index(settings.hub_index_repo)
     local = Path(settings.index_dir)
-    origin = copied_from(local)
-    if not origin and index_exists(local) and not read_manifest(local).get("fallback") and \
-            read_manifest(published)["documents"] and \
-            set(read_manifest(published)["documents"]) <= set(read_manifest(local)["documents"]):
+    if not index_exists(local):
+        return published
+    manifest, published_docs = read_manifest(local), read_manifest(published)["documents"]
+    origin = manifest.get("copied_from", {})
+    if not origin and not manifest.get("fallback") and published_docs and set(published_docs) <= set(manifest["documents"]):
         with write_lock(local):  # copied by an rqa that named no origin: this one, with uploads
             origin = mark_copy(local, published, settings.hub_index_repo)
     if origin.get("repo") != settings.hub_index_repo:  # no copy of this index here
         return published
     if origin.get("manifest_sha256") == sha256_file(published / "manifest.json"):
         return local
-    store = store_dir(settings).resolve()
-    uploads = sorted({Path(p) for d in read_manifest(local)["documents"].values() for p in d["paths"]
-                      if store in Path(p).resolve().parents and Path(p).exists()})
+    uploads = stored_uploads(manifest, settings)
     log.info("%s was republished: copying it again, with %d uploaded papers", settings.hub_index_repo, len(uploads))
     copy_published(published, local, settings, uploads)
     return local
@@ -476,8 +475,11 @@ def fallback_uploads(path: Path, settings: Settings) -> list[Path] | None:
     (its manifest says "fallback"), which the copy of the published index takes over; None for any
     other index, which is the operator's own."""
     manifest = read_manifest(path)
-    if not manifest.get("fallback"):
-        return None
+    return stored_uploads(manifest, settings) if manifest.get("fallback") else None
+
+
+def stored_uploads(manifest: dict, settings: Settings) -> list[Path]:
+    """The papers store's files an index holds: what this server's users uploaded to it."""
     store = store_dir(settings).resolve()
     return sorted({q for d in manifest["documents"].values() for q in map(Path, d["paths"])
                    if store in q.resolve().parents and q.exists()})

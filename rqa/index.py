@@ -180,7 +180,6 @@ def write_index(path: Path, manifest: dict, chunks: list[Chunk], embeddings: np.
     """Write every file into a temporary sibling, then swap it in by rename (embedder_dir: a
     local embedder folder to bundle). Only rqa.collection calls this."""
     path = Path(path).resolve()  # "." has no name to put a sibling's beside
-    check_index_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(f"{path.name}.tmp-*"):  # from a write that was killed
         shutil.rmtree(leftover, ignore_errors=True)
